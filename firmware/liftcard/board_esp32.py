@@ -1,0 +1,179 @@
+# The ESP32 board: relay, LED and buzzer on GPIOs, the hardware watchdog, the
+# RTC, the filesystem on the "vfs" partition (mounted by MicroPython's boot) and
+# the ride log on its own raw data partition "ridelog".
+#
+# Card taps come from the NFC front end (PN532); until it is attached, a line
+# protocol on UART1 (same as the host board's stdin) lets a test rig inject taps
+# and commands, so the hil_tests suite runs unchanged against a real board.
+
+import time
+
+import esp32
+import machine
+from micropython import const
+
+from . import codes
+from .reader import EV_CMD, EV_NONE, EV_TAP
+
+_EPOCH_2000_TO_2024 = const(757382400)  # seconds from 2000-01-01 to 2024-01-01
+_NO_FLOOR = const(0xFF)
+_WDT_MS = const(8000)
+_PIN_RELAY = const(26)
+_PIN_LED_GREEN = const(25)
+_PIN_LED_RED = const(33)
+_PIN_BUZZER = const(32)
+_UART_ID = const(1)
+_UART_TX = const(17)
+_UART_RX = const(16)
+_LOG_PARTITION = "ridelog"
+
+
+def _nibble(c):
+    if 48 <= c <= 57:
+        return c - 48
+    c |= 0x20
+    if 97 <= c <= 102:
+        return c - 87
+    return -1
+
+
+class Board:
+    def __init__(self):
+        self.card = bytearray(8)
+        self.tap_kind = 0
+        self.tap_floor = _NO_FLOOR
+        self.tap_failure = 0
+        self.cmd = None
+        self.relay_on = False
+        self._relay_until = 0
+        self._relay = machine.Pin(_PIN_RELAY, machine.Pin.OUT, value=0)
+        self._green = machine.Pin(_PIN_LED_GREEN, machine.Pin.OUT, value=0)
+        self._red = machine.Pin(_PIN_LED_RED, machine.Pin.OUT, value=0)
+        self._buzzer = machine.PWM(machine.Pin(_PIN_BUZZER), freq=2700, duty=0)
+        self._beep_until = 0
+        self._rtc = machine.RTC()
+        self._wdt = machine.WDT(timeout=_WDT_MS)
+        self._uart = machine.UART(_UART_ID, 115200, tx=_UART_TX, rx=_UART_RX, timeout=0)
+        self._line = bytearray(256)
+        self._n = 0
+        self.nfc = None  # an NFC driver with poll(board) -> kind, set by the application
+        self._log = None
+
+    def mount(self):
+        pass  # MicroPython's _boot.py mounts littlefs on the "vfs" partition at /
+
+    def log_device(self):
+        if self._log is None:
+            parts = esp32.Partition.find(esp32.Partition.TYPE_DATA, label=_LOG_PARTITION)
+            if not parts:
+                raise OSError("no '%s' partition in the partition table" % _LOG_PARTITION)
+            self._log = parts[0]
+        return self._log
+
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return time.ticks_diff(a, b)
+
+    def epoch(self):
+        return time.time() - _EPOCH_2000_TO_2024
+
+    def set_epoch(self, s):
+        y, mo, d, hh, mm, ss, wd, yd = time.gmtime(s + _EPOCH_2000_TO_2024)
+        self._rtc.datetime((y, mo, d, wd, hh, mm, ss, 0))
+
+    def feed(self):
+        self._wdt.feed()
+
+    def signal(self, granted, relay_ms):
+        now = time.ticks_ms()
+        if granted:
+            self._relay.value(1)
+            self._green.value(1)
+            self._red.value(0)
+            self.relay_on = True
+            self._relay_until = time.ticks_add(now, relay_ms)
+        else:
+            self._red.value(1)
+            self._green.value(0)
+        self._buzzer.duty(512)
+        self._beep_until = time.ticks_add(now, 80 if granted else 400)
+
+    def service(self):
+        now = time.ticks_ms()
+        if self.relay_on and time.ticks_diff(now, self._relay_until) >= 0:
+            self.relay_on = False
+            self._relay.value(0)
+            self._green.value(0)
+        if self._beep_until and time.ticks_diff(now, self._beep_until) >= 0:
+            self._beep_until = 0
+            self._buzzer.duty(0)
+            self._red.value(0)
+
+    def report(self, rec, logged):
+        pass
+
+    def reply(self, text):
+        self._uart.write(text)
+        self._uart.write(b"\n")
+
+    def poll(self, timeout_ms):
+        if self.nfc is not None:
+            kind = self.nfc.poll(self)
+            if kind:
+                self.tap_kind = kind
+                return EV_TAP
+        deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
+        while True:
+            if self._uart.any():
+                n = self._uart.readinto(memoryview(self._line)[self._n :])
+                if n:
+                    self._n += n
+                ev = self._take_line()
+                if ev != EV_NONE:
+                    return ev
+            if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+                return EV_NONE
+            time.sleep_ms(5)
+
+    def _take_line(self):
+        line = self._line
+        for end in range(self._n):
+            if line[end] == 10:
+                text = bytes(line[:end]).decode().strip()
+                rest = self._n - end - 1
+                line[:rest] = line[end + 1 : self._n]
+                self._n = rest
+                return self._parse(text)
+        if self._n == len(line):
+            self._n = 0
+        return EV_NONE
+
+    def _parse(self, text):
+        parts = text.split()
+        if not parts:
+            return EV_NONE
+        verb = parts[0]
+        if verb not in ("TAP", "UID"):
+            self.cmd = text
+            return EV_CMD
+        hexid = parts[1] if len(parts) > 1 else ""
+        if len(hexid) & 1 or not 2 <= len(hexid) <= 16:
+            self.reply("ERR bad tap: card id must be hex")
+            return EV_NONE
+        pad = 8 - len(hexid) // 2
+        for i in range(8):
+            if i < pad:
+                self.card[i] = 0
+            else:
+                hi = _nibble(ord(hexid[2 * (i - pad)]))
+                lo = _nibble(ord(hexid[2 * (i - pad) + 1]))
+                if hi < 0 or lo < 0:
+                    self.reply("ERR bad tap: card id is not hex")
+                    return EV_NONE
+                self.card[i] = (hi << 4) | lo
+        self.tap_kind = codes.TAP_CREDENTIAL if verb == "TAP" else codes.TAP_LEGACY_UID
+        self.tap_floor = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else _NO_FLOOR
+        self.tap_failure = 0
+        return EV_TAP

@@ -1,0 +1,277 @@
+# The host board: the same reader on the MicroPython unix port.
+#
+# Flash is two image files: a littlefs filesystem (vfs.VfsLfs2 over BlockDev,
+# mounted at /flash) and the raw NOR ride-log partition (NorFlash). Taps and
+# commands arrive as lines on stdin; relay, LED, buzzer and ride reports leave
+# as lines on stdout:
+#
+#   in:  TAP <16 hex card id> [floor]     a verified credential
+#        UID <2..16 hex uid> [floor]      a bare UID (legacy cards)
+#        FAIL <reason code> [floor]       a card whose credential failed
+#        any other line                   a reader command (STATUS, TIME, WL, ...)
+#   out: RELAY ON | RELAY OFF | LED GREEN | LED RED | BEEP OK | BEEP DENY
+#        RIDE <record hex> <L|U>          each tap's record; U = not logged (log full)
+#        OK ... | ERR ... | STATUS {...}  command replies
+
+import select
+import sys
+import time
+
+import vfs
+
+from . import codes
+from .hostflash import SECTOR, BlockDev, NorFlash
+from .reader import EV_CMD, EV_NONE, EV_TAP
+
+_EPOCH_UNIX = 1704067200  # 2024-01-01T00:00:00Z
+_LINE = 512
+_NO_FLOOR = 0xFF
+
+_HEX = b"0123456789abcdef"
+
+
+def _nibble(c):
+    if 48 <= c <= 57:
+        return c - 48
+    c |= 0x20
+    if 97 <= c <= 102:
+        return c - 87
+    return -1
+
+
+class Board:
+    def __init__(self, flash_path, log_path, fs_size=2 * 1024 * 1024, log_size=2 * 1024 * 1024,
+                 stdin=None, stdout=None):
+        self.flash_path = flash_path
+        self.log_path = log_path
+        self.fs_size = fs_size
+        self.log_size = log_size
+        self.fs_dev = None
+        self.nor = None
+        self.card = bytearray(8)
+        self.tap_kind = 0
+        self.tap_floor = _NO_FLOOR
+        self.tap_failure = 0
+        self.cmd = None
+        self.relay_on = False
+        self.feeds = 0
+        self._relay_until = 0
+        self._epoch_offset = 0
+        self._in = stdin or sys.stdin.buffer
+        self._out = stdout or sys.stdout.buffer
+        self._poll = None
+        self._line = bytearray(_LINE)
+        self._n = 0            # bytes buffered in _line
+        self._eof = False
+        self._ride = bytearray(b"RIDE " + b"0" * 64 + b" L\n")
+
+    @classmethod
+    def from_argv(cls, argv):
+        opts = {"--flash": "reader-fs.img", "--log": "reader-log.img", "--fs-size": "2097152", "--log-size": "2097152"}
+        i = 1
+        while i < len(argv):
+            if argv[i] in opts and i + 1 < len(argv):
+                opts[argv[i]] = argv[i + 1]
+                i += 2
+            else:
+                raise SystemExit("usage: micropython main.py [--flash FS.img] [--log LOG.img] [--fs-size N] [--log-size N]")
+        return cls(opts["--flash"], opts["--log"], int(opts["--fs-size"]), int(opts["--log-size"]))
+
+    # ---- flash ----
+
+    def mount(self):
+        fresh = False
+        try:
+            open(self.flash_path, "rb").close()
+            self.fs_dev = BlockDev(self.flash_path)
+        except OSError:
+            self.fs_dev = BlockDev(self.flash_path, self.fs_size)
+            fresh = True
+        if fresh:
+            vfs.VfsLfs2.mkfs(self.fs_dev)
+        try:
+            vfs.umount("/flash")
+        except OSError:
+            pass
+        vfs.mount(vfs.VfsLfs2(self.fs_dev), "/flash")
+        import os
+
+        os.chdir("/flash")
+
+    def log_device(self):
+        if self.nor is None:
+            try:
+                open(self.log_path, "rb").close()
+                self.nor = NorFlash(self.log_path)
+            except OSError:
+                self.nor = NorFlash(self.log_path, self.log_size)
+        return self.nor
+
+    # ---- time ----
+
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return time.ticks_diff(a, b)
+
+    def epoch(self):
+        return int(time.time()) - _EPOCH_UNIX + self._epoch_offset
+
+    def set_epoch(self, s):
+        self._epoch_offset = s - (int(time.time()) - _EPOCH_UNIX)
+
+    # ---- outputs ----
+
+    def feed(self):
+        self.feeds += 1
+
+    def signal(self, granted, relay_ms):
+        out = self._out
+        if granted:
+            self.relay_on = True
+            self._relay_until = time.ticks_add(time.ticks_ms(), relay_ms)
+            out.write(b"RELAY ON\nLED GREEN\nBEEP OK\n")
+        else:
+            out.write(b"LED RED\nBEEP DENY\n")
+
+    def service(self):
+        if self.relay_on and time.ticks_diff(time.ticks_ms(), self._relay_until) >= 0:
+            self.relay_on = False
+            self._out.write(b"RELAY OFF\n")
+
+    def report(self, rec, logged):
+        r = self._ride
+        for i in range(32):
+            b = rec[i]
+            r[5 + 2 * i] = _HEX[b >> 4]
+            r[6 + 2 * i] = _HEX[b & 15]
+        r[70] = 76 if logged else 85  # 'L' / 'U'
+        self._out.write(r)
+
+    def reply(self, text):
+        self._out.write(text.encode() if isinstance(text, str) else text)
+        self._out.write(b"\n")
+
+    # ---- inputs ----
+
+    def poll(self, timeout_ms):
+        while True:
+            ev = self._take_line()
+            if ev != EV_NONE:
+                return ev
+            if self._eof:
+                self.cmd = "QUIT"
+                return EV_CMD
+            if self._n >= _LINE:
+                self._n = 0
+                self.cmd = None
+                self.reply("ERR line too long")
+                return EV_NONE
+            if self._poll is None:
+                self._poll = select.poll()
+                self._poll.register(self._in, select.POLLIN)
+            ready = False
+            for _ in self._poll.ipoll(timeout_ms):
+                ready = True
+            if not ready:
+                return EV_NONE
+            got = self._in.readinto(memoryview(self._line)[self._n :]) if self._n else self._in.readinto(self._line)
+            if not got:
+                self._eof = True
+            else:
+                self._n += got
+            timeout_ms = 0
+
+    def _take_line(self):
+        line = self._line
+        end = -1
+        for i in range(self._n):
+            if line[i] == 10:
+                end = i
+                break
+        if end < 0:
+            return EV_NONE
+        ev = self._parse(end)
+        # Shift the rest down (rare: several lines in one read).
+        rest = self._n - end - 1
+        for i in range(rest):
+            line[i] = line[end + 1 + i]
+        self._n = rest
+        return ev
+
+    def _word(self, start, end):
+        while start < end and self._line[start] == 32:
+            start += 1
+        stop = start
+        while stop < end and self._line[stop] != 32 and self._line[stop] != 13:
+            stop += 1
+        return start, stop
+
+    def _parse(self, end):
+        line = self._line
+        s, e = self._word(0, end)
+        verb = -1
+        if e - s == 3:
+            if line[s] == 84 and line[s + 1] == 65 and line[s + 2] == 80:      # TAP
+                verb = codes.TAP_CREDENTIAL
+            elif line[s] == 85 and line[s + 1] == 73 and line[s + 2] == 68:    # UID
+                verb = codes.TAP_LEGACY_UID
+        elif e - s == 4 and line[s] == 70 and line[s + 1] == 65 and line[s + 2] == 73 and line[s + 3] == 76:  # FAIL
+            verb = codes.TAP_FAILED
+        if verb < 0:
+            if e == s:
+                return EV_NONE
+            self.cmd = bytes(line[:end]).decode().strip()
+            return EV_CMD
+        hs, he = self._word(e, end)
+        fs, fe = self._word(he, end)
+        floor = _NO_FLOOR
+        if fe > fs:
+            floor = 0
+            for i in range(fs, fe):
+                d = line[i] - 48
+                if not 0 <= d <= 9 or floor > 254:
+                    self.reply("ERR bad tap: floor must be a number 0..254")
+                    return EV_NONE
+                floor = floor * 10 + d
+            if floor > 254:
+                self.reply("ERR bad tap: floor must be a number 0..254")
+                return EV_NONE
+        if verb == codes.TAP_FAILED:
+            code = 0
+            for i in range(hs, he):
+                d = line[i] - 48
+                if not 0 <= d <= 9:
+                    code = -1
+                    break
+                code = code * 10 + d
+            if he == hs or not codes.BAD_READ <= code <= codes.CARD_GARBAGE:
+                self.reply("ERR bad tap: FAIL needs a reason code 7..11")
+                return EV_NONE
+            card = self.card
+            for i in range(8):
+                card[i] = 0
+            self.tap_failure = code
+        else:
+            n = he - hs
+            if n & 1 or not (16 if verb == codes.TAP_CREDENTIAL else 2) <= n <= 16:
+                self.reply("ERR bad tap: card id must be 16 hex digits (UID: 2..16)")
+                return EV_NONE
+            card = self.card
+            pad = 8 - n // 2
+            for i in range(8):
+                if i < pad:
+                    card[i] = 0
+                    continue
+                at = hs + 2 * (i - pad)
+                hi = _nibble(line[at])
+                lo = _nibble(line[at + 1])
+                if hi < 0 or lo < 0:
+                    self.reply("ERR bad tap: card id is not hex")
+                    return EV_NONE
+                card[i] = (hi << 4) | lo
+            self.tap_failure = 0
+        self.tap_kind = verb
+        self.tap_floor = floor
+        return EV_TAP

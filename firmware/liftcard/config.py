@@ -1,0 +1,106 @@
+# Reader configuration on flash (docs/formats.md, "Reader configuration").
+#
+# A new config is validated in full before it replaces the old one by rename, so
+# a bad one is refused with a reason naming the key and the reader keeps its
+# last good config. Messages never carry the key's value.
+
+import json
+import os
+
+from . import codes
+
+PATH = "config.json"
+_NEW = "config.new"
+_INT_LIMIT = 1 << 30
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _int(obj, key, lo, hi, default=None):
+    v = obj.get(key, default)
+    if v is None:
+        raise ConfigError("config: %s is missing" % key)
+    if type(v) is not int:
+        raise ConfigError("config: %s must be an integer" % key)
+    if not lo <= v <= hi:
+        raise ConfigError("config: %s must be %d..%d" % (key, lo, hi))
+    return v
+
+
+def validate(obj):
+    # Returns the normalised config (defaults filled, key as bytes).
+    if type(obj) is not dict:
+        raise ConfigError("config: not a JSON object")
+    out = {}
+    out["reader_id"] = _int(obj, "reader_id", 1, _INT_LIMIT - 1)
+    out["building_id"] = _int(obj, "building_id", 1, _INT_LIMIT - 1)
+    floors = out["floors"] = _int(obj, "floors", 2, 16)
+    out["ground_floor"] = _int(obj, "ground_floor", 0, floors - 1)
+    key = obj.get("key")
+    if type(key) is not str or len(key) != 64:
+        raise ConfigError("config: key must be 64 hex digits")
+    try:
+        out["key"] = bytes(int(key[i : i + 2], 16) for i in range(0, 64, 2))
+    except ValueError:
+        raise ConfigError("config: key must be 64 hex digits")
+    t = obj.get("tariff")
+    if type(t) is not dict:
+        raise ConfigError("config: tariff is missing")
+    fees = t.get("fee_fen")
+    if type(fees) is not list or len(fees) != floors:
+        raise ConfigError("config: tariff.fee_fen must list one fee per floor")
+    for f in fees:
+        if type(f) is not int or not 0 <= f <= 65535:
+            raise ConfigError("config: tariff.fee_fen entries must be integers 0..65535 fen")
+    free = t.get("free_classes", ["exempt"])
+    if type(free) is not list:
+        raise ConfigError("config: tariff.free_classes must be a list")
+    for c in free:
+        if c not in codes.CLASS_NAMES:
+            raise ConfigError("config: tariff.free_classes has an unknown class")
+    out["tariff"] = {
+        "fee_fen": list(fees),
+        "free_classes": list(free),
+        "monthly_cap_fen": _int(t, "monthly_cap_fen", 0, 10000000, 0),
+        "debounce_s": _int(t, "debounce_s", 0, 3600, 30),
+    }
+    legacy = obj.get("legacy_uid", False)
+    if type(legacy) is not bool:
+        raise ConfigError("config: legacy_uid must be true or false")
+    out["legacy_uid"] = legacy
+    out["relay_ms"] = _int(obj, "relay_ms", 100, 60000, 4000)
+    out["utc_offset_min"] = _int(obj, "utc_offset_min", -720, 840, 480)
+    return out
+
+
+def parse(text):
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise ConfigError("config: not valid JSON")
+    return validate(obj)
+
+
+def load(path=PATH):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        raise ConfigError("config: no %s on flash" % path)
+    return parse(text)
+
+
+def install(src):
+    # Validates the config at `src` (any path) and makes it current.
+    try:
+        with open(src) as f:
+            text = f.read()
+    except OSError:
+        raise ConfigError("config: cannot read %s" % src)
+    cfg = parse(text)
+    with open(_NEW, "w") as f:
+        f.write(text)
+    os.rename(_NEW, PATH)
+    return cfg

@@ -1,0 +1,299 @@
+# The reader: tap -> credential -> lookup -> fee -> durable log -> signal.
+#
+# Identical on the ESP32 and the host; everything hardware goes through the
+# board. The decision path touches only flash reads, one 32-byte program and
+# preallocated buffers: no network, no allocation.
+
+import gc
+import struct
+from micropython import const
+
+from . import VERSION, codes
+from . import config as configmod
+from .clock import Clock
+from .fees import Fees
+from .ridelog import RideLog
+from .whitelist import Whitelist, WhitelistError
+
+EV_NONE = const(0)
+EV_TAP = const(1)
+EV_CMD = const(2)
+
+_NO_FLOOR = const(0xFF)
+_BOOT_FILE = "boot.cnt"
+_CHECKPOINT_EVERY_MS = const(60000)
+_QUIET_BEFORE_ERASE_MS = const(300)
+_DELTA_MAX = const(24 + 17 * 256 + 16)
+
+
+def _bump_boot_count():
+    n = 0
+    try:
+        with open(_BOOT_FILE, "rb") as f:
+            b = f.read(2)
+            if len(b) == 2:
+                n = (b[0] << 8) | b[1]
+    except OSError:
+        pass
+    n = (n + 1) & 0xFFFF
+    with open(_BOOT_FILE, "wb") as f:
+        f.write(bytes((n >> 8, n & 0xFF)))
+    return n
+
+
+class Reader:
+    def __init__(self, board):
+        self.board = board
+        self.card = board.card  # the board's NFC layer writes each card id here
+        self.rec = bytearray(32)
+        self.cfg = None
+        self.error = None
+        self.unlogged = 0      # rides granted while the log was full
+        self.stopped = False
+        self.log = None
+        self.wl = None
+        self.fees = None
+        self.clock = None
+        self._last_tap_ms = 0
+        self._last_save_ms = 0
+
+    # ---- boot ----
+
+    def boot(self):
+        b = self.board
+        b.mount()
+        self.clock = Clock(b)
+        self.boot_count = _bump_boot_count()
+        self.log = RideLog(b.log_device())
+        self.log.mount()
+        self.clock.seed(self.log.newest_time)
+        try:
+            self.cfg = configmod.load()
+        except configmod.ConfigError as e:
+            # Unconfigured: taps cannot be decided or logged; say so clearly.
+            self.cfg = None
+            self.error = str(e)
+            return
+        self._apply_config()
+
+    def _apply_config(self):
+        cfg = self.cfg
+        if self.wl:
+            self.wl.close()
+        self.wl = Whitelist(cfg["key"], cfg["reader_id"], cfg["building_id"])
+        self.wl.open()
+        b = self.board
+        self.fees = Fees(cfg["tariff"], cfg["floors"], cfg["ground_floor"], cfg["utc_offset_min"], b.ticks_diff)
+        now = self.clock.now()
+        covered = self.fees.load(now)
+        for rec in self.log.records(covered + 1):
+            self.fees.replay(rec, now)
+        self.fees.checkpoint_seq = max(covered, 0)
+        self.log.reclaim_limit = self.fees.checkpoint_seq
+        self.error = self.wl.error
+        gc.collect()
+
+    # ---- the tap path ----
+
+    def tap(self, kind, at_floor, failure=0):
+        # self.card holds the card id (board-filled). Returns the result code.
+        if self.cfg is None:
+            self.board.signal(False, 0)
+            return codes.NO_WHITELIST
+        clock = self.clock
+        fees = self.fees
+        now = clock.now()
+        ms = self.board.ticks_ms()
+        flags = 0 if clock.synced else codes.F_CLOCK_UNSYNCED
+        fee = 0
+        floor = _NO_FLOOR
+        household = 0
+        if kind == codes.TAP_FAILED:
+            result = failure
+        elif kind == codes.TAP_LEGACY_UID and not self.cfg["legacy_uid"]:
+            result = codes.LEGACY_DISABLED
+            flags |= codes.F_LEGACY_UID
+        elif not self.wl.loaded:
+            result = codes.NO_WHITELIST
+        else:
+            if kind == codes.TAP_LEGACY_UID:
+                flags |= codes.F_LEGACY_UID
+            found = self.wl.lookup(self.card)
+            fees.decide(found, self.wl.rec, self.card, at_floor, now, ms)
+            result = fees.result
+            fee = fees.fee
+            flags |= fees.flags
+            floor = fees.floor
+            household = fees.household
+        rec = self.rec
+        struct.pack_into(">III", rec, 0, 0, now, clock.uptime())
+        card = self.card
+        for i in range(8):
+            rec[12 + i] = card[i]
+        rec[20] = household >> 16
+        rec[21] = (household >> 8) & 0xFF
+        rec[22] = household & 0xFF
+        rec[23] = floor
+        rec[24] = fee >> 8
+        rec[25] = fee & 0xFF
+        rec[26] = result
+        rec[27] = flags
+        rec[28] = self.boot_count >> 8
+        rec[29] = self.boot_count & 0xFF
+        granted = result == codes.GRANTED
+        # Durable before the resident sees "granted" (promise 2).
+        logged = self.log.append(rec)
+        if logged:
+            if fees is not None and kind != codes.TAP_FAILED:
+                fees.commit(card, ms)
+        elif granted:
+            # Log full: never strand a resident, never overwrite unacked rides.
+            self.unlogged += 1
+        self.board.signal(granted, self.cfg["relay_ms"])
+        self.board.report(rec, logged)
+        self._last_tap_ms = ms
+        return result
+
+    # ---- housekeeping ----
+
+    def idle(self):
+        if self.cfg is None:
+            return
+        b = self.board
+        ms = b.ticks_ms()
+        if b.ticks_diff(ms, self._last_tap_ms) < _QUIET_BEFORE_ERASE_MS:
+            return
+        log = self.log
+        fees = self.fees
+        behind = fees.checkpoint_seq < log.last_seq
+        if (fees.dirty or behind) and (
+            b.ticks_diff(ms, self._last_save_ms) >= _CHECKPOINT_EVERY_MS
+            or log.needs_reclaim_beyond(fees.checkpoint_seq)
+        ):
+            fees.save(log.last_seq)
+            log.reclaim_limit = fees.checkpoint_seq
+            self._last_save_ms = ms
+            return
+        log.maintain()
+
+    # ---- commands (gateway link, technician, host harness) ----
+
+    def command(self, line):
+        try:
+            return self._command(line)
+        except (WhitelistError, configmod.ConfigError, ValueError) as e:
+            return "ERR %s" % e
+        except OSError as e:
+            return "ERR flash: %s" % e
+
+    def _command(self, line):
+        parts = line.split()
+        if not parts:
+            return "ERR empty command"
+        verb = parts[0].upper()
+        arg = parts[1] if len(parts) > 1 else None
+        if verb == "STATUS":
+            return self.status()
+        if verb == "QUIT":
+            self.stopped = True
+            return "OK bye"
+        if verb == "CONFIG":
+            if not arg:
+                return "ERR usage: CONFIG <path>"
+            self.cfg = configmod.install(arg)
+            self._apply_config()
+            return "OK config reader %d building %d" % (self.cfg["reader_id"], self.cfg["building_id"])
+        if self.cfg is None:
+            return "ERR not configured: %s" % self.error
+        if verb == "TIME":
+            t = int(arg) if arg else -1
+            if not 0 <= t < (1 << 32):
+                return "ERR usage: TIME <seconds since 2024-01-01 UTC>"
+            self.clock.set(t)
+            return "OK time %d" % t
+        if verb == "WL":
+            if not arg:
+                return "ERR usage: WL <path>"
+            version, count = self.wl.install(arg)
+            self.error = None
+            return "OK whitelist v%d %d cards" % (version, count)
+        if verb == "DELTA":
+            if not arg:
+                return "ERR usage: DELTA <path | hex>"
+            data = self._delta_bytes(arg)
+            version = self.wl.apply_delta(data)
+            return "OK whitelist v%d" % version
+        if verb == "ACK":
+            upto = int(arg) if arg else -1
+            if upto < 0:
+                return "ERR usage: ACK <seq>"
+            self.log.ack(upto)
+            return "OK acked %d" % self.log.acked
+        if verb == "DUMP":
+            start = int(arg) if arg else self.log.acked + 1
+            limit = int(parts[2]) if len(parts) > 2 else 1000
+            n = 0
+            for rec in self.log.records(start):
+                if n >= limit:
+                    break
+                self.board.reply("REC " + "".join("%02x" % x for x in rec))
+                n += 1
+            return "OK %d records" % n
+        return "ERR unknown command %s" % verb
+
+    def _delta_bytes(self, arg):
+        if len(arg) % 2 == 0 and len(arg) >= 2 * (24 + 16):
+            try:
+                return bytes(int(arg[i : i + 2], 16) for i in range(0, len(arg), 2))
+            except ValueError:
+                pass
+        try:
+            with open(arg, "rb") as f:
+                data = f.read(_DELTA_MAX + 1)
+        except OSError:
+            raise ValueError("cannot read delta %s" % arg)
+        if len(data) > _DELTA_MAX:
+            raise ValueError("delta larger than %d bytes" % _DELTA_MAX)
+        return data
+
+    def status(self):
+        log = self.log
+        cfg = self.cfg or {}
+        wl = self.wl
+        fields = (
+            ("fw", '"%s"' % VERSION),
+            ("reader_id", cfg.get("reader_id", 0)),
+            ("building_id", cfg.get("building_id", 0)),
+            ("boot", self.boot_count),
+            ("uptime_s", self.clock.uptime()),
+            ("time", self.clock.now()),
+            ("clock_synced", "true" if self.clock.synced else "false"),
+            ("whitelist_version", wl.version if wl else 0),
+            ("cards", (wl.count if wl else 0)),
+            ("next_seq", log.next_seq),
+            ("acked", log.acked),
+            ("backlog", log.backlog),
+            ("log_capacity", log.capacity),
+            ("log_full", "true" if log.full else "false"),
+            ("unlogged_rides", self.unlogged),
+            ("erases", log.erases),
+            ("forced_erases", log.forced_erases),
+            ("heap_free", gc.mem_free()),
+            ("error", '"%s"' % self.error if self.error else "null"),
+        )
+        return "STATUS {" + ", ".join('"%s": %s' % kv for kv in fields) + "}"
+
+    # ---- main loop ----
+
+    def run(self, poll_ms=50):
+        b = self.board
+        while not self.stopped:
+            b.feed()
+            ev = b.poll(poll_ms)
+            if ev == EV_TAP:
+                self.tap(b.tap_kind, b.tap_floor, b.tap_failure)
+            elif ev == EV_CMD:
+                b.reply(self.command(b.cmd))
+            else:
+                self.idle()
+            b.service()

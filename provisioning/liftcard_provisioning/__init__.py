@@ -1,0 +1,1 @@
+"""Technician tools: find, flash, deploy, configure and rescue liftcard readers."""

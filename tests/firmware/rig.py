@@ -1,0 +1,213 @@
+# Test rig for firmware tests under MicroPython: flash images, a reader booted on
+# the host board with its stdout captured, whitelist/delta builders, and the
+# power-cut machinery.
+
+import json
+import os
+import struct
+import sys
+
+import vfs
+
+from liftcard.board_host import Board
+from liftcard.hostflash import BlockDev, NorFlash, PowerLoss, create_image
+from liftcard.mac import Mac
+from liftcard.reader import Reader
+
+TMP = os.getenv("LIFTCARD_TMP") or "/tmp"
+VECTORS = os.getenv("LIFTCARD_VECTORS")
+MB2 = 2 * 1024 * 1024
+KEY_HEX = "8f2a5c61d7e94b30a1c6f0e2d4b89a7355e1c03b9d7f26a48b10e6c2f5a7d931"
+KEY = bytes(int(KEY_HEX[i : i + 2], 16) for i in range(0, 64, 2))
+READER_ID = 1017
+BUILDING_ID = 12
+
+CONFIG = {
+    "reader_id": READER_ID,
+    "building_id": BUILDING_ID,
+    "floors": 7,
+    "ground_floor": 0,
+    "key": KEY_HEX,
+    "tariff": {"fee_fen": [0, 0, 10, 20, 30, 40, 50], "free_classes": ["exempt"], "monthly_cap_fen": 3000, "debounce_s": 30},
+    "legacy_uid": False,
+    "relay_ms": 4000,
+    "utc_offset_min": 480,
+}
+
+
+class Sink:
+    # Captures what the board prints (relay, LED, ride reports, replies).
+    def __init__(self, keep=True):
+        self.keep = keep
+        self.lines = []
+
+    def write(self, b):
+        if self.keep:
+            self.lines.append(bytes(b))
+        return len(b)
+
+    def text(self):
+        return b"".join(self.lines).decode()
+
+
+def path(name):
+    return TMP + "/" + name
+
+
+def card_id(i):
+    # Spread over the whole u64 range, including ids >= 2**63.
+    v = (i * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    return v.to_bytes(8, "big")
+
+
+def record(cid, household, floors=0b1000001, status=0, klass=0, until=0xFFFF):
+    return cid + bytes((household >> 16, (household >> 8) & 255, household & 255, floors >> 8, floors & 255,
+                        (status << 4) | klass, until >> 8, until & 255))
+
+
+def write_whitelist(fname, records, version, reader_id=READER_ID, building_id=BUILDING_ID, key=KEY):
+    # records: iterable of 16-byte card records, sorted by card id.
+    recs = sorted(records)
+    hdr = struct.pack(">4sBBHIIIIII", b"LCWL", 1, 16, 0, reader_id, building_id, version, len(recs), 0, 0)
+    mac = Mac(key).start()
+    mac.update(hdr)
+    with open(fname, "wb") as f:
+        f.write(hdr)
+        for r in recs:
+            mac.update(r)
+            f.write(r)
+        f.write(mac.digest())
+    return fname
+
+
+def build_delta(ops, base, new, reader_id=READER_ID, building_id=BUILDING_ID, key=KEY, magic=b"LCWD"):
+    # ops: list of (op, 16-byte record); sorted by card id here.
+    ops = sorted(ops, key=lambda o: o[1][:8])
+    body = b"".join(bytes((op,)) + (rec if op == 1 else rec[:8] + bytes(8)) for op, rec in ops)
+    hdr = struct.pack(">4sBBHIIII", magic, 1, 16, len(ops), reader_id, building_id, base, new)
+    return hdr + body + Mac(key).of(hdr + body)
+
+
+def make_images(prefix="r", fs_size=MB2, log_size=MB2):
+    fs = path(prefix + "-fs.img")
+    log = path(prefix + "-log.img")
+    create_image(fs, fs_size)
+    create_image(log, log_size)
+    dev = BlockDev(fs)
+    vfs.VfsLfs2.mkfs(dev)
+    dev.close()
+    return fs, log
+
+
+def write_config(cfg=None, fname=None):
+    fname = fname or path("config.json")
+    with open(fname, "w") as f:
+        json.dump(cfg or CONFIG, f)
+    return fname
+
+
+def boot(prefix="r", keep_output=True):
+    # Boots a reader on existing images (a power-on: nothing carried over).
+    board = Board(path(prefix + "-fs.img"), path(prefix + "-log.img"), stdin=None, stdout=Sink(keep_output))
+    r = Reader(board)
+    r.boot()
+    return r
+
+
+def arm(reader, cut_fs=-1, cut_log=-1):
+    # Counts writes from now on; the cut_*-th next write loses power.
+    b = reader.board
+    if cut_fs >= 0:
+        b.fs_dev.writes = 0
+        b.fs_dev.cut_after = cut_fs
+    if cut_log >= 0:
+        b.nor.writes = 0
+        b.nor.cut_after = cut_log
+
+
+def shutdown(reader):
+    # After a real power cut there is nothing to close cleanly; just drop it.
+    b = reader.board
+    try:
+        vfs.umount("/flash")
+    except OSError:
+        pass
+    os.chdir(TMP)
+    if b.fs_dev:
+        b.fs_dev.close()
+    if b.nor:
+        b.nor.close()
+
+
+def copy_file(src, dst):
+    buf = bytearray(4096)
+    with open(src, "rb") as a, open(dst, "wb") as b:
+        while True:
+            n = a.readinto(buf)
+            if not n:
+                break
+            b.write(memoryview(buf)[:n])
+
+
+def snapshot(prefix, to):
+    copy_file(path(prefix + "-fs.img"), path(to + "-fs.img"))
+    copy_file(path(prefix + "-log.img"), path(to + "-log.img"))
+
+
+def configured_reader(prefix="r", cards=None, version=1, cfg=None):
+    # Fresh images, config and whitelist installed through the reader's commands.
+    make_images(prefix)
+    r = boot(prefix)
+    assert r.command("CONFIG " + write_config(cfg)).startswith("OK"), r.error
+    if cards is not None:
+        wl = write_whitelist(path("wl-v%d.bin" % version), cards, version)
+        reply = r.command("WL " + wl)
+        assert reply.startswith("OK"), reply
+    r.command("TIME 91000000")
+    return r
+
+
+def tap(reader, cid, floor=0):
+    b = reader.board
+    for i in range(8):
+        b.card[i] = cid[i]
+    from liftcard import codes
+
+    return reader.tap(codes.TAP_CREDENTIAL, floor)
+
+
+def all_records(reader):
+    out = []
+    for rec in reader.log.records(1):
+        out.append(bytes(rec))
+    return out
+
+
+def seq(rec):
+    return struct.unpack_from(">I", rec, 0)[0]
+
+
+def fee(rec):
+    return (rec[24] << 8) | rec[25]
+
+
+def load_vectors(name):
+    with open(VECTORS + "/" + name) as f:
+        return json.load(f)
+
+
+def unhex(s):
+    return bytes(int(s[i : i + 2], 16) for i in range(0, len(s), 2))
+
+
+def check(cond, msg="check failed"):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def expect_error(fn, *args):
+    try:
+        fn(*args)
+    except Exception as e:
+        return str(e)
+    raise AssertionError("expected an error from %s" % fn)
