@@ -27,6 +27,7 @@ def run_micropython(args, cwd, heap=HEAP, timeout=600, stdin=None, env_extra=Non
     env["MICROPYPATH"] = os.pathsep.join([str(FIRMWARE), str(FIRMWARE / "lib"), str(MP_TESTS)])
     env["LIFTCARD_VECTORS"] = str(VECTORS)
     env["LIFTCARD_TMP"] = str(cwd)
+    env["LIFTCARD_HEAP"] = heap
     if env_extra:
         env.update(env_extra)
     return subprocess.run(
@@ -41,3 +42,8 @@ def micropython(tmp_path):
         return run_micropython(args, tmp_path, **kw)
 
     return run
+
+
+# tests/firmware/ holds MicroPython code, run by test_firmware.py under the real
+# micropython binary; CPython must not import it as test modules.
+collect_ignore = ["firmware"]
