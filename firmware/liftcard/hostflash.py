@@ -21,6 +21,23 @@ class PowerLoss(Exception):
     pass
 
 
+# Raised from inside littlefs callbacks, possibly from a finalizer run by the
+# garbage collector with the heap locked: so it must not allocate.
+_POWER_LOSS = PowerLoss("power cut")
+_OK = const(0)
+_TORN = const(1)   # this write is the one the cut interrupts: half done
+_LOST = const(2)   # power is already off: the write never happens
+
+
+class Rail:
+    # The supply shared by the flash chips of one board: counts their writes
+    # (programs and erases) and cuts power on write number cut_after + 1.
+    def __init__(self, cut_after=-1):
+        self.writes = 0
+        self.cut_after = cut_after
+        self.dead = False  # after the cut: every later write is silently lost
+
+
 def create_image(path, size, fill=0xFF):
     blk = bytes([fill]) * _CHUNK
     with open(path, "wb") as f:
@@ -37,16 +54,20 @@ class _Flash:
         self.programmed = 0      # bytes programmed
         self.erased = 0          # sectors erased
         self.writes = 0          # program + erase operations
-        self.cut_after = -1      # lose power on write number cut_after + 1
+        self.rail = Rail()
         self._tmp = bytearray(_CHUNK)
         self._views = {}
 
     def _budget(self):
-        # True when this write is the one the power cut interrupts.
-        if self.cut_after >= 0 and self.writes >= self.cut_after:
-            return True
+        rail = self.rail
+        if rail.dead:
+            return _LOST
+        if rail.cut_after >= 0 and rail.writes >= rail.cut_after:
+            rail.dead = True
+            return _TORN
+        rail.writes += 1
         self.writes += 1
-        return False
+        return _OK
 
     def _view(self, k):
         # Cached views of the scratch buffer: the tap path must not allocate.
@@ -76,9 +97,12 @@ class _Flash:
         if op == _IOCTL_BLOCK_SIZE:
             return SECTOR
         if op == _IOCTL_BLOCK_ERASE:
-            if self._budget():
+            state = self._budget()
+            if state == _LOST:
+                raise _POWER_LOSS
+            if state == _TORN:
                 self._erase(arg, torn=True)
-                raise PowerLoss()
+                raise _POWER_LOSS
             self._erase(arg)
             return 0
         return 0
@@ -97,13 +121,16 @@ class BlockDev(_Flash):
             self.ioctl(_IOCTL_BLOCK_ERASE, block)
             off = 0
         n = len(buf)
-        if self._budget():
+        state = self._budget()
+        if state == _LOST:
+            raise _POWER_LOSS
+        if state == _TORN:
             n //= 2
             self.f.seek(block * SECTOR + off)
             self.f.write(memoryview(buf)[:n])
             self.f.flush()
             self.programmed += n
-            raise PowerLoss()
+            raise _POWER_LOSS
         self.f.seek(block * SECTOR + off)
         self.f.write(buf)
         self.f.flush()
@@ -123,7 +150,10 @@ class NorFlash(_Flash):
             self.ioctl(_IOCTL_BLOCK_ERASE, block)
             off = 0
         n = len(buf)
-        torn = self._budget()
+        state = self._budget()
+        if state == _LOST:
+            raise _POWER_LOSS
+        torn = state == _TORN
         if torn:
             n //= 2
         base = block * SECTOR + off
@@ -145,4 +175,4 @@ class NorFlash(_Flash):
         self.f.flush()
         self.programmed += n
         if torn:
-            raise PowerLoss()
+            raise _POWER_LOSS

@@ -1,6 +1,8 @@
 # Runs one firmware test function under MicroPython:
-#   micropython -X heapsize=192K mprun.py <module> <function>
+#   micropython -X heapsize=192K mprun.py <module> <function> [args...]
 # Prints PASS, or the failure with its traceback, and exits non-zero on failure.
+# Extra arguments reach the function as strings (power-cut tests run each cut
+# in a process of its own, as a real power-on would start).
 import sys
 
 
@@ -9,7 +11,7 @@ def main():
     mod = __import__(mod_name)
     fn = getattr(mod, fn_name)
     try:
-        fn()
+        fn(*sys.argv[3:])
     except Exception as e:
         sys.print_exception(e)
         print("FAIL", fn_name)

@@ -2,6 +2,7 @@
 # the host board with its stdout captured, whitelist/delta builders, and the
 # power-cut machinery.
 
+import gc
 import json
 import os
 import struct
@@ -10,13 +11,15 @@ import sys
 import vfs
 
 from liftcard.board_host import Board
-from liftcard.hostflash import BlockDev, NorFlash, PowerLoss, create_image
+from liftcard.hostflash import BlockDev, NorFlash, PowerLoss, Rail, create_image
 from liftcard.mac import Mac
 from liftcard.reader import Reader
 
 TMP = os.getenv("LIFTCARD_TMP") or "/tmp"
 VECTORS = os.getenv("LIFTCARD_VECTORS")
 MB2 = 2 * 1024 * 1024
+HEAP = os.getenv("LIFTCARD_HEAP") or "192K"
+HERE = __file__.rsplit("/", 1)[0]
 KEY_HEX = "8f2a5c61d7e94b30a1c6f0e2d4b89a7355e1c03b9d7f26a48b10e6c2f5a7d931"
 KEY = bytes(int(KEY_HEX[i : i + 2], 16) for i in range(0, 64, 2))
 READER_ID = 1017
@@ -114,29 +117,51 @@ def boot(prefix="r", keep_output=True):
     return r
 
 
-def arm(reader, cut_fs=-1, cut_log=-1):
-    # Counts writes from now on; the cut_*-th next write loses power.
+def arm(reader, cut_after=-1):
+    # Counts the board's flash writes from now on (both chips); power fails on
+    # write number cut_after + 1 (-1: never). Returns the rail.
     b = reader.board
-    if cut_fs >= 0:
-        b.fs_dev.writes = 0
-        b.fs_dev.cut_after = cut_fs
-    if cut_log >= 0:
-        b.nor.writes = 0
-        b.nor.cut_after = cut_log
+    rail = Rail(cut_after)
+    b.fs_dev.rail = rail
+    b.nor.rail = rail
+    return rail
 
 
 def shutdown(reader):
-    # After a real power cut there is nothing to close cleanly; just drop it.
+    # Power off: nothing is closed cleanly. The rail goes dead so whatever the
+    # old objects still do (file finalizers) cannot reach the images; they are
+    # left to the garbage collector.
     b = reader.board
+    for dev in (b.fs_dev, b.nor):
+        if dev:
+            dev.rail.dead = True
+    # Files the cut left open are finalized now, while their filesystem is
+    # still mounted; their writes go nowhere (the rail is dead).
+    try:
+        reader.wl.close()
+    except Exception:
+        pass
+    gc.collect()
     try:
         vfs.umount("/flash")
     except OSError:
         pass
     os.chdir(TMP)
-    if b.fs_dev:
-        b.fs_dev.close()
-    if b.nor:
-        b.nor.close()
+
+
+def child(module, function, *args, heap=None):
+    # Runs module.function(*args) in a fresh MicroPython with the reader's heap
+    # limit: a power-on after a cut starts from nothing but the flash images.
+    # Only test-data builders, which never run a reader, may ask for more heap.
+    log = path("child.log")
+    cmd = "%s -X heapsize=%s %s/mprun.py %s %s %s > %s 2>&1" % (
+        sys.executable, heap or HEAP, HERE, module, function,
+        " ".join(str(a) for a in args), log)
+    status = os.system(cmd)
+    if status != 0:
+        with open(log) as f:
+            print(f.read())
+        raise AssertionError("%s.%s%r failed (status %d)" % (module, function, args, status))
 
 
 def copy_file(src, dst):
@@ -154,13 +179,23 @@ def snapshot(prefix, to):
     copy_file(path(prefix + "-log.img"), path(to + "-log.img"))
 
 
-def configured_reader(prefix="r", cards=None, version=1, cfg=None):
+def configured_reader(prefix="r", cards=None, version=1, cfg=None, keep_output=True):
     # Fresh images, config and whitelist installed through the reader's commands.
-    make_images(prefix)
-    r = boot(prefix)
-    assert r.command("CONFIG " + write_config(cfg)).startswith("OK"), r.error
-    if cards is not None:
+    # cards: a list of records, or the name of a whitelist file already written.
+    # Test data is written out and dropped before the reader boots: 192K is
+    # tight, and hundreds of live test records would fragment the heap the
+    # reader allocates its tables from.
+    wl = None
+    if isinstance(cards, str):
+        wl = cards
+    elif cards is not None:
         wl = write_whitelist(path("wl-v%d.bin" % version), cards, version)
+    cards = None
+    gc.collect()
+    make_images(prefix)
+    r = boot(prefix, keep_output)
+    assert r.command("CONFIG " + write_config(cfg)).startswith("OK"), r.error
+    if wl:
         reply = r.command("WL " + wl)
         assert reply.startswith("OK"), reply
     r.command("TIME 91000000")
@@ -198,6 +233,20 @@ def load_vectors(name):
 
 def unhex(s):
     return bytes(int(s[i : i + 2], 16) for i in range(0, len(s), 2))
+
+
+def hexs(b):
+    return "".join("%02x" % x for x in b)
+
+
+def save_json(name, obj):
+    with open(path(name), "w") as f:
+        json.dump(obj, f)
+
+
+def load_json(name):
+    with open(path(name)) as f:
+        return json.load(f)
 
 
 def check(cond, msg="check failed"):
