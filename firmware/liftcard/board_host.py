@@ -18,12 +18,16 @@ import sys
 import time
 
 import vfs
+from micropython import const
 
 from . import codes
 from .hostflash import SECTOR, BlockDev, NorFlash
 from .reader import EV_CMD, EV_NONE, EV_TAP
 
 _EPOCH_UNIX = 1704067200  # 2024-01-01T00:00:00Z
+_TICKS_PERIOD = const(1 << 30)
+_TICKS_MASK = const((1 << 30) - 1)
+_TICKS_HALF = const(1 << 29)
 _LINE = 512
 _NO_FLOOR = 0xFF
 
@@ -109,11 +113,15 @@ class Board:
 
     # ---- time ----
 
+    # The unix port's ticks count from the host's boot and are not bounded to
+    # 32 bits; the logic above keeps ticks in 32-bit arrays, as the ESP32's
+    # 2**30 period allows. So the host board wraps its ticks the same way.
     def ticks_ms(self):
-        return time.ticks_ms()
+        return time.ticks_ms() & _TICKS_MASK
 
     def ticks_diff(self, a, b):
-        return time.ticks_diff(a, b)
+        d = (a - b) & _TICKS_MASK
+        return d - _TICKS_PERIOD if d >= _TICKS_HALF else d
 
     def epoch(self):
         return int(time.time()) - _EPOCH_UNIX + self._epoch_offset

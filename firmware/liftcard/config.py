@@ -12,20 +12,22 @@ from . import codes
 PATH = "config.json"
 _NEW = "config.new"
 _INT_LIMIT = 1 << 30
+_HEX = "0123456789abcdefABCDEF"
 
 
 class ConfigError(Exception):
     pass
 
 
-def _int(obj, key, lo, hi, default=None):
+def _int(obj, key, lo, hi, default=None, within=""):
     v = obj.get(key, default)
+    name = within + key
     if v is None:
-        raise ConfigError("config: %s is missing" % key)
+        raise ConfigError("config: %s is missing" % name)
     if type(v) is not int:
-        raise ConfigError("config: %s must be an integer" % key)
+        raise ConfigError("config: %s must be an integer" % name)
     if not lo <= v <= hi:
-        raise ConfigError("config: %s must be %d..%d" % (key, lo, hi))
+        raise ConfigError("config: %s must be %d..%d" % (name, lo, hi))
     return v
 
 
@@ -39,32 +41,30 @@ def validate(obj):
     floors = out["floors"] = _int(obj, "floors", 2, 16)
     out["ground_floor"] = _int(obj, "ground_floor", 0, floors - 1)
     key = obj.get("key")
-    if type(key) is not str or len(key) != 64:
+    # Checked digit by digit: int(x, 16) would also take "+f" or " f".
+    if type(key) is not str or len(key) != 64 or any(c not in _HEX for c in key):
         raise ConfigError("config: key must be 64 hex digits")
-    try:
-        out["key"] = bytes(int(key[i : i + 2], 16) for i in range(0, 64, 2))
-    except ValueError:
-        raise ConfigError("config: key must be 64 hex digits")
+    out["key"] = bytes(int(key[i : i + 2], 16) for i in range(0, 64, 2))
     t = obj.get("tariff")
     if type(t) is not dict:
-        raise ConfigError("config: tariff is missing")
+        raise ConfigError("config: tariff is missing or not an object")
     fees = t.get("fee_fen")
     if type(fees) is not list or len(fees) != floors:
         raise ConfigError("config: tariff.fee_fen must list one fee per floor")
     for f in fees:
         if type(f) is not int or not 0 <= f <= 65535:
             raise ConfigError("config: tariff.fee_fen entries must be integers 0..65535 fen")
-    free = t.get("free_classes", ["exempt"])
+    free = t.get("free_classes")
     if type(free) is not list:
-        raise ConfigError("config: tariff.free_classes must be a list")
+        raise ConfigError("config: tariff.free_classes must be a list (may be empty)")
     for c in free:
         if c not in codes.CLASS_NAMES:
             raise ConfigError("config: tariff.free_classes has an unknown class")
     out["tariff"] = {
         "fee_fen": list(fees),
         "free_classes": list(free),
-        "monthly_cap_fen": _int(t, "monthly_cap_fen", 0, 10000000, 0),
-        "debounce_s": _int(t, "debounce_s", 0, 3600, 30),
+        "monthly_cap_fen": _int(t, "monthly_cap_fen", 0, 10000000, within="tariff."),
+        "debounce_s": _int(t, "debounce_s", 0, 3600, within="tariff."),
     }
     legacy = obj.get("legacy_uid", False)
     if type(legacy) is not bool:

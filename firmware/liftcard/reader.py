@@ -5,13 +5,13 @@
 # preallocated buffers: no network, no allocation.
 
 import gc
-import struct
 from micropython import const
 
 from . import VERSION, codes
 from . import config as configmod
 from .clock import Clock
 from .fees import Fees
+from . import ridelog
 from .ridelog import RideLog
 from .whitelist import Whitelist, WhitelistError
 
@@ -126,26 +126,13 @@ class Reader:
             floor = fees.floor
             household = fees.household
         rec = self.rec
-        struct.pack_into(">III", rec, 0, 0, now, clock.uptime())
-        card = self.card
-        for i in range(8):
-            rec[12 + i] = card[i]
-        rec[20] = household >> 16
-        rec[21] = (household >> 8) & 0xFF
-        rec[22] = household & 0xFF
-        rec[23] = floor
-        rec[24] = fee >> 8
-        rec[25] = fee & 0xFF
-        rec[26] = result
-        rec[27] = flags
-        rec[28] = self.boot_count >> 8
-        rec[29] = self.boot_count & 0xFF
+        ridelog.pack(rec, now, clock.uptime(), self.card, household, floor, fee, result, flags, self.boot_count)
         granted = result == codes.GRANTED
         # Durable before the resident sees "granted" (promise 2).
         logged = self.log.append(rec)
         if logged:
             if fees is not None and kind != codes.TAP_FAILED:
-                fees.commit(card, ms)
+                fees.commit(self.card, ms)
         elif granted:
             # Log full: never strand a resident, never overwrite unacked rides.
             self.unlogged += 1

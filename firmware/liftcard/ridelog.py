@@ -40,6 +40,42 @@ def valid(buf, off=0):
     return buf[off + 30] == c >> 8 and buf[off + 31] == c & 0xFF
 
 
+def pack(rec, time, uptime, card, household, floor, fee, result, flags, boot):
+    # Fills a 32-byte ride record (docs/formats.md) but for seq and CRC, which
+    # seal() stamps as the record goes to flash. No allocation.
+    rec[0] = rec[1] = rec[2] = rec[3] = 0
+    rec[4] = time >> 24
+    rec[5] = (time >> 16) & 0xFF
+    rec[6] = (time >> 8) & 0xFF
+    rec[7] = time & 0xFF
+    rec[8] = uptime >> 24
+    rec[9] = (uptime >> 16) & 0xFF
+    rec[10] = (uptime >> 8) & 0xFF
+    rec[11] = uptime & 0xFF
+    for i in range(8):
+        rec[12 + i] = card[i]
+    rec[20] = household >> 16
+    rec[21] = (household >> 8) & 0xFF
+    rec[22] = household & 0xFF
+    rec[23] = floor
+    rec[24] = fee >> 8
+    rec[25] = fee & 0xFF
+    rec[26] = result
+    rec[27] = flags
+    rec[28] = boot >> 8
+    rec[29] = boot & 0xFF
+
+
+def seal(rec, seq):
+    rec[0] = seq >> 24
+    rec[1] = (seq >> 16) & 0xFF
+    rec[2] = (seq >> 8) & 0xFF
+    rec[3] = seq & 0xFF
+    c = crc16(rec, 0, 30)
+    rec[30] = c >> 8
+    rec[31] = c & 0xFF
+
+
 def seq_of(buf, off=0):
     return (buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3]
 
@@ -182,13 +218,7 @@ class RideLog:
         if self.slot >= SLOTS and not self._advance():
             return False
         seq = self.next_seq
-        rec[0] = seq >> 24
-        rec[1] = (seq >> 16) & 0xFF
-        rec[2] = (seq >> 8) & 0xFF
-        rec[3] = seq & 0xFF
-        c = crc16(rec, 0, 30)
-        rec[30] = c >> 8
-        rec[31] = c & 0xFF
+        seal(rec, seq)
         h = self.head
         self.dev.writeblocks(h + JOURNAL, rec, self.slot * SLOT)
         if self.slot == 0:

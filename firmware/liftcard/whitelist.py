@@ -191,6 +191,8 @@ class Whitelist:
             raise WhitelistError("not a whitelist (bad magic)")
         if fmt != _FORMAT or rsize != REC:
             raise WhitelistError("unsupported whitelist format")
+        if flags or hdr[28] or hdr[29] or hdr[30] or hdr[31]:
+            raise WhitelistError("whitelist header has reserved bits set")
         if size != HDR + count * REC + MAC_LEN:
             raise WhitelistError("whitelist size does not match its count")
         if reader != self.reader_id:

@@ -109,9 +109,25 @@ def write_config(cfg=None, fname=None):
     return fname
 
 
-def boot(prefix="r", keep_output=True):
+class ManualClockBoard(Board):
+    # The host board with a clock the test sets: `now_s` (liftcard epoch) and
+    # `now_ms` (monotonic), as the fee vectors give them.
+    now_s = 90201600
+    now_ms = 1000
+
+    def ticks_ms(self):
+        return self.now_ms
+
+    def epoch(self):
+        return self.now_s
+
+    def set_epoch(self, s):
+        pass
+
+
+def boot(prefix="r", keep_output=True, board_cls=Board):
     # Boots a reader on existing images (a power-on: nothing carried over).
-    board = Board(path(prefix + "-fs.img"), path(prefix + "-log.img"), stdin=None, stdout=Sink(keep_output))
+    board = board_cls(path(prefix + "-fs.img"), path(prefix + "-log.img"), stdin=None, stdout=Sink(keep_output))
     r = Reader(board)
     r.boot()
     return r
@@ -179,7 +195,7 @@ def snapshot(prefix, to):
     copy_file(path(prefix + "-log.img"), path(to + "-log.img"))
 
 
-def configured_reader(prefix="r", cards=None, version=1, cfg=None, keep_output=True):
+def configured_reader(prefix="r", cards=None, version=1, cfg=None, keep_output=True, board_cls=Board, key=KEY):
     # Fresh images, config and whitelist installed through the reader's commands.
     # cards: a list of records, or the name of a whitelist file already written.
     # Test data is written out and dropped before the reader boots: 192K is
@@ -189,11 +205,12 @@ def configured_reader(prefix="r", cards=None, version=1, cfg=None, keep_output=T
     if isinstance(cards, str):
         wl = cards
     elif cards is not None:
-        wl = write_whitelist(path("wl-v%d.bin" % version), cards, version)
+        c = cfg or CONFIG
+        wl = write_whitelist(path("wl-v%d.bin" % version), cards, version, c["reader_id"], c["building_id"], key)
     cards = None
     gc.collect()
     make_images(prefix)
-    r = boot(prefix, keep_output)
+    r = boot(prefix, keep_output, board_cls)
     assert r.command("CONFIG " + write_config(cfg)).startswith("OK"), r.error
     if wl:
         reply = r.command("WL " + wl)
@@ -226,9 +243,29 @@ def fee(rec):
     return (rec[24] << 8) | rec[25]
 
 
-def load_vectors(name):
+def vector_meta(name):
+    # The {"meta": ...} first line of a shared vector file (tests/vectors).
     with open(VECTORS + "/" + name) as f:
-        return json.load(f)
+        return json.loads(f.readline())["meta"]
+
+
+def vector_cases(name, group=None):
+    # The cases of a shared vector file, one line at a time (a whole file
+    # would not fit beside a reader in 192K). Yields (group, case); for a
+    # file that is a plain list, group is None.
+    with open(VECTORS + "/" + name) as f:
+        while True:
+            line = f.readline()
+            if not line:
+                return
+            obj = json.loads(line)
+            if "meta" in obj:
+                continue
+            if "group" in obj:
+                if group is None or obj["group"] == group:
+                    yield obj["group"], obj["case"]
+            else:
+                yield None, obj
 
 
 def unhex(s):
