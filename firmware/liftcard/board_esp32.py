@@ -12,11 +12,9 @@ import esp32
 import machine
 from micropython import const
 
-from . import codes
-from .reader import EV_CMD, EV_NONE, EV_TAP
+from .lineproto import EV_NONE, EV_TAP, LineProtocol
 
 _EPOCH_2000_TO_2024 = const(757382400)  # seconds from 2000-01-01 to 2024-01-01
-_NO_FLOOR = const(0xFF)
 _WDT_MS = const(8000)
 _PIN_RELAY = const(26)
 _PIN_LED_GREEN = const(25)
@@ -28,22 +26,9 @@ _UART_RX = const(16)
 _LOG_PARTITION = "ridelog"
 
 
-def _nibble(c):
-    if 48 <= c <= 57:
-        return c - 48
-    c |= 0x20
-    if 97 <= c <= 102:
-        return c - 87
-    return -1
-
-
-class Board:
+class Board(LineProtocol):
     def __init__(self):
-        self.card = bytearray(8)
-        self.tap_kind = 0
-        self.tap_floor = _NO_FLOOR
-        self.tap_failure = 0
-        self.cmd = None
+        self._init_lines(256)
         self.relay_on = False
         self._relay_until = 0
         self._relay = machine.Pin(_PIN_RELAY, machine.Pin.OUT, value=0)
@@ -54,8 +39,7 @@ class Board:
         self._rtc = machine.RTC()
         self._wdt = machine.WDT(timeout=_WDT_MS)
         self._uart = machine.UART(_UART_ID, 115200, tx=_UART_TX, rx=_UART_RX, timeout=0)
-        self._line = bytearray(256)
-        self._n = 0
+        self._view = memoryview(self._line)
         self.nfc = None  # an NFC driver with poll(board) -> kind, set by the application
         self._log = None
 
@@ -127,53 +111,15 @@ class Board:
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         while True:
             if self._uart.any():
-                n = self._uart.readinto(memoryview(self._line)[self._n :])
+                if self._n >= len(self._line):
+                    self._n = 0
+                    self.reply("ERR line too long")
+                n = self._uart.readinto(self._view[self._n :])
                 if n:
                     self._n += n
-                ev = self._take_line()
-                if ev != EV_NONE:
-                    return ev
+            ev = self._take_line()
+            if ev != EV_NONE:
+                return ev
             if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
                 return EV_NONE
             time.sleep_ms(5)
-
-    def _take_line(self):
-        line = self._line
-        for end in range(self._n):
-            if line[end] == 10:
-                text = bytes(line[:end]).decode().strip()
-                rest = self._n - end - 1
-                line[:rest] = line[end + 1 : self._n]
-                self._n = rest
-                return self._parse(text)
-        if self._n == len(line):
-            self._n = 0
-        return EV_NONE
-
-    def _parse(self, text):
-        parts = text.split()
-        if not parts:
-            return EV_NONE
-        verb = parts[0]
-        if verb not in ("TAP", "UID"):
-            self.cmd = text
-            return EV_CMD
-        hexid = parts[1] if len(parts) > 1 else ""
-        if len(hexid) & 1 or not 2 <= len(hexid) <= 16:
-            self.reply("ERR bad tap: card id must be hex")
-            return EV_NONE
-        pad = 8 - len(hexid) // 2
-        for i in range(8):
-            if i < pad:
-                self.card[i] = 0
-            else:
-                hi = _nibble(ord(hexid[2 * (i - pad)]))
-                lo = _nibble(ord(hexid[2 * (i - pad) + 1]))
-                if hi < 0 or lo < 0:
-                    self.reply("ERR bad tap: card id is not hex")
-                    return EV_NONE
-                self.card[i] = (hi << 4) | lo
-        self.tap_kind = codes.TAP_CREDENTIAL if verb == "TAP" else codes.TAP_LEGACY_UID
-        self.tap_floor = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else _NO_FLOOR
-        self.tap_failure = 0
-        return EV_TAP

@@ -20,30 +20,19 @@ import time
 import vfs
 from micropython import const
 
-from . import codes
 from .hostflash import SECTOR, BlockDev, NorFlash
-from .reader import EV_CMD, EV_NONE, EV_TAP
+from .lineproto import EV_CMD, EV_NONE, LineProtocol
 
 _EPOCH_UNIX = 1704067200  # 2024-01-01T00:00:00Z
 _TICKS_PERIOD = const(1 << 30)
 _TICKS_MASK = const((1 << 30) - 1)
 _TICKS_HALF = const(1 << 29)
 _LINE = 512
-_NO_FLOOR = 0xFF
 
 _HEX = b"0123456789abcdef"
 
 
-def _nibble(c):
-    if 48 <= c <= 57:
-        return c - 48
-    c |= 0x20
-    if 97 <= c <= 102:
-        return c - 87
-    return -1
-
-
-class Board:
+class Board(LineProtocol):
     def __init__(self, flash_path, log_path, fs_size=2 * 1024 * 1024, log_size=2 * 1024 * 1024,
                  stdin=None, stdout=None):
         self.flash_path = flash_path
@@ -52,11 +41,7 @@ class Board:
         self.log_size = log_size
         self.fs_dev = None
         self.nor = None
-        self.card = bytearray(8)
-        self.tap_kind = 0
-        self.tap_floor = _NO_FLOOR
-        self.tap_failure = 0
-        self.cmd = None
+        self._init_lines(_LINE)
         self.relay_on = False
         self.feeds = 0
         self._relay_until = 0
@@ -64,8 +49,6 @@ class Board:
         self._in = stdin or sys.stdin.buffer
         self._out = stdout or sys.stdout.buffer
         self._poll = None
-        self._line = bytearray(_LINE)
-        self._n = 0            # bytes buffered in _line
         self._eof = False
         self._ride = bytearray(b"RIDE " + b"0" * 64 + b" L\n")
 
@@ -190,96 +173,3 @@ class Board:
             else:
                 self._n += got
             timeout_ms = 0
-
-    def _take_line(self):
-        line = self._line
-        end = -1
-        for i in range(self._n):
-            if line[i] == 10:
-                end = i
-                break
-        if end < 0:
-            return EV_NONE
-        ev = self._parse(end)
-        # Shift the rest down (rare: several lines in one read).
-        rest = self._n - end - 1
-        for i in range(rest):
-            line[i] = line[end + 1 + i]
-        self._n = rest
-        return ev
-
-    def _word(self, start, end):
-        while start < end and self._line[start] == 32:
-            start += 1
-        stop = start
-        while stop < end and self._line[stop] != 32 and self._line[stop] != 13:
-            stop += 1
-        return start, stop
-
-    def _parse(self, end):
-        line = self._line
-        s, e = self._word(0, end)
-        verb = -1
-        if e - s == 3:
-            if line[s] == 84 and line[s + 1] == 65 and line[s + 2] == 80:      # TAP
-                verb = codes.TAP_CREDENTIAL
-            elif line[s] == 85 and line[s + 1] == 73 and line[s + 2] == 68:    # UID
-                verb = codes.TAP_LEGACY_UID
-        elif e - s == 4 and line[s] == 70 and line[s + 1] == 65 and line[s + 2] == 73 and line[s + 3] == 76:  # FAIL
-            verb = codes.TAP_FAILED
-        if verb < 0:
-            if e == s:
-                return EV_NONE
-            self.cmd = bytes(line[:end]).decode().strip()
-            return EV_CMD
-        hs, he = self._word(e, end)
-        fs, fe = self._word(he, end)
-        floor = _NO_FLOOR
-        if fe > fs:
-            floor = 0
-            for i in range(fs, fe):
-                d = line[i] - 48
-                if not 0 <= d <= 9 or floor > 254:
-                    self.reply("ERR bad tap: floor must be a number 0..254")
-                    return EV_NONE
-                floor = floor * 10 + d
-            if floor > 254:
-                self.reply("ERR bad tap: floor must be a number 0..254")
-                return EV_NONE
-        if verb == codes.TAP_FAILED:
-            code = 0
-            for i in range(hs, he):
-                d = line[i] - 48
-                if not 0 <= d <= 9:
-                    code = -1
-                    break
-                code = code * 10 + d
-            if he == hs or not codes.BAD_READ <= code <= codes.CARD_GARBAGE:
-                self.reply("ERR bad tap: FAIL needs a reason code 7..11")
-                return EV_NONE
-            card = self.card
-            for i in range(8):
-                card[i] = 0
-            self.tap_failure = code
-        else:
-            n = he - hs
-            if n & 1 or not (16 if verb == codes.TAP_CREDENTIAL else 2) <= n <= 16:
-                self.reply("ERR bad tap: card id must be 16 hex digits (UID: 2..16)")
-                return EV_NONE
-            card = self.card
-            pad = 8 - n // 2
-            for i in range(8):
-                if i < pad:
-                    card[i] = 0
-                    continue
-                at = hs + 2 * (i - pad)
-                hi = _nibble(line[at])
-                lo = _nibble(line[at + 1])
-                if hi < 0 or lo < 0:
-                    self.reply("ERR bad tap: card id is not hex")
-                    return EV_NONE
-                card[i] = (hi << 4) | lo
-            self.tap_failure = 0
-        self.tap_kind = verb
-        self.tap_floor = floor
-        return EV_TAP

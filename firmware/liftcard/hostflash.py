@@ -17,7 +17,8 @@ _IOCTL_BLOCK_ERASE = const(6)
 _CHUNK = const(256)
 
 
-class PowerLoss(Exception):
+class PowerLoss(BaseException):
+    # Not an Exception: no handler in the firmware may catch a power cut.
     pass
 
 

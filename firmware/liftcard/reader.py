@@ -13,11 +13,8 @@ from .clock import Clock
 from .fees import Fees
 from . import ridelog
 from .ridelog import RideLog
-from .whitelist import Whitelist, WhitelistError
-
-EV_NONE = const(0)
-EV_TAP = const(1)
-EV_CMD = const(2)
+from .whitelist import Whitelist
+from .lineproto import EV_CMD, EV_TAP
 
 _NO_FLOOR = const(0xFF)
 _BOOT_FILE = "boot.cnt"
@@ -166,12 +163,17 @@ class Reader:
     # ---- commands (gateway link, technician, host harness) ----
 
     def command(self, line):
+        # A command never stops the reader: whatever goes wrong becomes one
+        # ERR line and the taps go on.
         try:
             return self._command(line)
-        except (WhitelistError, configmod.ConfigError, ValueError) as e:
-            return "ERR %s" % e
         except OSError as e:
             return "ERR flash: %s" % e
+        except MemoryError:
+            gc.collect()
+            return "ERR out of memory"
+        except Exception as e:
+            return "ERR %s" % e
 
     def _command(self, line):
         parts = line.split()
