@@ -32,16 +32,27 @@ _LINE = 512
 _HEX = b"0123456789abcdef"
 
 
+def _absolute(path):
+    if path.startswith("/"):
+        return path
+    import os
+
+    return os.getcwd().rstrip("/") + "/" + path
+
+
 class Board(LineProtocol):
     def __init__(self, flash_path, log_path, fs_size=2 * 1024 * 1024, log_size=2 * 1024 * 1024,
                  stdin=None, stdout=None):
-        self.flash_path = flash_path
-        self.log_path = log_path
+        # Absolute paths: mount() changes into the reader's own filesystem.
+        self.flash_path = _absolute(flash_path)
+        self.log_path = _absolute(log_path)
         self.fs_size = fs_size
         self.log_size = log_size
         self.fs_dev = None
         self.nor = None
         self._init_lines(_LINE)
+        self._b1 = bytearray(1)
+        self._skip = False
         self.relay_on = False
         self.feeds = 0
         self._relay_until = 0
@@ -147,18 +158,12 @@ class Board(LineProtocol):
     # ---- inputs ----
 
     def poll(self, timeout_ms):
+        # Reads one byte at a time while input is ready: on a blocking pipe
+        # readinto() would wait until it had filled the whole buffer.
         while True:
-            ev = self._take_line()
-            if ev != EV_NONE:
-                return ev
             if self._eof:
                 self.cmd = "QUIT"
                 return EV_CMD
-            if self._n >= _LINE:
-                self._n = 0
-                self.cmd = None
-                self.reply("ERR line too long")
-                return EV_NONE
             if self._poll is None:
                 self._poll = select.poll()
                 self._poll.register(self._in, select.POLLIN)
@@ -167,9 +172,21 @@ class Board(LineProtocol):
                 ready = True
             if not ready:
                 return EV_NONE
-            got = self._in.readinto(memoryview(self._line)[self._n :]) if self._n else self._in.readinto(self._line)
-            if not got:
-                self._eof = True
-            else:
-                self._n += got
             timeout_ms = 0
+            if not self._in.readinto(self._b1):
+                self._eof = True
+                continue
+            c = self._b1[0]
+            if self._skip:
+                self._skip = c != 10
+                continue
+            self._line[self._n] = c
+            self._n += 1
+            if c == 10:
+                ev = self._take_line()
+                if ev != EV_NONE:
+                    return ev
+            elif self._n >= _LINE:
+                self._n = 0
+                self._skip = True  # drop the rest of the line
+                self.reply("ERR line too long")

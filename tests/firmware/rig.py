@@ -45,7 +45,11 @@ class Sink:
         self.lines = []
 
     def write(self, b):
+        # Keeps the latest few hundred writes: enough for any check, bounded
+        # in a 192K heap however long a test taps.
         if self.keep:
+            if len(self.lines) >= 256:
+                self.lines.pop(0)
             self.lines.append(bytes(b))
         return len(b)
 
@@ -195,7 +199,8 @@ def snapshot(prefix, to):
     copy_file(path(prefix + "-log.img"), path(to + "-log.img"))
 
 
-def configured_reader(prefix="r", cards=None, version=1, cfg=None, keep_output=True, board_cls=Board, key=KEY):
+def configured_reader(prefix="r", cards=None, version=1, cfg=None, keep_output=True, board_cls=Board, key=KEY,
+                      log_size=MB2):
     # Fresh images, config and whitelist installed through the reader's commands.
     # cards: a list of records, or the name of a whitelist file already written.
     # Test data is written out and dropped before the reader boots: 192K is
@@ -209,7 +214,7 @@ def configured_reader(prefix="r", cards=None, version=1, cfg=None, keep_output=T
         wl = write_whitelist(path("wl-v%d.bin" % version), cards, version, c["reader_id"], c["building_id"], key)
     cards = None
     gc.collect()
-    make_images(prefix)
+    make_images(prefix, log_size=log_size)
     r = boot(prefix, keep_output, board_cls)
     assert r.command("CONFIG " + write_config(cfg)).startswith("OK"), r.error
     if wl:
