@@ -56,7 +56,8 @@ class Board(LineProtocol):
         self.relay_on = False
         self.feeds = 0
         self._relay_until = 0
-        self._epoch_offset = 0
+        self._epoch_base = int(time.time()) - _EPOCH_UNIX
+        self._epoch_ticks = time.ticks_ms()
         self._in = stdin or sys.stdin.buffer
         self._out = stdout or sys.stdout.buffer
         self._poll = None
@@ -117,11 +118,14 @@ class Board(LineProtocol):
         d = (a - b) & _TICKS_MASK
         return d - _TICKS_PERIOD if d >= _TICKS_HALF else d
 
+    # Wall time from the unix port's (unbounded) ticks and one reading of the
+    # host clock: time.time() returns a float, an allocation on every tap.
     def epoch(self):
-        return int(time.time()) - _EPOCH_UNIX + self._epoch_offset
+        return self._epoch_base + (time.ticks_ms() - self._epoch_ticks) // 1000
 
     def set_epoch(self, s):
-        self._epoch_offset = s - (int(time.time()) - _EPOCH_UNIX)
+        self._epoch_base = s
+        self._epoch_ticks = time.ticks_ms()
 
     # ---- outputs ----
 

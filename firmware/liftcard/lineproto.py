@@ -41,6 +41,7 @@ class LineProtocol:
         self.cmd = None
         self._line = bytearray(size)
         self._n = 0
+        self._ws = 0
 
     def _take_line(self):
         line = self._line
@@ -60,16 +61,20 @@ class LineProtocol:
         return ev
 
     def _word(self, start, end):
-        while start < end and self._line[start] == 32:
+        # The next space-separated word of the line from `start`: its start
+        # is left in self._ws, and its end returned (a tuple would allocate).
+        line = self._line
+        while start < end and line[start] == 32:
             start += 1
-        stop = start
-        while stop < end and self._line[stop] != 32 and self._line[stop] != 13:
-            stop += 1
-        return start, stop
+        self._ws = start
+        while start < end and line[start] != 32 and line[start] != 13:
+            start += 1
+        return start
 
     def _parse(self, end):
         line = self._line
-        s, e = self._word(0, end)
+        e = self._word(0, end)
+        s = self._ws
         verb = -1
         if e - s == 3:
             if line[s] == 84 and line[s + 1] == 65 and line[s + 2] == 80:      # TAP
@@ -87,8 +92,10 @@ class LineProtocol:
                 self.reply("ERR command is not text")
                 return EV_NONE
             return EV_CMD
-        hs, he = self._word(e, end)
-        fs, fe = self._word(he, end)
+        he = self._word(e, end)
+        hs = self._ws
+        fe = self._word(he, end)
+        fs = self._ws
         floor = NO_FLOOR
         if fe > fs:
             floor = 0
