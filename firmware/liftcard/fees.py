@@ -76,6 +76,15 @@ class Fees:
 
     # ---- calendar ----
 
+    def reset(self):
+        self._clear()
+        self.month = 0
+        self._day = -1
+        self.checkpoint_seq = 0
+
+    def roll(self, now_s):
+        self._roll_month(now_s)
+
     def _roll_month(self, now_s):
         day = (now_s + self.utc_offset_s) // 86400
         if day != self._day:
@@ -273,9 +282,11 @@ class Fees:
         c = crc16(data, 0, end)
         if data[end] != c >> 8 or data[end + 1] != c & 0xFF:
             return 0
-        self.checkpoint_seq = last_seq
         if month != self.month:
-            return last_seq
+            # Another month's totals: this month's rides may be anywhere in
+            # the log, so all of it is replayed.
+            return 0
+        self.checkpoint_seq = last_seq
         for i in range(n):
             o = 14 + 8 * i
             hh = (data[o] << 16) | (data[o + 1] << 8) | data[o + 2]

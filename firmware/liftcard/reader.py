@@ -81,33 +81,41 @@ class Reader:
         self.wl.open()
         b = self.board
         self.fees = Fees(cfg["tariff"], cfg["floors"], cfg["ground_floor"], cfg["utc_offset_min"], b.ticks_diff)
-        now = self.clock.now()
-        covered = self.fees.load(now)
-        for rec in self.log.records(covered + 1):
-            self.fees.replay(rec, now)
-        self.fees.checkpoint_seq = max(covered, 0)
-        self.log.reclaim_limit = self.fees.checkpoint_seq
+        self._rebuild_spend()
         self.error = self.wl.error
         gc.collect()
+
+    def _rebuild_spend(self):
+        # This month's spend per household: the checkpoint, then the rides
+        # logged after it. Also after a time sync that changes the month (an
+        # unsynced clock may have guessed the wrong one at boot).
+        fees = self.fees
+        now = self.clock.now()
+        fees.reset()
+        covered = fees.load(now)
+        for rec in self.log.records(covered + 1):
+            fees.replay(rec, now)
+        fees.checkpoint_seq = covered
+        self.log.reclaim_limit = covered
 
     # ---- the tap path ----
 
     def tap(self, kind, at_floor, failure=0):
         # self.card holds the card id (board-filled). Returns the result code.
-        if self.cfg is None:
-            self.board.signal(False, 0)
-            return codes.NO_WHITELIST
         clock = self.clock
         fees = self.fees
+        cfg = self.cfg
         now = clock.now()
         ms = self.board.ticks_ms()
         flags = 0 if clock.synced else codes.F_CLOCK_UNSYNCED
         fee = 0
         floor = _NO_FLOOR
         household = 0
-        if kind == codes.TAP_FAILED:
+        if cfg is None:
+            result = codes.NO_WHITELIST  # unconfigured: denied, still logged
+        elif kind == codes.TAP_FAILED:
             result = failure
-        elif kind == codes.TAP_LEGACY_UID and not self.cfg["legacy_uid"]:
+        elif kind == codes.TAP_LEGACY_UID and not cfg["legacy_uid"]:
             result = codes.LEGACY_DISABLED
             flags |= codes.F_LEGACY_UID
         elif not self.wl.loaded:
@@ -133,7 +141,7 @@ class Reader:
         elif granted:
             # Log full: never strand a resident, never overwrite unacked rides.
             self.unlogged += 1
-        self.board.signal(granted, self.cfg["relay_ms"])
+        self.board.signal(granted, cfg["relay_ms"] if granted else 0)
         self.board.report(rec, logged)
         self._last_tap_ms = ms
         return result
@@ -198,7 +206,11 @@ class Reader:
             t = int(arg) if arg else -1
             if not 0 <= t < (1 << 32):
                 return "ERR usage: TIME <seconds since 2024-01-01 UTC>"
+            month = self.fees.month
             self.clock.set(t)
+            self.fees.roll(t)
+            if self.fees.month != month:
+                self._rebuild_spend()
             return "OK time %d" % t
         if verb == "WL":
             if not arg:

@@ -140,3 +140,52 @@ def test_host_line_protocol_taps_and_commands():
             b.reply(r.command(b.cmd))
     out = b._out.text()
     check("RIDE 00000001" in out and "STATUS {" in out, out)
+
+
+def _local_epoch(day, hour):
+    # Liftcard epoch seconds at `hour` local time (UTC+8) on day `day` since 2024-01-01.
+    return day * 86400 + (hour - 8) * 3600
+
+
+def test_time_sync_into_another_month_rebuilds_that_months_spend():
+    # Capped in March; the reader reboots with its clock guessing November
+    # (unsynced: the March rides do not count there); the gateway then sets
+    # March again: the cap must still hold, not start from zero.
+    cfg = dict(rig.CONFIG)
+    cfg["tariff"] = dict(cfg["tariff"], monthly_cap_fen=120)
+    cid = card_id(1)
+    cards = [record(cid, 777, HOME5)]
+    march2 = _local_epoch(791, 10)  # 2026-03-02 10:00 local
+    r = rig.configured_reader(cfg=cfg, cards=cards, board_cls=rig.ManualClockBoard, keep_output=False)
+    b = r.board
+    b.now_s = march2
+    check(r.command("TIME %d" % march2).startswith("OK"))
+    for i in range(3):
+        b.now_s = march2 + 60 * i
+        b.now_ms += 60000
+        check(tap(r, cid, 0) == codes.GRANTED and rig.fee(r.rec) == 40)
+    check(r.fees.spent(777) == 120)
+    rig.shutdown(r)
+    r = None
+    r = rig.boot("r", keep_output=False, board_cls=rig.ManualClockBoard)
+    b = r.board
+    check(not r.clock.synced and r.fees.spent(777) == 0, "November: no March spend")
+    b.now_s = march2 + 86400
+    check(r.command("TIME %d" % b.now_s).startswith("OK"))
+    check(r.fees.spent(777) == 120, "March spend rebuilt from the log: %d" % r.fees.spent(777))
+    b.now_ms += 60000
+    check(tap(r, cid, 0) == codes.GRANTED)
+    check(rig.fee(r.rec) == 0 and r.rec[27] & codes.F_CAPPED, "capped, not charged again")
+    rig.shutdown(r)
+
+
+def test_unconfigured_reader_logs_its_denials():
+    rig.make_images("u")
+    r = rig.boot("u")
+    check(r.cfg is None)
+    check(tap(r, card_id(1), 0) == codes.NO_WHITELIST)
+    recs = rig.all_records(r)
+    check(len(recs) == 1 and recs[0][26] == codes.NO_WHITELIST and rig.fee(recs[0]) == 0)
+    out = r.board._out.text()
+    check("RIDE 00000001" in out and "LED RED" in out and "RELAY ON" not in out, out)
+    rig.shutdown(r)
