@@ -1,4 +1,4 @@
-"""The reference fee model (liftcard_tools.feemodel): the shared fees.json
+"""The reference fee model (liftcard_tools.feemodel): the shared fees.jsonl
 vectors, hand-worked cases of each rule, and invariants over random tap
 sequences."""
 

@@ -2,7 +2,7 @@
 
 It is written for clarity, not speed: unbounded dictionaries instead of the
 reader's fixed tables, so it never reports CAP_UNTRACKED. It produces the
-expected outcomes in tests/vectors/fees.json, which the firmware must match.
+expected outcomes in tests/vectors/fees.jsonl, which the firmware must match.
 
 For one tap of a card at the car's current floor `at` (0xFF = unknown):
 
