@@ -14,6 +14,7 @@ from . import codes
 from .crc import crc16
 
 _DEBOUNCE_SLOTS = const(16)
+_MAX_FLOORS = const(16)
 HOUSEHOLD_SLOTS = const(1024)
 _HOUSEHOLD_LIMIT = const(768)  # keep the open-addressing table at most 3/4 full
 _NO_FLOOR = const(0xFF)
@@ -40,18 +41,17 @@ def month_of_day(day):
 
 
 class Fees:
-    def __init__(self, tariff, floors, ground_floor, utc_offset_min, ticks_diff):
-        self.fee_by_floor = array("H", tariff["fee_fen"])
-        free = 0
-        for name in tariff["free_classes"]:
-            free |= 1 << codes.CLASS_NAMES.index(name)
-        self.free_classes = free
-        self.cap = tariff["monthly_cap_fen"]
-        self.window_ms = tariff["debounce_s"] * 1000
-        self.floors = floors
-        self.ground = ground_floor
-        self.utc_offset_s = utc_offset_min * 60
+    # Tables are allocated once per reader and reused by every configure():
+    # a config change at run time needs no new large contiguous blocks.
+    def __init__(self, ticks_diff):
         self._ticks_diff = ticks_diff
+        self.fee_by_floor = array("H", bytes(2 * _MAX_FLOORS))
+        self.free_classes = 0
+        self.cap = 0
+        self.window_ms = 0
+        self.floors = 0
+        self.ground = 0
+        self.utc_offset_s = 0
         # Recently granted cards, for the debounce window.
         self._dcard = bytearray(8 * _DEBOUNCE_SLOTS)
         self._dtime = array("i", bytes(4 * _DEBOUNCE_SLOTS))
@@ -73,6 +73,26 @@ class Fees:
         self.household = 0
         self._slot = -1
         self._dslot = -1
+
+    def configure(self, tariff, floors, ground_floor, utc_offset_min):
+        # A validated tariff (liftcard.config). Forgets spend and debounce
+        # state: the caller rebuilds the spend from the checkpoint and log.
+        fees = tariff["fee_fen"]
+        for i in range(_MAX_FLOORS):
+            self.fee_by_floor[i] = fees[i] if i < len(fees) else 0
+        free = 0
+        for name in tariff["free_classes"]:
+            free |= 1 << codes.CLASS_NAMES.index(name)
+        self.free_classes = free
+        self.cap = tariff["monthly_cap_fen"]
+        self.window_ms = tariff["debounce_s"] * 1000
+        self.floors = floors
+        self.ground = ground_floor
+        self.utc_offset_s = utc_offset_min * 60
+        for i in range(_DEBOUNCE_SLOTS):
+            self._dused[i] = 0
+        self._dnext = 0
+        self.reset()
 
     # ---- calendar ----
 

@@ -55,6 +55,7 @@ class _Flash:
         self.programmed = 0      # bytes programmed
         self.erased = 0          # sectors erased
         self.writes = 0          # program + erase operations
+        self.reads = 0           # read operations
         self.rail = Rail()
         self._tmp = bytearray(_CHUNK)
         self._views = {}
@@ -78,6 +79,7 @@ class _Flash:
         return v
 
     def readblocks(self, block, buf, off=0):
+        self.reads += 1
         self.f.seek(block * SECTOR + off)
         self.f.readinto(buf)
 

@@ -75,12 +75,16 @@ class Reader:
 
     def _apply_config(self):
         cfg = self.cfg
-        if self.wl:
+        # Built once, reconfigured in place: a config pushed to a running
+        # reader must not need fresh large blocks from a fragmented heap.
+        if self.wl is None:
+            self.wl = Whitelist(cfg["key"], cfg["reader_id"], cfg["building_id"])
+            self.fees = Fees(self.board.ticks_diff)
+        else:
             self.wl.close()
-        self.wl = Whitelist(cfg["key"], cfg["reader_id"], cfg["building_id"])
+            self.wl.configure(cfg["key"], cfg["reader_id"], cfg["building_id"])
         self.wl.open()
-        b = self.board
-        self.fees = Fees(cfg["tariff"], cfg["floors"], cfg["ground_floor"], cfg["utc_offset_min"], b.ticks_diff)
+        self.fees.configure(cfg["tariff"], cfg["floors"], cfg["ground_floor"], cfg["utc_offset_min"])
         self._rebuild_spend()
         self.error = self.wl.error
         gc.collect()

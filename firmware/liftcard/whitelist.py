@@ -1,7 +1,12 @@
 # The reader's card whitelist on flash (docs/formats.md: LCWL, LCWD, LCWO).
 #
-# The base list is a sorted file of 16-byte records looked up by binary search
-# with seeks: O(log n) small reads, never the list in RAM. Deltas merge into a
+# The base list is a sorted file of 16-byte records, never held in RAM. A
+# sparse index (every step-th card id, at most _IDX_MAX of them: 4 KB) is built
+# while the list's MAC is checked at open; a lookup searches it in RAM, then
+# reads the one window of `step` records that can hold the card with a single
+# seek and read, and searches that. On littlefs every seek to another block
+# walks the file's block list, so one seek per tap instead of one per
+# binary-search step is what keeps flash reads near O(log n). Deltas merge into a
 # small overlay (at most OVERLAY_MAX entries, kept in RAM and on flash) that is
 # consulted first; when it would grow past that, base and overlay are streamed
 # into a new base list. Every replacement writes a new file, verifies it, and
@@ -23,6 +28,7 @@ _OP_UPSERT = const(1)
 _OP_REMOVE = const(2)
 _FORMAT = const(1)
 _CHUNK_RECS = const(64)
+_IDX_MAX = const(512)
 
 DIR = "wl"
 BASE = "wl/base.bin"
@@ -65,10 +71,9 @@ def _remove(path):
 
 
 class Whitelist:
+    # Buffers are allocated once per reader; configure() and open() reuse them.
     def __init__(self, key, reader_id, building_id):
-        self._mac = Mac(key)
-        self.reader_id = reader_id
-        self.building_id = building_id
+        self.configure(key, reader_id, building_id)
         self.base_version = 0
         self.version = 0          # the version held: base, or overlay on top of it
         self.count = 0
@@ -80,6 +85,15 @@ class Whitelist:
         self._ovn = 0
         self._chunk = bytearray(REC * _CHUNK_RECS)
         self._prev = bytearray(8)
+        self._idx = bytearray(8 * _IDX_MAX)
+        self._nidx = 0
+        self._step = 1
+        self._win = None          # bytearray(step * REC), sized at open
+
+    def configure(self, key, reader_id, building_id):
+        self._mac = Mac(key)
+        self.reader_id = reader_id
+        self.building_id = building_id
 
     # ---- boot ----
 
@@ -96,12 +110,13 @@ class Whitelist:
         self.error = None
         self.base_version = self.version = self.count = 0
         self._ovn = 0
+        self._nidx = 0
         if not _exists(BASE):
             self.error = "no whitelist installed"
             return
         try:
             f = open(BASE, "rb")
-            _, version, count = self._verify_list(f, None, False)
+            _, version, count = self._verify_list(f, None, False, index=True)
         except (OSError, WhitelistError) as e:
             self.error = "whitelist on flash is invalid: %s" % e
             return
@@ -157,27 +172,51 @@ class Whitelist:
                     rec[i] = ov[at + 1 + i]
                 return True
         f = self._f
-        if f is None:
+        if f is None or not self._nidx:
             return False
-        rec = self.rec
+        # The last index entry <= key, in RAM.
+        idx = self._idx
         lo = 0
-        hi = self.count - 1
+        hi = self._nidx - 1
+        j = -1
         while lo <= hi:
             mid = (lo + hi) >> 1
-            f.seek(HDR + mid * REC)
-            f.readinto(rec)
-            c = _cmp8(rec, 0, key, 0)
+            if _cmp8(idx, mid * 8, key, 0) <= 0:
+                j = mid
+                lo = mid + 1
+            else:
+                hi = mid - 1
+        if j < 0:
+            return False
+        # Its window of records: one seek, one read.
+        step = self._step
+        first = j * step
+        n = self.count - first
+        if n > step:
+            n = step
+        win = self._win
+        f.seek(HDR + first * REC)
+        f.readinto(win)  # past the last record it reads the MAC: never compared
+        lo = 0
+        hi = n - 1
+        while lo <= hi:
+            mid = (lo + hi) >> 1
+            c = _cmp8(win, mid * REC, key, 0)
             if c < 0:
                 lo = mid + 1
             elif c > 0:
                 hi = mid - 1
             else:
+                rec = self.rec
+                at = mid * REC
+                for i in range(REC):
+                    rec[i] = win[at + i]
                 return True
         return False
 
     # ---- verification ----
 
-    def _verify_list(self, src, dst, check_records, newer_than=-1):
+    def _verify_list(self, src, dst, check_records, newer_than=-1, index=False):
         # Streams a whole LCWL file from src (optionally copying it to dst),
         # checking the header, the MAC and, for a new list, record order and
         # fields. Returns (header bytes, version, count).
@@ -205,6 +244,15 @@ class Whitelist:
         mac.update(hdr)
         if dst:
             dst.write(hdr)
+        if index:
+            step = (count + _IDX_MAX - 1) // _IDX_MAX or 1
+            self._step = step
+            self._nidx = 0
+            if self._win is None or len(self._win) != step * REC:
+                self._win = None
+                self._win = bytearray(step * REC)
+            at = 0  # the next record that starts an index window
+        g = 0
         chunk = self._chunk
         prev = self._prev
         left = count
@@ -226,6 +274,15 @@ class Whitelist:
                         prev[i] = chunk[off + i]
             if dst:
                 dst.write(view)
+            if index:
+                while at < g + n:
+                    o = (at - g) * REC
+                    k = self._nidx * 8
+                    for i in range(8):
+                        self._idx[k + i] = chunk[o + i]
+                    self._nidx += 1
+                    at += step
+            g += n
             left -= n
         tag = src.read(MAC_LEN)
         if not equal(mac.digest(), tag):

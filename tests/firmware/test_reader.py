@@ -62,16 +62,26 @@ def test_monthly_cap_and_restart_keeps_spend():
     # The visitor card bills the same household: already capped.
     tap(r, card_id(8), 0)
     check(rig.fee(rig.all_records(r)[-1]) == 0)
-    # Reboot without a checkpoint: the spend is rebuilt from the log.
+    # Power-ons, each in a fresh process as on the board.
     rig.shutdown(r)
+    rig.child("test_reader", "cap_rebuilt_from_log_then_checkpoint")
+    rig.child("test_reader", "cap_from_checkpoint_and_later_rides")
+
+
+def cap_rebuilt_from_log_then_checkpoint():
+    # Reboot without a checkpoint: the spend is rebuilt from the log.
     r = rig.boot()
     check(r.fees.spent(101) == 100, r.fees.spent(101))
-    # With a checkpoint and later rides, both are combined.
     r.fees.save(r.log.last_seq)
     tap(r, card_id(2), 0)
     rig.shutdown(r)
+
+
+def cap_from_checkpoint_and_later_rides():
+    # With a checkpoint and later rides, both are combined.
     r = rig.boot()
     check(r.fees.spent(101) == 100 and r.fees.spent(102) == 20)
+    rig.shutdown(r)
 
 
 def test_sequence_survives_reboots():
@@ -79,6 +89,7 @@ def test_sequence_survives_reboots():
     for _ in range(5):
         tap(r, card_id(2), 0)
     rig.shutdown(r)
+    r = None  # one reader in the heap at a time, as on the board
     r = rig.boot()
     check(r.log.next_seq == 6)
     tap(r, card_id(2), 0)

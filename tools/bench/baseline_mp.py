@@ -110,8 +110,8 @@ def umount(dev):
 class Baseline:
     def __init__(self, cfg, wl, offset_s):
         self.wl = wl
-        self.fees = Fees(cfg["tariff"], cfg["floors"], cfg["ground_floor"], cfg.get("utc_offset_min", 480),
-                         time.ticks_diff)
+        self.fees = Fees(time.ticks_diff)
+        self.fees.configure(cfg["tariff"], cfg["floors"], cfg["ground_floor"], cfg.get("utc_offset_min", 480))
         self.offset = offset_s
         self.rec16 = bytearray(16)
         self.rec = bytearray(32)
