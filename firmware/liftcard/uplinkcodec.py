@@ -1,0 +1,257 @@
+# Reader <-> gateway link payloads (docs/uplink.md): the reader's side.
+#
+#   header (24) | body, AES-128-CTR encrypted | MAC16 over header + ciphertext
+#
+# Up: RIDES (a batch of ride records), STATUS (heartbeat). Down: ACK, TIME,
+# DELTA (an LCWD blob), WHITELIST (a chunk of an LCWL file). Keys are derived
+# from the reader key; the counter of every message only grows (replay).
+#
+# Off the tap path, but run for every batch: the message buffers are
+# preallocated and the CTR keystream goes through two 16-byte buffers. What
+# still allocates: the hashlib objects of the MAC, and u32 counters above 2**30
+# (ESP32 small ints are 31-bit).
+
+import hashlib
+import struct
+
+import cryptolib
+from micropython import const
+
+from .mac import Mac, equal
+
+MAGIC = b"LCLK"
+VERSION = const(1)
+
+RIDES = const(0x01)
+STATUS = const(0x02)
+ACK = const(0x81)
+TIME = const(0x82)
+DELTA = const(0x83)
+WHITELIST = const(0x84)
+
+HEADER_LEN = const(24)
+MAC_LEN = const(16)
+RIDE_LEN = const(32)
+MAX_RIDES = const(32)
+STATUS_LEN = const(24)
+MAX_BLOB = const(4096)
+MIN_DELTA = const(40)       # the smallest LCWD: header + MAC
+MIN_WHITELIST = const(48)   # the smallest LCWL: header + MAC
+WLCHUNK_HEADER_LEN = const(12)
+MIN_MSG = const(40)
+MAX_MSG = const(4148)       # header + 12 + 4096 + MAC
+_UP_MAX = const(1064)       # header + 32 rides + MAC
+_U32 = const(0xFFFFFFFF)
+
+ST_CLOCK_SYNCED = const(0x01)
+ST_LOG_FULL = const(0x02)
+
+_HDR = ">4sBBHIIII"  # magic version kind reserved reader building counter_hi counter_lo
+_STATUS = ">IIIIIBBH"
+
+
+class UplinkError(Exception):
+    # A refused message; reason is one of: size magic version kind reader
+    # building mac replay field (the same strings as the gateway's
+    # FormatError). The message is the reason alone: nothing from the payload.
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def hmac_sha256(key, msg):
+    # The full 32-byte HMAC-SHA256 (liftcard.mac.Mac gives 16). Key <= 64 bytes.
+    k = bytearray(64)
+    k[: len(key)] = key
+    for i in range(64):
+        k[i] ^= 0x36
+    inner = hashlib.sha256(k)
+    inner.update(msg)
+    d = inner.digest()
+    for i in range(64):
+        k[i] ^= 0x36 ^ 0x5C
+    outer = hashlib.sha256(k)
+    outer.update(d)
+    return outer.digest()
+
+
+def derive(key):
+    # (enc_key 16 bytes, mac_key 32 bytes) from the reader's 32-byte key.
+    return hmac_sha256(key, b"liftcard uplink enc")[:16], hmac_sha256(key, b"liftcard uplink mac")
+
+
+class Codec:
+    # One per reader. Up counter: (boot << 32) | msgno; each encode uses
+    # msgno + 1. `boot` must be a persisted boot count that never repeats.
+    # Down replay state: (last_hi, last_lo), the last accepted down counter
+    # (0, 0 = none; a counter of 0 is never accepted). Persist it if a replayed
+    # TIME after a reboot matters; restore it by assigning both.
+
+    def __init__(self, key, reader_id, building_id, boot=0):
+        enc, mac = derive(key)
+        # ECB only: this MicroPython's cryptolib has no CTR (mode 6 raises),
+        # so CTR is built here from single-block ECB encryptions.
+        self._aes = cryptolib.aes(enc, 1)
+        self._mac = Mac(mac)
+        self.reader_id = reader_id
+        self.building_id = building_id
+        self.boot = boot
+        self.msgno = 0
+        self.last_hi = 0
+        self.last_lo = 0
+        self._blk = bytearray(16)   # the CTR counter block
+        self._ks = bytearray(16)    # its keystream block
+        self._up = bytearray(_UP_MAX)
+        self._down = bytearray(WLCHUNK_HEADER_LEN + MAX_BLOB)
+        # Fields of the last message open() accepted, by kind.
+        self.seq = 0          # ACK: every record up to seq is acknowledged
+        self.epoch_s = 0      # TIME: liftcard epoch seconds
+        self.blob = None      # DELTA: the LCWD; WHITELIST: the chunk's data (memoryview into a reused buffer)
+        self.version = 0      # WHITELIST: version, total, offset
+        self.total = 0
+        self.offset = 0
+
+    # ---- AES-128-CTR ----
+
+    def _crypt(self, src, soff, dst, doff, n, hdr):
+        # dst[doff:doff+n] = src[soff:soff+n] XOR keystream. The first counter
+        # block is counter(8) | kind | 7 zero bytes, taken from the header
+        # bytes hdr[16:24] and hdr[5]; +1 (big-endian) per 16-byte block.
+        # aes.encrypt writes into the preallocated _ks: nothing per block.
+        blk = self._blk
+        ks = self._ks
+        aes = self._aes
+        for i in range(8):
+            blk[i] = hdr[16 + i]
+        blk[8] = hdr[5]
+        for i in range(9, 16):
+            blk[i] = 0
+        pos = 0
+        while pos < n:
+            aes.encrypt(blk, ks)
+            m = n - pos
+            if m > 16:
+                m = 16
+            for i in range(m):
+                dst[doff + pos + i] = src[soff + pos + i] ^ ks[i]
+            pos += 16
+            i = 15
+            while i >= 0:
+                v = (blk[i] + 1) & 0xFF
+                blk[i] = v
+                if v:
+                    break
+                i -= 1
+
+    # ---- up: encode ----
+
+    def _seal(self, kind, end):
+        # Header, encrypt the body in place, MAC. Returns a memoryview of the
+        # message in the reused buffer: valid until the next encode.
+        if self.msgno >= _U32:
+            raise UplinkError("field")  # 2**32 messages in one boot: reboot
+        self.msgno += 1
+        b = self._up
+        struct.pack_into(_HDR, b, 0, MAGIC, VERSION, kind, 0, self.reader_id, self.building_id,
+                         self.boot, self.msgno)
+        self._crypt(b, HEADER_LEN, b, HEADER_LEN, end - HEADER_LEN, b)
+        mv = memoryview(b)
+        m = self._mac
+        m.start()
+        m.update(mv[:end])
+        b[end : end + MAC_LEN] = m.digest()
+        return mv[: end + MAC_LEN]
+
+    def rides(self, records):
+        # RIDES from 0..32 ride records (32-byte buffers, e.g. as the ride log
+        # yields them; a reused buffer is fine: each is copied at once).
+        b = self._up
+        pos = HEADER_LEN
+        n = 0
+        for r in records:
+            if n == MAX_RIDES:
+                raise UplinkError("size")
+            if len(r) != RIDE_LEN:
+                raise UplinkError("size")
+            for i in range(RIDE_LEN):
+                b[pos + i] = r[i]
+            pos += RIDE_LEN
+            n += 1
+        return self._seal(RIDES, pos)
+
+    def status(self, uptime, free_heap, backlog, wl_version, unrecorded=0, last_error=0, flags=0, boot=0):
+        # STATUS heartbeat; boot is the low 16 bits of the boot count.
+        struct.pack_into(_STATUS, self._up, HEADER_LEN, uptime, free_heap, backlog, wl_version, unrecorded,
+                         last_error, flags, boot & 0xFFFF)
+        return self._seal(STATUS, HEADER_LEN + STATUS_LEN)
+
+    # ---- down: verify, decrypt, decode ----
+
+    def open(self, msg):
+        # Checks a down message and returns its kind, the decoded fields in
+        # attributes (seq, epoch_s, blob, version/total/offset). Raises
+        # UplinkError(reason); a refused message leaves the replay state and
+        # the fields as they were (blob content is only valid until the next
+        # open(): the buffer is reused). Checks in
+        # order: size, magic, version, MAC, reserved, kind, reader, building,
+        # replay, body.
+        n = len(msg)
+        if n < MIN_MSG or n > MAX_MSG:
+            raise UplinkError("size")
+        for i in range(4):
+            if msg[i] != MAGIC[i]:
+                raise UplinkError("magic")
+        if msg[4] != VERSION:
+            raise UplinkError("version")
+        end = n - MAC_LEN
+        mv = memoryview(msg)
+        m = self._mac
+        m.start()
+        m.update(mv[:end])
+        if not equal(m.digest(), mv[end:]):
+            raise UplinkError("mac")
+        if msg[6] or msg[7]:
+            raise UplinkError("field")
+        kind = msg[5]
+        if kind != ACK and kind != TIME and kind != DELTA and kind != WHITELIST:
+            raise UplinkError("kind")
+        _, _, _, _, reader, building, hi, lo = struct.unpack_from(_HDR, msg, 0)
+        if reader != self.reader_id:
+            raise UplinkError("reader")
+        if building != self.building_id:
+            raise UplinkError("building")
+        if hi < self.last_hi or (hi == self.last_hi and lo <= self.last_lo):
+            raise UplinkError("replay")
+        blen = end - HEADER_LEN
+        body = self._down
+        if blen > len(body):
+            raise UplinkError("size")
+        if kind == ACK or kind == TIME:
+            if blen != 4:
+                raise UplinkError("size")
+        elif kind == DELTA:
+            if blen < MIN_DELTA or blen > MAX_BLOB:
+                raise UplinkError("size")
+        elif blen <= WLCHUNK_HEADER_LEN:
+            raise UplinkError("size")
+        self._crypt(msg, HEADER_LEN, body, 0, blen, msg)
+        if kind == ACK or kind == TIME:
+            v = struct.unpack_from(">I", body, 0)[0]
+            if kind == ACK:
+                self.seq = v
+            else:
+                self.epoch_s = v
+        elif kind == DELTA:
+            self.blob = memoryview(body)[:blen]
+        else:
+            version, total, offset = struct.unpack_from(">III", body, 0)
+            dlen = blen - WLCHUNK_HEADER_LEN
+            if total < MIN_WHITELIST or offset + dlen > total:
+                raise UplinkError("field")
+            self.version = version
+            self.total = total
+            self.offset = offset
+            self.blob = memoryview(body)[WLCHUNK_HEADER_LEN:blen]
+        self.last_hi = hi
+        self.last_lo = lo
+        return kind
