@@ -5,6 +5,7 @@
 # preallocated buffers: no network, no allocation.
 
 import gc
+import os
 from micropython import const
 
 from . import VERSION, codes
@@ -18,23 +19,30 @@ from .lineproto import EV_CMD, EV_TAP
 
 _NO_FLOOR = const(0xFF)
 _BOOT_FILE = "boot.cnt"
+_BOOT_NEW = "boot.new"
 _CHECKPOINT_EVERY_MS = const(60000)
 _QUIET_BEFORE_ERASE_MS = const(300)
 _DELTA_MAX = const(24 + 17 * 256 + 16)
 
 
 def _bump_boot_count():
+    # A 32-bit count of power-ons that never goes back: the uplink's message
+    # counters start from it (docs/uplink.md); ride records carry its low 16
+    # bits. Written to a new file and renamed, so a power cut keeps the old.
     n = 0
     try:
         with open(_BOOT_FILE, "rb") as f:
-            b = f.read(2)
-            if len(b) == 2:
-                n = (b[0] << 8) | b[1]
+            b = f.read(4)
+        if len(b) == 4:
+            n = (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
+        elif len(b) == 2:  # the earlier 16-bit file
+            n = (b[0] << 8) | b[1]
     except OSError:
         pass
-    n = (n + 1) & 0xFFFF
-    with open(_BOOT_FILE, "wb") as f:
-        f.write(bytes((n >> 8, n & 0xFF)))
+    n += 1
+    with open(_BOOT_NEW, "wb") as f:
+        f.write(bytes((n >> 24, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF)))
+    os.rename(_BOOT_NEW, _BOOT_FILE)
     return n
 
 
@@ -135,7 +143,7 @@ class Reader:
             floor = fees.floor
             household = fees.household
         rec = self.rec
-        ridelog.pack(rec, now, clock.uptime(), self.card, household, floor, fee, result, flags, self.boot_count)
+        ridelog.pack(rec, now, clock.uptime(), self.card, household, floor, fee, result, flags, self.boot_count & 0xFFFF)
         granted = result == codes.GRANTED
         # Durable before the resident sees "granted" (promise 2).
         logged = self.log.append(rec)
