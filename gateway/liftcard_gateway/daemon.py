@@ -1,0 +1,197 @@
+"""The gateway daemon: verify, store, then ack (docs/gateway.md).
+
+A paho-mqtt 2.x client (CallbackAPIVersion.VERSION2, MQTT 3.1.1, persistent
+session) logged in as `gateway` subscribes to `lc/+/+/up` and `lc/+/+/status`
+with QoS 1. For each RIDES message it finds the reader by the topic, verifies
+it with uplink.py (MAC, reader, building, replay against the counter stored in
+SQLite), stores the batch in one transaction (store.Store.store_batch), and only
+after the commit publishes an ACK on the reader's `down` topic, sealed with the
+gateway's own strictly increasing down counter ((persisted boot count << 32) |
+message number). STATUS messages update the readers table.
+
+Refused payloads are logged, one JSON object per line on stderr: event,
+reader_id, reason (never a card id, key, MAC or body).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sys
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from . import uplink
+from .config import GatewayConfig
+from .formats import FormatError
+from .store import ReplayError, Store
+
+_TOPIC = re.compile(r"^lc/([0-9]{1,10})/reader-([0-9]{1,10})/(up|status)$")
+SUBSCRIPTIONS = [("lc/+/+/up", 1), ("lc/+/+/status", 1)]
+# A Last Will (the broker's, docs/uplink.md) on a status topic: not a link message.
+OFFLINE_PAYLOADS = (b"", b"offline")
+
+
+class JsonLog:
+    """One JSON object per line. Callers pass only safe fields."""
+
+    def __init__(self, stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+        self._lock = threading.Lock()
+
+    def __call__(self, event: str, **fields) -> None:
+        rec = {"ts": round(time.time(), 3), "event": event}
+        rec.update(fields)
+        line = json.dumps(rec, separators=(",", ":"), default=str)
+        with self._lock:
+            try:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig, log: JsonLog | None = None):
+        self.cfg = cfg
+        self.log = log or JsonLog()
+        self.store = Store(cfg.db_path)
+        for r in cfg.readers.values():
+            self.store.ensure_reader(r.reader_id, r.building_id, r.first_seq)
+        self._keys = {rid: uplink.LinkKeys(r.key.value) for rid, r in cfg.readers.items()}
+        self.boot = self.store.next_boot()
+        self._msgno = 0
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.broker.client_id,
+                                  clean_session=False, protocol=mqtt.MQTTv311)
+        self.client.username_pw_set(cfg.broker.username, cfg.broker.password.value)
+        self.client.reconnect_delay_set(1, 30)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self._subscribed = threading.Event()
+
+    # -- down counter -----------------------------------------------------------
+    def _next_counter(self) -> int:
+        self._msgno += 1
+        if self._msgno > 0xFFFFFFFF:  # a new persisted boot: counters keep growing
+            self.boot = self.store.next_boot()
+            self._msgno = 1
+        return uplink.counter_of(self.boot, self._msgno)
+
+    # -- mqtt callbacks -----------------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            self.log("broker_refused", reason=str(reason_code))
+            return
+        client.subscribe(SUBSCRIPTIONS)
+        self._connected.set()
+        self.log("connected", host=self.cfg.broker.host, port=self.cfg.broker.port,
+                 session_present=bool(getattr(flags, "session_present", False)))
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        self._subscribed.set()
+        self.log("subscribed", topics=[t for t, _ in SUBSCRIPTIONS])
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self._connected.clear()
+        self._subscribed.clear()
+        if not self._stop.is_set():
+            self.log("disconnected", reason=str(reason_code))
+
+    def _refuse(self, topic_reader, reason: str, topic: str, **kw) -> None:
+        self.log("refused", reader_id=topic_reader, reason=reason, topic=topic, **kw)
+
+    def _on_message(self, client, userdata, msg):
+        try:
+            self.handle(msg.topic, bytes(msg.payload))
+        except Exception as e:  # never let one message stop the loop
+            self.log("error", topic=msg.topic, error=type(e).__name__)
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        m = _TOPIC.match(topic)
+        if not m:
+            self._refuse(None, "topic", topic)
+            return
+        building_id, reader_id, leaf = int(m.group(1)), int(m.group(2)), m.group(3)
+        rc = self.cfg.readers.get(reader_id)
+        if rc is None:
+            self._refuse(reader_id, "unknown_reader", topic)
+            return
+        if rc.building_id != building_id:
+            self._refuse(reader_id, "topic", topic)
+            return
+        if leaf == "status" and payload in OFFLINE_PAYLOADS:
+            self.store.mark_offline(reader_id)
+            self.log("reader_offline", reader_id=reader_id)
+            return
+        try:
+            last = self.store.last_counter(reader_id)
+            msg = uplink.parse(self._keys[reader_id], payload, reader_id, building_id, uplink.UP, last)
+        except FormatError as e:
+            self._refuse(reader_id, e.reason, topic)
+            return
+        want = uplink.RIDES if leaf == "up" else uplink.STATUS
+        if msg.kind != want:
+            self._refuse(reader_id, "kind", topic)
+            return
+        if want == uplink.STATUS:
+            try:
+                self.store.store_status(reader_id, msg.counter, msg.status)
+            except ReplayError:
+                self._refuse(reader_id, "replay", topic)
+                return
+            st = msg.status
+            self.log("status", reader_id=reader_id, backlog=st.backlog, wl_version=st.wl_version,
+                     free_heap=st.free_heap, uptime=st.uptime)
+            return
+        try:
+            res = self.store.store_batch(reader_id, msg.counter, msg.rides)
+        except ReplayError:
+            self._refuse(reader_id, "replay", topic)
+            return
+        # Committed: only now may the reader learn it can reclaim these records.
+        for g in res.new_gaps:
+            self.log("gap", reader_id=reader_id, from_seq=g[0], to_seq=g[1])
+        ack = uplink.build_ack(self._keys[reader_id], reader_id, building_id, self._next_counter(), res.ack_seq)
+        down = "lc/%d/reader-%d/down" % (building_id, reader_id)
+        self.client.publish(down, ack, qos=1)
+        self.log("stored", reader_id=reader_id, rides=len(msg.rides), inserted=res.inserted,
+                 duplicates=res.duplicates, ack_seq=res.ack_seq)
+
+    # -- running ------------------------------------------------------------------
+    def stop(self, *_a) -> None:
+        self._stop.set()
+
+    def run(self, install_signals: bool = True) -> int:
+        if install_signals:
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        self.log("starting", readers=len(self.cfg.readers), boot=self.boot)
+        self.client.connect_async(self.cfg.broker.host, self.cfg.broker.port, self.cfg.broker.keepalive)
+        self.client.loop_start()
+        try:
+            while not self._stop.wait(0.5):
+                pass
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        try:
+            self.client.disconnect()
+        except Exception:
+            pass
+        self.client.loop_stop()
+        self.store.close()
+        self.log("stopped")
+
+    def wait_ready(self, timeout: float = 10.0) -> bool:
+        """True once connected and subscribed."""
+        return self._subscribed.wait(timeout)

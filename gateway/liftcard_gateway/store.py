@@ -1,0 +1,306 @@
+"""The gateway's SQLite store (docs/gateway.md): rides, readers, gaps.
+
+SQLite through sqlite-utils, WAL mode, synchronous=FULL (an ack promises the
+rides survive a power cut, so a commit must be on disk before it returns).
+
+Tables:
+
+- rides (reader_id, seq) primary key: the ride record fields of
+  formats.RideRecord (card_id as 16 hex digits: a u64 does not fit SQLite's
+  signed integer), received_at, up_counter (the link counter of the message
+  that brought it first).
+- readers (reader_id pk): building_id, first_seq (where the contiguous run
+  starts), acked_seq (highest seq such that every seq first_seq..acked_seq is
+  stored; what the ACK says), max_seq, last_up_counter (replay state: the last
+  link counter accepted, recorded in the same transaction as the batch),
+  last_seen and the last STATUS fields, online.
+- gaps (reader_id, from_seq, to_seq, noticed_at, filled_at): a batch whose
+  seqs jump past the highest stored + 1 records the missing range; it is marked
+  filled once every seq in it is stored. Never hidden, never deleted.
+- meta (key pk, value): the gateway's boot count for its down counters.
+
+`store_batch` does everything for one RIDES message in ONE transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from .formats import RideRecord
+
+RIDE_FIELDS = ("seq", "time", "uptime", "card_id", "household", "floor", "fee", "result", "flags", "boot")
+STATUS_FIELDS = ("uptime", "free_heap", "backlog", "wl_version", "unrecorded", "last_error", "flags", "boot")
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class ReplayError(StoreError):
+    """The counter is not greater than the last one accepted from the reader."""
+
+
+class UnknownReader(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    ack_seq: int          # highest contiguous seq stored (0: none yet)
+    inserted: int         # new rides stored
+    duplicates: int       # rides already held (resent after a lost ack)
+    new_gaps: tuple       # ((from_seq, to_seq), ...) noticed by this batch
+
+
+def _now() -> float:
+    return time.time()
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The daemon's paho thread writes; the main thread closes after joining it.
+        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
+        self.db = sqlite_utils.Database(conn)
+        self.db.enable_wal()
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        self.conn = conn
+        self._create()
+
+    # -- schema -------------------------------------------------------------
+    def _create(self) -> None:
+        db = self.db
+        if "rides" not in db.table_names():
+            db["rides"].create({
+                "reader_id": int, "seq": int, "time": int, "uptime": int, "card_id": str,
+                "household": int, "floor": int, "fee": int, "result": int, "flags": int, "boot": int,
+                "received_at": float, "up_counter": int,
+            }, pk=("reader_id", "seq"), not_null={"reader_id", "seq"})
+        if "readers" not in db.table_names():
+            db["readers"].create({
+                "reader_id": int, "building_id": int, "first_seq": int, "acked_seq": int, "max_seq": int,
+                "last_up_counter": int, "last_seen": float, "online": int,
+                "uptime": int, "free_heap": int, "backlog": int, "wl_version": int, "unrecorded": int,
+                "last_error": int, "status_flags": int, "boot": int, "status_at": float,
+            }, pk="reader_id")
+        if "gaps" not in db.table_names():
+            db["gaps"].create({
+                "id": int, "reader_id": int, "from_seq": int, "to_seq": int,
+                "noticed_at": float, "filled_at": float,
+            }, pk="id")
+            db["gaps"].create_index(["reader_id", "filled_at"])
+        if "meta" not in db.table_names():
+            db["meta"].create({"key": str, "value": int}, pk="key")
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except sqlite3.Error:
+            pass
+
+    # -- readers ------------------------------------------------------------
+    def ensure_reader(self, reader_id: int, building_id: int, first_seq: int | None = None) -> None:
+        """Register a reader from the config (keeps its state if known).
+        first_seq, when given and nothing is stored yet, fixes where the run starts."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            row = c.execute("SELECT first_seq, max_seq FROM readers WHERE reader_id=?", (reader_id,)).fetchone()
+            if row is None:
+                c.execute("INSERT INTO readers (reader_id, building_id, first_seq, acked_seq, max_seq, "
+                          "last_up_counter, online) VALUES (?, ?, ?, ?, NULL, 0, 0)",
+                          (reader_id, building_id, first_seq,
+                           None if first_seq is None else first_seq - 1))
+            else:
+                c.execute("UPDATE readers SET building_id=? WHERE reader_id=?", (building_id, reader_id))
+                if first_seq is not None and row[1] is None:
+                    c.execute("UPDATE readers SET first_seq=?, acked_seq=? WHERE reader_id=?",
+                              (first_seq, first_seq - 1, reader_id))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def last_counter(self, reader_id: int) -> int:
+        row = self.conn.execute("SELECT last_up_counter FROM readers WHERE reader_id=?", (reader_id,)).fetchone()
+        if row is None:
+            raise UnknownReader("reader %d is not registered" % reader_id)
+        return row[0] or 0
+
+    def acked_seq(self, reader_id: int) -> int:
+        row = self.conn.execute("SELECT acked_seq FROM readers WHERE reader_id=?", (reader_id,)).fetchone()
+        return (row[0] or 0) if row else 0
+
+    def reader(self, reader_id: int) -> dict | None:
+        try:
+            return self.db["readers"].get(reader_id)
+        except sqlite_utils.db.NotFoundError:
+            return None
+
+    # -- the batch ----------------------------------------------------------
+    def store_batch(self, reader_id: int, counter: int, rides, now: float | None = None) -> BatchResult:
+        """Store one verified RIDES message in ONE transaction: insert the rides
+        (duplicates on (reader_id, seq) ignored), record the link counter
+        (replay state), record gaps, advance and return the contiguous ack."""
+        now = _now() if now is None else now
+        rides = list(rides)
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            row = c.execute("SELECT first_seq, acked_seq, max_seq, last_up_counter FROM readers "
+                            "WHERE reader_id=?", (reader_id,)).fetchone()
+            if row is None:
+                raise UnknownReader("reader %d is not registered" % reader_id)
+            first_seq, acked, max_seq, last_counter = row
+            if counter <= (last_counter or 0):
+                raise ReplayError("counter is not greater than the last accepted for reader %d" % reader_id)
+            seqs = sorted({r.seq for r in rides})
+            if first_seq is None and seqs:
+                # Nothing stored yet: the first batch's first seq starts the run
+                # (records reclaimed before this gateway existed are not ours).
+                first_seq = seqs[0]
+                acked = first_seq - 1
+            before = c.total_changes
+            c.executemany(
+                "INSERT OR IGNORE INTO rides (reader_id, seq, time, uptime, card_id, household, floor, fee, "
+                "result, flags, boot, received_at, up_counter) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(reader_id, r.seq, r.time, r.uptime, "%016x" % r.card_id, r.household, r.floor, r.fee,
+                  r.result, r.flags, r.boot, now, counter) for r in rides])
+            inserted = c.total_changes - before
+            # Gaps: a seq beyond the highest stored + 1 leaves a hole; record it.
+            new_gaps = []
+            hi = max_seq if max_seq is not None else (first_seq - 1 if first_seq is not None else None)
+            for s in seqs:
+                if hi is not None and s > hi + 1:
+                    new_gaps.append((hi + 1, s - 1))
+                if hi is None or s > hi:
+                    hi = s
+            for g in new_gaps:
+                c.execute("INSERT INTO gaps (reader_id, from_seq, to_seq, noticed_at) VALUES (?,?,?,?)",
+                          (reader_id, g[0], g[1], now))
+            # Advance the contiguous run.
+            if acked is not None:
+                nxt = acked + 1
+                for (s,) in c.execute("SELECT seq FROM rides WHERE reader_id=? AND seq>? ORDER BY seq",
+                                      (reader_id, acked)):
+                    if s != nxt:
+                        break
+                    nxt += 1
+                acked = nxt - 1
+            # Close gaps whose every seq is now stored.
+            for gid, f, t in c.execute("SELECT id, from_seq, to_seq FROM gaps WHERE reader_id=? AND "
+                                       "filled_at IS NULL", (reader_id,)).fetchall():
+                n = c.execute("SELECT count(*) FROM rides WHERE reader_id=? AND seq BETWEEN ? AND ?",
+                              (reader_id, f, t)).fetchone()[0]
+                if n == t - f + 1:
+                    c.execute("UPDATE gaps SET filled_at=? WHERE id=?", (now, gid))
+            c.execute("UPDATE readers SET first_seq=?, acked_seq=?, max_seq=?, last_up_counter=?, "
+                      "last_seen=?, online=1 WHERE reader_id=?",
+                      (first_seq, acked, hi, counter, now, reader_id))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return BatchResult(acked or 0, inserted, len(rides) - inserted, tuple(new_gaps))
+
+    def store_status(self, reader_id: int, counter: int, status, now: float | None = None) -> None:
+        """Record a verified STATUS and its link counter in one transaction."""
+        now = _now() if now is None else now
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            row = c.execute("SELECT last_up_counter FROM readers WHERE reader_id=?", (reader_id,)).fetchone()
+            if row is None:
+                raise UnknownReader("reader %d is not registered" % reader_id)
+            if counter <= (row[0] or 0):
+                raise ReplayError("counter is not greater than the last accepted for reader %d" % reader_id)
+            c.execute("UPDATE readers SET last_up_counter=?, last_seen=?, status_at=?, online=1, uptime=?, "
+                      "free_heap=?, backlog=?, wl_version=?, unrecorded=?, last_error=?, status_flags=?, boot=? "
+                      "WHERE reader_id=?",
+                      (counter, now, now, status.uptime, status.free_heap, status.backlog, status.wl_version,
+                       status.unrecorded, status.last_error, status.flags, status.boot, reader_id))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def mark_offline(self, reader_id: int) -> None:
+        self.conn.execute("UPDATE readers SET online=0 WHERE reader_id=?", (reader_id,))
+
+    # -- the gateway's own down counter ---------------------------------------
+    def next_boot(self) -> int:
+        """Bump and return the gateway's persisted boot count (committed)."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            row = c.execute("SELECT value FROM meta WHERE key='boot'").fetchone()
+            boot = (row[0] if row else 0) + 1
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('boot', ?)", (boot,))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return boot
+
+    # -- reading ------------------------------------------------------------
+    def rides(self, reader_id: int) -> list[RideRecord]:
+        out = []
+        for row in self.conn.execute("SELECT seq, time, uptime, card_id, household, floor, fee, result, flags, "
+                                     "boot FROM rides WHERE reader_id=? ORDER BY seq", (reader_id,)):
+            vals = list(row)
+            vals[3] = int(vals[3], 16)
+            out.append(RideRecord(*vals))
+        return out
+
+    def ride_count(self, reader_id: int | None = None) -> int:
+        if reader_id is None:
+            return self.conn.execute("SELECT count(*) FROM rides").fetchone()[0]
+        return self.conn.execute("SELECT count(*) FROM rides WHERE reader_id=?", (reader_id,)).fetchone()[0]
+
+    def gaps(self, reader_id: int, open_only: bool = False) -> list[dict]:
+        q = "SELECT from_seq, to_seq, noticed_at, filled_at FROM gaps WHERE reader_id=?"
+        if open_only:
+            q += " AND filled_at IS NULL"
+        return [dict(zip(("from_seq", "to_seq", "noticed_at", "filled_at"), r))
+                for r in self.conn.execute(q + " ORDER BY id", (reader_id,))]
+
+    def status_rows(self) -> list[dict]:
+        rows = []
+        for r in self.db.query(
+                "SELECT r.*, (SELECT count(*) FROM gaps g WHERE g.reader_id=r.reader_id AND g.filled_at IS NULL) "
+                "AS open_gaps, (SELECT count(*) FROM rides x WHERE x.reader_id=r.reader_id) AS stored "
+                "FROM readers r ORDER BY r.reader_id"):
+            rows.append(r)
+        return rows
+
+
+def format_status(rows: list[dict], now: float | None = None) -> str:
+    """The `status` command's table."""
+    now = _now() if now is None else now
+
+    def ago(t):
+        if t is None:
+            return "never"
+        d = max(0, int(now - t))
+        return "%ds ago" % d if d < 120 else ("%dm ago" % (d // 60) if d < 7200 else "%dh ago" % (d // 3600))
+
+    def v(x):
+        return "-" if x is None else str(x)
+
+    head = ("reader", "building", "online", "last seen", "acked seq", "stored", "backlog", "wl version",
+            "free heap", "gaps")
+    body = [(str(r["reader_id"]), str(r["building_id"]), "yes" if r["online"] else "no", ago(r["last_seen"]),
+             v(r["acked_seq"]), str(r["stored"]), v(r["backlog"]), v(r["wl_version"]), v(r["free_heap"]),
+             str(r["open_gaps"])) for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)).rstrip() for b in body]
+    return "\n".join(lines)
