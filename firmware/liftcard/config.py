@@ -72,7 +72,28 @@ def validate(obj):
     out["legacy_uid"] = legacy
     out["relay_ms"] = _int(obj, "relay_ms", 100, 60000, 4000)
     out["utc_offset_min"] = _int(obj, "utc_offset_min", -720, 840, 480)
+    if "uplink" in obj:
+        out["uplink"] = _uplink(obj["uplink"])
     return out
+
+
+def _uplink(u):
+    # Optional: the reader's MQTT link to its gateway (docs/uplink.md,
+    # "Reader side"). Absent: an offline reader. The password is never echoed.
+    if type(u) is not dict:
+        raise ConfigError("config: uplink must be an object")
+    host = u.get("host")
+    if type(host) is not str or not 1 <= len(host) <= 253 or any(c <= " " or c > "~" for c in host):
+        raise ConfigError("config: uplink.host must be a host name or IP address (1..253 printable characters)")
+    pw = u.get("password")
+    if type(pw) is not str or not 1 <= len(pw) <= 128 or any(c < " " or c > "~" for c in pw):
+        raise ConfigError("config: uplink.password must be 1..128 printable ASCII characters")
+    return {
+        "host": host,
+        "port": _int(u, "port", 1, 65535, 1883, within="uplink."),
+        "password": pw,
+        "keepalive_s": _int(u, "keepalive_s", 4, 3600, 60, within="uplink."),
+    }
 
 
 def parse(text):

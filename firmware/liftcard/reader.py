@@ -61,6 +61,7 @@ class Reader:
         self.clock = None
         self._last_tap_ms = 0
         self._last_save_ms = 0
+        self.uplink = None     # the MQTT link, when the config has "uplink"
 
     # ---- boot ----
 
@@ -95,7 +96,19 @@ class Reader:
         self.fees.configure(cfg["tariff"], cfg["floors"], cfg["ground_floor"], cfg["utc_offset_min"])
         self._rebuild_spend()
         self.error = self.wl.error
+        self._start_uplink()
         gc.collect()
+
+    def _start_uplink(self):
+        # Imported only when configured: an offline reader keeps the heap.
+        if self.uplink is not None:
+            self.uplink.client.close()
+            self.uplink = None
+            gc.collect()
+        if "uplink" in self.cfg:
+            from .uplink import Uplink
+
+            self.uplink = Uplink(self, self.cfg["uplink"])
 
     def _rebuild_spend(self):
         # This month's spend per household: the checkpoint, then the rides
@@ -163,6 +176,8 @@ class Reader:
     def idle(self):
         if self.cfg is None:
             return
+        if self.uplink is not None:
+            self.uplink.step()  # bounded, never raises, never blocks for long
         b = self.board
         ms = b.ticks_ms()
         if b.ticks_diff(ms, self._last_tap_ms) < _QUIET_BEFORE_ERASE_MS:
@@ -294,6 +309,16 @@ class Reader:
             ("heap_free", gc.mem_free()),
             ("error", '"%s"' % self.error if self.error else "null"),
         )
+        u = self.uplink
+        if u is not None:
+            fields += (
+                ("uplink", '"%s"' % u.describe()),
+                ("uplink_connects", u.connects),
+                ("uplink_batches", u.batches),
+                ("uplink_acks", u.acks),
+                ("uplink_refused", u.refused),
+                ("uplink_error", '"%s"' % u.error_text.replace('"', "'") if u.error_text else "null"),
+            )
         return "STATUS {" + ", ".join('"%s": %s' % kv for kv in fields) + "}"
 
     # ---- main loop ----

@@ -1,0 +1,467 @@
+# The reader's MQTT uplink (docs/uplink.md, "Reader side"), around
+# micropython-lib umqtt.simple.
+#
+# Promise 1: a hung, dead or hostile broker never delays a tap. So:
+# - the uplink only runs from Reader.idle(), in small steps (step()), never
+#   from the tap path;
+# - the TCP connect is non-blocking and CONNACK is awaited by polling across
+#   steps, so a broker that accepts and never answers costs nothing;
+# - every socket read/write has a short timeout, and a read is only started
+#   once poll() says a byte is there; umqtt's wait_msg, which switches the
+#   socket back to blocking forever, is replaced;
+# - every exception from umqtt (OSError, its asserts, MQTTException, ...) is
+#   caught here and turns into "link down, reconnect with backoff";
+# - our own PINGREQ every keepalive/2 (umqtt.simple never pings, so the broker
+#   would never fire the Last Will), and a link with nothing received for a
+#   whole keepalive is declared dead;
+# - the packet id wraps at 65535 (umqtt.simple's grows without bound);
+# - the subscription to `down` is renewed after every reconnect.
+#
+# Rides: at most one RIDES batch (<= 32 unacked records) in flight; resent
+# after _ACK_WAIT_MS or a reconnect; the gateway's ACK (MAC and replay checked
+# by the codec) moves the log's ack mark. Up messages go with QoS 0: the
+# application ACK is the delivery guarantee, and a QoS 1 PUBACK would be a
+# blocking round trip inside umqtt.publish().
+
+import errno
+import gc
+import select
+import socket
+import struct
+
+from micropython import const
+from umqtt.simple import MQTTClient, MQTTException
+
+from . import ridelog
+from . import uplinkcodec as uc
+
+_IO_TIMEOUT_S = 0.3        # any single socket read/write
+_CONNECT_MS = const(5000)  # TCP connect + CONNACK + SUBACK
+_ACK_WAIT_MS = const(10000)
+_STATUS_MS = const(60000)
+_BACKOFF_MIN_MS = const(1000)
+_BACKOFF_MAX_MS = const(60000)
+_MAX_IN = const(4)         # down messages handled per step
+_MAX_PACKET = const(4400)  # a down PUBLISH: topic + the largest link message
+
+# state
+S_DOWN = const(0)      # waiting for the next connect attempt
+S_TCP = const(1)       # TCP connect in progress
+S_CONNACK = const(2)   # CONNECT sent, waiting for CONNACK
+S_SUBACK = const(3)    # connected, SUBSCRIBE sent
+S_UP = const(4)        # subscribed: rides and status flow
+STATE_NAMES = ("down", "connecting", "connecting", "subscribing", "up")
+
+# last_error codes (STATUS byte 20)
+E_NONE = const(0)
+E_CONNECT = const(1)   # TCP connect refused / timed out, no CONNACK
+E_REFUSED = const(2)   # CONNACK with a refusal code (bad user/password)
+E_IO = const(3)        # the link broke: timeout, reset, EOF, protocol error
+E_MESSAGE = const(4)   # a down message was refused (MAC, replay, ...)
+E_APPLY = const(5)     # a down message verified but could not be applied
+
+
+class _Client(MQTTClient):
+    # umqtt.simple, with the blocking parts replaced: a non-blocking TCP
+    # connect, CONNECT sent without waiting, no blocking reads, packet id wrap.
+
+    def open(self, addr):
+        self.sock = s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(addr)
+        except OSError as e:
+            if e.errno != errno.EINPROGRESS:
+                raise
+        self.poller = select.poll()
+        self.poller.register(s, select.POLLIN | select.POLLOUT)
+
+    def ready(self, mask):
+        # True when the socket has `mask` ready; an error or hangup also
+        # counts (the next read/write then raises or sees EOF).
+        for _, ev in self.poller.ipoll(0):
+            return ev & (mask | select.POLLERR | select.POLLHUP) != 0
+        return False
+
+    def want_read(self):
+        self.poller.modify(self.sock, select.POLLIN)
+
+    def close(self):
+        s = self.sock
+        self.sock = None
+        self.poller = None
+        if s is not None:
+            try:
+                s.close()
+            except Exception:
+                pass
+
+    def send_connect(self, clean_session=True):
+        # umqtt.simple's connect() after the socket, up to the CONNACK.
+        self.sock.settimeout(_IO_TIMEOUT_S)
+        premsg = bytearray(b"\x10\0\0\0\0\0")
+        msg = bytearray(b"\x04MQTT\x04\x02\0\0")
+        sz = 10 + 2 + len(self.client_id)
+        msg[6] = clean_session << 1
+        if self.user is not None:
+            sz += 2 + len(self.user) + 2 + len(self.pswd)
+            msg[6] |= 0xC0
+        if self.keepalive:
+            msg[7] |= self.keepalive >> 8
+            msg[8] |= self.keepalive & 0x00FF
+        if self.lw_topic:
+            sz += 2 + len(self.lw_topic) + 2 + len(self.lw_msg)
+            msg[6] |= 0x4 | (self.lw_qos & 0x1) << 3 | (self.lw_qos & 0x2) << 3
+            msg[6] |= self.lw_retain << 5
+        i = 1
+        while sz > 0x7F:
+            premsg[i] = (sz & 0x7F) | 0x80
+            sz >>= 7
+            i += 1
+        premsg[i] = sz
+        self._write(premsg, i + 2)
+        self._write(msg)
+        self._send_str(self.client_id)
+        if self.lw_topic:
+            self._send_str(self.lw_topic)
+            self._send_str(self.lw_msg)
+        if self.user is not None:
+            self._send_str(self.user)
+            self._send_str(self.pswd)
+
+    def read_connack(self):
+        resp = self._read(4)
+        if resp[0] != 0x20 or resp[1] != 0x02:
+            raise OSError(errno.EIO)
+        if resp[3] != 0:
+            raise MQTTException(resp[3])
+
+    def _next_pid(self):
+        # MQTT packet ids are 1..65535; umqtt.simple's self.pid never wraps
+        # (and struct "!H" of 65536 would not fit).
+        self.pid = 1 if self.pid >= 65535 else self.pid + 1
+        return self.pid
+
+    def send_subscribe(self, topic, qos=1):
+        pkt = bytearray(b"\x82\0\0\0")
+        struct.pack_into("!BH", pkt, 1, 2 + 2 + len(topic) + 1, self._next_pid())
+        self._write(pkt)
+        self._send_str(topic)
+        self._write(bytes((qos,)))
+        return self.pid
+
+    def _write(self, buf, n=None):
+        if n is None:
+            n = len(buf)
+        w = self.sock.write(buf, n)
+        if w != n:  # a timeout part-way: the stream is broken
+            raise OSError(errno.ETIMEDOUT)
+
+    def _send_str(self, s):
+        self._write(struct.pack("!H", len(s)))
+        self._write(s)
+
+    def ping(self):
+        self._write(b"\xc0\0")
+
+    def publish(self, topic, msg, retain=False, qos=0):
+        # QoS 0 only (see the top of the file): nothing to wait for.
+        pkt = bytearray(b"\x30\0\0\0")
+        pkt[0] |= retain
+        sz = 2 + len(topic) + len(msg)
+        i = 1
+        while sz > 0x7F:
+            pkt[i] = (sz & 0x7F) | 0x80
+            sz >>= 7
+            i += 1
+        pkt[i] = sz
+        self._write(pkt, i + 1)
+        self._send_str(topic)
+        self._write(msg)
+
+    def _read(self, n):
+        b = self.sock.read(n)
+        if not b:
+            raise OSError(errno.ECONNRESET)  # EOF: the broker closed
+        if len(b) != n:
+            raise OSError(errno.ETIMEDOUT)
+        return b
+
+    def _recv_len(self):
+        n = 0
+        sh = 0
+        while 1:
+            b = self._read(1)[0]
+            n |= (b & 0x7F) << sh
+            if not b & 0x80:
+                return n
+            sh += 7
+            if sh > 21:
+                raise OSError(errno.EIO)
+
+    def wait_msg(self):
+        # One incoming packet; call only when poll says a byte is there. The
+        # socket keeps its short timeout (umqtt's version switches it to
+        # blocking forever). Returns the packet type (0x30 PUBLISH, 0xd0
+        # PINGRESP, 0x90 SUBACK with self.suback_rc set).
+        op = self._read(1)[0]
+        self.suback_rc = None
+        if op == 0xD0:  # PINGRESP
+            if self._read(1)[0] != 0:
+                raise OSError(errno.EIO)
+            return op
+        if op == 0x90:  # SUBACK: len=3, pid, return code
+            b = self._read(4)
+            if b[0] != 3:
+                raise OSError(errno.EIO)
+            self.suback_rc = b[3]
+            self.suback_pid = (b[1] << 8) | b[2]
+            return op
+        if op & 0xF0 != 0x30:
+            # Nothing else is expected here (we send QoS 0, subscribe once).
+            raise OSError(errno.EIO)
+        sz = self._recv_len()
+        if sz > _MAX_PACKET:
+            raise OSError(errno.EMSGSIZE)
+        tl = self._read(2)
+        tl = (tl[0] << 8) | tl[1]
+        topic = self._read(tl) if tl else b""
+        sz -= tl + 2
+        pid = 0
+        if op & 6:
+            pid = self._read(2)
+            pid = pid[0] << 8 | pid[1]
+            sz -= 2
+        if sz < 0:
+            raise OSError(errno.EIO)
+        msg = self._read(sz) if sz else b""
+        if op & 6 == 2:  # QoS 1: PUBACK before acting (acting is idempotent)
+            pkt = bytearray(b"\x40\x02\0\0")
+            struct.pack_into("!H", pkt, 2, pid)
+            self._write(pkt)
+        elif op & 6 == 4:
+            raise OSError(errno.EIO)  # QoS 2: never subscribed with it
+        self.cb(topic, msg)
+        return 0x30
+
+
+class Uplink:
+    # One per reader; step() from Reader.idle().
+
+    def __init__(self, reader, ucfg):
+        self.reader = reader
+        cfg = reader.cfg
+        rid = cfg["reader_id"]
+        bid = cfg["building_id"]
+        base = "lc/%d/reader-%d/" % (bid, rid)
+        self.t_up = (base + "up").encode()
+        self.t_status = (base + "status").encode()
+        self.t_down = (base + "down").encode()
+        self.host = ucfg["host"]
+        self.port = ucfg["port"]
+        self.keepalive_ms = ucfg["keepalive_s"] * 1000
+        self.codec = uc.Codec(cfg["key"], rid, bid, reader.boot_count)
+        name = ("reader-%d" % rid).encode()
+        c = self.client = _Client(name, self.host, self.port, user=name, password=ucfg["password"].encode(),
+                                  keepalive=ucfg["keepalive_s"])
+        c.set_last_will(self.t_status, b"offline", retain=False, qos=1)
+        c.set_callback(self._on_msg)
+        c.poller = None
+        self._addr = None
+        self.state = S_DOWN
+        self._due = reader.board.ticks_ms()
+        self._deadline = 0
+        self._backoff = _BACKOFF_MIN_MS
+        self._sub_pid = 0
+        self._inflight = 0     # last seq of the batch in flight (0: none)
+        self._sent_ms = 0
+        self._last_ping = 0
+        self._last_rx = 0
+        self._status_ms = 0
+        self.last_error = E_NONE
+        self.error_text = None
+        self.connects = 0
+        self.batches = 0
+        self.acks = 0
+        self.refused = 0
+
+    # ---- the step ----
+
+    def step(self):
+        # A bounded amount of work; never raises.
+        b = self.reader.board
+        ms = b.ticks_ms()
+        try:
+            st = self.state
+            if st == S_DOWN:
+                if b.ticks_diff(ms, self._due) >= 0:
+                    self._connect(ms)
+            elif st == S_TCP:
+                if self.client.ready(select.POLLOUT):
+                    try:
+                        self.client.send_connect()  # raises if the connect failed
+                    except OSError as e:
+                        self._fail(ms, E_CONNECT, "connect failed: %r" % (e,))
+                        return
+                    self.client.want_read()
+                    self.state = S_CONNACK
+                elif b.ticks_diff(ms, self._deadline) >= 0:
+                    self._fail(ms, E_CONNECT, "connect timed out")
+            elif st == S_CONNACK:
+                if self.client.ready(select.POLLIN):
+                    try:
+                        self.client.read_connack()
+                    except MQTTException as e:
+                        self._fail(ms, E_REFUSED, "broker refused: %s" % e.args[0])
+                        return
+                    self._sub_pid = self.client.send_subscribe(self.t_down, 1)
+                    self._last_rx = self._last_ping = ms
+                    self._deadline = ms + _CONNECT_MS
+                    self.state = S_SUBACK
+                elif b.ticks_diff(ms, self._deadline) >= 0:
+                    self._fail(ms, E_CONNECT, "no CONNACK")
+            else:
+                self._receive(ms)
+                if self.state == S_SUBACK:
+                    if b.ticks_diff(ms, self._deadline) >= 0:
+                        self._fail(ms, E_CONNECT, "no SUBACK")
+                elif self.state == S_UP:
+                    self._keepalive(ms)
+                    if self.state == S_UP and not self._send_rides(ms):
+                        self._send_status(ms, False)
+        except MemoryError:
+            gc.collect()
+            self._fail(ms, E_IO, "out of memory")
+        except Exception as e:
+            # OSError, umqtt's asserts, IndexError from a short read, ...
+            self._fail(ms, E_IO, "link: %r" % (e,))
+
+    def _connect(self, ms):
+        if self._addr is None:
+            # An IP literal resolves at once; a name may block on DNS (once).
+            self._addr = socket.getaddrinfo(self.host, self.port)[0][-1]
+        self.client.close()
+        self.client.open(self._addr)
+        self.state = S_TCP
+        self._deadline = ms + _CONNECT_MS
+        self.connects += 1
+
+    def _fail(self, ms, code, text):
+        self.client.close()
+        self.state = S_DOWN
+        self.last_error = code
+        self.error_text = text
+        self._due = ms + self._backoff
+        self._backoff = min(self._backoff * 2, _BACKOFF_MAX_MS)
+        self._inflight = 0  # resend after reconnect
+
+    def _receive(self, ms):
+        c = self.client
+        for _ in range(_MAX_IN):
+            if self.state < S_SUBACK or not c.ready(select.POLLIN):
+                return
+            op = c.wait_msg()
+            self._last_rx = ms
+            if op == 0x90:
+                if c.suback_rc == 0x80:
+                    self._fail(ms, E_REFUSED, "subscribe refused")
+                    return
+                if c.suback_pid == self._sub_pid and self.state == S_SUBACK:
+                    self.state = S_UP
+                    self._backoff = _BACKOFF_MIN_MS
+                    self._status_ms = ms - _STATUS_MS  # a heartbeat at once
+                    self._inflight = 0
+
+    def _keepalive(self, ms):
+        b = self.reader.board
+        if b.ticks_diff(ms, self._last_rx) >= self.keepalive_ms:
+            self._fail(ms, E_IO, "no reply within keepalive")
+            return
+        if b.ticks_diff(ms, self._last_ping) >= self.keepalive_ms // 2:
+            self.client.ping()
+            self._last_ping = ms
+
+    def _batch(self, log):
+        n = 0
+        for rec in log.records(log.acked + 1):
+            self._upto = ridelog.seq_of(rec)
+            yield rec
+            n += 1
+            if n == uc.MAX_RIDES:
+                return
+
+    def _send_rides(self, ms):
+        log = self.reader.log
+        if log.acked >= self._inflight:
+            self._inflight = 0
+        if log.last_seq <= log.acked:
+            return False
+        if self._inflight and self.reader.board.ticks_diff(ms, self._sent_ms) < _ACK_WAIT_MS:
+            return False
+        self._upto = 0
+        msg = self.codec.rides(self._batch(log))
+        if not self._upto:
+            return False
+        self.client.publish(self.t_up, msg)
+        self._inflight = self._upto
+        self._sent_ms = ms
+        self.batches += 1
+        return True
+
+    def _send_status(self, ms, force):
+        if not force and self.reader.board.ticks_diff(ms, self._status_ms) < _STATUS_MS:
+            return
+        r = self.reader
+        flags = 0
+        if r.clock.synced:
+            flags |= uc.ST_CLOCK_SYNCED
+        if r.log.full:
+            flags |= uc.ST_LOG_FULL
+        msg = self.codec.status(r.clock.uptime(), gc.mem_free(), r.log.backlog, r.wl.version if r.wl else 0,
+                                r.unlogged, self.last_error, flags, r.boot_count)
+        self.client.publish(self.t_status, msg)
+        self._status_ms = ms
+
+    # ---- down messages ----
+
+    def _on_msg(self, topic, msg):
+        if topic != self.t_down:
+            return  # the ACL delivers only our own down; ignore anything else
+        codec = self.codec
+        try:
+            kind = codec.open(msg)
+        except uc.UplinkError as e:
+            self.refused += 1
+            self.last_error = E_MESSAGE
+            self.error_text = "down message refused: %s" % e.reason
+            return
+        r = self.reader
+        try:
+            if kind == uc.ACK:
+                log = r.log
+                upto = codec.seq
+                if upto > log.last_seq:
+                    raise ValueError("ack %d is beyond the last record" % upto)
+                log.ack(upto)
+                self.acks += 1
+                if log.acked >= self._inflight:
+                    self._inflight = 0  # next batch at once
+            elif kind == uc.TIME:
+                reply = r.command("TIME %d" % codec.epoch_s)
+                if not reply.startswith("OK"):
+                    raise ValueError(reply)
+            elif kind == uc.DELTA:
+                r.wl.apply_delta(bytes(codec.blob))
+            else:
+                # WHITELIST chunks: not assembled yet (docs/uplink.md).
+                raise ValueError("whitelist chunks not supported yet")
+        except MemoryError:
+            gc.collect()
+            self.last_error = E_APPLY
+            self.error_text = "out of memory applying a down message"
+        except Exception as e:
+            self.last_error = E_APPLY
+            self.error_text = "down message not applied: %s" % e
+
+    def describe(self):
+        return STATE_NAMES[self.state]

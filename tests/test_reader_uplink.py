@@ -1,0 +1,348 @@
+"""The reader's MQTT uplink, end to end and real: a private Mosquitto
+(MosquittoInstance), the virtual reader (firmware/main.py under the real
+micropython, 192K heap) with an "uplink" section in its config, and a small
+CPython gateway in the test (paho-mqtt 2.x as user `gateway`) that verifies
+RIDES with liftcard_gateway.uplink and answers with ACKs.
+
+Checked: rides arrive exactly as logged and acks reach the reader's log; a
+broker restart is survived (reconnect + resubscribe); a blackholed broker
+(accepts, never answers) and a frozen one (SIGSTOP) never delay a tap; the
+Last Will reaches the gateway when the reader is killed."""
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+paho = pytest.importorskip("paho.mqtt.client")
+
+from liftcard_gateway.broker import MosquittoInstance, find_tool  # noqa: E402
+from liftcard_gateway.formats import CardRecord, build_delta, build_whitelist  # noqa: E402
+from conftest import run_micropython  # noqa: E402
+from liftcard_gateway import uplink as U  # noqa: E402
+from test_reader_badinput import CARD, CARDS, CONFIG, KEY, READER, BUILDING, VirtualReader  # noqa: E402
+
+try:
+    find_tool("mosquitto")
+except Exception:  # pragma: no cover
+    pytest.skip("mosquitto not installed", allow_module_level=True)
+
+
+def wait_for(pred, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+class Gateway:
+    """A minimal real gateway: verifies RIDES, keeps them by seq, acks."""
+
+    def __init__(self, broker):
+        self.rides = {}          # seq -> packed record
+        self.statuses = []
+        self.wills = []
+        self.refused = []
+        self.guard = U.ReplayGuard()
+        self.msgno = 0
+        self.lock = threading.Lock()
+        self.down = broker.topics(READER)["down"]
+        c = self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="gw-test")
+        c.username_pw_set("gateway", broker.credentials["gateway"])
+        c.reconnect_delay_set(0.2, 1)
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        self.connected = threading.Event()
+        c.connect(broker.host, broker.port, keepalive=10)
+        c.loop_start()
+        assert self.connected.wait(10)
+
+    def _on_connect(self, client, userdata, flags, rc, props=None):
+        client.subscribe([("lc/+/+/up", 1), ("lc/+/+/status", 1)])
+        self.connected.set()
+
+    def _on_message(self, client, userdata, m):
+        with self.lock:
+            if m.topic.endswith("/status"):
+                if m.payload[:4] == U.MAGIC:
+                    msg = U.parse(KEY, m.payload, READER, BUILDING, U.UP)
+                    self.statuses.append(msg.status)
+                else:
+                    self.wills.append(m.payload)
+                return
+            try:
+                msg = self.guard.open(KEY, m.payload, READER, BUILDING, U.UP)
+            except Exception as e:
+                self.refused.append(str(e))
+                return
+            self.guard.accept(READER, msg.counter)
+            for r in msg.rides:
+                self.rides[r.seq] = r.pack()
+            if msg.rides:
+                upto = msg.rides[-1].seq
+                self.msgno += 1
+                ack = U.build_ack(KEY, READER, BUILDING, U.counter_of(7, self.msgno), upto)
+                client.publish(self.down, ack, qos=1)
+
+    def send(self, build, *args):
+        with self.lock:
+            self.msgno += 1
+            msg = build(KEY, READER, BUILDING, U.counter_of(7, self.msgno), *args)
+        self.c.publish(self.down, msg, qos=1).wait_for_publish(5)
+        return msg
+
+    def close(self):
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def configured_reader(tmp_path, host, port, password, keepalive=10):
+    r = VirtualReader(tmp_path)
+    cfg = dict(CONFIG, uplink={"host": host, "port": port, "password": password, "keepalive_s": keepalive})
+    path = r.file("config.json", json.dumps(cfg).encode())
+    reply = r.command("CONFIG " + path)
+    assert reply.startswith("OK config reader 1017"), reply
+    assert password not in reply
+    wl = r.file("wl1.bin", build_whitelist(KEY, READER, BUILDING, 1, CARDS))
+    assert r.command("WL " + wl) == "OK whitelist v1 2 cards"
+    assert r.command("TIME 91000000") == "OK time 91000000"
+    return r
+
+
+def dump(r):
+    r.send(b"DUMP 1 100000\n")
+    lines = r.until(("OK", "ERR"))
+    assert lines[-1].startswith("OK"), lines[-1]
+    return {int(l.split()[1][:8], 16): bytes.fromhex(l.split()[1]) for l in lines if l.startswith("REC ")}
+
+
+def kill(r):
+    if r.p.poll() is None:
+        r.p.kill()
+        r.p.wait()
+
+
+@pytest.fixture
+def broker():
+    with MosquittoInstance(readers={READER: BUILDING}) as b:
+        yield b
+
+
+def test_rides_acks_restart_and_last_will(broker, tmp_path):
+    gw = Gateway(broker)
+    r = configured_reader(tmp_path, broker.host, broker.port, broker.credentials["reader-%d" % READER])
+    try:
+        assert "password" not in r.command("STATUS")
+        wait_for(lambda: r.status()["uplink"] == "up", 15, "the uplink to come up")
+        wait_for(lambda: gw.statuses, 10, "a STATUS heartbeat")
+        st = gw.statuses[0]
+        assert st.wl_version == 1 and st.free_heap > 0
+
+        for i in range(40):  # more than one batch of 32
+            r.tap(CARD if i % 2 else 0x8000000000000000, 5)
+        last = r.status()["next_seq"] - 1
+        wait_for(lambda: r.status()["acked"] == last, 20, "acks for every ride")
+        with gw.lock:
+            assert gw.rides == dump(r), "rides at the gateway differ from the reader's log"
+            assert not gw.refused
+
+        # TIME and DELTA down-messages go through the reader's own paths; a
+        # replayed one is refused and changes nothing.
+        gw.send(U.build_time, 92000000)
+        wait_for(lambda: r.status()["time"] >= 92000000, 10, "TIME applied")
+        new = CardRecord(0x0102030405060708, 503, 0b11)
+        delta = build_delta(KEY, READER, BUILDING, 1, 2, [("upsert", new)])
+        replay = gw.send(U.build_delta, delta)
+        wait_for(lambda: r.status()["whitelist_version"] == 2, 10, "DELTA applied")
+        assert r.tap(new.card_id, 1).result == 0
+        gw.c.publish(gw.down, replay, qos=1).wait_for_publish(5)
+        wait_for(lambda: r.status()["uplink_refused"] == 1, 10, "the replayed DELTA refused")
+        assert r.status()["whitelist_version"] == 2 and r.status()["uplink"] == "up"
+        last = r.status()["next_seq"] - 1
+        wait_for(lambda: r.status()["acked"] == last, 20, "the ack of the new card's ride")
+
+        # Broker restart: the reader reconnects, resubscribes and resumes.
+        connects = r.status()["uplink_connects"]
+        broker.restart()
+        wait_for(lambda: r.status()["uplink_connects"] > connects and r.status()["uplink"] == "up", 40,
+                 "the reader to reconnect after a broker restart")
+        for i in range(5):
+            r.tap(CARD, 5)
+        last = r.status()["next_seq"] - 1
+        wait_for(lambda: r.status()["acked"] == last, 40, "acks after the restart (resubscribed)")
+        with gw.lock:
+            assert gw.rides == dump(r)
+            assert max(gw.rides) == last
+
+        # Last Will: the reader vanishes without DISCONNECT.
+        os.kill(r.p.pid, signal.SIGKILL)
+        r.p.wait()
+        wait_for(lambda: gw.wills, 10, "the Last Will on status")
+        assert gw.wills[0] == b"offline"
+    finally:
+        kill(r)
+        gw.close()
+
+
+class Blackhole:
+    """A TCP listener that accepts and never says a word."""
+
+    def __init__(self):
+        self.s = socket.socket()
+        self.s.bind(("127.0.0.1", 0))
+        self.s.listen(16)
+        self.port = self.s.getsockname()[1]
+        self.conns = []
+        self.stop = False
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        self.s.settimeout(0.2)
+        while not self.stop:
+            try:
+                c, _ = self.s.accept()
+                self.conns.append(c)
+            except OSError:
+                pass
+
+    def close(self):
+        self.stop = True
+        self.t.join()
+        for c in self.conns:
+            c.close()
+        self.s.close()
+
+
+def _timed_taps(r, n):
+    t0 = time.monotonic()
+    worst = 0.0
+    for i in range(n):
+        t = time.monotonic()
+        rec = r.tap(CARD, 5)
+        worst = max(worst, time.monotonic() - t)
+        assert rec.result in (0, 6) or rec.result >= 0
+        time.sleep(0.1)  # let idle() (and the uplink) run between taps
+    return time.monotonic() - t0, worst
+
+
+def test_blackholed_broker_never_delays_a_tap(tmp_path):
+    hole = Blackhole()
+    r = configured_reader(tmp_path, "127.0.0.1", hole.port, "not-checked-by-a-blackhole")
+    try:
+        wait_for(lambda: hole.conns, 10, "the reader to connect to the blackhole")
+        total, worst = _timed_taps(r, 20)
+        assert total < 10, "20 taps took %.1f s with a blackholed uplink" % total
+        s = r.status()
+        assert s["uplink"] != "up" and s["next_seq"] == 21
+        # The connect timed out and was retried with backoff.
+        wait_for(lambda: r.status()["uplink_connects"] >= 2, 20, "a reconnect attempt")
+        assert r.quit() == 0
+    finally:
+        kill(r)
+        hole.close()
+
+
+def test_frozen_broker_never_delays_a_tap(broker, tmp_path):
+    # Connected, then the broker stops answering (SIGSTOP): publishes go into
+    # the kernel's buffers, no ACK/PINGRESP comes; taps go on, and the
+    # keepalive declares the link dead.
+    gw = Gateway(broker)
+    r = configured_reader(tmp_path, broker.host, broker.port, broker.credentials["reader-%d" % READER],
+                          keepalive=4)
+    pid = broker._proc.pid
+    try:
+        wait_for(lambda: r.status()["uplink"] == "up", 15, "the uplink to come up")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            total, worst = _timed_taps(r, 20)
+            assert total < 10, "20 taps took %.1f s with a frozen broker" % total
+            wait_for(lambda: r.status()["uplink"] != "up", 15, "the keepalive to notice the frozen broker")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        last = r.status()["next_seq"] - 1
+        wait_for(lambda: r.status()["acked"] == last, 60, "acks once the broker thaws")
+        with gw.lock:
+            assert gw.rides == dump(r)
+    finally:
+        kill(r)
+        gw.close()
+
+
+BAD_UPLINKS = [
+    ("[1]", "config: uplink must be an object"),
+    ({"port": 1883, "password": "pw-SECRET-1"}, "config: uplink.host must be"),
+    ({"host": "a b", "password": "pw-SECRET-1"}, "config: uplink.host must be"),
+    ({"host": "127.0.0.1", "port": 0, "password": "pw-SECRET-1"}, "config: uplink.port must be 1..65535"),
+    ({"host": "127.0.0.1", "port": "1883", "password": "pw-SECRET-1"}, "config: uplink.port must be an integer"),
+    ({"host": "127.0.0.1"}, "config: uplink.password must be"),
+    ({"host": "127.0.0.1", "password": "pw-SECRET-\n"}, "config: uplink.password must be"),
+    ({"host": "127.0.0.1", "password": "pw-SECRET-1", "keepalive_s": 1}, "config: uplink.keepalive_s must be 4..3600"),
+]
+
+
+def test_bad_uplink_config_is_refused_without_echoing_the_password(tmp_path):
+    r = configured_reader(tmp_path, "127.0.0.1", 1, "pw-SECRET-good")
+    try:
+        before = r.status()
+        for i, (u, expect) in enumerate(BAD_UPLINKS):
+            cfg = dict(CONFIG, uplink=json.loads(u) if isinstance(u, str) else u)
+            reply = r.command("CONFIG " + r.file("bad%d.json" % i, json.dumps(cfg).encode()))
+            assert reply.startswith("ERR " + expect), reply
+            assert "SECRET" not in reply
+        after = r.status()
+        assert "SECRET" not in r.command("STATUS")
+        assert after["reader_id"] == before["reader_id"] and after["whitelist_version"] == 1
+        assert r.tap(CARD, 5).result == 0
+        assert r.quit() == 0
+    finally:
+        kill(r)
+
+
+WRAP_SCRIPT = r"""
+import os, select, socket, sys, time
+from liftcard.uplink import _Client
+host, port, pw = sys.argv[1], int(sys.argv[2]), os.getenv("LC_PW")
+c = _Client(b"reader-1017", host, port, user=b"reader-1017", password=pw.encode(), keepalive=10)
+c.set_callback(lambda t, m: None)
+c.open(socket.getaddrinfo(host, port)[0][-1])
+def wait(mask):
+    for _ in range(200):
+        if c.ready(mask):
+            return
+        time.sleep(0.02)
+    raise SystemExit("timeout")
+wait(select.POLLOUT)
+c.send_connect()
+c.want_read()
+wait(select.POLLIN)
+c.read_connack()
+c.pid = 65534
+out = []
+for _ in range(3):
+    pid = c.send_subscribe(b"lc/12/reader-1017/down", 1)
+    wait(select.POLLIN)
+    assert c.wait_msg() == 0x90 and c.suback_pid == pid and c.suback_rc == 1
+    out.append(pid)
+c.ping()
+wait(select.POLLIN)
+assert c.wait_msg() == 0xD0
+print(*out)
+"""
+
+
+def test_packet_id_wraps(broker, tmp_path):
+    # umqtt.simple's pid grows past 65535; the wrapper keeps it in 1..65535,
+    # and the broker's SUBACKs match across the wrap.
+    (tmp_path / "wrap.py").write_text(WRAP_SCRIPT)
+    out = run_micropython([str(tmp_path / "wrap.py"), broker.host, str(broker.port)], tmp_path, timeout=60,
+                          env_extra={"LC_PW": broker.credentials["reader-%d" % READER]})
+    assert out.returncode == 0, out.stderr.decode() + out.stdout.decode()
+    assert out.stdout.decode().split() == ["65535", "1", "2"]
