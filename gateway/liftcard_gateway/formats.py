@@ -799,7 +799,32 @@ def validate_config(obj: Mapping) -> dict:
     out["legacy_uid"] = legacy
     out["relay_ms"] = _cfg_int(obj, "relay_ms", 100, 60000, default=CONFIG_DEFAULTS["relay_ms"])
     out["utc_offset_min"] = _cfg_int(obj, "utc_offset_min", -720, 840, default=CONFIG_DEFAULTS["utc_offset_min"])
+    if "uplink" in obj:
+        out["uplink"] = _validate_uplink(obj["uplink"])
     return out
+
+
+def _printable(s, lo: int, hi: int, space: bool) -> bool:
+    first = " " if space else "!"
+    return isinstance(s, str) and lo <= len(s) <= hi and all(first <= c <= "~" for c in s)
+
+
+def _validate_uplink(u) -> dict:
+    """The optional MQTT link of a reader (docs/uplink.md, "Reader side");
+    the same rules as firmware/liftcard/config.py. The password is never echoed."""
+    if not isinstance(u, Mapping):
+        raise ConfigError("uplink", "config: uplink must be an object")
+    if not _printable(u.get("host"), 1, 253, space=False):
+        raise ConfigError("uplink.host",
+                          "config: uplink.host must be a host name or IP address (1..253 printable characters)")
+    if not _printable(u.get("password"), 1, 128, space=True):
+        raise ConfigError("uplink.password", "config: uplink.password must be 1..128 printable ASCII characters")
+    return {
+        "host": u["host"],
+        "port": _cfg_int(u, "port", 1, 65535, "uplink.port", default=1883),
+        "password": u["password"],
+        "keepalive_s": _cfg_int(u, "keepalive_s", 4, 3600, "uplink.keepalive_s", default=60),
+    }
 
 
 def config_key(cfg: Mapping) -> bytes:

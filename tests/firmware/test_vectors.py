@@ -78,6 +78,10 @@ def test_config_vectors():
             key = v["config"].get("key") if type(v["config"]) is dict else None
             if type(key) is str and len(key) > 8:
                 check(key not in msg, "the key leaked into %r" % msg)
+            up = v["config"].get("uplink") if type(v["config"]) is dict else None
+            pw = up.get("password") if type(up) is dict else None
+            if type(pw) is str and len(pw) > 3:
+                check(pw not in msg, "the uplink password leaked into %r" % msg)
         n += 1
     check(n > 50)
 

@@ -451,7 +451,8 @@ def gen_config():
                        monthly_cap_fen=10_000_000, debounce_s=3600)
     high.update(reader_id=(1 << 30) - 1, building_id=(1 << 30) - 1, ground_floor=15, relay_ms=60000,
                 utc_offset_min=840, key=KEY.hex().upper())
-    valid = [base, defaults, low, high]
+    linked = dict(base, uplink={"host": "192.168.4.1", "port": 1883, "password": "s3cret pass~word", "keepalive_s": 60})
+    valid = [base, defaults, low, high, linked]
     for v in valid:
         validate_config(v)
 
@@ -478,6 +479,15 @@ def gen_config():
         ("utc_offset_min", -721), ("utc_offset_min", 841), ("utc_offset_min", 480.0),
     ]
     invalid = [{"config": _with(base, k, v), "key": k} for k, v in bad]
+    bad_uplink = [
+        ("uplink", "192.168.4.1"), ("uplink", None),
+        ("uplink.host", ""), ("uplink.host", "gate way"), ("uplink.host", "h" * 254), ("uplink.host", None),
+        ("uplink.port", 0), ("uplink.port", 65536), ("uplink.port", "1883"),
+        ("uplink.password", ""), ("uplink.password", "p" * 129), ("uplink.password", "line\nbreak"),
+        ("uplink.password", None),
+        ("uplink.keepalive_s", 3), ("uplink.keepalive_s", 3601), ("uplink.keepalive_s", 60.0),
+    ]
+    invalid += [{"config": _with(linked, k, v), "key": k} for k, v in bad_uplink]
     for k in ("reader_id", "building_id", "floors", "ground_floor", "key", "tariff", "tariff.fee_fen",
               "tariff.free_classes", "tariff.monthly_cap_fen", "tariff.debounce_s"):
         invalid.append({"config": _without(base, k), "key": k})
