@@ -9,6 +9,14 @@ after the commit publishes an ACK on the reader's `down` topic, sealed with the
 gateway's own strictly increasing down counter ((persisted boot count << 32) |
 message number). STATUS messages update the readers table.
 
+Time sync (docs/gateway.md, "Clock"): on a verified STATUS the gateway
+publishes a TIME (the gateway's clock in liftcard epoch seconds, same down
+counter) when the reader says its clock is not synced, when it is the reader's
+first STATUS since the gateway started or since its Last Will or a reboot (a
+new boot or a smaller uptime), or when the last TIME to it is older than
+TIME_SYNC_INTERVAL_S. STATUS carries no reader time, so no clock drift is
+measured.
+
 Refused payloads are logged, one JSON object per line on stderr: event,
 reader_id, reason (never a card id, key, MAC or body).
 """
@@ -26,13 +34,16 @@ import paho.mqtt.client as mqtt
 
 from . import uplink
 from .config import GatewayConfig
-from .formats import FormatError
+from .formats import FormatError, epoch_from_unix
 from .store import ReplayError, Store
 
 _TOPIC = re.compile(r"^lc/([0-9]{1,10})/reader-([0-9]{1,10})/(up|status)$")
 SUBSCRIPTIONS = [("lc/+/+/up", 1), ("lc/+/+/status", 1)]
 # A Last Will (the broker's, docs/uplink.md) on a status topic: not a link message.
 OFFLINE_PAYLOADS = (b"", b"offline")
+# Resend a TIME to a synced reader at least this often (checked at its STATUS,
+# which a reader sends every 60 s). A constant, not a config key (yet).
+TIME_SYNC_INTERVAL_S = 600.0
 
 
 class JsonLog:
@@ -64,6 +75,11 @@ class Gateway:
         self._keys = {rid: uplink.LinkKeys(r.key.value) for rid, r in cfg.readers.items()}
         self.boot = self.store.next_boot()
         self._msgno = 0
+        self._down_lock = threading.Lock()
+        # reader_id -> (monotonic time of the last TIME sent, boot, uptime) of
+        # the reader's last STATUS; dropped on a Last Will. In memory only: a
+        # gateway restart re-syncs every reader at its next STATUS.
+        self._clock: dict[int, tuple] = {}
         self._stop = threading.Event()
         self._connected = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.broker.client_id,
@@ -78,11 +94,46 @@ class Gateway:
 
     # -- down counter -----------------------------------------------------------
     def _next_counter(self) -> int:
-        self._msgno += 1
-        if self._msgno > 0xFFFFFFFF:  # a new persisted boot: counters keep growing
-            self.boot = self.store.next_boot()
-            self._msgno = 1
-        return uplink.counter_of(self.boot, self._msgno)
+        with self._down_lock:
+            self._msgno += 1
+            if self._msgno > 0xFFFFFFFF:  # a new persisted boot: counters keep growing
+                self.boot = self.store.next_boot()
+                self._msgno = 1
+            return uplink.counter_of(self.boot, self._msgno)
+
+    # -- time sync ----------------------------------------------------------------
+    def _time_reason(self, reader_id: int, st, mono: float) -> str | None:
+        """Why a TIME should go to this reader now (None: no need)."""
+        prev = self._clock.get(reader_id)
+        if not st.flags & uplink.ST_CLOCK_SYNCED:
+            return "unsynced"
+        if prev is None:
+            return "connect"
+        sent_at, boot, uptime = prev
+        if boot != st.boot or st.uptime < uptime:
+            return "reboot"
+        if sent_at is None or mono - sent_at >= TIME_SYNC_INTERVAL_S:
+            return "periodic"
+        return None
+
+    def _maybe_send_time(self, reader_id: int, building_id: int, st) -> None:
+        mono = time.monotonic()
+        reason = self._time_reason(reader_id, st, mono)
+        prev = self._clock.get(reader_id)
+        sent_at = prev[0] if prev else None
+        if reason is not None:
+            epoch_s = epoch_from_unix(int(time.time()))
+            if not 0 < epoch_s <= 0xFFFFFFFF:
+                # The gateway's own clock is before 2024 (a Pi without RTC or NTP):
+                # sending it would corrupt the reader's clock.
+                self.log("time_not_sent", reader_id=reader_id, reason="gateway_clock")
+            else:
+                msg = uplink.build_time(self._keys[reader_id], reader_id, building_id, self._next_counter(), epoch_s)
+                self.client.publish("lc/%d/reader-%d/down" % (building_id, reader_id), msg, qos=1)
+                self.store.record_time_sent(reader_id, epoch_s)
+                sent_at = mono
+                self.log("time_sent", reader_id=reader_id, epoch_s=epoch_s, why=reason)
+        self._clock[reader_id] = (sent_at, st.boot, st.uptime)
 
     # -- mqtt callbacks -----------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -128,6 +179,7 @@ class Gateway:
             return
         if leaf == "status" and payload in OFFLINE_PAYLOADS:
             self.store.mark_offline(reader_id)
+            self._clock.pop(reader_id, None)  # its next STATUS is a (re)connect: sync again
             self.log("reader_offline", reader_id=reader_id)
             return
         try:
@@ -148,7 +200,9 @@ class Gateway:
                 return
             st = msg.status
             self.log("status", reader_id=reader_id, backlog=st.backlog, wl_version=st.wl_version,
-                     free_heap=st.free_heap, uptime=st.uptime)
+                     free_heap=st.free_heap, uptime=st.uptime,
+                     clock_synced=bool(st.flags & uplink.ST_CLOCK_SYNCED))
+            self._maybe_send_time(reader_id, building_id, st)
             return
         try:
             res = self.store.store_batch(reader_id, msg.counter, msg.rides)
@@ -162,7 +216,7 @@ class Gateway:
         down = "lc/%d/reader-%d/down" % (building_id, reader_id)
         self.client.publish(down, ack, qos=1)
         self.log("stored", reader_id=reader_id, rides=len(msg.rides), inserted=res.inserted,
-                 duplicates=res.duplicates, ack_seq=res.ack_seq)
+                 duplicates=res.duplicates, ack_seq=res.ack_seq, corrected=res.corrected)
 
     # -- running ------------------------------------------------------------------
     def stop(self, *_a) -> None:

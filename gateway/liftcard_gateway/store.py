@@ -8,7 +8,7 @@ Tables:
 - rides (reader_id, seq) primary key: the ride record fields of
   formats.RideRecord (card_id as 16 hex digits: a u64 does not fit SQLite's
   signed integer), received_at, up_counter (the link counter of the message
-  that brought it first).
+  that brought it first), time_corrected and time_ref_seq (see below).
 - readers (reader_id pk): building_id, first_seq (where the contiguous run
   starts), acked_seq (highest seq such that every seq first_seq..acked_seq is
   stored; what the ACK says), max_seq, last_up_counter (replay state: the last
@@ -18,6 +18,14 @@ Tables:
   seqs jump past the highest stored + 1 records the missing range; it is marked
   filled once every seq in it is stored. Never hidden, never deleted.
 - meta (key pk, value): the gateway's boot count for its down counters.
+
+Unsynced rides (docs/gateway.md, "Clock"): a ride with flag CLOCK_UNSYNCED
+keeps its `time` as the reader logged it; once a synced ride of the same reader
+and boot is stored, the unsynced rides of that boot logged before it (lower seq,
+uptime not above the reference's) get time_corrected = ref.time - (ref.uptime -
+ride.uptime) and time_ref_seq = ref.seq, where ref is the synced ride of that
+boot with the lowest seq. NULL in both: not corrected. Done inside store_batch's
+transaction, whichever of the two arrives first.
 
 `store_batch` does everything for one RIDES message in ONE transaction.
 """
@@ -31,7 +39,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from .formats import RideRecord
+from .formats import Flag, RideRecord
 
 RIDE_FIELDS = ("seq", "time", "uptime", "card_id", "household", "floor", "fee", "result", "flags", "boot")
 STATUS_FIELDS = ("uptime", "free_heap", "backlog", "wl_version", "unrecorded", "last_error", "flags", "boot")
@@ -55,6 +63,7 @@ class BatchResult:
     inserted: int         # new rides stored
     duplicates: int       # rides already held (resent after a lost ack)
     new_gaps: tuple       # ((from_seq, to_seq), ...) noticed by this batch
+    corrected: int = 0    # unsynced rides whose time_corrected this batch set
 
 
 def _now() -> float:
@@ -81,7 +90,7 @@ class Store:
             db["rides"].create({
                 "reader_id": int, "seq": int, "time": int, "uptime": int, "card_id": str,
                 "household": int, "floor": int, "fee": int, "result": int, "flags": int, "boot": int,
-                "received_at": float, "up_counter": int,
+                "received_at": float, "up_counter": int, "time_corrected": int, "time_ref_seq": int,
             }, pk=("reader_id", "seq"), not_null={"reader_id", "seq"})
         if "readers" not in db.table_names():
             db["readers"].create({
@@ -89,6 +98,7 @@ class Store:
                 "last_up_counter": int, "last_seen": float, "online": int,
                 "uptime": int, "free_heap": int, "backlog": int, "wl_version": int, "unrecorded": int,
                 "last_error": int, "status_flags": int, "boot": int, "status_at": float,
+                "time_sent_at": float, "time_sent_epoch": int,
             }, pk="reader_id")
         if "gaps" not in db.table_names():
             db["gaps"].create({
@@ -98,6 +108,15 @@ class Store:
             db["gaps"].create_index(["reader_id", "filled_at"])
         if "meta" not in db.table_names():
             db["meta"].create({"key": str, "value": int}, pk="key")
+        # Databases made before these columns existed: add them (NULL = not set).
+        for table, cols in (("rides", {"time_corrected": int, "time_ref_seq": int}),
+                            ("readers", {"time_sent_at": float, "time_sent_epoch": int})):
+            have = db[table].columns_dict
+            for name, typ in cols.items():
+                if name not in have:
+                    db[table].add_column(name, typ)
+        if "rides_boot" not in {ix.name for ix in db["rides"].indexes}:
+            db["rides"].create_index(["reader_id", "boot", "seq"], index_name="rides_boot")
 
     def close(self) -> None:
         try:
@@ -201,6 +220,7 @@ class Store:
                               (reader_id, f, t)).fetchone()[0]
                 if n == t - f + 1:
                     c.execute("UPDATE gaps SET filled_at=? WHERE id=?", (now, gid))
+            corrected = self._correct_unsynced(reader_id, {r.boot for r in rides})
             c.execute("UPDATE readers SET first_seq=?, acked_seq=?, max_seq=?, last_up_counter=?, "
                       "last_seen=?, online=1 WHERE reader_id=?",
                       (first_seq, acked, hi, counter, now, reader_id))
@@ -208,7 +228,29 @@ class Store:
         except BaseException:
             c.execute("ROLLBACK")
             raise
-        return BatchResult(acked or 0, inserted, len(rides) - inserted, tuple(new_gaps))
+        return BatchResult(acked or 0, inserted, len(rides) - inserted, tuple(new_gaps), corrected)
+
+    def _correct_unsynced(self, reader_id: int, boots) -> int:
+        """Inside store_batch's transaction: for each boot touched by the batch,
+        correct the not yet corrected unsynced rides from the boot's first synced
+        ride (module docstring). Returns the number of rides corrected."""
+        c = self.conn
+        n = 0
+        for boot in sorted(boots):
+            ref = c.execute("SELECT seq, time, uptime FROM rides WHERE reader_id=? AND boot=? "
+                            "AND (flags & ?)=0 ORDER BY seq LIMIT 1",
+                            (reader_id, boot, int(Flag.CLOCK_UNSYNCED))).fetchone()
+            if ref is None:
+                continue
+            ref_seq, ref_time, ref_uptime = ref
+            before = c.total_changes
+            c.execute("UPDATE rides SET time_corrected=? - (? - uptime), time_ref_seq=? "
+                      "WHERE reader_id=? AND boot=? AND (flags & ?)!=0 AND time_corrected IS NULL "
+                      "AND seq<? AND uptime<=? AND ? - (? - uptime) >= 0",
+                      (ref_time, ref_uptime, ref_seq, reader_id, boot, int(Flag.CLOCK_UNSYNCED),
+                       ref_seq, ref_uptime, ref_time, ref_uptime))
+            n += c.total_changes - before
+        return n
 
     def store_status(self, reader_id: int, counter: int, status, now: float | None = None) -> None:
         """Record a verified STATUS and its link counter in one transaction."""
@@ -230,6 +272,12 @@ class Store:
         except BaseException:
             c.execute("ROLLBACK")
             raise
+
+    def record_time_sent(self, reader_id: int, epoch_s: int, now: float | None = None) -> None:
+        """Note that a TIME with epoch_s was published to the reader."""
+        now = _now() if now is None else now
+        self.conn.execute("UPDATE readers SET time_sent_at=?, time_sent_epoch=? WHERE reader_id=?",
+                          (now, epoch_s, reader_id))
 
     def mark_offline(self, reader_id: int) -> None:
         self.conn.execute("UPDATE readers SET online=0 WHERE reader_id=?", (reader_id,))
@@ -258,6 +306,12 @@ class Store:
             vals[3] = int(vals[3], 16)
             out.append(RideRecord(*vals))
         return out
+
+    def ride_times(self, reader_id: int) -> list[dict]:
+        """seq, time (as logged), time_corrected, time_ref_seq, flags, boot, uptime per ride."""
+        cols = ("seq", "time", "time_corrected", "time_ref_seq", "flags", "boot", "uptime")
+        return [dict(zip(cols, r)) for r in self.conn.execute(
+            "SELECT %s FROM rides WHERE reader_id=? ORDER BY seq" % ", ".join(cols), (reader_id,))]
 
     def ride_count(self, reader_id: int | None = None) -> int:
         if reader_id is None:
@@ -294,10 +348,15 @@ def format_status(rows: list[dict], now: float | None = None) -> str:
     def v(x):
         return "-" if x is None else str(x)
 
+    def clock(r):  # from the last heartbeat's CLOCK_SYNCED flag
+        if r.get("status_flags") is None:
+            return "-"
+        return "synced" if r["status_flags"] & 0x01 else "unsynced"
+
     head = ("reader", "building", "online", "last seen", "acked seq", "stored", "backlog", "wl version",
-            "free heap", "gaps")
+            "free heap", "clock", "gaps")
     body = [(str(r["reader_id"]), str(r["building_id"]), "yes" if r["online"] else "no", ago(r["last_seen"]),
-             v(r["acked_seq"]), str(r["stored"]), v(r["backlog"]), v(r["wl_version"]), v(r["free_heap"]),
+             v(r["acked_seq"]), str(r["stored"]), v(r["backlog"]), v(r["wl_version"]), v(r["free_heap"]), clock(r),
              str(r["open_gaps"])) for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths)).rstrip()]
