@@ -346,3 +346,29 @@ def test_packet_id_wraps(broker, tmp_path):
                           env_extra={"LC_PW": broker.credentials["reader-%d" % READER]})
     assert out.returncode == 0, out.stderr.decode() + out.stdout.decode()
     assert out.stdout.decode().split() == ["65535", "1", "2"]
+
+
+def test_a_recorded_time_cannot_be_replayed_after_a_reboot(broker, tmp_path):
+    # The reader keeps the last accepted down counter on flash: a TIME captured
+    # off the network and replayed after the reader restarts is refused.
+    gw = Gateway(broker)
+    password = broker.credentials["reader-%d" % READER]
+    r = configured_reader(tmp_path, broker.host, broker.port, password)
+    try:
+        wait_for(lambda: r.status()["uplink"] == "up", 15, "the uplink to come up")
+        recorded = gw.send(U.build_time, 95000000)
+        wait_for(lambda: r.status()["time"] >= 95000000, 10, "TIME applied")
+        assert r.quit() == 0
+        r = VirtualReader(tmp_path)  # power-on: the same flash images
+        wait_for(lambda: r.status()["uplink"] == "up", 15, "the uplink after the reboot")
+        before = r.status()
+        assert before["uplink_refused"] == 0 and before["time"] < 95000000
+        gw.c.publish(gw.down, recorded, qos=1).wait_for_publish(5)
+        wait_for(lambda: r.status()["uplink_refused"] == 1, 10, "the replayed TIME refused")
+        assert r.status()["time"] < 95000000, "the replayed TIME moved the clock"
+        # A fresh TIME from the gateway still goes through.
+        gw.send(U.build_time, 95000100)
+        wait_for(lambda: r.status()["time"] >= 95000100, 10, "a fresh TIME applied")
+    finally:
+        kill(r)
+        gw.close()

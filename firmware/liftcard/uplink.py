@@ -25,6 +25,7 @@
 
 import errno
 import gc
+import os
 import select
 import socket
 import struct
@@ -245,6 +246,35 @@ class _Client(MQTTClient):
         return 0x30
 
 
+# The last accepted down counter, kept across reboots so that a recorded TIME
+# or DELTA cannot be replayed to a rebooted reader. Saved (write + rename) when
+# a TIME or DELTA is accepted, before it is applied: those change state. An
+# ACK only moves the log's ack cursor, which never goes back, so replaying an
+# old one is harmless and it is not worth a flash write per batch.
+_REPLAY_FILE = "link.ctr"
+_REPLAY_NEW = "link.new"
+
+
+def _load_replay_state(codec):
+    try:
+        with open(_REPLAY_FILE, "rb") as f:
+            b = f.read(8)
+    except OSError:
+        return
+    if len(b) == 8:
+        codec.last_hi = (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
+        codec.last_lo = (b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7]
+
+
+def _save_replay_state(codec):
+    hi = codec.last_hi
+    lo = codec.last_lo
+    with open(_REPLAY_NEW, "wb") as f:
+        f.write(bytes((hi >> 24, (hi >> 16) & 0xFF, (hi >> 8) & 0xFF, hi & 0xFF,
+                       lo >> 24, (lo >> 16) & 0xFF, (lo >> 8) & 0xFF, lo & 0xFF)))
+    os.rename(_REPLAY_NEW, _REPLAY_FILE)
+
+
 class Uplink:
     # One per reader; step() from Reader.idle().
 
@@ -261,6 +291,7 @@ class Uplink:
         self.port = ucfg["port"]
         self.keepalive_ms = ucfg["keepalive_s"] * 1000
         self.codec = uc.Codec(cfg["key"], rid, bid, reader.boot_count)
+        _load_replay_state(self.codec)
         name = ("reader-%d" % rid).encode()
         c = self.client = _Client(name, self.host, self.port, user=name, password=ucfg["password"].encode(),
                                   keepalive=ucfg["keepalive_s"])
@@ -447,10 +478,12 @@ class Uplink:
                 if log.acked >= self._inflight:
                     self._inflight = 0  # next batch at once
             elif kind == uc.TIME:
+                _save_replay_state(codec)
                 reply = r.command("TIME %d" % codec.epoch_s)
                 if not reply.startswith("OK"):
                     raise ValueError(reply)
             elif kind == uc.DELTA:
+                _save_replay_state(codec)
                 r.wl.apply_delta(bytes(codec.blob))
             else:
                 # WHITELIST chunks: not assembled yet (docs/uplink.md).
