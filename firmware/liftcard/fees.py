@@ -75,8 +75,8 @@ class Fees:
         self._dslot = -1
 
     def configure(self, tariff, floors, ground_floor, utc_offset_min):
-        # A validated tariff (liftcard.config). Forgets spend and debounce
-        # state: the caller rebuilds the spend from the checkpoint and log.
+        # A validated tariff (liftcard.config). Forgets the debounce state;
+        # the caller then reset()s and rebuilds the spend (checkpoint + log).
         fees = tariff["fee_fen"]
         for i in range(_MAX_FLOORS):
             self.fee_by_floor[i] = fees[i] if i < len(fees) else 0
@@ -92,7 +92,6 @@ class Fees:
         for i in range(_DEBOUNCE_SLOTS):
             self._dused[i] = 0
         self._dnext = 0
-        self.reset()
 
     # ---- calendar ----
 
@@ -103,9 +102,7 @@ class Fees:
         self.checkpoint_seq = 0
 
     def roll(self, now_s):
-        self._roll_month(now_s)
-
-    def _roll_month(self, now_s):
+        # Tracks the local day; a new month starts the spend table afresh.
         day = (now_s + self.utc_offset_s) // 86400
         if day != self._day:
             self._day = day
@@ -139,7 +136,7 @@ class Fees:
     # ---- the tap path ----
 
     def decide(self, found, rec, card, at_floor, now_s, now_ms):
-        self._roll_month(now_s)
+        self.roll(now_s)
         self.fee = 0
         self.flags = 0
         self.floor = _NO_FLOOR
@@ -246,7 +243,7 @@ class Fees:
 
     def replay(self, rec, now_s):
         # Re-apply a logged ride newer than the checkpoint (boot).
-        self._roll_month(now_s)
+        self.roll(now_s)
         if rec[26] != codes.GRANTED:
             return
         fee = (rec[24] << 8) | rec[25]
@@ -287,7 +284,7 @@ class Fees:
 
     def load(self, now_s):
         # Returns the seq the checkpoint covers (0 when there is none).
-        self._roll_month(now_s)
+        self.roll(now_s)
         try:
             with open(CHECKPOINT, "rb") as f:
                 data = f.read()

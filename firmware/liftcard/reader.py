@@ -117,11 +117,10 @@ class Reader:
         fees = self.fees
         now = self.clock.now()
         fees.reset()
-        covered = fees.load(now)
+        covered = fees.load(now)  # also sets fees.checkpoint_seq
         for rec in self.log.records(covered + 1):
             fees.replay(rec, now)
-        fees.checkpoint_seq = covered
-        self.log.reclaim_limit = covered
+        self.log.reclaim_limit = fees.checkpoint_seq
 
     # ---- the tap path ----
 

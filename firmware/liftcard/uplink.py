@@ -62,6 +62,18 @@ E_MESSAGE = const(4)   # a down message was refused (MAC, replay, ...)
 E_APPLY = const(5)     # a down message verified but could not be applied
 
 
+def _remaining_length(buf, sz):
+    # MQTT's variable-length "remaining length" from buf[1]; returns the index
+    # of its last byte.
+    i = 1
+    while sz > 0x7F:
+        buf[i] = (sz & 0x7F) | 0x80
+        sz >>= 7
+        i += 1
+    buf[i] = sz
+    return i
+
+
 class _Client(MQTTClient):
     # umqtt.simple, with the blocking parts replaced: a non-blocking TCP
     # connect, CONNECT sent without waiting, no blocking reads, packet id wrap.
@@ -114,12 +126,7 @@ class _Client(MQTTClient):
             sz += 2 + len(self.lw_topic) + 2 + len(self.lw_msg)
             msg[6] |= 0x4 | (self.lw_qos & 0x1) << 3 | (self.lw_qos & 0x2) << 3
             msg[6] |= self.lw_retain << 5
-        i = 1
-        while sz > 0x7F:
-            premsg[i] = (sz & 0x7F) | 0x80
-            sz >>= 7
-            i += 1
-        premsg[i] = sz
+        i = _remaining_length(premsg, sz)
         self._write(premsg, i + 2)
         self._write(msg)
         self._send_str(self.client_id)
@@ -169,13 +176,7 @@ class _Client(MQTTClient):
         # QoS 0 only (see the top of the file): nothing to wait for.
         pkt = bytearray(b"\x30\0\0\0")
         pkt[0] |= retain
-        sz = 2 + len(topic) + len(msg)
-        i = 1
-        while sz > 0x7F:
-            pkt[i] = (sz & 0x7F) | 0x80
-            sz >>= 7
-            i += 1
-        pkt[i] = sz
+        i = _remaining_length(pkt, 2 + len(topic) + len(msg))
         self._write(pkt, i + 1)
         self._send_str(topic)
         self._write(msg)
