@@ -46,6 +46,14 @@ def _bump_boot_count():
     return n
 
 
+def _number(arg, default):
+    # A command's decimal argument; -1 when it is not one (the caller's usage
+    # check then names the command's form).
+    if arg is None:
+        return default
+    return int(arg) if arg.isdigit() else -1
+
+
 class Reader:
     def __init__(self, board):
         self.board = board
@@ -229,7 +237,7 @@ class Reader:
         if self.cfg is None:
             return "ERR not configured: %s" % self.error
         if verb == "TIME":
-            t = int(arg) if arg else -1
+            t = _number(arg, -1)
             if not 0 <= t < (1 << 32):
                 return "ERR usage: TIME <seconds since 2024-01-01 UTC>"
             month = self.fees.month
@@ -251,14 +259,16 @@ class Reader:
             version = self.wl.apply_delta(data)
             return "OK whitelist v%d" % version
         if verb == "ACK":
-            upto = int(arg) if arg else -1
+            upto = _number(arg, -1)
             if upto < 0:
                 return "ERR usage: ACK <seq>"
             self.log.ack(upto)
             return "OK acked %d" % self.log.acked
         if verb == "DUMP":
-            start = int(arg) if arg else self.log.acked + 1
-            limit = int(parts[2]) if len(parts) > 2 else 1000
+            start = _number(arg, self.log.acked + 1)
+            limit = _number(parts[2] if len(parts) > 2 else None, 1000)
+            if start < 0 or limit < 0:
+                return "ERR usage: DUMP [from seq] [count]"
             n = 0
             for rec in self.log.records(start):
                 if n >= limit:

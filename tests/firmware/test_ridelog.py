@@ -126,7 +126,7 @@ def test_ack_journal_survives_reboot_and_switches_sectors():
     reply = r.command("ACK 999999")
     check(reply.startswith("ERR ack 999999 is beyond"), reply)
     check(r.command("ACK -3").startswith("ERR usage"))
-    check(r.command("ACK x").startswith("ERR "))
+    check(r.command("ACK x").startswith("ERR usage: ACK"))
     check(r.log.acked == acked)
     rig.shutdown(r)
 
