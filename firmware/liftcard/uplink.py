@@ -77,6 +77,10 @@ def _remaining_length(buf, sz):
 class _Client(MQTTClient):
     # umqtt.simple, with the blocking parts replaced: a non-blocking TCP
     # connect, CONNECT sent without waiting, no blocking reads, packet id wrap.
+    # A PUBLISH payload is read into one reused buffer (inbuf) and handed to
+    # the callback as a memoryview, valid until the next message.
+
+    inbuf = None
 
     def open(self, addr):
         self.sock = s = socket.socket()
@@ -236,7 +240,20 @@ class _Client(MQTTClient):
             sz -= 2
         if sz < 0:
             raise OSError(errno.EIO)
-        msg = self._read(sz) if sz else b""
+        msg = b""
+        if sz > uc.MAX_MSG:
+            msg = self._read(sz)  # no link message is this long: the codec refuses it
+        elif sz:
+            # Into the buffer made at start-up: a 4 KB WHITELIST chunk must
+            # not need a fresh 4 KB block from a fragmented heap.
+            if self.inbuf is None:
+                self.inbuf = bytearray(uc.MAX_MSG)
+            msg = memoryview(self.inbuf)[:sz]
+            n = self.sock.readinto(msg)
+            if not n:
+                raise OSError(errno.ECONNRESET)
+            if n != sz:
+                raise OSError(errno.ETIMEDOUT)
         if op & 6 == 2:  # QoS 1: PUBACK before acting (acting is idempotent)
             pkt = bytearray(b"\x40\x02\0\0")
             struct.pack_into("!H", pkt, 2, pid)
@@ -292,12 +309,17 @@ class Uplink:
         self.port = ucfg["port"]
         self.keepalive_ms = ucfg["keepalive_s"] * 1000
         self.codec = uc.Codec(cfg["key"], rid, bid, reader.boot_count)
+        self.wlrecv = None     # wlrecv.WlRecv, made at the first WHITELIST chunk
         _load_replay_state(self.codec)
         name = ("reader-%d" % rid).encode()
         c = self.client = _Client(name, self.host, self.port, user=name, password=ucfg["password"].encode(),
                                   keepalive=ucfg["keepalive_s"])
         c.set_last_will(self.t_status, b"offline", retain=False, qos=1)
         c.set_callback(self._on_msg)
+        try:
+            c.inbuf = bytearray(uc.MAX_MSG)  # where down messages are read and decrypted
+        except MemoryError:
+            gc.collect()  # made at the first down message instead
         c.poller = None
         self._addr = None
         self.state = S_DOWN
@@ -450,7 +472,7 @@ class Uplink:
         if r.log.full:
             flags |= uc.ST_LOG_FULL
         msg = self.codec.status(r.clock.uptime(), gc.mem_free(), r.log.backlog, r.wl.version if r.wl else 0,
-                                r.unlogged, self.last_error, flags, r.boot_count)
+                                r.unlogged, self.last_error, flags, r.boot_count, r.clock.now())
         self.client.publish(self.t_status, msg)
         self._status_ms = ms
 
@@ -461,7 +483,7 @@ class Uplink:
             return  # the ACL delivers only our own down; ignore anything else
         codec = self.codec
         try:
-            kind = codec.open(msg)
+            kind = codec.open(msg, type(msg) is memoryview)  # the receive buffer: decrypt in place
         except uc.UplinkError as e:
             self.refused += 1
             self.last_error = E_MESSAGE
@@ -486,9 +508,13 @@ class Uplink:
             elif kind == uc.DELTA:
                 _save_replay_state(codec)
                 r.wl.apply_delta(bytes(codec.blob))
+                self._status_ms = r.board.ticks_ms() - _STATUS_MS  # report the version
             else:
-                # WHITELIST chunks: not assembled yet (docs/uplink.md).
-                raise ValueError("whitelist chunks not supported yet")
+                # WHITELIST: a chunk of a full list, assembled on flash.
+                from .wlrecv import on_chunk
+
+                if on_chunk(self, codec, _save_replay_state):
+                    self._status_ms = r.board.ticks_ms() - _STATUS_MS  # report the version
         except MemoryError:
             gc.collect()
             self.last_error = E_APPLY

@@ -33,7 +33,7 @@ HEADER_LEN = const(24)
 MAC_LEN = const(16)
 RIDE_LEN = const(32)
 MAX_RIDES = const(32)
-STATUS_LEN = const(24)
+STATUS_LEN = const(28)
 MAX_BLOB = const(4096)
 MIN_DELTA = const(40)       # the smallest LCWD: header + MAC
 MIN_WHITELIST = const(48)   # the smallest LCWL: header + MAC
@@ -47,7 +47,7 @@ ST_CLOCK_SYNCED = const(0x01)
 ST_LOG_FULL = const(0x02)
 
 _HDR = ">4sBBHIIII"  # magic version kind reserved reader building counter_hi counter_lo
-_STATUS = ">IIIIIBBH"
+_STATUS = ">IIIIIBBHI"
 
 
 class UplinkError(Exception):
@@ -102,7 +102,7 @@ class Codec:
         self._blk = bytearray(16)   # the CTR counter block
         self._ks = bytearray(16)    # its keystream block
         self._up = bytearray(_UP_MAX)
-        self._down = bytearray(WLCHUNK_HEADER_LEN + MAX_BLOB)
+        self._down = None  # made at the first open() that does not decrypt in place
         # Fields of the last message open() accepted, by kind.
         self.seq = 0          # ACK: every record up to seq is acknowledged
         self.epoch_s = 0      # TIME: liftcard epoch seconds
@@ -179,15 +179,16 @@ class Codec:
             n += 1
         return self._seal(RIDES, pos)
 
-    def status(self, uptime, free_heap, backlog, wl_version, unrecorded=0, last_error=0, flags=0, boot=0):
-        # STATUS heartbeat; boot is the low 16 bits of the boot count.
+    def status(self, uptime, free_heap, backlog, wl_version, unrecorded=0, last_error=0, flags=0, boot=0, time=0):
+        # STATUS heartbeat; boot is the low 16 bits of the boot count, time
+        # the reader's clock (liftcard epoch seconds).
         struct.pack_into(_STATUS, self._up, HEADER_LEN, uptime, free_heap, backlog, wl_version, unrecorded,
-                         last_error, flags, boot & 0xFFFF)
+                         last_error, flags, boot & 0xFFFF, time)
         return self._seal(STATUS, HEADER_LEN + STATUS_LEN)
 
     # ---- down: verify, decrypt, decode ----
 
-    def open(self, msg):
+    def open(self, msg, in_place=False):
         # Checks a down message and returns its kind, the decoded fields in
         # attributes (seq, epoch_s, blob, version/total/offset). Raises
         # UplinkError(reason); a refused message leaves the replay state and
@@ -195,6 +196,10 @@ class Codec:
         # open(): the buffer is reused). Checks in
         # order: size, magic, version, MAC, reserved, kind, reader, building,
         # replay, body.
+        # in_place: msg is writable (the link's receive buffer) and the body
+        # is decrypted where it is, blob pointing into msg; saves a second
+        # 4 KB buffer in the reader's heap. msg is scrambled if refused after
+        # the MAC.
         n = len(msg)
         if n < MIN_MSG or n > MAX_MSG:
             raise UplinkError("size")
@@ -223,8 +228,7 @@ class Codec:
         if hi < self.last_hi or (hi == self.last_hi and lo <= self.last_lo):
             raise UplinkError("replay")
         blen = end - HEADER_LEN
-        body = self._down
-        if blen > len(body):
+        if blen > WLCHUNK_HEADER_LEN + MAX_BLOB:
             raise UplinkError("size")
         if kind == ACK or kind == TIME:
             if blen != 4:
@@ -234,24 +238,32 @@ class Codec:
                 raise UplinkError("size")
         elif blen <= WLCHUNK_HEADER_LEN:
             raise UplinkError("size")
-        self._crypt(msg, HEADER_LEN, body, 0, blen, msg)
+        if in_place:
+            body = msg
+            b0 = HEADER_LEN
+        else:
+            body = self._down
+            if body is None:
+                body = self._down = bytearray(WLCHUNK_HEADER_LEN + MAX_BLOB)
+            b0 = 0
+        self._crypt(msg, HEADER_LEN, body, b0, blen, msg)
         if kind == ACK or kind == TIME:
-            v = struct.unpack_from(">I", body, 0)[0]
+            v = struct.unpack_from(">I", body, b0)[0]
             if kind == ACK:
                 self.seq = v
             else:
                 self.epoch_s = v
         elif kind == DELTA:
-            self.blob = memoryview(body)[:blen]
+            self.blob = memoryview(body)[b0 : b0 + blen]
         else:
-            version, total, offset = struct.unpack_from(">III", body, 0)
+            version, total, offset = struct.unpack_from(">III", body, b0)
             dlen = blen - WLCHUNK_HEADER_LEN
             if total < MIN_WHITELIST or offset + dlen > total:
                 raise UplinkError("field")
             self.version = version
             self.total = total
             self.offset = offset
-            self.blob = memoryview(body)[WLCHUNK_HEADER_LEN:blen]
+            self.blob = memoryview(body)[b0 + WLCHUNK_HEADER_LEN : b0 + blen]
         self.last_hi = hi
         self.last_lo = lo
         return kind

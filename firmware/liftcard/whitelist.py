@@ -35,6 +35,7 @@ BASE = "wl/base.bin"
 BASE_NEW = "wl/base.new"
 OVERLAY = "wl/overlay.bin"
 OVERLAY_NEW = "wl/overlay.new"
+RECV = "wl/recv.new"      # a list arriving in chunks (wlrecv.py)
 
 
 class WhitelistError(Exception):
@@ -103,9 +104,11 @@ class Whitelist:
             os.mkdir(DIR)
         except OSError:
             pass
-        # Leftovers of a replacement a power cut interrupted before its rename.
+        # Leftovers of a replacement a power cut interrupted before its rename,
+        # and of a list a power cut caught half received (wlrecv.py).
         _remove(BASE_NEW)
         _remove(OVERLAY_NEW)
+        _remove(RECV)
         self.loaded = False
         self.error = None
         self.base_version = self.version = self.count = 0
@@ -328,12 +331,29 @@ class Whitelist:
 
     # ---- updates (never on the tap path) ----
 
-    def install(self, path):
+    def install(self, path, move=False):
         # Full replacement from a staged LCWL file (any path, host or device).
+        # move: the file is already on this filesystem and ours to take (a
+        # list received in chunks): it is verified where it is and renamed
+        # over the base list, so the flash never holds three copies.
         try:
             src = open(path, "rb")
         except OSError:
             raise WhitelistError("cannot open %s" % path)
+        if move:
+            try:
+                _, version, count = self._verify_list(src, None, True, self.version)
+            finally:
+                src.close()
+            self.close()
+            try:
+                os.rename(path, BASE)
+            except OSError:
+                self.open()  # keep serving the old list
+                raise
+            _remove(OVERLAY)
+            self.open()
+            return version, count
         try:
             with open(BASE_NEW, "wb") as dst:
                 _, version, count = self._verify_list(src, dst, True, self.version)

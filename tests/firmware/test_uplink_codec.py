@@ -50,7 +50,7 @@ def test_encode_up_vectors():
         else:
             check(v["kind"] == "status", v["kind"])
             got = c.status(f["uptime"], f["free_heap"], f["backlog"], f["wl_version"], f["unrecorded"],
-                           f["last_error"], f["flags"], f["boot"])
+                           f["last_error"], f["flags"], f["boot"], f["time"])
         check(bytes(got) == unhex(v["hex"]), "encoding of: " + v["why"])
         v = f = got = None
         gc.collect()
