@@ -98,6 +98,73 @@ def test_status_table(store):
     assert lines[2].split()[:2] == ["7", "12"]
 
 
+# -- clock drift (STATUS carries the reader's clock) ---------------------------------
+
+from liftcard_gateway import uplink as U  # noqa: E402
+from liftcard_gateway.formats import LIFTCARD_EPOCH  # noqa: E402
+
+NOW = LIFTCARD_EPOCH + 91000000.7  # the gateway's receive time (Unix seconds)
+
+
+def _status(time, synced=True):
+    return U.ReaderStatus(uptime=50, free_heap=90000, backlog=0, wl_version=3,
+                          flags=U.ST_CLOCK_SYNCED if synced else 0, boot=1, time=time)
+
+
+def test_store_status_records_the_clock_drift(store):
+    # Through the real codec: the time the reader sent is what the store sees.
+    msg = U.parse(bytes(32), U.build_status(bytes(32), 7, 12, 1, _status(91000002)), 7, 12, "up")
+    store.store_status(7, 1, msg.status, now=NOW)
+    r = store.reader(7)
+    assert r["clock_drift_s"] == 2 and r["clock_at"] == NOW
+    store.store_status(7, 2, _status(91000000 - 75), now=NOW + 60)
+    r = store.reader(7)
+    assert r["clock_drift_s"] == -135 and r["clock_at"] == NOW + 60  # 75 s behind, 60 s later
+    assert isinstance(r["clock_drift_s"], int)
+
+
+def test_unsynced_reader_has_no_drift(store):
+    store.store_status(7, 1, _status(91000010), now=NOW)
+    store.store_status(7, 2, _status(5, synced=False), now=NOW + 30)  # rebooted, not yet synced
+    r = store.reader(7)
+    assert r["clock_drift_s"] is None
+    assert r["clock_at"] == NOW, "clock_at keeps when the drift was last measured"
+
+
+def test_drift_column_added_to_an_old_database(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    c = sqlite3.connect(db)
+    c.execute("CREATE TABLE readers (reader_id INTEGER PRIMARY KEY, building_id INTEGER, first_seq INTEGER, "
+              "acked_seq INTEGER, max_seq INTEGER, last_up_counter INTEGER, last_seen FLOAT, online INTEGER, "
+              "uptime INTEGER, free_heap INTEGER, backlog INTEGER, wl_version INTEGER, unrecorded INTEGER, "
+              "last_error INTEGER, status_flags INTEGER, boot INTEGER, status_at FLOAT)")
+    c.execute("INSERT INTO readers (reader_id, building_id, last_up_counter) VALUES (7, 12, 0)")
+    c.commit()
+    c.close()
+    s = Store(db)
+    try:
+        assert s.reader(7)["clock_drift_s"] is None
+        s.store_status(7, 1, _status(91000000 - 3), now=NOW)
+        assert s.reader(7)["clock_drift_s"] == -3
+    finally:
+        s.close()
+
+
+def test_status_table_shows_the_drift(store):
+    store.ensure_reader(8, 12)
+    store.ensure_reader(9, 12)
+    store.store_status(7, 1, _status(91000002), now=NOW)
+    store.store_status(8, 1, _status(91000000 - 75), now=NOW)
+    store.store_status(9, 1, _status(17, synced=False), now=NOW)
+    lines = format_status(store.status_rows(), now=NOW).splitlines()
+    assert "drift" in lines[0]
+    col = lines[0].index("drift")
+    cells = {ln.split()[0]: ln[col:].split()[0] for ln in lines[2:]}
+    assert cells == {"7": "+2s", "8": "-75s", "9": "-"}, lines
+
+
 # -- config -----------------------------------------------------------------------
 
 def _secret(path, text, mode=0o600):

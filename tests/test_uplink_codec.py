@@ -163,7 +163,7 @@ u64 = st.integers(0, 2**64 - 1)
 keys = st.binary(min_size=32, max_size=32)
 rides = st.builds(RideRecord, u32, u32, u32, u64, st.integers(0, 0xFFFFFF), u8, u16, u8, u8, u16)
 batches = st.lists(rides, min_size=0, max_size=U.MAX_RIDES)
-statuses = st.builds(U.ReaderStatus, u32, u32, u32, u32, u32, u8, st.sampled_from([0, 1, 2, 3]), u16)
+statuses = st.builds(U.ReaderStatus, u32, u32, u32, u32, u32, u8, st.sampled_from([0, 1, 2, 3]), u16, u32)
 
 
 def _clean(err, secrets=()):
@@ -190,6 +190,28 @@ def test_rides_round_trip(key, recs, counter, rid, bid):
 def test_status_round_trip(key, status, counter):
     m = U.parse(key, U.build_status(key, RID, BID, counter, status), RID, BID, "up")
     assert m.status == status
+    assert m.status.time == status.time
+
+
+@FAST
+@given(u32)
+def test_status_carries_the_reader_clock_at_bytes_24_to_28(t):
+    st_ = U.ReaderStatus(1, 2, 3, 4, 5, 6, U.ST_CLOCK_SYNCED, 8, t)
+    body = st_.pack()
+    assert U.STATUS_LEN == 28 and len(body) == 28
+    assert body[24:28] == t.to_bytes(4, "big") and body[:24] == U.ReaderStatus(1, 2, 3, 4, 5, 6, 1, 8).pack()[:24]
+    assert len(U.build_status(KEY, RID, BID, 1, st_)) == 68
+    assert st_.to_fields()["time"] == t
+
+
+def test_status_time_out_of_range_and_old_24_byte_body_refused():
+    with pytest.raises(FormatError) as e:
+        U.ReaderStatus(1, 2, 3, 4, time=2**32)
+    assert "time" in str(e.value)
+    old = U.ReaderStatus(1, 2, 3, 4).pack()[:24]
+    with pytest.raises(FormatError) as e:
+        U.parse(KEY, U.seal(KEY, U.STATUS, RID, BID, 9, old), RID, BID, "up")
+    assert e.value.reason == "size"
 
 
 @FAST

@@ -13,7 +13,10 @@ Tables:
   starts), acked_seq (highest seq such that every seq first_seq..acked_seq is
   stored; what the ACK says), max_seq, last_up_counter (replay state: the last
   link counter accepted, recorded in the same transaction as the batch),
-  last_seen and the last STATUS fields, online.
+  last_seen and the last STATUS fields, online; clock_drift_s (the reader's
+  clock minus the gateway's at the receipt of the last STATUS, signed whole
+  seconds; NULL when that STATUS was not CLOCK_SYNCED) and clock_at (when the
+  last drift was measured: the receipt of the last synced STATUS).
 - gaps (reader_id, from_seq, to_seq, noticed_at, filled_at): a batch whose
   seqs jump past the highest stored + 1 records the missing range; it is marked
   filled once every seq in it is stored. Never hidden, never deleted.
@@ -39,10 +42,11 @@ from pathlib import Path
 
 import sqlite_utils
 
-from .formats import Flag, RideRecord
+from .formats import LIFTCARD_EPOCH, Flag, RideRecord
 
 RIDE_FIELDS = ("seq", "time", "uptime", "card_id", "household", "floor", "fee", "result", "flags", "boot")
-STATUS_FIELDS = ("uptime", "free_heap", "backlog", "wl_version", "unrecorded", "last_error", "flags", "boot")
+STATUS_FIELDS = ("uptime", "free_heap", "backlog", "wl_version", "unrecorded", "last_error", "flags", "boot", "time")
+ST_CLOCK_SYNCED = 0x01  # uplink.ST_CLOCK_SYNCED
 
 
 class StoreError(RuntimeError):
@@ -98,7 +102,7 @@ class Store:
                 "last_up_counter": int, "last_seen": float, "online": int,
                 "uptime": int, "free_heap": int, "backlog": int, "wl_version": int, "unrecorded": int,
                 "last_error": int, "status_flags": int, "boot": int, "status_at": float,
-                "time_sent_at": float, "time_sent_epoch": int,
+                "time_sent_at": float, "time_sent_epoch": int, "clock_drift_s": int, "clock_at": float,
             }, pk="reader_id")
         if "gaps" not in db.table_names():
             db["gaps"].create({
@@ -110,7 +114,8 @@ class Store:
             db["meta"].create({"key": str, "value": int}, pk="key")
         # Databases made before these columns existed: add them (NULL = not set).
         for table, cols in (("rides", {"time_corrected": int, "time_ref_seq": int}),
-                            ("readers", {"time_sent_at": float, "time_sent_epoch": int})):
+                            ("readers", {"time_sent_at": float, "time_sent_epoch": int, "clock_drift_s": int,
+                                         "clock_at": float})):
             have = db[table].columns_dict
             for name, typ in cols.items():
                 if name not in have:
@@ -253,8 +258,16 @@ class Store:
         return n
 
     def store_status(self, reader_id: int, counter: int, status, now: float | None = None) -> None:
-        """Record a verified STATUS and its link counter in one transaction."""
+        """Record a verified STATUS and its link counter in one transaction.
+
+        The reader's clock drift: its STATUS time minus the gateway's clock at
+        receipt (`now`, Unix seconds), both in whole liftcard-epoch seconds;
+        NULL unless the reader says CLOCK_SYNCED (an unsynced clock is a
+        guess, not a drift). clock_at keeps when the last drift was measured."""
         now = _now() if now is None else now
+        drift = None
+        if status.flags & ST_CLOCK_SYNCED:
+            drift = int(status.time) - (int(now) - LIFTCARD_EPOCH)
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -264,10 +277,12 @@ class Store:
             if counter <= (row[0] or 0):
                 raise ReplayError("counter is not greater than the last accepted for reader %d" % reader_id)
             c.execute("UPDATE readers SET last_up_counter=?, last_seen=?, status_at=?, online=1, uptime=?, "
-                      "free_heap=?, backlog=?, wl_version=?, unrecorded=?, last_error=?, status_flags=?, boot=? "
+                      "free_heap=?, backlog=?, wl_version=?, unrecorded=?, last_error=?, status_flags=?, boot=?, "
+                      "clock_drift_s=?, clock_at=CASE WHEN ? IS NULL THEN clock_at ELSE ? END "
                       "WHERE reader_id=?",
                       (counter, now, now, status.uptime, status.free_heap, status.backlog, status.wl_version,
-                       status.unrecorded, status.last_error, status.flags, status.boot, reader_id))
+                       status.unrecorded, status.last_error, status.flags, status.boot, drift, drift, now,
+                       reader_id))
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
@@ -351,13 +366,17 @@ def format_status(rows: list[dict], now: float | None = None) -> str:
     def clock(r):  # from the last heartbeat's CLOCK_SYNCED flag
         if r.get("status_flags") is None:
             return "-"
-        return "synced" if r["status_flags"] & 0x01 else "unsynced"
+        return "synced" if r["status_flags"] & ST_CLOCK_SYNCED else "unsynced"
+
+    def drift(r):  # the reader's clock minus the gateway's, at the last STATUS
+        d = r.get("clock_drift_s")
+        return "-" if d is None else "%+ds" % d
 
     head = ("reader", "building", "online", "last seen", "acked seq", "stored", "backlog", "wl version",
-            "free heap", "clock", "gaps")
+            "free heap", "clock", "drift", "gaps")
     body = [(str(r["reader_id"]), str(r["building_id"]), "yes" if r["online"] else "no", ago(r["last_seen"]),
              v(r["acked_seq"]), str(r["stored"]), v(r["backlog"]), v(r["wl_version"]), v(r["free_heap"]), clock(r),
-             str(r["open_gaps"])) for r in rows]
+             drift(r), str(r["open_gaps"])) for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))

@@ -71,8 +71,8 @@ MAX_RIDES = 32                     # rides per RIDES message (umqtt on an ESP32)
 MAX_BLOB = 4096                    # DELTA blob / WHITELIST chunk data
 MIN_DELTA = 24 + MAC_LEN           # the smallest LCWD (no operations)
 MIN_WHITELIST = 32 + MAC_LEN       # the smallest LCWL (no cards)
-_STATUS = struct.Struct(">IIIIIBBH")  # uptime heap backlog wl_version unrecorded last_error flags boot
-STATUS_LEN = _STATUS.size  # 24
+_STATUS = struct.Struct(">IIIIIBBHI")  # uptime heap backlog wl_version unrecorded last_error flags boot time
+STATUS_LEN = _STATUS.size  # 28
 _WLCHUNK = struct.Struct(">III")   # version total offset
 WLCHUNK_HEADER_LEN = _WLCHUNK.size  # 12
 MAX_BODY = WLCHUNK_HEADER_LEN + MAX_BLOB
@@ -153,7 +153,7 @@ def _mac(keys: LinkKeys, data: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class ReaderStatus:
-    """STATUS body: the reader's heartbeat (24 bytes)."""
+    """STATUS body: the reader's heartbeat (28 bytes)."""
 
     uptime: int            # u32 seconds since this boot
     free_heap: int         # u32 bytes
@@ -163,17 +163,18 @@ class ReaderStatus:
     last_error: int = 0    # u8 last error code (0: none)
     flags: int = 0         # u8 ST_* bits
     boot: int = 0          # u16 boot counter (low 16 bits)
+    time: int = 0          # u32 the reader's clock, liftcard epoch seconds (its best guess unless CLOCK_SYNCED)
 
     def __post_init__(self):
         for name, hi in (("uptime", U32), ("free_heap", U32), ("backlog", U32), ("wl_version", U32),
-                         ("unrecorded", U32), ("last_error", U8), ("flags", U8), ("boot", U16)):
+                         ("unrecorded", U32), ("last_error", U8), ("flags", U8), ("boot", U16), ("time", U32)):
             object.__setattr__(self, name, int(_need_uint(name, getattr(self, name), hi)))
         if self.flags & ~ST_FLAGS:
             raise FormatError(R_FIELD, "status flags has undefined bits set")
 
     def pack(self) -> bytes:
         return _STATUS.pack(self.uptime, self.free_heap, self.backlog, self.wl_version,
-                            self.unrecorded, self.last_error, self.flags, self.boot)
+                            self.unrecorded, self.last_error, self.flags, self.boot, self.time)
 
     @classmethod
     def unpack(cls, b: bytes) -> "ReaderStatus":
@@ -183,7 +184,7 @@ class ReaderStatus:
 
     def to_fields(self) -> dict:
         return {k: getattr(self, k) for k in ("uptime", "free_heap", "backlog", "wl_version", "unrecorded",
-                                               "last_error", "flags", "boot")}
+                                               "last_error", "flags", "boot", "time")}
 
 
 @dataclass(frozen=True, repr=False)

@@ -804,9 +804,9 @@ def gen_uplink():
         valid.append({"kind": "rides", "direction": "up", "counter": ctr, "last_counter": last, "why": why,
                       "hex": msg.hex(), "fields": {"records": [x.pack().hex() for x in recs]}})
     statuses = [
-        ("heartbeat", up(4, 2), up(4, 1), ul.ReaderStatus(3600, 61234, 5, 7, 0, 0, ul.ST_CLOCK_SYNCED, 4)),
+        ("heartbeat", up(4, 2), up(4, 1), ul.ReaderStatus(3600, 61234, 5, 7, 0, 0, ul.ST_CLOCK_SYNCED, 4, t + 3)),
         ("log full, unsynced, an error, large values", up(4, 3), up(4, 2),
-         ul.ReaderStatus(0xFFFFFFFF, 0x80000000, 65152, 0xFFFFFFFF, 1234, 255, ul.ST_LOG_FULL, 0xFFFF)),
+         ul.ReaderStatus(0xFFFFFFFF, 0x80000000, 65152, 0xFFFFFFFF, 1234, 255, ul.ST_LOG_FULL, 0xFFFF, 0xFFFFFFFF)),
     ]
     for why, ctr, last, st in statuses:
         msg = ul.build_status(keys, rid, bid, ctr, st)
@@ -890,7 +890,7 @@ def gen_uplink():
         ("up", l_up, rides_raw(rec3[0] + bytes(bad_crc) + rec3[2]).hex(), "a ride with a bad CRC (valid MAC)",
          "field"),
         ("up", l_up, rides_raw(rec3[0] + EMPTY_SLOT).hex(), "an erased slot in the batch (valid MAC)", "field"),
-        ("up", l_up, sealed(ul.STATUS, st_bytes[:-1], ctr=c_up).hex(), "status body of 23 bytes (valid MAC)",
+        ("up", l_up, sealed(ul.STATUS, st_bytes[:-1], ctr=c_up).hex(), "status body of 27 bytes (valid MAC)",
          "size"),
         ("up", l_up, sealed(ul.STATUS, st_bytes[:21] + b"\x81" + st_bytes[22:], ctr=c_up).hex(),
          "status flags with an undefined bit (valid MAC)", "field"),
