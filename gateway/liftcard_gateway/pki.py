@@ -1,0 +1,305 @@
+"""Key material for the upstream link (docs/upstream.md, "TLS and keys").
+
+- Ed25519 signing keys: `new_signing_key(priv_path, pub_path)`; loaders that
+  accept a PEM (PKCS#8 / SubjectPublicKeyInfo), a raw 32-byte key, or 64 hex
+  digits. Private key files must be regular files with mode 0600.
+- A small X.509 PKI for tests, the demo and a first installation: a CA
+  (Ed25519-free: ECDSA P-256, which every TLS stack and broker accepts), a
+  server certificate for the broker's names/addresses, client certificates
+  whose CN is the MQTT identity (`gw-<gateway_id>`, `ledger`).
+
+Every private file is written atomically with mode 0600. Nothing here prints
+or logs key material; errors name the file, never its content.
+
+    python -m liftcard_gateway.pki dev --out DIR --gateway gw1 [--gateway gw2]
+    python -m liftcard_gateway.pki signing-key --out gw1.key --pub gw1.pub
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import ipaddress
+import os
+import secrets
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+class KeyFileError(ValueError):
+    """A key file is refused; the message is one line naming the file (never its content)."""
+
+
+def gateway_identity(gateway_id: str) -> str:
+    """The TLS client certificate CN (= MQTT username on the bank broker) of a gateway."""
+    return "gw-%s" % gateway_id
+
+
+LEDGER_IDENTITY = "ledger"
+
+
+def write_private(path: str | os.PathLike, data: bytes) -> Path:
+    """Write bytes atomically with mode 0600."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".%s.%s.tmp" % (path.name, secrets.token_hex(4)))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_public(path: str | os.PathLike, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.chmod(path, 0o644)
+    return path
+
+
+def check_private_file(path: Path) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise KeyFileError("file not found: %s" % path) from None
+    except OSError as e:
+        raise KeyFileError("cannot read %s: %s" % (path, e.strerror)) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise KeyFileError("not a regular file: %s" % path)
+    if st.st_mode & 0o077:
+        raise KeyFileError("%s must have mode 0600 (is %04o): chmod 600 it" % (path, st.st_mode & 0o777))
+
+
+def _read(path: Path, limit: int = 16384) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit)
+    except FileNotFoundError:
+        raise KeyFileError("file not found: %s" % path) from None
+    except OSError as e:
+        raise KeyFileError("cannot read %s: %s" % (path, e.strerror)) from None
+
+
+def _raw32(data: bytes) -> bytes | None:
+    if len(data) == 32:
+        return data
+    text = data.strip()
+    if len(text) == 64:
+        try:
+            return bytes.fromhex(text.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+    return None
+
+
+def load_signing_key(path: str | os.PathLike) -> Ed25519PrivateKey:
+    """An Ed25519 private key from a 0600 file: PEM (PKCS#8, unencrypted), a raw
+    32-byte seed, or 64 hex digits."""
+    path = Path(path)
+    check_private_file(path)
+    data = _read(path)
+    if data.lstrip().startswith(b"-----BEGIN"):
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError):
+            raise KeyFileError("%s is not an unencrypted PEM private key" % path) from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise KeyFileError("%s is not an Ed25519 private key" % path)
+        return key
+    raw = _raw32(data)
+    if raw is None:
+        raise KeyFileError("%s must hold an Ed25519 key: PEM, 32 raw bytes or 64 hex digits" % path)
+    return Ed25519PrivateKey.from_private_bytes(raw)
+
+
+def load_public_key(path: str | os.PathLike) -> Ed25519PublicKey:
+    """An Ed25519 public key: PEM (SubjectPublicKeyInfo), 32 raw bytes or 64 hex digits."""
+    path = Path(path)
+    data = _read(path)
+    if data.lstrip().startswith(b"-----BEGIN"):
+        try:
+            key = serialization.load_pem_public_key(data)
+        except (ValueError, TypeError):
+            raise KeyFileError("%s is not a PEM public key" % path) from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise KeyFileError("%s is not an Ed25519 public key" % path)
+        return key
+    raw = _raw32(data)
+    if raw is None:
+        raise KeyFileError("%s must hold an Ed25519 public key: PEM, 32 raw bytes or 64 hex digits" % path)
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def public_pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def new_signing_key(priv_path, pub_path=None) -> Ed25519PublicKey:
+    """Generate an Ed25519 key pair (OS CSPRNG): private PEM 0600, public PEM."""
+    key = Ed25519PrivateKey.generate()
+    write_private(priv_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    pub = key.public_key()
+    if pub_path is not None:
+        write_public(pub_path, public_pem(pub))
+    return pub
+
+
+# -- X.509 ----------------------------------------------------------------------------
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "liftcard"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _pem_key(k) -> bytes:
+    return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                           serialization.NoEncryption())
+
+
+def _cert_pem(c: x509.Certificate) -> bytes:
+    return c.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass
+class CA:
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+    def __repr__(self) -> str:
+        return "<CA %s>" % self.cert.subject.rfc4514_string()
+
+
+def make_ca(cn: str = "liftcard test CA", days: int = 3650) -> CA:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False, decipher_only=False),
+                           critical=True)
+            .sign(key, hashes.SHA256()))
+    return CA(key, cert)
+
+
+def issue(ca: CA, cn: str, *, server_names: tuple[str, ...] = (), client: bool = True,
+          days: int = 825) -> tuple[bytes, bytes]:
+    """(key PEM, cert PEM) for cn signed by ca. server_names (DNS names or IP
+    addresses) make it a server certificate; client adds clientAuth."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server_names else []) + \
+             ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
+    b = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca.cert.subject)
+         .public_key(key.public_key()).serial_number(x509.random_serial_number())
+         .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
+         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+         .add_extension(x509.ExtendedKeyUsage(usages), critical=False))
+    if server_names:
+        alt = []
+        for n in server_names:
+            try:
+                alt.append(x509.IPAddress(ipaddress.ip_address(n)))
+            except ValueError:
+                alt.append(x509.DNSName(n))
+        b = b.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+    cert = b.sign(ca.key, hashes.SHA256())
+    return _pem_key(key), _cert_pem(cert)
+
+
+@dataclass
+class DevPKI:
+    """Paths of a generated development PKI (see make_dev_pki)."""
+    dir: Path
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    ledger_cert: Path
+    ledger_key: Path
+    ledger_signing_key: Path
+    ledger_public_key: Path
+    gateways: dict  # gateway_id -> dict(cert, key, signing_key, public_key)
+
+
+def make_dev_pki(out: str | os.PathLike, gateway_ids=("gw1",),
+                 server_names: tuple[str, ...] = ("127.0.0.1", "localhost")) -> DevPKI:
+    """A CA, a broker server certificate, client certificates for the ledger and
+    each gateway (CN `ledger`, `gw-<id>`), and Ed25519 signing keys for all.
+    Private files 0600, directory 0700."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(out, 0o700)
+    ca = make_ca()
+    write_private(out / "ca.key", _pem_key(ca.key))
+    write_public(out / "ca.crt", _cert_pem(ca.cert))
+    k, c = issue(ca, "liftcard bank broker", server_names=tuple(server_names), client=False)
+    write_private(out / "server.key", k)
+    write_public(out / "server.crt", c)
+    k, c = issue(ca, LEDGER_IDENTITY)
+    write_private(out / "ledger.key", k)
+    write_public(out / "ledger.crt", c)
+    new_signing_key(out / "ledger-signing.key", out / "ledger-signing.pub")
+    gws = {}
+    for gid in gateway_ids:
+        ident = gateway_identity(gid)
+        k, c = issue(ca, ident)
+        write_private(out / ("%s.key" % ident), k)
+        write_public(out / ("%s.crt" % ident), c)
+        new_signing_key(out / ("%s-signing.key" % ident), out / ("%s-signing.pub" % ident))
+        gws[gid] = {"cert": out / ("%s.crt" % ident), "key": out / ("%s.key" % ident),
+                    "signing_key": out / ("%s-signing.key" % ident),
+                    "public_key": out / ("%s-signing.pub" % ident)}
+    return DevPKI(out, out / "ca.crt", out / "server.crt", out / "server.key", out / "ledger.crt",
+                  out / "ledger.key", out / "ledger-signing.key", out / "ledger-signing.pub", gws)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m liftcard_gateway.pki",
+                                 description="liftcard upstream keys and a development PKI")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("dev", help="CA, broker server cert, ledger and gateway client certs, signing keys")
+    d.add_argument("--out", required=True)
+    d.add_argument("--gateway", action="append", default=[], help="gateway id (repeatable)")
+    d.add_argument("--server-name", action="append", default=[], help="broker DNS name or IP (repeatable)")
+    s = sub.add_parser("signing-key", help="a new Ed25519 signing key (private PEM 0600 + public PEM)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--pub", required=True)
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "dev":
+            from .upstream_format import GATEWAY_ID_RE
+            for g in args.gateway or ["gw1"]:
+                if not GATEWAY_ID_RE.fullmatch(g):
+                    raise KeyFileError("bad gateway id %r: 1 .. 64 of [A-Za-z0-9_-]" % g)
+            p = make_dev_pki(args.out, args.gateway or ["gw1"], tuple(args.server_name) or ("127.0.0.1", "localhost"))
+            print("wrote %s" % p.dir)
+        else:
+            new_signing_key(args.out, args.pub)
+            print("wrote %s and %s" % (args.out, args.pub))
+    except (KeyFileError, OSError) as e:
+        print("liftcard pki: %s" % (e if isinstance(e, KeyFileError) else "%s: %s" % (e.filename, e.strerror)),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""The upstream over a REAL TLS Mosquitto (client certificates, ACL) with the
+reference ledger as its own process: drain to exactly once, in order; forged
+acks refused; clients without a valid certificate refused; card updates."""
+
+import json
+import os
+import queue
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from liftcard_gateway import upstream_format as uf
+from liftcard_gateway.bank_broker import BankBroker, tls_connack
+from liftcard_gateway.broker import find_tool
+from liftcard_gateway.config import load_config
+from liftcard_gateway.pki import issue, load_signing_key, make_ca, make_dev_pki, write_private
+from liftcard_gateway.store import Store
+from liftcard_gateway.upstream import Upstream, upstream_status
+from liftcard_tools import upstream_rig as rig
+from liftcard_tools.ledger import LedgerDB
+
+REPO = Path(__file__).resolve().parents[1]
+READERS = {7: 12, 8: 12, 9: 13}
+
+try:
+    find_tool("mosquitto")
+except Exception:  # pragma: no cover
+    pytest.skip("mosquitto is not installed (scripts/setup.sh installs it)", allow_module_level=True)
+
+
+class ListLog:
+    def __init__(self):
+        self.records = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event, **f):
+        rec = dict(event=event, **f)
+        json.dumps(rec, default=str)
+        with self._lock:
+            self.records.append(rec)
+
+    def find(self, pred):
+        with self._lock:
+            return [r for r in self.records if pred(r)]
+
+
+def wait_for(pred, timeout=30.0, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_dev_pki(tmp_path_factory.mktemp("pki") / "pki", ["gw1", "gw2"])
+
+
+@pytest.fixture
+def bank(pki):
+    with BankBroker(pki, ["gw1", "gw2"]) as b:
+        yield b
+
+
+class NoLocal:  # the upstream does not talk to the local broker
+    host, port, credentials = "127.0.0.1", 1, {"gateway": "unused-password"}
+
+
+def gateway_cfg(tmp_path, pki, bank, **extra):
+    p = rig.write_gateway_config(tmp_path / "gw", NoLocal, {r: os.urandom(32) for r in READERS}, READERS,
+                                 rig.upstream_section(pki, bank, **extra))
+    return load_config(p)
+
+
+def tls_client(pki, cert, key, **kw):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="t-%s" % uuid.uuid4().hex[:10],
+                    protocol=mqtt.MQTTv311, **kw)
+    c.tls_set(ca_certs=str(pki.ca_cert), certfile=str(cert), keyfile=str(key), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    return c
+
+
+def test_drain_exactly_once_in_gateway_order(tmp_path, pki, bank):
+    cfg = gateway_cfg(tmp_path, pki, bank, batch_rides=100)
+    expected = rig.prefill(cfg.db_path, READERS, 1700)
+    # Reader 9 delivers out of order: 1800..1831 is stored before 1701..1799.
+    st = Store(cfg.db_path)
+    c = st.last_counter(9)
+    st.store_batch(9, c + 1, [rig.ride(s, rig.fee_of(9, s)) for s in range(1800, 1832)])
+    st.store_batch(9, c + 2, [rig.ride(s, rig.fee_of(9, s)) for s in range(1701, 1800)])
+    st.close()
+    expected[9] = (1831, sum(rig.fee_of(9, s) for s in range(1, 1832)))
+    led_cfg = rig.write_ledger_config(tmp_path / "ledger", pki, bank)
+    led = rig.start_ledger(led_cfg, tmp_path / "ledger.log")
+    log = ListLog()
+    up = Upstream(cfg.upstream, cfg.db_path, log)
+    try:
+        # measure from a subscribed ledger (a first-time subscriber misses what was published before it)
+        wait_for(lambda: b'"subscribed"' in (tmp_path / "ledger.log").read_bytes(), 30, "the ledger")
+        t0 = time.monotonic()
+        up.start()
+        total = sum(n for n, _ in expected.values())
+        ldb = tmp_path / "ledger" / "ledger-data" / "ledger.db"
+        wait_for(lambda: sum(n for n, _ in rig.ledger_counts(ldb).values()) == total and up.inflight == 0,
+                 60, "the drain")
+        elapsed = time.monotonic() - t0
+        print("drained %d rides in %.2fs (%.0f rides/s)" % (total, elapsed, total / elapsed))
+    finally:
+        up.stop()
+        led.terminate()
+        led.wait(20)
+    assert rig.ledger_counts(ldb) == {("gw1", r): v for r, v in expected.items()}
+    # every reader's rides reached the ledger in the gateway's storage order
+    db = LedgerDB(ldb)
+    gw = Store(cfg.db_path)
+    for rid in READERS:
+        order = [s for (s,) in gw.conn.execute("SELECT seq FROM rides WHERE reader_id=? ORDER BY rowid", (rid,))]
+        assert db.seqs_in_storage_order("gw1", rid) == order
+    assert order[1700:1732] == list(range(1800, 1832))  # reader 9: not seq order
+    gw.close()
+    db.close()
+    # the ledger-acked state: no backlog, one ack per batch
+    st = {r["reader_id"]: r for r in upstream_status(cfg.db_path)}
+    assert {r: (st[r]["backlog"], st[r]["ledger_acked"]) for r in READERS} == {r: (0, expected[r][0]) for r in READERS}
+    assert not log.find(lambda r: r["event"] in ("upstream_refused", "upstream_error"))
+    # totals from the command, in integer fen
+    out = subprocess.run([sys.executable, "-m", "liftcard_tools.ledger", "totals", "--config", str(led_cfg), "--json"],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 0
+    assert {json.loads(x)["reader_id"]: json.loads(x)["fees_fen"] for x in out.stdout.splitlines()} == {
+        r: f for r, (_, f) in expected.items()}
+
+
+def test_forged_or_unknown_acks_are_refused(tmp_path, pki, bank):
+    cfg = gateway_cfg(tmp_path, pki, bank, batch_rides=50, ack_timeout_s=60)
+    rig.prefill(cfg.db_path, {7: 12}, 120)
+    log = ListLog()
+    up = Upstream(cfg.upstream, cfg.db_path, log)
+    acks_topic = uf.topics("gw1")["acks"]
+    # the ledger's certificate: a broker-level impostor, or a ledger whose signing key is not the registered one
+    c = tls_client(pki, pki.ledger_cert, pki.ledger_key)
+    c.connect(bank.host, bank.port, 30)
+    c.loop_start()
+    try:
+        up.start()
+        wait_for(lambda: up.inflight == 1, 20, "a batch in flight")
+        row = up_row(cfg)
+        assert row[1:] == (1, 50, 50)
+        bid = row[0]
+        real = load_signing_key(pki.ledger_signing_key)
+        forged = [
+            ("signature", uf.build_ack(Ed25519PrivateKey.generate(), "gw1", bid, 7, 1, 50, 50)),
+            ("signature", uf.build_ack(load_signing_key(pki.gateways["gw1"]["signing_key"]), "gw1", bid, 7, 1, 50, 50)),
+            ("mismatch", uf.build_ack(real, "gw1", bid, 7, 1, 60, 60)),
+            ("unknown_batch", uf.build_ack(real, "gw1", bid + 5, 7, 1, 50, 50)),
+            ("gateway", uf.build_ack(real, "gw2", bid, 7, 1, 50, 50)),
+            ("magic", b"ACK " + bytes(90)),
+        ]
+        for reason, payload in forged:
+            c.publish(acks_topic, payload, qos=1).wait_for_publish(10)
+            wait_for(lambda: log.find(lambda r: r["event"] == "upstream_refused" and r["reason"] == reason), 10,
+                     "refusal " + reason)
+        time.sleep(0.3)
+        assert up.inflight == 1 and up_row(cfg)[0] == bid  # still not acked: the rides stay in the backlog
+        assert upstream_status(cfg.db_path)[0]["backlog"] == 120
+        # the genuine ack moves it on
+        c.publish(acks_topic, uf.build_ack(real, "gw1", bid, 7, 1, 50, 50), qos=1).wait_for_publish(10)
+        wait_for(lambda: upstream_status(cfg.db_path)[0]["backlog"] == 70, 10, "the genuine ack")
+        wait_for(lambda: up_row(cfg) is not None and up_row(cfg)[0] == bid + 1, 10, "the next batch")
+        assert up_row(cfg)[1:] == (51, 100, 50)
+    finally:
+        up.stop()
+        c.disconnect()
+        c.loop_stop()
+
+
+def up_row(cfg):
+    import sqlite3
+    con = sqlite3.connect(str(cfg.db_path))
+    try:
+        return con.execute("SELECT batch_id, first_seq, last_seq, rides FROM upstream_batches WHERE acked_at IS NULL"
+                           ).fetchone()
+    finally:
+        con.close()
+
+
+def test_bank_broker_refuses_clients_without_a_valid_certificate(tmp_path, pki, bank):
+    g = pki.gateways["gw1"]
+    assert tls_connack(bank.host, bank.port, pki.ca_cert, g["cert"], g["key"]) == 0
+    with pytest.raises((ssl.SSLError, OSError)):
+        tls_connack(bank.host, bank.port, pki.ca_cert, None, None)
+    other = make_ca("an impostor CA")
+    k, crt = issue(other, "gw-gw1")  # the right name, the wrong issuer
+    write_private(tmp_path / "x.key", k)
+    (tmp_path / "x.crt").write_bytes(crt)
+    with pytest.raises((ssl.SSLError, OSError)):
+        tls_connack(bank.host, bank.port, pki.ca_cert, tmp_path / "x.crt", tmp_path / "x.key")
+    # and paho, as the gateway would use it
+    c = tls_client(pki, tmp_path / "x.crt", tmp_path / "x.key")
+    connected = threading.Event()
+    c.on_connect = lambda cl, u, f, rc, p: (not rc.is_failure) and connected.set()
+    c.connect_async(bank.host, bank.port, 30)
+    c.loop_start()
+    try:
+        assert not connected.wait(3.0)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def test_acl_a_gateway_speaks_only_for_itself(pki, bank):
+    got = queue.Queue()
+    led = tls_client(pki, pki.ledger_cert, pki.ledger_key)
+    sub = threading.Event()
+    led.on_subscribe = lambda *a: sub.set()
+    led.on_message = lambda cl, u, m: got.put((m.topic, bytes(m.payload)))
+    led.connect(bank.host, bank.port, 30)
+    led.subscribe("liftcard/gw/#", qos=1)
+    led.loop_start()
+    gw1 = tls_client(pki, pki.gateways["gw1"]["cert"], pki.gateways["gw1"]["key"])
+    gw1.connect(bank.host, bank.port, 30)
+    gw1.loop_start()
+    try:
+        assert sub.wait(10)
+        for t in ("liftcard/gw/gw2/batches", "liftcard/gw/gw1/acks", "liftcard/gw/gw1/cards"):
+            gw1.publish(t, b"x", qos=1).wait_for_publish(10)
+        gw1.publish("liftcard/gw/gw1/batches", b"mine", qos=1).wait_for_publish(10)
+        assert got.get(timeout=10) == ("liftcard/gw/gw1/batches", b"mine")
+        with pytest.raises(queue.Empty):
+            got.get(timeout=0.5)
+    finally:
+        for c in (gw1, led):
+            c.disconnect()
+            c.loop_stop()
+
+
+def test_card_updates_reach_the_callback(tmp_path, pki, bank):
+    cfg = gateway_cfg(tmp_path, pki, bank)
+    got = queue.Queue()
+    up = Upstream(cfg.upstream, cfg.db_path, ListLog(), on_card_update=got.put)
+    led_cfg = rig.write_ledger_config(tmp_path / "ledger", pki, bank)
+    payload = os.urandom(300)
+    (tmp_path / "update.bin").write_bytes(payload)
+    try:
+        up.start()
+        assert up.wait_ready(20)
+        r = subprocess.run([sys.executable, "-m", "liftcard_tools.ledger", "publish-card", "--config", str(led_cfg),
+                            "--gateway", "gw1", "--file", str(tmp_path / "update.bin")],
+                           capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert got.get(timeout=10) == payload
+    finally:
+        up.stop()
