@@ -85,6 +85,8 @@ class GatewayConfig:
     data_dir: Path
     broker: BrokerConf
     readers: dict[int, ReaderConf]
+    upstream: "UpstreamConf | None" = None  # the [upstream] section (docs/upstream.md); None: no upstream
+    cards: "CardsConf | None" = None  # the [cards] section (docs/cards.md); None: no card database
 
     @property
     def db_path(self) -> Path:
@@ -172,7 +174,7 @@ def load_config(path: str | os.PathLike) -> GatewayConfig:
 
 def parse_config(doc: dict, path: Path) -> GatewayConfig:
     base = Path(path).resolve().parent
-    _unknown(doc, {"gateway", "broker", "readers"}, "")
+    _unknown(doc, {"gateway", "broker", "readers", "upstream", "cards"}, "")
     gw = _table(doc, "gateway")
     _unknown(gw, {"data_dir"}, "gateway")
     data_dir = _path(gw, "data_dir", "gateway", base)
@@ -213,4 +215,136 @@ def parse_config(doc: dict, path: Path) -> GatewayConfig:
             raise GatewayConfigError(f"{pre}.key_file", f"{kf} must hold exactly 64 hex digits (a 32-byte key)")
         first = _int(r, "first_seq", pre, 1, _U32) if "first_seq" in r else None
         readers[rid] = ReaderConf(rid, bid, Secret(key), kf, first)
-    return GatewayConfig(Path(path), data_dir, broker, readers)
+    return GatewayConfig(Path(path), data_dir, broker, readers, upstream=_parse_upstream(doc, base),
+                         cards=_parse_cards(doc, base))
+
+
+# -- [upstream]: the link to the bank ledger (docs/upstream.md) ----------------------------
+@dataclass(frozen=True)
+class UpstreamConf:
+    gateway_id: str
+    host: str
+    port: int
+    ca_file: Path
+    cert_file: Path
+    key_file: Path                       # the TLS client key (mode 0600; read by the TLS library)
+    signing_key: Secret = field(repr=False, compare=False)   # Ed25519PrivateKey
+    signing_key_file: Path = field(compare=False, default=None)
+    ledger_public_key: object = field(repr=False, compare=False, default=None)  # Ed25519PublicKey
+    ledger_public_key_file: Path = field(compare=False, default=None)
+    client_id: str = ""
+    keepalive: int = 30
+    batch_rides: int = 500
+    max_inflight: int = 16
+    ack_timeout_s: int = 10
+    max_backoff_s: int = 300
+    scan_interval_s: int = 5
+    username: str | None = None
+    password: Secret | None = field(repr=False, compare=False, default=None)
+    protocol: str = "3.1.1"
+
+
+_UPSTREAM_KEYS = {"gateway_id", "host", "port", "ca_file", "cert_file", "key_file", "signing_key_file",
+                  "ledger_public_key_file", "client_id", "keepalive", "batch_rides", "max_inflight",
+                  "ack_timeout_s", "max_backoff_s", "scan_interval_s", "username", "password_file", "protocol"}
+
+
+def _parse_upstream(doc: dict, base: Path) -> "UpstreamConf | None":
+    import re
+    import ssl
+    from . import pki
+    if "upstream" not in doc:
+        return None
+    up = _table(doc, "upstream")
+    pre = "upstream"
+    _unknown(up, _UPSTREAM_KEYS, pre)
+    gid = _str(up, "gateway_id", pre)
+    if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", gid):
+        raise GatewayConfigError("upstream.gateway_id", "must be 1 .. 64 of A-Z a-z 0-9 _ -")
+    host = _str(up, "host", pre)
+    port = _int(up, "port", pre, 1, 65535, 8883)
+    files = {}
+    for k in ("ca_file", "cert_file", "key_file", "signing_key_file", "ledger_public_key_file"):
+        files[k] = _path(up, k, pre, base)
+        if not files[k].is_file():
+            raise GatewayConfigError(f"{pre}.{k}", f"file not found: {files[k]}")
+    try:
+        pki.check_private_file(files["key_file"])
+    except pki.KeyFileError as e:
+        raise GatewayConfigError("upstream.key_file", str(e)) from None
+    try:
+        ctx = ssl.create_default_context(cafile=str(files["ca_file"]))
+    except (ssl.SSLError, OSError):
+        raise GatewayConfigError("upstream.ca_file", f"{files['ca_file']} is not a PEM CA certificate") from None
+    try:
+        ctx.load_cert_chain(str(files["cert_file"]), str(files["key_file"]))
+    except (ssl.SSLError, OSError):
+        raise GatewayConfigError("upstream.cert_file", f"{files['cert_file']} and {files['key_file']} are not a "
+                                 "matching PEM certificate and unencrypted private key") from None
+    try:
+        skey = pki.load_signing_key(files["signing_key_file"])
+    except pki.KeyFileError as e:
+        raise GatewayConfigError("upstream.signing_key_file", str(e)) from None
+    try:
+        lpub = pki.load_public_key(files["ledger_public_key_file"])
+    except pki.KeyFileError as e:
+        raise GatewayConfigError("upstream.ledger_public_key_file", str(e)) from None
+    client_id = _str(up, "client_id", pre, "liftcard-gw-" + gid)
+    keepalive = _int(up, "keepalive", pre, 5, 3600, 30)
+    batch_rides = _int(up, "batch_rides", pre, 1, 5000, 500)
+    max_inflight = _int(up, "max_inflight", pre, 1, 1024, 16)
+    ack_timeout = _int(up, "ack_timeout_s", pre, 1, 3600, 10)
+    max_backoff = _int(up, "max_backoff_s", pre, 1, 86400, 300)
+    scan = _int(up, "scan_interval_s", pre, 1, 3600, 5)
+    username = _str(up, "username", pre) if "username" in up else None
+    password = None
+    if "password_file" in up:
+        if username is None:
+            raise GatewayConfigError("upstream.password_file", "needs upstream.username")
+        pf = _path(up, "password_file", pre, base)
+        pw = _read_secret_file(pf, "upstream.password_file")
+        if not pw or "\n" in pw:
+            raise GatewayConfigError("upstream.password_file", f"{pf} must hold the password on one line")
+        password = Secret(pw)
+    protocol = _str(up, "protocol", pre, "3.1.1")
+    if protocol not in ("3.1.1", "5"):
+        raise GatewayConfigError("upstream.protocol", 'must be "3.1.1" or "5"')
+    return UpstreamConf(gid, host, port, files["ca_file"], files["cert_file"], files["key_file"], Secret(skey),
+                        files["signing_key_file"], lpub, files["ledger_public_key_file"], client_id, keepalive,
+                        batch_rides, max_inflight, ack_timeout, max_backoff, scan, username, password, protocol)
+
+
+# -- [cards]: the card database fed by the bank's signed updates (docs/cards.md) ------------
+@dataclass(frozen=True)
+class CardsConf:
+    bank_public_key: bytes = field(repr=False)   # raw Ed25519 public key, 32 bytes (public, not secret)
+    bank_public_key_file: Path = None
+    compound_id: int = 0
+    full_list_after_ops: int = 238
+    resend_after_s: int = 120
+    history_versions: int = 64
+
+
+def _parse_cards(doc: dict, base: Path) -> "CardsConf | None":
+    from .cardupdate import load_public_key
+    if "cards" not in doc:
+        return None
+    t = _table(doc, "cards")
+    _unknown(t, {"bank_public_key_file", "compound_id", "full_list_after_ops", "resend_after_s",
+                 "history_versions"}, "cards")
+    kf = _path(t, "bank_public_key_file", "cards", base)
+    try:
+        with open(kf, "rb") as f:
+            raw = f.read(8192)
+    except FileNotFoundError:
+        raise GatewayConfigError("cards.bank_public_key_file", f"file not found: {kf}") from None
+    except OSError as e:
+        raise GatewayConfigError("cards.bank_public_key_file", f"cannot read {kf}: {e.strerror}") from None
+    try:
+        pub = load_public_key(raw)
+    except ValueError as e:
+        raise GatewayConfigError("cards.bank_public_key_file", f"{kf}: {e}") from None
+    return CardsConf(pub, kf, _int(t, "compound_id", "cards", 1, _ID_MAX),
+                     _int(t, "full_list_after_ops", "cards", 0, 238, 238),
+                     _int(t, "resend_after_s", "cards", 1, 86400, 120),
+                     _int(t, "history_versions", "cards", 1, 100000, 64))

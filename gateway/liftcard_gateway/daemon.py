@@ -91,6 +91,24 @@ class Gateway:
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self._subscribed = threading.Event()
+        # docs/cards.md: the card database and whitelist distribution ([cards]; None: none).
+        self.cards = None
+        if getattr(cfg, "cards", None) is not None:
+            from .cards import CardService
+            self.cards = CardService(cfg, self.log)
+        # The upstream to the bank ledger (docs/upstream.md), when [upstream] is configured.
+        self.upstream = None
+        if getattr(cfg, "upstream", None) is not None:
+            from .upstream import Upstream
+            self.upstream = Upstream(cfg.upstream, cfg.db_path, self.log,
+                                     on_card_update=self._card_update if self.cards is not None else None)
+        # reader_id -> the whitelist version its last STATUS reported: a card
+        # update is pushed at once to these readers. Seeded from the database,
+        # so after a restart the readers still online need not wait for their
+        # next heartbeat.
+        self._held: dict[int, int] = {
+            r["reader_id"]: r["wl_version"] for r in self.store.status_rows()
+            if r["online"] and r["wl_version"] is not None and r["reader_id"] in cfg.readers}
 
     # -- down counter -----------------------------------------------------------
     def _next_counter(self) -> int:
@@ -134,6 +152,28 @@ class Gateway:
                 sent_at = mono
                 self.log("time_sent", reader_id=reader_id, epoch_s=epoch_s, why=reason)
         self._clock[reader_id] = (sent_at, st.boot, st.uptime)
+
+    # -- card database ------------------------------------------------------------
+    def _offer_cards(self, reader_id: int, building_id: int, held: int) -> None:
+        down = "lc/%d/reader-%d/down" % (building_id, reader_id)
+        self.cards.on_status(reader_id, building_id, held,
+                             lambda make: self.client.publish(down, make(self._next_counter()), qos=1))
+
+    def _card_update(self, payload: bytes) -> None:
+        """A signed card update from the bank (the upstream's network thread).
+        Once applied, every reader seen since the start gets its DELTA or list
+        now rather than at its next heartbeat: a revoked card stops working in
+        seconds."""
+        res = self.cards.apply_update(payload)
+        if not res.applied:
+            return
+        for reader_id, held in list(self._held.items()):
+            rc = self.cfg.readers.get(reader_id)
+            if rc is not None and held < res.version:
+                try:
+                    self._offer_cards(reader_id, rc.building_id, held)
+                except Exception as e:  # one reader must not stop the others
+                    self.log("error", reader_id=reader_id, error=type(e).__name__)
 
     # -- mqtt callbacks -----------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -179,6 +219,7 @@ class Gateway:
             return
         if leaf == "status" and payload in OFFLINE_PAYLOADS:
             self.store.mark_offline(reader_id)
+            self._held.pop(reader_id, None)
             self._clock.pop(reader_id, None)  # its next STATUS is a (re)connect: sync again
             self.log("reader_offline", reader_id=reader_id)
             return
@@ -199,10 +240,14 @@ class Gateway:
                 self._refuse(reader_id, "replay", topic)
                 return
             st = msg.status
+            synced = bool(st.flags & uplink.ST_CLOCK_SYNCED)
             self.log("status", reader_id=reader_id, backlog=st.backlog, wl_version=st.wl_version,
-                     free_heap=st.free_heap, uptime=st.uptime,
-                     clock_synced=bool(st.flags & uplink.ST_CLOCK_SYNCED))
+                     free_heap=st.free_heap, uptime=st.uptime, clock_synced=synced,
+                     drift_s=(st.time - epoch_from_unix(int(time.time()))) if synced else None)
             self._maybe_send_time(reader_id, building_id, st)
+            self._held[reader_id] = st.wl_version
+            if self.cards is not None:  # a reader behind the card database gets a DELTA or the full list
+                self._offer_cards(reader_id, building_id, st.wl_version)
             return
         try:
             res = self.store.store_batch(reader_id, msg.counter, msg.rides)
@@ -210,6 +255,8 @@ class Gateway:
             self._refuse(reader_id, "replay", topic)
             return
         # Committed: only now may the reader learn it can reclaim these records.
+        if self.upstream is not None:
+            self.upstream.wake()
         for g in res.new_gaps:
             self.log("gap", reader_id=reader_id, from_seq=g[0], to_seq=g[1])
         ack = uplink.build_ack(self._keys[reader_id], reader_id, building_id, self._next_counter(), res.ack_seq)
@@ -229,6 +276,8 @@ class Gateway:
         self.log("starting", readers=len(self.cfg.readers), boot=self.boot)
         self.client.connect_async(self.cfg.broker.host, self.cfg.broker.port, self.cfg.broker.keepalive)
         self.client.loop_start()
+        if self.upstream is not None:
+            self.upstream.start()
         try:
             while not self._stop.wait(0.5):
                 pass
@@ -243,7 +292,11 @@ class Gateway:
         except Exception:
             pass
         self.client.loop_stop()
+        if self.upstream is not None:
+            self.upstream.stop()
         self.store.close()
+        if self.cards is not None:
+            self.cards.close()
         self.log("stopped")
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
