@@ -152,7 +152,7 @@ client_id = "gw-{uuid.uuid4().hex[:12]}"
 
     # -- checks ---------------------------------------------------------------
     def gw_log_text(self):
-        return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.gw_logs)
+        return "\n".join(p.read_text(errors="replace") for p in self.gw_logs)
 
     def wait_all_acked(self, timeout=SYNC_TIMEOUT):
         last = {rid: r.status()["next_seq"] - 1 for rid, r in self.readers.items()}
@@ -164,7 +164,7 @@ client_id = "gw-{uuid.uuid4().hex[:12]}"
         except AssertionError:
             st = {rid: r.status() for rid, r in self.readers.items()}
             raise AssertionError("not all acked: last=%r\nreaders=%r\ngateway log tail:\n%s"
-                                 % (last, st, self.gw_log_text()))
+                                 % (last, st, self.gw_log_text()[-3000:]))
         return last
 
     def dump(self, rid):
