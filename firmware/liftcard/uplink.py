@@ -471,6 +471,7 @@ class Uplink:
             flags |= uc.ST_CLOCK_SYNCED
         if r.log.full:
             flags |= uc.ST_LOG_FULL
+        gc.collect()  # free heap as a health figure: what is really free, not garbage not yet collected
         msg = self.codec.status(r.clock.uptime(), gc.mem_free(), r.log.backlog, r.wl.version if r.wl else 0,
                                 r.unlogged, self.last_error, flags, r.boot_count, r.clock.now())
         self.client.publish(self.t_status, msg)
