@@ -2,9 +2,10 @@
 # RTC, the filesystem on the "vfs" partition (mounted by MicroPython's boot) and
 # the ride log on its own raw data partition "ridelog".
 #
-# Card taps come from the NFC front end (PN532); until it is attached, a line
-# protocol on UART1 (same as the host board's stdin) lets a test rig inject taps
-# and commands, so the hil_tests suite runs unchanged against a real board.
+# Card taps come from the NFC front end: a PN532 on UART2 (HSU, the default)
+# or on I2C (_NFC_BUS), read by liftcard.nfc. A line protocol on UART1 (same
+# as the host board's stdin) also lets a test rig inject taps and commands, so
+# the hil_tests suite runs unchanged against a real board.
 
 import time
 
@@ -24,6 +25,27 @@ _UART_ID = const(1)
 _UART_TX = const(17)
 _UART_RX = const(16)
 _LOG_PARTITION = "ridelog"
+_NFC_BUS = "uart"           # "uart" (PN532 HSU), "i2c", or "" (no PN532)
+_NFC_UART_ID = const(2)
+_NFC_TX = const(27)
+_NFC_RX = const(14)
+_NFC_SDA = const(21)
+_NFC_SCL = const(22)
+
+
+def _nfc():
+    if not _NFC_BUS:
+        return None
+    from .nfc import Nfc
+    from .pn532 import PN532
+    from . import pn532link
+
+    if _NFC_BUS == "i2c":
+        link = pn532link.I2cLink(machine.I2C(0, sda=machine.Pin(_NFC_SDA), scl=machine.Pin(_NFC_SCL), freq=400000))
+    else:
+        link = pn532link.UartLink(machine.UART(_NFC_UART_ID, 115200, tx=_NFC_TX, rx=_NFC_RX, timeout=0,
+                                               rxbuf=512))
+    return Nfc(PN532(link))
 
 
 class Board(LineProtocol):
@@ -40,8 +62,14 @@ class Board(LineProtocol):
         self._wdt = machine.WDT(timeout=_WDT_MS)
         self._uart = machine.UART(_UART_ID, 115200, tx=_UART_TX, rx=_UART_RX, timeout=0)
         self._view = memoryview(self._line)
-        self.nfc = None  # an NFC driver with poll(board) -> kind, set by the application
+        self.nfc = None  # liftcard.nfc.Nfc: poll(board) -> tap kind, from start_nfc()
         self._log = None
+
+    def start_nfc(self):
+        # Called by the reader once configured (after its large tables).
+        if self.nfc is None:
+            self.nfc = _nfc()
+        return self.nfc
 
     def mount(self):
         pass  # MicroPython's _boot.py mounts littlefs on the "vfs" partition at /

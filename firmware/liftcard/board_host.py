@@ -9,6 +9,8 @@
 #        UID <2..16 hex uid> [floor]      a bare UID (legacy cards)
 #        FAIL <reason code> [floor]       a card whose credential failed
 #        any other line                   a reader command (STATUS, TIME, WL, ...)
+#   (with --pn532 PATH, cards are also read through a PN532 on that serial
+#    port or pty, e.g. the emulator: python -m liftcard_tools.nfc.pn532emu)
 #   out: RELAY ON | RELAY OFF | LED GREEN | LED RED | BEEP OK | BEEP DENY
 #        RIDE <record hex> <L|U>          each tap's record; U = not logged (log full)
 #        OK ... | ERR ... | STATUS {...}  command replies
@@ -21,7 +23,7 @@ import vfs
 from micropython import const
 
 from .hostflash import SECTOR, BlockDev, NorFlash
-from .lineproto import EV_CMD, EV_NONE, LineProtocol
+from .lineproto import EV_CMD, EV_NONE, EV_TAP, LineProtocol
 
 _EPOCH_UNIX = 1704067200  # 2024-01-01T00:00:00Z
 _TICKS_PERIOD = const(1 << 30)
@@ -42,7 +44,7 @@ def _absolute(path):
 
 class Board(LineProtocol):
     def __init__(self, flash_path, log_path, fs_size=2 * 1024 * 1024, log_size=2 * 1024 * 1024,
-                 stdin=None, stdout=None):
+                 stdin=None, stdout=None, pn532=None):
         # Absolute paths: mount() changes into the reader's own filesystem.
         self.flash_path = _absolute(flash_path)
         self.log_path = _absolute(log_path)
@@ -63,18 +65,34 @@ class Board(LineProtocol):
         self._poll = None
         self._eof = False
         self._ride = bytearray(b"RIDE " + b"0" * 64 + b" L\n")
+        self.nfc = None
+        self._pn532 = pn532
+
+    def start_nfc(self):
+        # Called by the reader once configured (its large tables are then in
+        # place: the NFC stack's code must not fragment the heap before them).
+        if self.nfc is None and self._pn532:
+            from .nfc import Nfc
+            from .pn532 import PN532
+            from .pn532link import HostSerial
+
+            self.nfc = Nfc(PN532(HostSerial(self._pn532)))
+        return self.nfc
 
     @classmethod
     def from_argv(cls, argv):
-        opts = {"--flash": "reader-fs.img", "--log": "reader-log.img", "--fs-size": "2097152", "--log-size": "2097152"}
+        opts = {"--flash": "reader-fs.img", "--log": "reader-log.img", "--fs-size": "2097152", "--log-size": "2097152",
+                "--pn532": ""}
         i = 1
         while i < len(argv):
             if argv[i] in opts and i + 1 < len(argv):
                 opts[argv[i]] = argv[i + 1]
                 i += 2
             else:
-                raise SystemExit("usage: micropython main.py [--flash FS.img] [--log LOG.img] [--fs-size N] [--log-size N]")
-        return cls(opts["--flash"], opts["--log"], int(opts["--fs-size"]), int(opts["--log-size"]))
+                raise SystemExit("usage: micropython main.py [--flash FS.img] [--log LOG.img] [--fs-size N] [--log-size N]"
+                                 " [--pn532 SERIAL]")
+        return cls(opts["--flash"], opts["--log"], int(opts["--fs-size"]), int(opts["--log-size"]),
+                   pn532=opts["--pn532"] or None)
 
     # ---- flash ----
 
@@ -164,6 +182,8 @@ class Board(LineProtocol):
     def poll(self, timeout_ms):
         # Reads one byte at a time while input is ready: on a blocking pipe
         # readinto() would wait until it had filled the whole buffer.
+        if self.nfc is not None and not self._eof and self.nfc.poll(self):
+            return EV_TAP
         while True:
             if self._eof:
                 self.cmd = "QUIT"

@@ -45,6 +45,12 @@ def validate(obj):
     if type(key) is not str or len(key) != 64 or any(c not in _HEX for c in key):
         raise ConfigError("config: key must be 64 hex digits")
     out["key"] = bytes(int(key[i : i + 2], 16) for i in range(0, 64, 2))
+    if "read_master" in obj:
+        # The building's NFC read master key (docs/nfc.md); never echoed.
+        rm = obj["read_master"]
+        if type(rm) is not str or len(rm) != 32 or any(c not in _HEX for c in rm):
+            raise ConfigError("config: read_master must be 32 hex digits")
+        out["read_master"] = bytes(int(rm[i : i + 2], 16) for i in range(0, 32, 2))
     t = obj.get("tariff")
     if type(t) is not dict:
         raise ConfigError("config: tariff is missing or not an object")

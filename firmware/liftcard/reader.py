@@ -70,6 +70,7 @@ class Reader:
         self._last_tap_ms = 0
         self._last_save_ms = 0
         self.uplink = None     # the MQTT link, when the config has "uplink"
+        self.nfc = None        # the card front end (nfc.py), once configured
 
     # ---- boot ----
 
@@ -104,6 +105,10 @@ class Reader:
         self.fees.configure(cfg["tariff"], cfg["floors"], cfg["ground_floor"], cfg["utc_offset_min"])
         self._rebuild_spend()
         self.error = self.wl.error
+        if self.nfc is None and hasattr(self.board, "start_nfc"):
+            self.nfc = self.board.start_nfc()
+        if self.nfc is not None:
+            self.nfc.configure(cfg.get("read_master"), cfg["building_id"])
         self._start_uplink()
         gc.collect()
 
@@ -143,6 +148,7 @@ class Reader:
         fee = 0
         floor = _NO_FLOOR
         household = 0
+        decided = False
         if cfg is None:
             result = codes.NO_WHITELIST  # unconfigured: denied, still logged
         elif kind == codes.TAP_FAILED:
@@ -150,6 +156,8 @@ class Reader:
         elif kind == codes.TAP_LEGACY_UID and not cfg["legacy_uid"]:
             result = codes.LEGACY_DISABLED
             flags |= codes.F_LEGACY_UID
+        elif kind == codes.TAP_CREDENTIAL and not self._credential_current(now):
+            result = codes.EXPIRED
         elif not self.wl.loaded:
             result = codes.NO_WHITELIST
         else:
@@ -157,6 +165,7 @@ class Reader:
                 flags |= codes.F_LEGACY_UID
             found = self.wl.lookup(self.card)
             fees.decide(found, self.wl.rec, self.card, at_floor, now, ms)
+            decided = True
             result = fees.result
             fee = fees.fee
             flags |= fees.flags
@@ -168,7 +177,7 @@ class Reader:
         # Durable before the resident sees "granted" (promise 2).
         logged = self.log.append(rec)
         if logged:
-            if fees is not None and kind != codes.TAP_FAILED:
+            if decided:  # only a decision just made may charge
                 fees.commit(self.card, ms)
         elif granted:
             # Log full: never strand a resident, never overwrite unacked rides.
@@ -177,6 +186,15 @@ class Reader:
         self.board.report(rec, logged)
         self._last_tap_ms = ms
         return result
+
+    def _credential_current(self, now):
+        # A DESFire credential's own validity window (local days), checked
+        # once the clock is synced: an unsynced ESP32 may think it is 2000.
+        nfc = self.nfc
+        if nfc is None or not self.clock.synced:
+            return True
+        day = (now + self.fees.utc_offset_s) // 86400
+        return nfc.cred_from <= day <= nfc.cred_until
 
     # ---- housekeeping ----
 
@@ -188,6 +206,9 @@ class Reader:
         b = self.board
         ms = b.ticks_ms()
         if b.ticks_diff(ms, self._last_tap_ms) < _QUIET_BEFORE_ERASE_MS:
+            return
+        if self.nfc is not None and self.nfc.counters.dirty:
+            self.nfc.maintain()  # NTAG replay counters to flash, off the tap path
             return
         log = self.log
         fees = self.fees
@@ -316,6 +337,8 @@ class Reader:
             ("erases", log.erases),
             ("forced_erases", log.forced_erases),
             ("heap_free", gc.mem_free()),
+            ("nfc_taps", self.nfc.taps if self.nfc else 0),
+            ("nfc_chip_errors", self.nfc.chip_errors if self.nfc else 0),
             ("error", '"%s"' % self.error if self.error else "null"),
         )
         u = self.uplink

@@ -1,0 +1,116 @@
+# The last NTAG 424 SDMReadCtr accepted per card id (docs/nfc.md: a SUN
+# message whose counter is not greater is a REPLAY). A small bounded table in
+# RAM; when full, the least recently used card is forgotten (a replay of that
+# card's older messages would then pass once: size the table for the fobs of
+# a building). Saved to flash while idle when it changed (file `sun.ctr`,
+# written beside and renamed), loaded at configuration.
+#
+#   file: "LCSC" count(2) entries(count x (card_id 8, counter 3 BE)) crc16(2)
+
+from array import array
+from micropython import const
+
+from .crc import crc16
+
+PATH = "sun.ctr"
+_NEW = "sun.new"
+_ENTRY = const(11)
+
+
+class CounterTable:
+    def __init__(self, size=128):
+        self.size = size
+        self.ids = bytearray(8 * size)
+        self.ctr = array("i", [-1] * size)   # -1: empty slot
+        self.used = array("i", [0] * size)   # last use, for eviction
+        self._clock = 0
+        self.dirty = False
+
+    def find(self, card):
+        ids = self.ids
+        for s in range(self.size):
+            if self.ctr[s] < 0:
+                continue
+            b = 8 * s
+            for i in range(8):
+                if ids[b + i] != card[i]:
+                    break
+            else:
+                return s
+        return -1
+
+    def fresh(self, card, counter):
+        # True when counter is greater than the last one accepted for card.
+        s = self.find(card)
+        return s < 0 or counter > self.ctr[s]
+
+    def accept(self, card, counter):
+        s = self.find(card)
+        if s < 0:
+            s = 0
+            for i in range(self.size):
+                if self.ctr[i] < 0:
+                    s = i
+                    break
+                if self.used[i] < self.used[s]:
+                    s = i
+            for i in range(8):
+                self.ids[8 * s + i] = card[i]
+        self.ctr[s] = counter
+        self._clock += 1
+        self.used[s] = self._clock
+        self.dirty = True
+
+    def save(self):
+        import os
+
+        n = 0
+        for s in range(self.size):
+            if self.ctr[s] >= 0:
+                n += 1
+        buf = bytearray(6 + _ENTRY * n + 2)
+        buf[0:4] = b"LCSC"
+        buf[4] = n >> 8
+        buf[5] = n & 0xFF
+        p = 6
+        for s in range(self.size):
+            c = self.ctr[s]
+            if c < 0:
+                continue
+            buf[p : p + 8] = self.ids[8 * s : 8 * s + 8]
+            buf[p + 8] = (c >> 16) & 0xFF
+            buf[p + 9] = (c >> 8) & 0xFF
+            buf[p + 10] = c & 0xFF
+            p += _ENTRY
+        c = crc16(buf, 0, p)
+        buf[p] = c >> 8
+        buf[p + 1] = c & 0xFF
+        with open(_NEW, "wb") as f:
+            f.write(buf)
+        os.rename(_NEW, PATH)
+        self.dirty = False
+
+    def load(self):
+        # A missing or damaged file leaves the table empty (a fresh reader).
+        for s in range(self.size):
+            self.ctr[s] = -1
+            self.used[s] = 0
+        try:
+            with open(PATH, "rb") as f:
+                buf = f.read(6 + _ENTRY * self.size + 2)
+        except OSError:
+            return 0
+        if len(buf) < 8 or buf[0:4] != b"LCSC":
+            return 0
+        n = (buf[4] << 8) | buf[5]
+        end = 6 + _ENTRY * n
+        if n > self.size or len(buf) != end + 2 or crc16(buf, 0, end) != (buf[end] << 8) | buf[end + 1]:
+            return 0
+        for s in range(n):
+            p = 6 + _ENTRY * s
+            self.ids[8 * s : 8 * s + 8] = buf[p : p + 8]
+            self.ctr[s] = (buf[p + 8] << 16) | (buf[p + 9] << 8) | buf[p + 10]
+            self.used[s] = s
+        self._clock = n
+        self.dirty = False
+        return n
