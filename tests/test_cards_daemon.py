@@ -125,6 +125,9 @@ def test_reader_gets_full_list_then_delta_without_resend_storm(tmp_path, broker)
         r.status(0)
         wl = assemble(r.whitelist(), keys[7], 7, 12)
         assert wl.version == 1 and wl.cards == sorted(b12)
+        end = time.monotonic() + 10  # the log line follows the publishes on the gateway's thread
+        while not any(x["event"] == "whitelist_sent" for x in log.records) and time.monotonic() < end:
+            time.sleep(0.05)
         sent = [x for x in log.records if x["event"] == "whitelist_sent"]
         assert [(x["reader_id"], x["from_version"], x["to_version"], x["how"]) for x in sent] == [(7, 0, 1, "full")]
         # 2. it now holds version 1: nothing more
@@ -167,8 +170,15 @@ def test_reader_gets_full_list_then_delta_without_resend_storm(tmp_path, broker)
         assert r.errors == []
         events = [x["event"] for x in log.records]
         assert "card_update_applied" in events and "card_update_refused" in events
-        hows = [(x["from_version"], x["to_version"], x["how"]) for x in log.records if x["event"] == "whitelist_sent"]
-        assert hows == [(0, 1, "full"), (1, 2, "delta"), (1, 2, "delta"), (2, 3, "delta")]
+        want = [(0, 1, "full"), (1, 2, "delta"), (1, 2, "delta"), (2, 3, "delta")]
+        end = time.monotonic() + 10  # the log line follows the publish on the gateway's thread
+        while True:
+            hows = [(x["from_version"], x["to_version"], x["how"]) for x in log.records
+                    if x["event"] == "whitelist_sent"]
+            if hows == want or time.monotonic() > end:
+                break
+            time.sleep(0.05)
+        assert hows == want
     finally:
         if r is not None:
             r.close()

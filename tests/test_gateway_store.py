@@ -6,7 +6,7 @@ import pytest
 
 from liftcard_gateway.config import GatewayConfigError, load_config
 from liftcard_gateway.formats import RideRecord
-from liftcard_gateway.store import ReplayError, Store, format_status
+from liftcard_gateway.store import ReplayError, Store, UnknownReader, format_status
 
 
 def ride(seq, card=0xFEDCBA9876543210, fee=30):
@@ -233,3 +233,46 @@ def test_config_secret_file_mode_and_content(tmp_path):
     with pytest.raises(GatewayConfigError) as ei:
         load_config(_cfg(tmp_path, GOOD))
     assert ei.value.key == "readers[0].key_file" and "zz" not in str(ei.value)
+
+
+def test_group_commit_keeps_each_message_apart(store):
+    """store_batches: several messages in one transaction, a refused one (a
+    replayed counter, an unknown reader) leaves the others in, and each result
+    is what store_batch would have returned in that order."""
+    store.ensure_reader(8, 12)
+    res = store.store_batches([
+        (7, 1, [ride(s) for s in range(1, 4)]),
+        (8, 1, [ride(s) for s in range(1, 3)]),
+        (7, 2, [ride(s) for s in range(4, 6)]),      # same reader, later counter: in
+        (7, 2, [ride(s) for s in range(6, 8)]),      # counter repeated within the group: replay
+        (9, 1, [ride(1)]),                           # not registered
+        (7, 3, [ride(s) for s in range(3, 7)]),      # overlap: 3..5 duplicates, 6 new
+    ])
+    assert [type(r).__name__ for r in res] == ["BatchResult", "BatchResult", "BatchResult", "ReplayError",
+                                               "UnknownReader", "BatchResult"]
+    assert isinstance(res[3], ReplayError) and isinstance(res[4], UnknownReader)
+    assert [r.ack_seq for r in (res[0], res[1], res[2], res[5])] == [3, 2, 5, 6]
+    assert (res[5].inserted, res[5].duplicates) == (1, 3)
+    assert [r.seq for r in store.rides(7)] == list(range(1, 7))   # 7 never came in
+    assert [r.seq for r in store.rides(8)] == [1, 2]
+    assert store.last_counter(7) == 3 and store.last_counter(8) == 1
+    with pytest.raises(ReplayError):
+        store.store_batch(7, 3, [ride(7)])
+
+
+def test_group_commit_is_all_or_nothing_on_a_crash(store, monkeypatch):
+    """A failure that is not a refusal (here the database erroring mid-group)
+    rolls the whole group back: nothing was acked, the readers resend it all."""
+    real = store._store_one
+    calls = []
+
+    def flaky(*a):
+        calls.append(a[0])
+        if len(calls) == 2:
+            raise RuntimeError("disk gone")
+        return real(*a)
+
+    monkeypatch.setattr(store, "_store_one", flaky)
+    with pytest.raises(RuntimeError):
+        store.store_batches([(7, 1, [ride(1)]), (7, 2, [ride(2)])])
+    assert store.ride_count(7) == 0 and store.last_counter(7) == 0

@@ -2,12 +2,15 @@
 
 A paho-mqtt 2.x client (CallbackAPIVersion.VERSION2, MQTT 3.1.1, persistent
 session) logged in as `gateway` subscribes to `lc/+/+/up` and `lc/+/+/status`
-with QoS 1. For each RIDES message it finds the reader by the topic, verifies
-it with uplink.py (MAC, reader, building, replay against the counter stored in
-SQLite), stores the batch in one transaction (store.Store.store_batch), and only
-after the commit publishes an ACK on the reader's `down` topic, sealed with the
-gateway's own strictly increasing down counter ((persisted boot count << 32) |
-message number). STATUS messages update the readers table.
+with QoS 1. paho's thread only queues what arrives (a bounded inbox); the ingest
+thread takes up to GROUP_MAX messages at a time and, in arrival order, finds
+each reader by the topic and verifies the message with uplink.py (MAC, reader,
+building, replay against the counter stored in SQLite). The RIDES messages of
+a group are stored in ONE transaction (store.Store.store_batches: one fsync for
+the group, each message in its own savepoint), and only after that commit each
+reader gets an ACK on its `down` topic, sealed with the gateway's own strictly
+increasing down counter ((persisted boot count << 32) | message number).
+STATUS messages update the readers table (after the rides before them).
 
 Time sync (docs/gateway.md, "Clock"): on a verified STATUS the gateway
 publishes a TIME (the gateway's clock in liftcard epoch seconds, same down
@@ -24,6 +27,7 @@ reader_id, reason (never a card id, key, MAC or body).
 from __future__ import annotations
 
 import json
+import queue
 import re
 import signal
 import sys
@@ -35,7 +39,7 @@ import paho.mqtt.client as mqtt
 from . import uplink
 from .config import GatewayConfig
 from .formats import FormatError, epoch_from_unix
-from .store import ReplayError, Store
+from .store import ReplayError, Store, StoreError
 
 _TOPIC = re.compile(r"^lc/([0-9]{1,10})/reader-([0-9]{1,10})/(up|status)$")
 SUBSCRIPTIONS = [("lc/+/+/up", 1), ("lc/+/+/status", 1)]
@@ -44,6 +48,10 @@ OFFLINE_PAYLOADS = (b"", b"offline")
 # Resend a TIME to a synced reader at least this often (checked at its STATUS,
 # which a reader sends every 60 s). A constant, not a config key (yet).
 TIME_SYNC_INTERVAL_S = 600.0
+# Messages handled as one group (their ride batches share one SQLite commit),
+# and how many may wait for the ingest thread.
+GROUP_MAX = 64
+INBOX_MAX = 1024
 
 
 class JsonLog:
@@ -81,6 +89,9 @@ class Gateway:
         # gateway restart re-syncs every reader at its next STATUS.
         self._clock: dict[int, tuple] = {}
         self._stop = threading.Event()
+        self._inbox: queue.Queue = queue.Queue(INBOX_MAX)
+        self._ingest_done = threading.Event()
+        self._ingester = threading.Thread(target=self._ingest, name="ingest", daemon=True)
         self._connected = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.broker.client_id,
                                   clean_session=False, protocol=mqtt.MQTTv311)
@@ -199,12 +210,56 @@ class Gateway:
         self.log("refused", reader_id=topic_reader, reason=reason, topic=topic, **kw)
 
     def _on_message(self, client, userdata, msg):
-        try:
-            self.handle(msg.topic, bytes(msg.payload))
-        except Exception as e:  # never let one message stop the loop
-            self.log("error", topic=msg.topic, error=type(e).__name__)
+        # Handled on the ingest thread, in arrival order. The inbox is bounded:
+        # when SQLite falls behind, paho's thread waits here and the broker
+        # holds the rest (QoS 1), so memory stays bounded.
+        self._inbox.put((msg.topic, bytes(msg.payload)))
+
+    def _ingest(self) -> None:
+        """Take what has arrived, up to GROUP_MAX messages, and handle it as one
+        group: the ride batches among them share one SQLite commit."""
+        inbox = self._inbox
+        while True:
+            try:
+                first = inbox.get(timeout=0.2)
+            except queue.Empty:
+                if self._ingest_done.is_set():
+                    return
+                continue
+            group = [first]
+            while len(group) < GROUP_MAX:
+                try:
+                    group.append(inbox.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self.handle_many(group)
+            except Exception as e:  # never let one group stop the loop; the readers resend
+                self.log("error", topic=group[0][0], messages=len(group), error=type(e).__name__)
 
     def handle(self, topic: str, payload: bytes) -> None:
+        """Handle one message now (the ingest thread, tests)."""
+        self.handle_many([(topic, payload)])
+
+    def handle_many(self, messages) -> None:
+        """Handle messages in order. Verified RIDES messages are held back and
+        stored together (Store.store_batches: one transaction), flushed before
+        any message that writes to the store itself, and at the end; each
+        reader gets its ACK only after that commit."""
+        rides = []
+        for topic, payload in messages:
+            try:
+                got = self._verify(topic, payload, rides)
+            except Exception as e:  # one bad message must not take its group with it
+                self.log("error", topic=topic, error=type(e).__name__)
+                continue
+            if got is not None:
+                rides.append(got)
+        self._store_rides(rides)
+
+    def _verify(self, topic: str, payload: bytes, rides: list):
+        """A verified RIDES message as (topic, reader_id, building_id, msg) for
+        the caller to store; any other message is handled here (None)."""
         m = _TOPIC.match(topic)
         if not m:
             self._refuse(None, "topic", topic)
@@ -218,6 +273,7 @@ class Gateway:
             self._refuse(reader_id, "topic", topic)
             return
         if leaf == "status" and payload in OFFLINE_PAYLOADS:
+            self._store_rides(rides)
             self.store.mark_offline(reader_id)
             self._held.pop(reader_id, None)
             self._clock.pop(reader_id, None)  # its next STATUS is a (re)connect: sync again
@@ -233,6 +289,9 @@ class Gateway:
         if msg.kind != want:
             self._refuse(reader_id, "kind", topic)
             return
+        if want == uplink.RIDES:
+            return topic, reader_id, building_id, msg
+        self._store_rides(rides)  # earlier batches first: the store sees messages in order
         if want == uplink.STATUS:
             try:
                 self.store.store_status(reader_id, msg.counter, msg.status)
@@ -248,22 +307,29 @@ class Gateway:
             self._held[reader_id] = st.wl_version
             if self.cards is not None:  # a reader behind the card database gets a DELTA or the full list
                 self._offer_cards(reader_id, building_id, st.wl_version)
+        return None
+
+    def _store_rides(self, pending: list) -> None:
+        """Store the held-back RIDES messages in one transaction, then ack each;
+        empties `pending`."""
+        if not pending:
             return
-        try:
-            res = self.store.store_batch(reader_id, msg.counter, msg.rides)
-        except ReplayError:
-            self._refuse(reader_id, "replay", topic)
-            return
-        # Committed: only now may the reader learn it can reclaim these records.
+        batch, pending[:] = list(pending), []
+        results = self.store.store_batches([(rid, msg.counter, msg.rides) for _, rid, _, msg in batch])
+        # Committed: only now may the readers learn they can reclaim these records.
         if self.upstream is not None:
             self.upstream.wake()
-        for g in res.new_gaps:
-            self.log("gap", reader_id=reader_id, from_seq=g[0], to_seq=g[1])
-        ack = uplink.build_ack(self._keys[reader_id], reader_id, building_id, self._next_counter(), res.ack_seq)
-        down = "lc/%d/reader-%d/down" % (building_id, reader_id)
-        self.client.publish(down, ack, qos=1)
-        self.log("stored", reader_id=reader_id, rides=len(msg.rides), inserted=res.inserted,
-                 duplicates=res.duplicates, ack_seq=res.ack_seq, corrected=res.corrected)
+        for (topic, reader_id, building_id, msg), res in zip(batch, results):
+            if isinstance(res, StoreError):
+                self._refuse(reader_id, "replay" if isinstance(res, ReplayError) else "unknown_reader", topic)
+                continue
+            for g in res.new_gaps:
+                self.log("gap", reader_id=reader_id, from_seq=g[0], to_seq=g[1])
+            ack = uplink.build_ack(self._keys[reader_id], reader_id, building_id, self._next_counter(),
+                                   res.ack_seq)
+            self.client.publish("lc/%d/reader-%d/down" % (building_id, reader_id), ack, qos=1)
+            self.log("stored", reader_id=reader_id, rides=len(msg.rides), inserted=res.inserted,
+                     duplicates=res.duplicates, ack_seq=res.ack_seq, corrected=res.corrected)
 
     # -- running ------------------------------------------------------------------
     def stop(self, *_a) -> None:
@@ -274,6 +340,7 @@ class Gateway:
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
         self.log("starting", readers=len(self.cfg.readers), boot=self.boot)
+        self._ingester.start()
         self.client.connect_async(self.cfg.broker.host, self.cfg.broker.port, self.cfg.broker.keepalive)
         self.client.loop_start()
         if self.upstream is not None:
@@ -291,7 +358,12 @@ class Gateway:
             self.client.disconnect()
         except Exception:
             pass
+        # The ingest thread keeps draining while paho's stops (paho may be
+        # waiting on a full inbox), then finishes what has arrived.
         self.client.loop_stop()
+        self._ingest_done.set()
+        if self._ingester.is_alive():
+            self._ingester.join(30)
         if self.upstream is not None:
             self.upstream.stop()
         self.store.close()

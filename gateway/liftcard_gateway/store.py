@@ -30,7 +30,9 @@ ride.uptime) and time_ref_seq = ref.seq, where ref is the synced ride of that
 boot with the lowest seq. NULL in both: not corrected. Done inside store_batch's
 transaction, whichever of the two arrives first.
 
-`store_batch` does everything for one RIDES message in ONE transaction.
+`store_batch` does everything for one RIDES message in ONE transaction;
+`store_batches` does the same for several messages in one transaction (one
+fsync), each in its own savepoint (the daemon's group commit).
 """
 
 from __future__ import annotations
@@ -172,67 +174,94 @@ class Store:
     def store_batch(self, reader_id: int, counter: int, rides, now: float | None = None) -> BatchResult:
         """Store one verified RIDES message in ONE transaction: insert the rides
         (duplicates on (reader_id, seq) ignored), record the link counter
-        (replay state), record gaps, advance and return the contiguous ack."""
+        (replay state), record gaps, advance and return the contiguous ack.
+        Raises ReplayError or UnknownReader, with nothing changed."""
+        res = self.store_batches([(reader_id, counter, rides)], now)[0]
+        if isinstance(res, StoreError):
+            raise res
+        return res
+
+    def store_batches(self, items, now: float | None = None) -> list:
+        """Several verified RIDES messages, each (reader_id, counter, rides), in
+        ONE transaction: one commit, one fsync, for all of them (group commit:
+        the daemon's throughput). Each message is stored as store_batch would,
+        inside its own savepoint, in the order given, so a refused one (a
+        replayed counter, an unknown reader) leaves the others in. Returns, per
+        message, its BatchResult or the StoreError that refused it; nothing is
+        acknowledgeable before this returns."""
         now = _now() if now is None else now
-        rides = list(rides)
         c = self.conn
+        out = []
         c.execute("BEGIN IMMEDIATE")
         try:
-            row = c.execute("SELECT first_seq, acked_seq, max_seq, last_up_counter FROM readers "
-                            "WHERE reader_id=?", (reader_id,)).fetchone()
-            if row is None:
-                raise UnknownReader("reader %d is not registered" % reader_id)
-            first_seq, acked, max_seq, last_counter = row
-            if counter <= (last_counter or 0):
-                raise ReplayError("counter is not greater than the last accepted for reader %d" % reader_id)
-            seqs = sorted({r.seq for r in rides})
-            if first_seq is None and seqs:
-                # Nothing stored yet: the first batch's first seq starts the run
-                # (records reclaimed before this gateway existed are not ours).
-                first_seq = seqs[0]
-                acked = first_seq - 1
-            before = c.total_changes
-            c.executemany(
-                "INSERT OR IGNORE INTO rides (reader_id, seq, time, uptime, card_id, household, floor, fee, "
-                "result, flags, boot, received_at, up_counter) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(reader_id, r.seq, r.time, r.uptime, "%016x" % r.card_id, r.household, r.floor, r.fee,
-                  r.result, r.flags, r.boot, now, counter) for r in rides])
-            inserted = c.total_changes - before
-            # Gaps: a seq beyond the highest stored + 1 leaves a hole; record it.
-            new_gaps = []
-            hi = max_seq if max_seq is not None else (first_seq - 1 if first_seq is not None else None)
-            for s in seqs:
-                if hi is not None and s > hi + 1:
-                    new_gaps.append((hi + 1, s - 1))
-                if hi is None or s > hi:
-                    hi = s
-            for g in new_gaps:
-                c.execute("INSERT INTO gaps (reader_id, from_seq, to_seq, noticed_at) VALUES (?,?,?,?)",
-                          (reader_id, g[0], g[1], now))
-            # Advance the contiguous run.
-            if acked is not None:
-                nxt = acked + 1
-                for (s,) in c.execute("SELECT seq FROM rides WHERE reader_id=? AND seq>? ORDER BY seq",
-                                      (reader_id, acked)):
-                    if s != nxt:
-                        break
-                    nxt += 1
-                acked = nxt - 1
-            # Close gaps whose every seq is now stored.
-            for gid, f, t in c.execute("SELECT id, from_seq, to_seq FROM gaps WHERE reader_id=? AND "
-                                       "filled_at IS NULL", (reader_id,)).fetchall():
-                n = c.execute("SELECT count(*) FROM rides WHERE reader_id=? AND seq BETWEEN ? AND ?",
-                              (reader_id, f, t)).fetchone()[0]
-                if n == t - f + 1:
-                    c.execute("UPDATE gaps SET filled_at=? WHERE id=?", (now, gid))
-            corrected = self._correct_unsynced(reader_id, {r.boot for r in rides})
-            c.execute("UPDATE readers SET first_seq=?, acked_seq=?, max_seq=?, last_up_counter=?, "
-                      "last_seen=?, online=1 WHERE reader_id=?",
-                      (first_seq, acked, hi, counter, now, reader_id))
+            for reader_id, counter, rides in items:
+                c.execute("SAVEPOINT msg")
+                try:
+                    out.append(self._store_one(reader_id, counter, list(rides), now))
+                except StoreError as e:
+                    c.execute("ROLLBACK TO msg")
+                    out.append(e)
+                c.execute("RELEASE msg")
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
             raise
+        return out
+
+    def _store_one(self, reader_id: int, counter: int, rides: list, now: float) -> BatchResult:
+        """One message, inside the caller's transaction."""
+        c = self.conn
+        row = c.execute("SELECT first_seq, acked_seq, max_seq, last_up_counter FROM readers "
+                        "WHERE reader_id=?", (reader_id,)).fetchone()
+        if row is None:
+            raise UnknownReader("reader %d is not registered" % reader_id)
+        first_seq, acked, max_seq, last_counter = row
+        if counter <= (last_counter or 0):
+            raise ReplayError("counter is not greater than the last accepted for reader %d" % reader_id)
+        seqs = sorted({r.seq for r in rides})
+        if first_seq is None and seqs:
+            # Nothing stored yet: the first batch's first seq starts the run
+            # (records reclaimed before this gateway existed are not ours).
+            first_seq = seqs[0]
+            acked = first_seq - 1
+        before = c.total_changes
+        c.executemany(
+            "INSERT OR IGNORE INTO rides (reader_id, seq, time, uptime, card_id, household, floor, fee, "
+            "result, flags, boot, received_at, up_counter) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(reader_id, r.seq, r.time, r.uptime, "%016x" % r.card_id, r.household, r.floor, r.fee,
+              r.result, r.flags, r.boot, now, counter) for r in rides])
+        inserted = c.total_changes - before
+        # Gaps: a seq beyond the highest stored + 1 leaves a hole; record it.
+        new_gaps = []
+        hi = max_seq if max_seq is not None else (first_seq - 1 if first_seq is not None else None)
+        for s in seqs:
+            if hi is not None and s > hi + 1:
+                new_gaps.append((hi + 1, s - 1))
+            if hi is None or s > hi:
+                hi = s
+        for g in new_gaps:
+            c.execute("INSERT INTO gaps (reader_id, from_seq, to_seq, noticed_at) VALUES (?,?,?,?)",
+                      (reader_id, g[0], g[1], now))
+        # Advance the contiguous run.
+        if acked is not None:
+            nxt = acked + 1
+            for (s,) in c.execute("SELECT seq FROM rides WHERE reader_id=? AND seq>? ORDER BY seq",
+                                  (reader_id, acked)):
+                if s != nxt:
+                    break
+                nxt += 1
+            acked = nxt - 1
+        # Close gaps whose every seq is now stored.
+        for gid, f, t in c.execute("SELECT id, from_seq, to_seq FROM gaps WHERE reader_id=? AND "
+                                   "filled_at IS NULL", (reader_id,)).fetchall():
+            n = c.execute("SELECT count(*) FROM rides WHERE reader_id=? AND seq BETWEEN ? AND ?",
+                          (reader_id, f, t)).fetchone()[0]
+            if n == t - f + 1:
+                c.execute("UPDATE gaps SET filled_at=? WHERE id=?", (now, gid))
+        corrected = self._correct_unsynced(reader_id, {r.boot for r in rides})
+        c.execute("UPDATE readers SET first_seq=?, acked_seq=?, max_seq=?, last_up_counter=?, "
+                  "last_seen=?, online=1 WHERE reader_id=?",
+                  (first_seq, acked, hi, counter, now, reader_id))
         return BatchResult(acked or 0, inserted, len(rides) - inserted, tuple(new_gaps), corrected)
 
     def _correct_unsynced(self, reader_id: int, boots) -> int:
