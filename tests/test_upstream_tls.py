@@ -90,8 +90,10 @@ def tls_client(pki, cert, key, **kw):
     return c
 
 
-def test_drain_exactly_once_in_gateway_order(tmp_path, pki, bank):
-    cfg = gateway_cfg(tmp_path, pki, bank, batch_rides=100)
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])  # plain MQTT, either version (clustered brokers)
+def test_drain_exactly_once_in_gateway_order(tmp_path, pki, bank, protocol):
+    cfg = gateway_cfg(tmp_path, pki, bank, batch_rides=100, protocol=protocol)
+    assert cfg.upstream.protocol == protocol
     expected = rig.prefill(cfg.db_path, READERS, 1700)
     # Reader 9 delivers out of order: 1800..1831 is stored before 1701..1799.
     st = Store(cfg.db_path)
