@@ -7,7 +7,10 @@ RIDES with liftcard_gateway.uplink and answers with ACKs.
 Checked: rides arrive exactly as logged and acks reach the reader's log; a
 broker restart is survived (reconnect + resubscribe); a blackholed broker
 (accepts, never answers) and a frozen one (SIGSTOP) never delay a tap; the
-Last Will reaches the gateway when the reader is killed."""
+Last Will reaches the gateway when the reader is killed or frozen; an idle link
+stays up on the reader's own PINGREQs; a broker answering garbage (each way
+umqtt.simple's asserts would trip) never stops the uplink for good; the packet
+id wraps; a recorded TIME cannot be replayed after a reboot."""
 
 import json
 import os
@@ -371,4 +374,132 @@ def test_a_recorded_time_cannot_be_replayed_after_a_reboot(broker, tmp_path):
         wait_for(lambda: r.status()["time"] >= 95000100, 10, "a fresh TIME applied")
     finally:
         kill(r)
+        gw.close()
+
+
+def test_idle_link_lives_on_own_pings_and_a_frozen_reader_fires_its_will(broker, tmp_path):
+    # umqtt.simple sends no PINGREQ by itself: an idle reader would be dropped
+    # by the broker after 1.5 x keepalive, and a hung one would never trigger
+    # its Last Will if it did not declare a keepalive. Here the reader idles
+    # for three keepalive periods and keeps its one connection; then it is
+    # frozen (SIGSTOP) and the broker, missing its pings, fires the Will.
+    gw = Gateway(broker)
+    r = configured_reader(tmp_path, broker.host, broker.port, broker.credentials["reader-%d" % READER],
+                          keepalive=4)
+    try:
+        wait_for(lambda: r.status()["uplink"] == "up", 15, "the uplink to come up")
+        first = r.status()["uplink_connects"]
+        time.sleep(12.5)  # > 3 x keepalive: dropped by the broker after 6 s without pings
+        s = r.status()
+        assert s["uplink"] == "up" and s["uplink_connects"] == first
+        assert not gw.wills
+        os.kill(r.p.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: gw.wills, 20, "the Last Will of the frozen reader")
+            assert gw.wills[0] == b"offline"
+        finally:
+            os.kill(r.p.pid, signal.SIGCONT)
+        # Thawed, it notices the broker dropped it and comes back by itself.
+        wait_for(lambda: r.status()["uplink_connects"] > first and r.status()["uplink"] == "up", 30,
+                 "the reader to reconnect after the thaw")
+    finally:
+        kill(r)
+        gw.close()
+
+
+class GarbageThenProxy:
+    """Answers the first `bad` connections with broken MQTT (each a different
+    way umqtt.simple's assert-based checks would trip), then relays bytes to
+    the real broker."""
+
+    ANSWERS = (
+        b"\x20\x02\x00\x05",                       # CONNACK refusing: not authorised
+        b"\xff\xff\xff\xff\xff\xff\xff\xff",        # no packet at all
+        b"\x20\x02\x00\x00\x30\xff\xff\xff\xff\x7f",  # good CONNACK, then a PUBLISH with an impossible length
+        b"\x20\x02\x00\x00\x90\x03\x00\x01",       # good CONNACK, then a truncated SUBACK
+        b"\x20\x05\x00\x00\x00\x00\x00",           # CONNACK of the wrong length
+    )
+
+    def __init__(self, broker):
+        self.target = (broker.host, broker.port)
+        self.s = socket.socket()
+        self.s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.s.bind(("127.0.0.1", 0))
+        self.s.listen(16)
+        self.port = self.s.getsockname()[1]
+        self.accepted = 0
+        self.socks = []
+        self.stop = False
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _pipe(self, a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _run(self):
+        self.s.settimeout(0.2)
+        while not self.stop:
+            try:
+                c, _ = self.s.accept()
+            except OSError:
+                continue
+            self.socks.append(c)
+            i = self.accepted
+            self.accepted += 1
+            if i < len(self.ANSWERS):
+                try:
+                    c.settimeout(2)
+                    c.recv(4096)  # the CONNECT
+                    c.sendall(self.ANSWERS[i])
+                    time.sleep(0.5)
+                except OSError:
+                    pass
+                c.close()
+                continue
+            up = socket.create_connection(self.target)
+            self.socks.append(up)
+            threading.Thread(target=self._pipe, args=(c, up), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(up, c), daemon=True).start()
+
+    def close(self):
+        self.stop = True
+        for s in self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+        self.s.close()
+
+
+def test_a_broker_speaking_garbage_never_stops_the_uplink(broker, tmp_path):
+    # Every malformed answer is contained (no assert reaches the reader loop,
+    # no exception ends the uplink): taps are decided throughout, and once a
+    # sane broker is behind the port the rides arrive and are acknowledged.
+    gw = Gateway(broker)
+    proxy = GarbageThenProxy(broker)
+    r = configured_reader(tmp_path, "127.0.0.1", proxy.port, broker.credentials["reader-%d" % READER],
+                          keepalive=4)
+    try:
+        total, worst = _timed_taps(r, 20)
+        assert total < 10, "20 taps took %.1f s against a garbage broker" % total
+        wait_for(lambda: proxy.accepted > len(GarbageThenProxy.ANSWERS), 90, "every garbage answer to be tried")
+        last = r.status()["next_seq"] - 1
+        wait_for(lambda: r.status()["acked"] == last, 60, "the rides acked through the sane broker")
+        with gw.lock:
+            assert gw.rides == dump(r)
+        assert r.quit() == 0
+    finally:
+        kill(r)
+        proxy.close()
         gw.close()
