@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import FIRMWARE, HEAP, tool
+from conftest import FIRMWARE_RUN, HEAP, tool
 from liftcard_gateway.formats import CardRecord, RideRecord, build_delta, build_whitelist
 
 KEY = bytes(range(32))
@@ -26,9 +26,9 @@ CARDS = [CardRecord(CARD, 501, 0b100001), CardRecord(0x8000000000000000, 502, 0b
 class VirtualReader:
     def __init__(self, workdir):
         self.dir = workdir
-        env = dict(os.environ, MICROPYPATH=f"{FIRMWARE}:{FIRMWARE / 'lib'}")
+        env = dict(os.environ, MICROPYPATH=f"{FIRMWARE_RUN}:{FIRMWARE_RUN / 'lib'}")
         self.p = subprocess.Popen(
-            [tool("micropython"), "-X", f"heapsize={HEAP}", str(FIRMWARE / "main.py"),
+            [tool("micropython"), "-X", f"heapsize={HEAP}", str(FIRMWARE_RUN / "main.py"),
              "--flash", str(workdir / "fs.img"), "--log", str(workdir / "log.img")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=workdir)
         self.until("READY")

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import FIRMWARE, HEAP, tool
+from conftest import FIRMWARE_RUN, HEAP, tool
 from liftcard_gateway.formats import CardRecord, RideRecord, build_whitelist
 from liftcard_tools.nfc import cards as Cd
 from liftcard_tools.nfc import credential as K
@@ -42,9 +42,9 @@ F_LEGACY_UID = 0x02
 class NfcReader:
     def __init__(self, workdir, emu):
         self.dir, self.emu = workdir, emu
-        env = dict(os.environ, MICROPYPATH=f"{FIRMWARE}:{FIRMWARE / 'lib'}")
+        env = dict(os.environ, MICROPYPATH=f"{FIRMWARE_RUN}:{FIRMWARE_RUN / 'lib'}")
         self.p = subprocess.Popen(
-            [tool("micropython"), "-X", f"heapsize={HEAP}", str(FIRMWARE / "main.py"),
+            [tool("micropython"), "-X", f"heapsize={HEAP}", str(FIRMWARE_RUN / "main.py"),
              "--flash", str(workdir / "fs.img"), "--log", str(workdir / "log.img"), "--pn532", emu.path],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=workdir)
         self.lines = queue.Queue()
@@ -214,3 +214,40 @@ def test_heap_after_boot_with_nfc(rig):
     s = rig.status()
     print("heap_free with the NFC stack loaded:", s["heap_free"], "nfc_taps", s["nfc_taps"])
     assert s["heap_free"] > 40000
+
+
+def test_uplink_and_nfc_together_under_the_heap_limit(tmp_path):
+    # A real reader has both: the PN532 stack and the MQTT uplink to a real
+    # Mosquitto. Loaded from .py this combination ran out of memory at CONFIG
+    # under 192K; from the .mpy build (as deployed) it configures, links up,
+    # grants a genuine card and its ride reaches the broker's side.
+    from liftcard_gateway.broker import MosquittoInstance
+    with MosquittoInstance(readers={READER: BUILDING}) as broker:
+        emu = PN532Emulator().start()
+        r = NfcReader(tmp_path, emu)
+        try:
+            cfg = dict(CONFIG, uplink={"host": broker.host, "port": broker.port,
+                                       "password": broker.credentials["reader-%d" % READER], "keepalive_s": 10})
+            reply = r.command("CONFIG " + r.file("config.json", json.dumps(cfg).encode()))
+            assert reply.startswith("OK config"), reply
+            assert r.command("WL " + r.file("wl.bin", build_whitelist(KEY, READER, BUILDING, 1, CARDS))).startswith("OK")
+            assert r.command("TIME 91000000") == "OK time 91000000"
+            end = time.monotonic() + 15
+            while r.status().get("uplink") != "up":
+                assert time.monotonic() < end, "the uplink did not come up"
+                time.sleep(0.1)
+            rec = r.present(P.make_desfire(UID, KEYS, CRED))
+            assert (rec.result, rec.card_id) == (GRANTED, int.from_bytes(CRED.card_id, "big"))
+            end = time.monotonic() + 15
+            while r.status()["uplink_batches"] < 1:
+                assert time.monotonic() < end, "the ride was not sent"
+                time.sleep(0.1)
+            s = r.status()
+            print("heap_free with NFC and uplink:", s["heap_free"])
+            assert s["error"] is None and s["heap_free"] > 8000
+            assert r.quit() == 0
+        finally:
+            if r.p.poll() is None:
+                r.p.kill()
+                r.p.wait()
+            emu.stop()

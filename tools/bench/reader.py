@@ -51,7 +51,9 @@ try:
     from liftcard_gateway import formats as F
 except ImportError:  # not installed into this interpreter: use the checkout
     sys.path.insert(0, str(REPO / "gateway"))
+    sys.path.insert(0, str(REPO / "provisioning"))
     from liftcard_gateway import formats as F
+from liftcard_provisioning.mpybuild import build as build_firmware, micropypath  # noqa: E402
 
 HEAP = "192K"              # the production limit (DESIGN.md)
 BASELINE_BIG_HEAP = "64M"  # only for the baseline's timings when its dict does not fit
@@ -238,7 +240,7 @@ def prepare(tmp: Path, n: int, taps: int, seed: int, key: bytes) -> dict:
 
 def run_mp(plan: dict, script: Path, args: list[str], heap: str, cwd: Path, timeout: float = 3600) -> tuple[dict, float]:
     env = dict(os.environ)
-    env["MICROPYPATH"] = os.pathsep.join([str(FIRMWARE), str(FIRMWARE / "lib")])
+    env["MICROPYPATH"] = micropypath(build_firmware())  # as a reader runs it: .mpy
     cmd = [plan["micropython"], "-X", f"heapsize={heap}", str(script), *args]
     t0 = time.monotonic()
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, timeout=timeout)

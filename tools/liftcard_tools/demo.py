@@ -72,6 +72,7 @@ from liftcard_gateway.formats import (
     parse_whitelist,
     validate_config,
 )
+from liftcard_provisioning.mpybuild import build as build_firmware, micropypath
 from liftcard_tools.feemodel import FeeModel
 
 PROG = "liftcard-demo"
@@ -260,10 +261,12 @@ class VirtualReader:
     board's protocol: firmware/liftcard/lineproto.py)."""
 
     def __init__(self, micropython: str, repo: Path, workdir: Path):
-        self.cmd = [micropython, "-X", "heapsize=" + HEAP, str(repo / "firmware" / "main.py"),
+        # The firmware as a reader runs it: compiled to .mpy (liftcard_provisioning.mpybuild).
+        fw = build_firmware(firmware=repo / "firmware", out=repo / "build" / "firmware")
+        self.cmd = [micropython, "-X", "heapsize=" + HEAP, str(fw / "main.py"),
                     "--flash", str(workdir / FS_IMG), "--log", str(workdir / LOG_IMG)]
         self.env = dict(os.environ)
-        self.env["MICROPYPATH"] = os.pathsep.join([str(repo / "firmware"), str(repo / "firmware" / "lib")])
+        self.env["MICROPYPATH"] = micropypath(fw)
         self.cwd = workdir
         self.proc = None
         self._lines = queue.Queue()
