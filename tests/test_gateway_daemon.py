@@ -209,6 +209,21 @@ def test_reorder_gap_then_filled(gw):
     assert db_rides(cfg, 7) == list(range(1, 13))
 
 
+def test_rides_in_legacy_uid_mode_are_reported(gw):
+    g, cfg, log, reader = gw
+    r = reader(7)
+    recs = [RideRecord(seq=s, time=5000 + s, uptime=s, card_id=0xDEADBEEF, household=7, floor=4, fee=40,
+                       result=0, flags=0x02 if s != 2 else 0, boot=r.boot) for s in (1, 2, 3)]
+    r.publish(uplink.build_rides(r.key, r.rid, r.bid, r.counter(), recs))
+    assert r.ack() == 3
+    ev = log.wait(lambda x: x["event"] == "legacy_rides")
+    assert (ev["reader_id"], ev["rides"]) == (7, 2)
+    r.send(range(4, 6))  # plain rides: no report
+    assert r.ack() == 5
+    time.sleep(0.3)
+    assert len([x for x in log.records if x["event"] == "legacy_rides"]) == 1
+
+
 def test_replay_refused(gw):
     g, cfg, log, reader = gw
     r = reader(7)

@@ -276,3 +276,20 @@ def test_group_commit_is_all_or_nothing_on_a_crash(store, monkeypatch):
     with pytest.raises(RuntimeError):
         store.store_batches([(7, 1, [ride(1)]), (7, 2, [ride(2)])])
     assert store.ride_count(7) == 0 and store.last_counter(7) == 0
+
+
+def test_status_reports_rides_made_in_legacy_uid_mode(store):
+    """A reader that lets UID-only cards in (legacy mode) shows it: the count
+    of its rides flagged LEGACY_UID, so the operator sees which readers accept
+    copyable cards."""
+    store.ensure_reader(8, 12)
+    legacy = [RideRecord(seq=s, time=1000 + s, uptime=s, card_id=0xDEADBEEF, household=42, floor=3, fee=30,
+                         result=0, flags=0x02, boot=1) for s in (2, 3)]
+    store.store_batch(7, 1, [ride(1)] + legacy)
+    store.store_batch(8, 1, [ride(1), ride(2)])
+    rows = {r["reader_id"]: r for r in store.status_rows()}
+    assert (rows[7]["legacy"], rows[8]["legacy"]) == (2, 0)
+    lines = format_status(store.status_rows()).splitlines()
+    assert lines[0].split()[-1] == "legacy"
+    assert lines[2].split()[0] == "7" and lines[2].split()[-1] == "2"
+    assert lines[3].split()[0] == "8" and lines[3].split()[-1] == "0"

@@ -38,7 +38,7 @@ import paho.mqtt.client as mqtt
 
 from . import uplink
 from .config import GatewayConfig
-from .formats import FormatError, epoch_from_unix
+from .formats import Flag, FormatError, epoch_from_unix
 from .store import ReplayError, Store, StoreError
 
 _TOPIC = re.compile(r"^lc/([0-9]{1,10})/reader-([0-9]{1,10})/(up|status)$")
@@ -118,8 +118,9 @@ class Gateway:
         # so after a restart the readers still online need not wait for their
         # next heartbeat.
         self._held: dict[int, int] = {
-            r["reader_id"]: r["wl_version"] for r in self.store.status_rows()
-            if r["online"] and r["wl_version"] is not None and r["reader_id"] in cfg.readers}
+            rid: v for rid, v in self.store.conn.execute(
+                "SELECT reader_id, wl_version FROM readers WHERE online=1 AND wl_version IS NOT NULL")
+            if rid in cfg.readers}
 
     # -- down counter -----------------------------------------------------------
     def _next_counter(self) -> int:
@@ -325,6 +326,9 @@ class Gateway:
                 continue
             for g in res.new_gaps:
                 self.log("gap", reader_id=reader_id, from_seq=g[0], to_seq=g[1])
+            legacy = sum(1 for r in msg.rides if r.flags & Flag.LEGACY_UID)
+            if legacy:  # UID-only cards: copyable; the operator should know which readers allow them
+                self.log("legacy_rides", reader_id=reader_id, rides=legacy)
             ack = uplink.build_ack(self._keys[reader_id], reader_id, building_id, self._next_counter(),
                                    res.ack_seq)
             self.client.publish("lc/%d/reader-%d/down" % (building_id, reader_id), ack, qos=1)

@@ -373,8 +373,9 @@ class Store:
         rows = []
         for r in self.db.query(
                 "SELECT r.*, (SELECT count(*) FROM gaps g WHERE g.reader_id=r.reader_id AND g.filled_at IS NULL) "
-                "AS open_gaps, (SELECT count(*) FROM rides x WHERE x.reader_id=r.reader_id) AS stored "
-                "FROM readers r ORDER BY r.reader_id"):
+                "AS open_gaps, (SELECT count(*) FROM rides x WHERE x.reader_id=r.reader_id) AS stored, "
+                "(SELECT count(*) FROM rides y WHERE y.reader_id=r.reader_id AND (y.flags & ?)!=0) AS legacy "
+                "FROM readers r ORDER BY r.reader_id", (int(Flag.LEGACY_UID),)):
             rows.append(r)
         return rows
 
@@ -402,10 +403,10 @@ def format_status(rows: list[dict], now: float | None = None) -> str:
         return "-" if d is None else "%+ds" % d
 
     head = ("reader", "building", "online", "last seen", "acked seq", "stored", "backlog", "wl version",
-            "free heap", "clock", "drift", "gaps")
+            "free heap", "clock", "drift", "gaps", "legacy")
     body = [(str(r["reader_id"]), str(r["building_id"]), "yes" if r["online"] else "no", ago(r["last_seen"]),
              v(r["acked_seq"]), str(r["stored"]), v(r["backlog"]), v(r["wl_version"]), v(r["free_heap"]), clock(r),
-             drift(r), str(r["open_gaps"])) for r in rows]
+             drift(r), str(r["open_gaps"]), str(r.get("legacy") or 0)) for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
