@@ -82,8 +82,8 @@ def run_taps(repeat: int) -> dict:
         out = {}
         for kind, make in cards.items():
             seen = []
+            card = make()  # one card per kind: an NTAG's counter must grow from tap to tap (else REPLAY)
             for _ in range(repeat):
-                card = make()
                 if card is None:
                     emu.field.leave()
                 else:
