@@ -1,6 +1,6 @@
 # The naive baseline for the reader benchmark, MicroPython side.
 #
-#   MICROPYPATH=firmware:firmware/lib micropython -X heapsize=192K tools/bench/baseline_mp.py \
+#   MICROPYPATH=build/firmware:build/firmware/lib micropython -X heapsize=192K tools/bench/baseline_mp.py \
 #       --dir TMP --config config.json --wl whitelist.json --taps taps.bin
 #
 # What a first reader would do: the whole whitelist as one JSON object loaded

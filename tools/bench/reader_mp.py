@@ -1,6 +1,6 @@
 # Reader benchmark, MicroPython side: the firmware's real tap path.
 #
-#   MICROPYPATH=firmware:firmware/lib micropython -X heapsize=192K tools/bench/reader_mp.py \
+#   MICROPYPATH=build/firmware:build/firmware/lib micropython -X heapsize=192K tools/bench/reader_mp.py \
 #       --dir TMP --config config.json --wl whitelist.bin --taps taps.bin [options]
 #
 # Run by tools/bench/reader.py, which writes the inputs (config, LCWL whitelist,
