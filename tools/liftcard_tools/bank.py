@@ -37,7 +37,6 @@ import datetime
 import io
 import json
 import os
-import stat
 import sys
 import time
 from pathlib import Path
@@ -45,6 +44,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from liftcard_gateway.pki import KeyFileError, check_private_file
 from liftcard_gateway.cardupdate import (
     ID_MAX,
     INCREMENTAL,
@@ -105,15 +105,9 @@ def keygen(key_path: Path, pub_path: Path) -> None:
 
 def read_private_key(path: Path) -> Ed25519PrivateKey:
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise InputError("private key not found: %s" % path) from None
-    except OSError as e:
-        raise InputError("cannot read %s: %s" % (path, e.strerror)) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise InputError("not a regular file: %s" % path)
-    if st.st_mode & 0o077:
-        raise InputError("%s must have mode 0600 (is %04o): chmod 600 it" % (path, st.st_mode & 0o777))
+        check_private_file(path)  # the same rule as every secret file of the gateway
+    except KeyFileError as e:
+        raise InputError(str(e).replace("file not found", "private key not found")) from None
     try:
         with open(path, "rb") as f:
             data = f.read(8192)
