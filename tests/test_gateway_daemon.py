@@ -45,13 +45,13 @@ def keys():
     return {rid: secrets.token_bytes(32) for rid in READERS}
 
 
-def write_config(tmp_path, broker, keys):
+def write_config(tmp_path, broker, keys, readers_=None):
     tmp_path.mkdir(parents=True, exist_ok=True)
     pw = tmp_path / "broker.pass"
     pw.write_text(broker.credentials["gateway"] + "\n")
     os.chmod(pw, 0o600)
     readers = ""
-    for rid, bid in READERS.items():
+    for rid, bid in (readers_ or READERS).items():
         kf = tmp_path / f"reader-{rid}.key"
         kf.write_text(keys[rid].hex())
         os.chmod(kf, 0o600)
@@ -93,12 +93,13 @@ class ListLog(JsonLog):
 class SimReader:
     """A reader speaking the link format over the real broker with its own user."""
 
-    def __init__(self, broker, rid, key, boot=1):
-        self.rid, self.bid, self.key = rid, READERS[rid], key
+    def __init__(self, broker, rid, key, boot=1, bid=None):
+        self.rid, self.bid, self.key = rid, bid if bid is not None else READERS[rid], key
         self.topics = reader_topics(self.bid, rid)
         self.boot, self.msgno = boot, 0
         self.last_down = 0
         self.acks = queue.Queue()
+        self.sun = queue.Queue()  # the entries of each down SUNCTR
         self._sub = threading.Event()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-{rid}-{uuid.uuid4().hex[:8]}",
                         protocol=mqtt.MQTTv311)
@@ -114,7 +115,10 @@ class SimReader:
     def _on_message(self, client, userdata, msg):
         m = uplink.parse(self.key, msg.payload, self.rid, self.bid, uplink.DOWN, self.last_down)
         self.last_down = m.counter
-        self.acks.put(m.seq)
+        if m.kind == uplink.SUNCTR_DOWN:
+            self.sun.put(m.sun)
+        else:
+            self.acks.put(m.seq)
 
     def counter(self):
         self.msgno += 1
@@ -361,3 +365,121 @@ def test_bad_config_secret_not_shown(tmp_path, broker, keys):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "broker.password_file" in out.stderr and "0600" in out.stderr
     assert broker.credentials["gateway"] not in out.stderr + out.stdout
+
+
+# ---------------------------------------------------------------------------
+# NTAG SUN counters shared by the readers of a building (docs/uplink.md, SUNCTR)
+# ---------------------------------------------------------------------------
+
+SUN_READERS = {7: 12, 8: 12, 9: 13}
+FOB = 0x04A21B9C11223344
+FOB2 = 0x0123456789ABCDEF
+
+
+@pytest.fixture(scope="module")
+def sun_broker():
+    with MosquittoInstance(readers=SUN_READERS) as b:
+        yield b
+
+
+@pytest.fixture
+def sun_gw(tmp_path, sun_broker):
+    keys = {rid: secrets.token_bytes(32) for rid in SUN_READERS}
+    cfg = load_config(write_config(tmp_path, sun_broker, keys, SUN_READERS))
+    log = ListLog()
+    g = Gateway(cfg, log=log)
+    t = threading.Thread(target=g.run, kwargs={"install_signals": False}, daemon=True)
+    t.start()
+    assert g.wait_ready(10)
+    readers = []
+
+    def reader(rid, **kw):
+        r = SimReader(sun_broker, rid, keys[rid], bid=SUN_READERS[rid], **kw)
+        readers.append(r)
+        return r
+
+    yield g, cfg, log, reader
+    for r in readers:
+        r.close()
+    g.stop()
+    t.join(10)
+    assert not t.is_alive()
+
+
+def db_sun(cfg, bid):
+    con = sqlite3.connect(str(cfg.db_path))
+    try:
+        return dict(con.execute("SELECT card_id, counter FROM sun_counters WHERE building_id=?", (bid,)))
+    finally:
+        con.close()
+
+
+def _drain(q, quiet=1.0):
+    out = []
+    while True:
+        try:
+            out.append(q.get(timeout=quiet))
+        except queue.Empty:
+            return out
+
+
+def _sunctr(r, entries):
+    r.publish(uplink.build_sunctr(r.key, r.rid, r.bid, r.counter(), entries))
+
+
+def test_sun_counters_stored_forwarded_to_the_building_max_merged(sun_gw):
+    g, cfg, log, reader = sun_gw
+    a, b, other = reader(7), reader(8), reader(9)
+    _sunctr(a, [(FOB, 42), (FOB2, 5)])
+    assert b.sun.get(timeout=10) == ((FOB, 42), (FOB2, 5))
+    ev = log.wait(lambda x: x["event"] == "sun_counters" and x["reader_id"] == 7)
+    assert (ev["entries"], ev["raised"], ev["forwarded_to"]) == (2, 2, [8])
+    assert db_sun(cfg, 12) == {"%016x" % FOB: 42, "%016x" % FOB2: 5} and db_sun(cfg, 13) == {}
+    # A lower or equal counter neither lowers the table nor is forwarded; a
+    # higher one is forwarded alone, to the building's other readers (here: 7).
+    _sunctr(b, [(FOB, 41), (FOB2, 5)])
+    log.wait(lambda x: x["event"] == "sun_counters" and x["reader_id"] == 8 and x["raised"] == 0)
+    _sunctr(b, [(FOB, 40), (FOB2, 6)])
+    assert a.sun.get(timeout=10) == ((FOB2, 6),)
+    assert db_sun(cfg, 12) == {"%016x" % FOB: 42, "%016x" % FOB2: 6}
+    with pytest.raises(queue.Empty):
+        b.sun.get(timeout=0.5)  # never back to the sender
+    assert other.sun.empty() and a.sun.empty()  # another building hears nothing
+    # A replayed SUNCTR is refused and changes nothing.
+    msg = uplink.build_sunctr(a.key, 7, 12, a.counter(), [(FOB, 99)])
+    a.publish(msg)
+    b.sun.get(timeout=10)
+    a.publish(msg)
+    log.wait(lambda x: x["event"] == "refused" and x["reader_id"] == 7 and x["reason"] == "replay")
+    assert db_sun(cfg, 12)["%016x" % FOB] == 99
+    # Card ids are never logged.
+    text = json.dumps(log.records)
+    for cid in (FOB, FOB2):
+        assert "%016x" % cid not in text and str(cid) not in text
+
+
+def test_sun_table_sent_at_a_readers_first_status(sun_gw):
+    g, cfg, log, reader = sun_gw
+    a = reader(7)
+    entries = [(0x1000 + i, i) for i in range(150)]
+    for i in range(0, 150, 64):
+        _sunctr(a, entries[i : i + 64])
+    log.wait(lambda x: x["event"] == "sun_counters" and x["entries"] == 150 - 128)
+    b = reader(8)  # was offline: connects, says STATUS
+    b.publish(uplink.build_status(b.key, 8, 12, b.counter(), uplink.ReaderStatus(1, 2, 3, 4)), topic="status")
+    log.wait(lambda x: x["event"] == "sun_table_sent" and x["reader_id"] == 8)
+    got = _drain(b.sun)[-2:]  # forwards of the last messages may have reached it just before
+    assert [len(m) for m in got] == [64, 64]
+    flat = got[0] + got[1]
+    assert len(set(flat)) == 128 and set(flat) <= set(entries)
+    assert set(entries[128:]) <= set(flat) and flat[:22] == tuple(sorted(entries[128:]))  # the most recent first
+    # Its next STATUS (same boot, later uptime) is no reconnect: nothing again.
+    b.publish(uplink.build_status(b.key, 8, 12, b.counter(), uplink.ReaderStatus(61, 2, 3, 4)), topic="status")
+    log.wait(lambda x: x["event"] == "status" and x["reader_id"] == 8 and x["uptime"] == 61)
+    with pytest.raises(queue.Empty):
+        b.sun.get(timeout=0.5)
+    # After its Last Will it catches up again.
+    b.publish(b"offline", topic="status")
+    log.wait(lambda x: x["event"] == "reader_offline" and x["reader_id"] == 8)
+    b.publish(uplink.build_status(b.key, 8, 12, b.counter(), uplink.ReaderStatus(62, 2, 3, 4)), topic="status")
+    assert len(b.sun.get(timeout=10)) == 64

@@ -251,3 +251,97 @@ def test_uplink_and_nfc_together_under_the_heap_limit(tmp_path):
                 r.p.kill()
                 r.p.wait()
             emu.stop()
+
+
+def test_ntag_sun_recorded_at_one_reader_replayed_at_another_is_denied(tmp_path):
+    # Two virtual readers of one building, each with its own PN532 emulator
+    # and uplink to a real Mosquitto, and the gateway daemon: an NTAG tapped
+    # at reader A, its recorded SUN replayed at reader B -> REPLAY, since A's
+    # counter reached B through the gateway (docs/uplink.md, SUNCTR).
+    import os as _os
+    from liftcard_gateway.broker import MosquittoInstance
+    from liftcard_gateway.config import load_config
+    from liftcard_gateway.daemon import Gateway, JsonLog
+
+    ids = (READER, READER + 1)
+    keys = {READER: KEY, READER + 1: bytes(range(100, 132))}
+    with MosquittoInstance(readers={rid: BUILDING for rid in ids}) as broker:
+        gdir = tmp_path / "gw"
+        gdir.mkdir()
+        (gdir / "broker.pass").write_text(broker.credentials["gateway"] + "\n")
+        _os.chmod(gdir / "broker.pass", 0o600)
+        rtoml = ""
+        for rid in ids:
+            (gdir / f"reader-{rid}.key").write_text(keys[rid].hex())
+            _os.chmod(gdir / f"reader-{rid}.key", 0o600)
+            rtoml += f'[[readers]]\nreader_id = {rid}\nbuilding_id = {BUILDING}\nkey_file = "reader-{rid}.key"\n'
+        (gdir / "gw.toml").write_text(f"""
+[gateway]
+data_dir = "data"
+[broker]
+host = "{broker.host}"
+port = {broker.port}
+username = "gateway"
+password_file = "broker.pass"
+client_id = "gw-sun-e2e"
+{rtoml}""")
+        records = []
+
+        class Log(JsonLog):
+            def __call__(self, event, **fields):
+                records.append(dict(event=event, **fields))
+
+        g = Gateway(load_config(gdir / "gw.toml"), log=Log(open(_os.devnull, "w")))
+        gt = threading.Thread(target=g.run, kwargs={"install_signals": False}, daemon=True)
+        gt.start()
+        assert g.wait_ready(10)
+        emus, readers = [], []
+        try:
+            for rid in ids:
+                emu = PN532Emulator().start()
+                emus.append(emu)
+                d = tmp_path / f"r{rid}"
+                d.mkdir()
+                r = NfcReader(d, emu)
+                readers.append(r)
+                cfg = dict(CONFIG, reader_id=rid, key=keys[rid].hex(),
+                           uplink={"host": broker.host, "port": broker.port,
+                                   "password": broker.credentials["reader-%d" % rid], "keepalive_s": 10})
+                reply = r.command("CONFIG " + r.file("config.json", json.dumps(cfg).encode()))
+                assert reply.startswith("OK config"), reply
+                wl = build_whitelist(keys[rid], rid, BUILDING, 1, CARDS)
+                assert r.command("WL " + r.file("wl.bin", wl)).startswith("OK")
+                assert r.command("TIME 91000000") == "OK time 91000000"
+            end = time.monotonic() + 20
+            while not all(r.status().get("uplink") == "up" for r in readers) or \
+                    {x["reader_id"] for x in records if x["event"] == "status"} != set(ids):
+                assert time.monotonic() < end, "the uplinks did not come up"
+                time.sleep(0.1)
+            a, b = readers
+            tag = P.make_ntag424(NTAG_UID, KEYS, NTAG_ID, counter=5)
+            recording = Cd.RecordingCard(tag)
+            rec = a.present(recording)
+            assert (rec.result, rec.card_id) == (GRANTED, int.from_bytes(NTAG_ID, "big"))
+            end = time.monotonic() + 15
+            while b.status()["uplink_sun_merged"] < 1:
+                assert time.monotonic() < end, "the counter did not reach reader B: %r" % records[-5:]
+                time.sleep(0.1)
+            assert a.status()["uplink_sun_sent"] == 1
+            ev = [x for x in records if x["event"] == "sun_counters"]
+            assert [(x["reader_id"], x["raised"], x["forwarded_to"]) for x in ev] == [(READER, 1, [READER + 1])]
+            rec = b.present(Cd.MagicClone(tag, "replay", recording.responses))
+            assert (rec.result, rec.card_id) == (REPLAY, int.from_bytes(NTAG_ID, "big"))
+            assert b.present(tag).result == GRANTED  # the real tag's counter moved on
+            assert "%016x" % int.from_bytes(NTAG_ID, "big") not in json.dumps(records)
+            for r in readers:
+                assert r.status()["error"] is None
+                assert r.quit() == 0
+        finally:
+            for r in readers:
+                if r.p.poll() is None:
+                    r.p.kill()
+                    r.p.wait()
+            for emu in emus:
+                emu.stop()
+            g.stop()
+            gt.join(10)

@@ -44,8 +44,8 @@ def test_key_derivation():
 
 def test_vector_coverage():
     kinds = {(v["kind"], v["direction"]) for v in V["valid"]}
-    assert kinds == {("rides", "up"), ("status", "up"), ("ack", "down"), ("time", "down"),
-                     ("delta", "down"), ("whitelist", "down")}
+    assert kinds == {("rides", "up"), ("status", "up"), ("sunctr_up", "up"), ("ack", "down"), ("time", "down"),
+                     ("delta", "down"), ("whitelist", "down"), ("sunctr_down", "down")}
     for d in ("up", "down"):
         assert {v["reason"] for v in V["invalid"] if v["direction"] == d} == set(U.REASONS), d
     assert max(len(v["fields"].get("records", [])) for v in V["valid"]) == U.MAX_RIDES == V["max_rides"]
@@ -62,6 +62,8 @@ def _fields_of(m: U.Message) -> dict:
         return {"epoch_s": m.epoch_s}
     if m.kind == U.DELTA:
         return {"blob": m.blob.hex()}
+    if m.kind in (U.SUNCTR_UP, U.SUNCTR_DOWN):
+        return {"entries": [["%016x" % c, n] for c, n in m.sun]}
     c = m.chunk
     return {"version": c.version, "total": c.total, "offset": c.offset, "data": c.data.hex()}
 
@@ -85,6 +87,8 @@ def test_valid_vectors(v):
         "delta": lambda: U.build_delta(*args, bytes.fromhex(f["blob"])),
         "whitelist": lambda: U.build_whitelist_chunk(*args, f["version"], f["total"], f["offset"],
                                                      bytes.fromhex(f["data"])),
+        "sunctr_up": lambda: U.build_sunctr(*args, [(int(c, 16), n) for c, n in f.get("entries", [])]),
+        "sunctr_down": lambda: U.build_sunctr(*args, [(int(c, 16), n) for c, n in f.get("entries", [])], down=True),
     }[v["kind"]]()
     assert rebuilt == data
     # The inner blobs are the formats.md structures, whole and verifiable.
@@ -338,3 +342,43 @@ def test_repr_hides_content():
     w = [v for v in V["valid"] if v["kind"] == "whitelist"][0]
     mw = U.parse(KEY, bytes.fromhex(w["hex"]), RID, BID, "down")
     assert w["fields"]["data"][:32] not in repr(mw)
+
+
+# ---------------------------------------------------------------------------
+# SUNCTR (NTAG 424 SUN counters shared through the gateway)
+# ---------------------------------------------------------------------------
+
+sun_entries = st.lists(st.tuples(u64, st.integers(0, 0xFFFFFF)), min_size=1, max_size=U.MAX_SUN)
+
+
+@FAST
+@given(keys, sun_entries, u64, st.booleans())
+def test_sunctr_round_trip(key, ents, counter, down):
+    data = U.build_sunctr(key, RID, BID, counter, ents, down=down)
+    assert len(data) == U.HEADER_LEN + 11 * len(ents) + U.MAC_LEN
+    m = U.parse(key, data, RID, BID, "down" if down else "up")
+    assert m.kind == (U.SUNCTR_DOWN if down else U.SUNCTR_UP) and m.sun == tuple(ents)
+    for c, _ in ents:  # card ids never in clear, nor in the repr
+        if c >= 2**40 and c != U.U64:  # enough entropy that a chance match in the ciphertext is out
+            assert c.to_bytes(8, "big") not in data[U.HEADER_LEN : -U.MAC_LEN]
+        assert ("%016x" % c) not in repr(m)
+
+
+def test_sunctr_bad_sizes_and_values_refused():
+    for n in (0, 65):
+        with pytest.raises(FormatError) as e:
+            U.build_sunctr(KEY, RID, BID, 1, [(1, 1)] * n)
+        assert e.value.reason == "size"
+    with pytest.raises(FormatError) as e:
+        U.build_sunctr(KEY, RID, BID, 1, [(1, 0x1000000)])
+    assert e.value.reason == "field"
+    with pytest.raises(FormatError) as e:
+        U.build_sunctr(KEY, RID, BID, 1, [(2**64, 1)])
+    assert e.value.reason == "field"
+    body = U.sun_body([(1, 2), (3, 4)])
+    for kind, d in ((U.SUNCTR_UP, "up"), (U.SUNCTR_DOWN, "down")):
+        for bad in (b"", body[:-1], body + b"\0", body * 32 + body[:11]):
+            with pytest.raises(FormatError) as e:
+                U.parse(KEY, U.seal(KEY, kind, RID, BID, 5, bad), RID, BID, d)
+            assert e.value.reason == "size", (d, len(bad))
+    assert U.sun_batches(range(130)) == [list(range(64)), list(range(64, 128)), [128, 129]]

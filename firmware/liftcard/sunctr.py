@@ -5,6 +5,12 @@
 # a building). Saved to flash while idle when it changed (file `sun.ctr`,
 # written beside and renamed), loaded at configuration.
 #
+# Shared through the gateway (docs/uplink.md, SUNCTR): a counter accepted at a
+# tap is marked unsent (one byte store on the tap path); the uplink sends the
+# unsent entries from idle time (unsent(), sent()); the counters the gateway
+# forwards from the building's other readers are merged with max() (merge()):
+# a counter never goes down.
+#
 #   file: "LCSC" count(2) entries(count x (card_id 8, counter 3 BE)) crc16(2)
 
 from array import array
@@ -23,6 +29,7 @@ class CounterTable:
         self.ids = bytearray(8 * size)
         self.ctr = array("i", [-1] * size)   # -1: empty slot
         self.used = array("i", [0] * size)   # last use, for eviction
+        self.unsent = bytearray(size)        # 1: accepted here, not yet sent to the gateway
         self._clock = 0
         self.dirty = False
 
@@ -45,6 +52,9 @@ class CounterTable:
         return s < 0 or counter > self.ctr[s]
 
     def accept(self, card, counter):
+        self.unsent[self._put(card, counter)] = 1
+
+    def _put(self, card, counter):
         s = self.find(card)
         if s < 0:
             s = 0
@@ -56,10 +66,50 @@ class CounterTable:
                     s = i
             for i in range(8):
                 self.ids[8 * s + i] = card[i]
+            self.unsent[s] = 0
         self.ctr[s] = counter
         self._clock += 1
         self.used[s] = self._clock
         self.dirty = True
+        return s
+
+    # ---- sharing through the gateway (off the tap path) ----
+
+    def unsent_slots(self, most):
+        # Up to `most` slots whose counter was accepted here and not yet sent.
+        out = []
+        for s in range(self.size):
+            if self.unsent[s] and self.ctr[s] >= 0:
+                out.append(s)
+                if len(out) == most:
+                    break
+        return out
+
+    def entries(self, slots):
+        # (card id, counter) of the slots, for the uplink codec.
+        mv = memoryview(self.ids)
+        for s in slots:
+            yield mv[8 * s : 8 * s + 8], self.ctr[s]
+
+    def sent(self, slots):
+        for s in slots:
+            self.unsent[s] = 0
+
+    def merge(self, body):
+        # The entries of a SUNCTR from the gateway (n x (card_id 8, counter 3
+        # BE), the codec checked the size): each counter raises this reader's
+        # with max(), never lowers it; an unknown card is inserted, evicting as
+        # accept() does. Returns how many entries raised a counter.
+        n = 0
+        for p in range(0, len(body) - 10, 11):
+            c = (body[p + 8] << 16) | (body[p + 9] << 8) | body[p + 10]
+            card = body[p : p + 8]
+            s = self.find(card)
+            if s >= 0 and c <= self.ctr[s]:
+                continue
+            self.unsent[self._put(card, c)] = 0  # the gateway has it already
+            n += 1
+        return n
 
     def save(self):
         import os
@@ -95,6 +145,7 @@ class CounterTable:
         for s in range(self.size):
             self.ctr[s] = -1
             self.used[s] = 0
+            self.unsent[s] = 0
         try:
             with open(PATH, "rb") as f:
                 buf = f.read(6 + _ENTRY * self.size + 2)

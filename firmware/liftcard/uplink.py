@@ -22,6 +22,12 @@
 # by the codec) moves the log's ack mark. Up messages go with QoS 0: the
 # application ACK is the delivery guarantee, and a QoS 1 PUBACK would be a
 # blocking round trip inside umqtt.publish().
+#
+# NTAG SUN counters (SUNCTR, docs/uplink.md): the counters taps accepted here
+# go up in batches of <= 64 when no RIDES batch is due, best effort (QoS 0, no
+# acknowledgement, not resent); the gateway forwards them to the building's
+# other readers and sends this reader the building's table at each
+# (re)connect. A SUNCTR from the gateway is merged into the table with max().
 
 import errno
 import gc
@@ -338,6 +344,8 @@ class Uplink:
         self.batches = 0
         self.acks = 0
         self.refused = 0
+        self.sun_sent = 0      # SUN counters sent up
+        self.sun_merged = 0    # SUN counters from the gateway that raised this reader's
 
     # ---- the step ----
 
@@ -381,7 +389,7 @@ class Uplink:
                         self._fail(ms, E_CONNECT, "no SUBACK")
                 elif self.state == S_UP:
                     self._keepalive(ms)
-                    if self.state == S_UP and not self._send_rides(ms):
+                    if self.state == S_UP and not self._send_rides(ms) and not self._send_sun():
                         self._send_status(ms, False)
         except MemoryError:
             gc.collect()
@@ -462,6 +470,20 @@ class Uplink:
         self.batches += 1
         return True
 
+    def _send_sun(self):
+        # The SUN counters accepted here since the last send, <= 64 of them.
+        nfc = self.reader.nfc
+        if nfc is None:
+            return False
+        t = nfc.counters
+        slots = t.unsent_slots(uc.MAX_SUN)
+        if not slots:
+            return False
+        self.client.publish(self.t_up, self.codec.sunctr(t.entries(slots)))
+        t.sent(slots)  # best effort: published once (see docs/uplink.md, SUNCTR)
+        self.sun_sent += len(slots)
+        return True
+
     def _send_status(self, ms, force):
         if not force and self.reader.board.ticks_diff(ms, self._status_ms) < _STATUS_MS:
             return
@@ -510,6 +532,12 @@ class Uplink:
                 _save_replay_state(codec)
                 r.wl.apply_delta(bytes(codec.blob))
                 self._status_ms = r.board.ticks_ms() - _STATUS_MS  # report the version
+            elif kind == uc.SUNCTR_DOWN:
+                # Another reader's NTAG counters: merged with max(), saved to
+                # flash by Reader.idle() as a tap's are. A replay is harmless
+                # (max never lowers a counter): link.ctr is not written.
+                if r.nfc is not None:
+                    self.sun_merged += r.nfc.counters.merge(codec.blob)
             else:
                 # WHITELIST: a chunk of a full list, assembled on flash.
                 from .wlrecv import on_chunk

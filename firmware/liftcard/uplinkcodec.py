@@ -2,8 +2,9 @@
 #
 #   header (24) | body, AES-128-CTR encrypted | MAC16 over header + ciphertext
 #
-# Up: RIDES (a batch of ride records), STATUS (heartbeat). Down: ACK, TIME,
-# DELTA (an LCWD blob), WHITELIST (a chunk of an LCWL file). Keys are derived
+# Up: RIDES (a batch of ride records), STATUS (heartbeat), SUNCTR_UP (NTAG
+# SUN counters). Down: ACK, TIME, DELTA (an LCWD blob), WHITELIST (a chunk of
+# an LCWL file), SUNCTR_DOWN (the building's SUN counters, same body). Keys are derived
 # from the reader key; the counter of every message only grows (replay).
 #
 # Off the tap path, but run for every batch: the message buffers are
@@ -24,10 +25,12 @@ VERSION = const(1)
 
 RIDES = const(0x01)
 STATUS = const(0x02)
+SUNCTR_UP = const(0x03)    # NTAG 424 SUN counters this reader accepted
 ACK = const(0x81)
 TIME = const(0x82)
 DELTA = const(0x83)
 WHITELIST = const(0x84)
+SUNCTR_DOWN = const(0x85)  # counters other readers of the building accepted
 
 HEADER_LEN = const(24)
 MAC_LEN = const(16)
@@ -38,6 +41,8 @@ MAX_BLOB = const(4096)
 MIN_DELTA = const(40)       # the smallest LCWD: header + MAC
 MIN_WHITELIST = const(48)   # the smallest LCWL: header + MAC
 WLCHUNK_HEADER_LEN = const(12)
+SUN_ENTRY_LEN = const(11)  # card_id u64, counter u24
+MAX_SUN = const(64)
 MIN_MSG = const(40)
 MAX_MSG = const(4148)       # header + 12 + 4096 + MAC
 _UP_MAX = const(1064)       # header + 32 rides + MAC
@@ -106,7 +111,7 @@ class Codec:
         # Fields of the last message open() accepted, by kind.
         self.seq = 0          # ACK: every record up to seq is acknowledged
         self.epoch_s = 0      # TIME: liftcard epoch seconds
-        self.blob = None      # DELTA: the LCWD; WHITELIST: the chunk's data (memoryview into a reused buffer)
+        self.blob = None      # DELTA: the LCWD; WHITELIST: the chunk's data; SUNCTR_DOWN: the entries (memoryview into a reused buffer)
         self.version = 0      # WHITELIST: version, total, offset
         self.total = 0
         self.offset = 0
@@ -186,6 +191,25 @@ class Codec:
                          last_error, flags, boot & 0xFFFF, time)
         return self._seal(STATUS, HEADER_LEN + STATUS_LEN)
 
+    def sunctr(self, entries):
+        # SUNCTR_UP from 1..64 (card_id 8 bytes, counter 0..0xFFFFFF) pairs.
+        b = self._up
+        pos = HEADER_LEN
+        n = 0
+        for card, ctr in entries:
+            if n == MAX_SUN or len(card) != 8 or ctr < 0 or ctr > 0xFFFFFF:
+                raise UplinkError("size" if n == MAX_SUN else "field")
+            for i in range(8):
+                b[pos + i] = card[i]
+            b[pos + 8] = (ctr >> 16) & 0xFF
+            b[pos + 9] = (ctr >> 8) & 0xFF
+            b[pos + 10] = ctr & 0xFF
+            pos += SUN_ENTRY_LEN
+            n += 1
+        if not n:
+            raise UplinkError("size")
+        return self._seal(SUNCTR_UP, pos)
+
     # ---- down: verify, decrypt, decode ----
 
     def open(self, msg, in_place=False):
@@ -218,7 +242,7 @@ class Codec:
         if msg[6] or msg[7]:
             raise UplinkError("field")
         kind = msg[5]
-        if kind != ACK and kind != TIME and kind != DELTA and kind != WHITELIST:
+        if kind != ACK and kind != TIME and kind != DELTA and kind != WHITELIST and kind != SUNCTR_DOWN:
             raise UplinkError("kind")
         _, _, _, _, reader, building, hi, lo = struct.unpack_from(_HDR, msg, 0)
         if reader != self.reader_id:
@@ -235,6 +259,9 @@ class Codec:
                 raise UplinkError("size")
         elif kind == DELTA:
             if blen < MIN_DELTA or blen > MAX_BLOB:
+                raise UplinkError("size")
+        elif kind == SUNCTR_DOWN:
+            if blen % SUN_ENTRY_LEN or blen == 0 or blen > MAX_SUN * SUN_ENTRY_LEN:
                 raise UplinkError("size")
         elif blen <= WLCHUNK_HEADER_LEN:
             raise UplinkError("size")
@@ -253,7 +280,7 @@ class Codec:
                 self.seq = v
             else:
                 self.epoch_s = v
-        elif kind == DELTA:
+        elif kind == DELTA or kind == SUNCTR_DOWN:
             self.blob = memoryview(body)[b0 : b0 + blen]
         else:
             version, total, offset = struct.unpack_from(">III", body, b0)

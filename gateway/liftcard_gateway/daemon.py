@@ -20,6 +20,16 @@ new boot or a smaller uptime), or when the last TIME to it is older than
 TIME_SYNC_INTERVAL_S. STATUS carries no reader time, so no clock drift is
 measured.
 
+NTAG SUN counters (docs/uplink.md, SUNCTR): a verified SUNCTR from a reader
+is max-merged into sun_counters of its building (one transaction, with its
+link counter); the entries that went up are forwarded at once, as a down
+SUNCTR (QoS 1, the same down counter), to every other configured reader of
+that building. At a reader's first STATUS since the gateway started, its Last
+Will, its reboot or the gateway's own reconnect to the broker, the gateway
+sends it the building's table (the SUN_TABLE_SIZE most recent counters, most
+recent first, <= 64 per message), so a reader that was offline catches up.
+Card ids are never logged.
+
 Refused payloads are logged, one JSON object per line on stderr: event,
 reader_id, reason (never a card id, key, MAC or body).
 """
@@ -51,6 +61,9 @@ TIME_SYNC_INTERVAL_S = 600.0
 # Messages handled as one group (their ride batches share one SQLite commit),
 # and how many may wait for the ingest thread.
 GROUP_MAX = 64
+# The reader's NTAG counter table size (firmware/liftcard/sunctr.py): the
+# catch-up sends at most this many counters, the most recent first.
+SUN_TABLE_SIZE = 128
 INBOX_MAX = 1024
 
 
@@ -88,6 +101,8 @@ class Gateway:
         # the reader's last STATUS; dropped on a Last Will. In memory only: a
         # gateway restart re-syncs every reader at its next STATUS.
         self._clock: dict[int, tuple] = {}
+        # Readers sent the building's SUN counter table since their (re)connect.
+        self._sun_synced: set[int] = set()
         self._stop = threading.Event()
         self._inbox: queue.Queue = queue.Queue(INBOX_MAX)
         self._ingest_done = threading.Event()
@@ -165,6 +180,41 @@ class Gateway:
                 self.log("time_sent", reader_id=reader_id, epoch_s=epoch_s, why=reason)
         self._clock[reader_id] = (sent_at, st.boot, st.uptime)
 
+    # -- NTAG SUN counters ----------------------------------------------------------
+    def _send_sun(self, reader_id: int, building_id: int, entries) -> int:
+        """SUNCTR down messages (<= 64 entries each) to one reader; returns how many."""
+        n = 0
+        for part in uplink.sun_batches(entries):
+            msg = uplink.build_sunctr(self._keys[reader_id], reader_id, building_id, self._next_counter(), part,
+                                      down=True)
+            self.client.publish("lc/%d/reader-%d/down" % (building_id, reader_id), msg, qos=1)
+            n += 1
+        return n
+
+    def _on_sunctr(self, topic: str, reader_id: int, building_id: int, msg) -> None:
+        try:
+            raised = self.store.merge_sun(reader_id, building_id, msg.counter, msg.sun)
+        except ReplayError:
+            self._refuse(reader_id, "replay", topic)
+            return
+        to = []
+        if raised:
+            for rid, rc in sorted(self.cfg.readers.items()):
+                if rc.building_id == building_id and rid != reader_id:
+                    try:
+                        self._send_sun(rid, building_id, raised)
+                        to.append(rid)
+                    except Exception as e:  # one reader must not stop the others
+                        self.log("error", reader_id=rid, error=type(e).__name__)
+        self.log("sun_counters", reader_id=reader_id, entries=len(msg.sun), raised=len(raised), forwarded_to=to)
+
+    def _send_sun_table(self, reader_id: int, building_id: int) -> None:
+        table = self.store.sun_counters(building_id, SUN_TABLE_SIZE)
+        sent = self._send_sun(reader_id, building_id, table) if table else 0
+        self._sun_synced.add(reader_id)
+        if table:
+            self.log("sun_table_sent", reader_id=reader_id, entries=len(table), messages=sent)
+
     # -- card database ------------------------------------------------------------
     def _offer_cards(self, reader_id: int, building_id: int, held: int) -> None:
         down = "lc/%d/reader-%d/down" % (building_id, reader_id)
@@ -193,6 +243,9 @@ class Gateway:
             self.log("broker_refused", reason=str(reason_code))
             return
         client.subscribe(SUBSCRIPTIONS)
+        # Forwards published while the gateway was away from the broker were
+        # lost: every reader gets the building's table at its next STATUS.
+        self._sun_synced.clear()
         self._connected.set()
         self.log("connected", host=self.cfg.broker.host, port=self.cfg.broker.port,
                  session_present=bool(getattr(flags, "session_present", False)))
@@ -278,6 +331,7 @@ class Gateway:
             self.store.mark_offline(reader_id)
             self._held.pop(reader_id, None)
             self._clock.pop(reader_id, None)  # its next STATUS is a (re)connect: sync again
+            self._sun_synced.discard(reader_id)
             self.log("reader_offline", reader_id=reader_id)
             return
         try:
@@ -286,13 +340,17 @@ class Gateway:
         except FormatError as e:
             self._refuse(reader_id, e.reason, topic)
             return
-        want = uplink.RIDES if leaf == "up" else uplink.STATUS
-        if msg.kind != want:
+        allowed = (uplink.RIDES, uplink.SUNCTR_UP) if leaf == "up" else (uplink.STATUS,)
+        if msg.kind not in allowed:
             self._refuse(reader_id, "kind", topic)
             return
+        want = msg.kind
         if want == uplink.RIDES:
             return topic, reader_id, building_id, msg
         self._store_rides(rides)  # earlier batches first: the store sees messages in order
+        if want == uplink.SUNCTR_UP:
+            self._on_sunctr(topic, reader_id, building_id, msg)
+            return None
         if want == uplink.STATUS:
             try:
                 self.store.store_status(reader_id, msg.counter, msg.status)
@@ -304,7 +362,12 @@ class Gateway:
             self.log("status", reader_id=reader_id, backlog=st.backlog, wl_version=st.wl_version,
                      free_heap=st.free_heap, uptime=st.uptime, clock_synced=synced,
                      drift_s=(st.time - epoch_from_unix(int(time.time()))) if synced else None)
+            prev = self._clock.get(reader_id)
+            if prev is None or prev[1] != st.boot or st.uptime < prev[2]:
+                self._sun_synced.discard(reader_id)  # a (re)connect or a reboot: catch up
             self._maybe_send_time(reader_id, building_id, st)
+            if reader_id not in self._sun_synced:
+                self._send_sun_table(reader_id, building_id)
             self._held[reader_id] = st.wl_version
             if self.cards is not None:  # a reader behind the card database gets a DELTA or the full list
                 self._offer_cards(reader_id, building_id, st.wl_version)

@@ -21,6 +21,11 @@ Tables:
   seqs jump past the highest stored + 1 records the missing range; it is marked
   filled once every seq in it is stored. Never hidden, never deleted.
 - meta (key pk, value): the gateway's boot count for its down counters.
+- sun_counters (building_id, card_id) primary key: the highest NTAG 424 SUN
+  counter (SDMReadCtr, u24) any reader of the building reported for the card
+  (card_id as 16 hex digits), and updated_at (when it last went up). Only ever
+  raised (max-merge), one transaction per SUNCTR message with the reader's
+  link counter (docs/uplink.md, SUNCTR).
 
 Unsynced rides (docs/gateway.md, "Clock"): a ride with flag CLOCK_UNSYNCED
 keeps its `time` as the reader logged it; once a synced ride of the same reader
@@ -114,6 +119,10 @@ class Store:
             db["gaps"].create_index(["reader_id", "filled_at"])
         if "meta" not in db.table_names():
             db["meta"].create({"key": str, "value": int}, pk="key")
+        if "sun_counters" not in db.table_names():
+            db["sun_counters"].create({"building_id": int, "card_id": str, "counter": int, "updated_at": float},
+                                      pk=("building_id", "card_id"), not_null={"building_id", "card_id", "counter"})
+            db["sun_counters"].create_index(["building_id", "updated_at"], index_name="sun_recent")
         # Databases made before these columns existed: add them (NULL = not set).
         for table, cols in (("rides", {"time_corrected": int, "time_ref_seq": int}),
                             ("readers", {"time_sent_at": float, "time_sent_epoch": int, "clock_drift_s": int,
@@ -316,6 +325,48 @@ class Store:
         except BaseException:
             c.execute("ROLLBACK")
             raise
+
+    def merge_sun(self, reader_id: int, building_id: int, counter: int, entries,
+                  now: float | None = None) -> list:
+        """Max-merge the (card_id, counter) entries of a verified SUNCTR from
+        the reader into its building's sun_counters, and record the message's
+        link counter, in ONE transaction. Returns the entries that raised a
+        counter (or were new), in message order, at most one per card."""
+        now = _now() if now is None else now
+        c = self.conn
+        raised: dict[int, int] = {}
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            row = c.execute("SELECT last_up_counter FROM readers WHERE reader_id=?", (reader_id,)).fetchone()
+            if row is None:
+                raise UnknownReader("reader %d is not registered" % reader_id)
+            if counter <= (row[0] or 0):
+                raise ReplayError("counter is not greater than the last accepted for reader %d" % reader_id)
+            for card_id, ctr in entries:
+                cid = "%016x" % card_id
+                cur = c.execute("SELECT counter FROM sun_counters WHERE building_id=? AND card_id=?",
+                                (building_id, cid)).fetchone()
+                if cur is not None and ctr <= cur[0]:
+                    continue
+                c.execute("INSERT INTO sun_counters (building_id, card_id, counter, updated_at) VALUES (?, ?, ?, ?) "
+                          "ON CONFLICT (building_id, card_id) DO UPDATE SET counter=excluded.counter, "
+                          "updated_at=excluded.updated_at", (building_id, cid, ctr, now))
+                raised[card_id] = ctr
+            c.execute("UPDATE readers SET last_up_counter=?, last_seen=? WHERE reader_id=?", (counter, now, reader_id))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return list(raised.items())
+
+    def sun_counters(self, building_id: int, limit: int | None = None) -> list:
+        """(card_id, counter) of the building, the most recently raised first."""
+        sql = "SELECT card_id, counter FROM sun_counters WHERE building_id=? ORDER BY updated_at DESC, card_id"
+        args: tuple = (building_id,)
+        if limit is not None:
+            sql += " LIMIT ?"
+            args += (limit,)
+        return [(int(cid, 16), ctr) for cid, ctr in self.conn.execute(sql, args)]
 
     def record_time_sent(self, reader_id: int, epoch_s: int, now: float | None = None) -> None:
         """Note that a TIME with epoch_s was published to the reader."""

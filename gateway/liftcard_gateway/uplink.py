@@ -50,14 +50,17 @@ VERSION = 1
 # Kinds. Bit 7 set = down (gateway -> reader).
 RIDES = 0x01
 STATUS = 0x02
+SUNCTR_UP = 0x03     # NTAG 424 SUN counters a reader accepted (docs/uplink.md)
 ACK = 0x81
 TIME = 0x82
 DELTA = 0x83
 WHITELIST = 0x84
+SUNCTR_DOWN = 0x85   # the same body, forwarded by the gateway to the building's other readers
 
-UP_KINDS = (RIDES, STATUS)
-DOWN_KINDS = (ACK, TIME, DELTA, WHITELIST)
-KIND_NAMES = {RIDES: "rides", STATUS: "status", ACK: "ack", TIME: "time", DELTA: "delta", WHITELIST: "whitelist"}
+UP_KINDS = (RIDES, STATUS, SUNCTR_UP)
+DOWN_KINDS = (ACK, TIME, DELTA, WHITELIST, SUNCTR_DOWN)
+KIND_NAMES = {RIDES: "rides", STATUS: "status", SUNCTR_UP: "sunctr_up", ACK: "ack", TIME: "time", DELTA: "delta",
+              WHITELIST: "whitelist", SUNCTR_DOWN: "sunctr_down"}
 KINDS_BY_NAME = {v: k for k, v in KIND_NAMES.items()}
 
 UP = "up"
@@ -75,6 +78,9 @@ _STATUS = struct.Struct(">IIIIIBBHI")  # uptime heap backlog wl_version unrecord
 STATUS_LEN = _STATUS.size  # 28
 _WLCHUNK = struct.Struct(">III")   # version total offset
 WLCHUNK_HEADER_LEN = _WLCHUNK.size  # 12
+SUN_ENTRY_LEN = 11                 # SUNCTR entry: card_id u64, counter u24 (the NTAG SDMReadCtr)
+MAX_SUN = 64                       # entries per SUNCTR message
+SUN_MAX_COUNTER = 0xFFFFFF
 MAX_BODY = WLCHUNK_HEADER_LEN + MAX_BLOB
 MIN_MSG = HEADER_LEN + MAC_LEN                # 40: an empty body
 MAX_MSG = HEADER_LEN + MAX_BODY + MAC_LEN     # 4148
@@ -207,7 +213,8 @@ class WhitelistChunk:
 class Message:
     """A verified, decrypted message. Exactly one body field is set, by kind:
     rides (RIDES), status (STATUS), seq (ACK: every record up to seq is
-    acknowledged), epoch_s (TIME), blob (DELTA: an LCWD), chunk (WHITELIST).
+    acknowledged), epoch_s (TIME), blob (DELTA: an LCWD), chunk (WHITELIST),
+    sun (SUNCTR up or down: ((card_id, counter), ...) in message order).
     The repr never shows card ids or blob content."""
 
     kind: int
@@ -220,6 +227,7 @@ class Message:
     epoch_s: int | None = None
     blob: bytes | None = None
     chunk: WhitelistChunk | None = None
+    sun: tuple = ()
 
     @property
     def kind_name(self) -> str:
@@ -241,6 +249,8 @@ class Message:
             detail = ", blob=%d bytes" % len(self.blob)
         elif self.kind == WHITELIST:
             detail = ", %r" % (self.chunk,)
+        elif self.kind in (SUNCTR_UP, SUNCTR_DOWN):
+            detail = ", entries=%d" % len(self.sun)
         return "Message(%s, reader=%d, building=%d, counter=%d%s)" % (
             KIND_NAMES.get(self.kind, "?"), self.reader_id, self.building_id, self.counter, detail)
 
@@ -317,6 +327,30 @@ def build_whitelist_chunk(key, reader_id: int, building_id: int, counter: int, v
     _check_chunk(_need_uint("version", version, U32), _need_uint("total", total, U32),
                  _need_uint("offset", offset, U32), len(data))
     return seal(key, WHITELIST, reader_id, building_id, counter, _WLCHUNK.pack(version, total, offset) + data)
+
+
+def sun_body(entries) -> bytes:
+    """A SUNCTR body from 1..64 (card_id, counter) pairs (counter u24)."""
+    entries = list(entries)
+    if not 1 <= len(entries) <= MAX_SUN:
+        raise FormatError(R_SIZE, "a SUNCTR message carries 1..%d entries, got %d" % (MAX_SUN, len(entries)))
+    out = bytearray()
+    for card_id, counter in entries:
+        out += _need_uint("card_id", card_id, U64).to_bytes(8, "big")
+        out += _need_uint("counter", counter, SUN_MAX_COUNTER).to_bytes(3, "big")
+    return bytes(out)
+
+
+def build_sunctr(key, reader_id: int, building_id: int, counter: int, entries, down: bool = False) -> bytes:
+    """SUNCTR: NTAG 424 SUN counters (card_id u64, counter u24), 1..64 entries;
+    up (0x03) from a reader, or down (0x85) from the gateway."""
+    return seal(key, SUNCTR_DOWN if down else SUNCTR_UP, reader_id, building_id, counter, sun_body(entries))
+
+
+def sun_batches(entries, size: int = MAX_SUN):
+    """Entries cut into lists of at most `size` (one SUNCTR message each)."""
+    entries = list(entries)
+    return [entries[i : i + size] for i in range(0, len(entries), size)]
 
 
 def whitelist_chunks(blob: bytes, size: int = MAX_BLOB):
@@ -408,6 +442,8 @@ def parse(key, data: bytes, reader_id: int | None = None, building_id: int | Non
         if not MIN_DELTA <= len(body) <= MAX_BLOB:
             raise FormatError(R_SIZE, "delta body must be %d..%d bytes, got %d" % (MIN_DELTA, MAX_BLOB, len(body)))
         m["blob"] = body
+    elif kind in (SUNCTR_UP, SUNCTR_DOWN):
+        m["sun"] = _parse_sun(body)
     else:  # WHITELIST
         if len(body) <= WLCHUNK_HEADER_LEN:
             raise FormatError(R_SIZE, "whitelist chunk body too short: %d bytes" % len(body))
@@ -415,6 +451,16 @@ def parse(key, data: bytes, reader_id: int | None = None, building_id: int | Non
         _check_chunk(version, total, offset, len(body) - WLCHUNK_HEADER_LEN)
         m["chunk"] = WhitelistChunk(version, total, offset, body[WLCHUNK_HEADER_LEN:])
     return Message(**m)
+
+
+def _parse_sun(body: bytes) -> tuple:
+    if len(body) % SUN_ENTRY_LEN:
+        raise FormatError(R_SIZE, "SUNCTR body is %d bytes, not a whole number of entries" % len(body))
+    n = len(body) // SUN_ENTRY_LEN
+    if not 1 <= n <= MAX_SUN:
+        raise FormatError(R_SIZE, "a SUNCTR message carries 1..%d entries, got %d" % (MAX_SUN, n))
+    return tuple((int.from_bytes(body[p : p + 8], "big"), int.from_bytes(body[p + 8 : p + 11], "big"))
+                 for p in range(0, len(body), SUN_ENTRY_LEN))
 
 
 def _parse_rides(body: bytes) -> tuple:

@@ -47,6 +47,8 @@ def test_encode_up_vectors():
         f = v["fields"]
         if v["kind"] == "rides":
             got = c.rides(unhex(h) for h in f["records"])
+        elif v["kind"] == "sunctr_up":
+            got = c.sunctr((unhex(e[0]), e[1]) for e in f["entries"])
         else:
             check(v["kind"] == "status", v["kind"])
             got = c.status(f["uptime"], f["free_heap"], f["backlog"], f["wl_version"], f["unrecorded"],
@@ -55,7 +57,7 @@ def test_encode_up_vectors():
         v = f = got = None
         gc.collect()
         n += 1
-    check(n >= 6, "up vectors: %d" % n)
+    check(n >= 9, "up vectors: %d" % n)
 
 
 def test_up_counter_grows():
@@ -75,6 +77,16 @@ def test_too_many_rides_refused():
     check(_reason(c.rides, [rec] * 33) == "size")
     check(_reason(c.rides, [rec[:31]]) == "size")
     check(len(c.rides([rec] * 32)) == 24 + 32 * 32 + 16)
+
+
+def test_sunctr_bad_sizes_refused():
+    c = _codec()
+    card = bytes(range(8))
+    check(_reason(c.sunctr, []) == "size", "no entry")
+    check(_reason(c.sunctr, [(card, 1)] * 65) == "size", "65 entries")
+    check(_reason(c.sunctr, [(card, 0x1000000)]) == "field", "counter above u24")
+    check(_reason(c.sunctr, [(card[:7], 1)]) == "field", "card id of 7 bytes")
+    check(len(c.sunctr([(card, 0xFFFFFF)] * 64)) == 24 + 64 * 11 + 16)
 
 
 def test_card_ids_not_in_clear():
@@ -99,14 +111,19 @@ def test_decode_down_vectors():
         _set_down_last(c, v["last_counter"])
         kind = c.open(unhex(v["hex"]))
         f = v["fields"]
-        check(kind == {"ack": uc.ACK, "time": uc.TIME, "delta": uc.DELTA, "whitelist": uc.WHITELIST}[v["kind"]],
-              "kind of: " + v["why"])
+        check(kind == {"ack": uc.ACK, "time": uc.TIME, "delta": uc.DELTA, "whitelist": uc.WHITELIST,
+                       "sunctr_down": uc.SUNCTR_DOWN}[v["kind"]], "kind of: " + v["why"])
         if kind == uc.ACK:
             check(c.seq == f["seq"], v["why"])
         elif kind == uc.TIME:
             check(c.epoch_s == f["epoch_s"], v["why"])
         elif kind == uc.DELTA:
             check(bytes(c.blob) == unhex(f["blob"]), v["why"])
+        elif kind == uc.SUNCTR_DOWN:
+            want = b""
+            for e in f["entries"]:
+                want += unhex(e[0]) + bytes(((e[1] >> 16) & 0xFF, (e[1] >> 8) & 0xFF, e[1] & 0xFF))
+            check(bytes(c.blob) == want, v["why"])
         else:
             check((c.version, c.total, c.offset) == (f["version"], f["total"], f["offset"]), v["why"])
             check(bytes(c.blob) == unhex(f["data"]), v["why"])

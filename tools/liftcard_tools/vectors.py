@@ -812,6 +812,19 @@ def gen_uplink():
         msg = ul.build_status(keys, rid, bid, ctr, st)
         valid.append({"kind": "status", "direction": "up", "counter": ctr, "last_counter": last, "why": why,
                       "hex": msg.hex(), "fields": st.to_fields()})
+    s = _Det("uplink sun counters")
+    sun64 = [(s.bits(64), s.bits(24)) for _ in range(ul.MAX_SUN)]
+    suns = [
+        ("one NTAG counter", up(4, 4), up(4, 3), [(ID_BELOW_HIGH, 7)]),
+        ("counters 0 and 0xFFFFFF, card ids 0 and the largest", up(4, 5), up(4, 4),
+         [(ID_ZERO, 0), (ID_MAX, 0xFFFFFF), (0x04A21B9C11223344, 0x010203)]),
+        ("64 counters, the most a message carries", up(4, 6), up(4, 5), sun64),
+    ]
+    for why, ctr, last, ents in suns:
+        msg = ul.build_sunctr(keys, rid, bid, ctr, ents)
+        assert ul.parse(keys, msg, rid, bid, ul.UP, last).sun == tuple(ents)
+        valid.append({"kind": "sunctr_up", "direction": "up", "counter": ctr, "last_counter": last, "why": why,
+                      "hex": msg.hex(), "fields": {"entries": [["%016x" % c, n] for c, n in ents]}})
 
     ack = ul.build_ack(keys, rid, bid, down(1), 4)
     tim = ul.build_time(keys, rid, bid, down(2), t)
@@ -836,6 +849,11 @@ def gen_uplink():
     downs.append(("time sync after the gateway rebooted (its boot count 41)", "time", ul.counter_of(41, 1),
                   down(ctr - 1), ul.build_time(keys, rid, bid, ul.counter_of(41, 1), 0xFFFFFFFF),
                   {"epoch_s": 0xFFFFFFFF}))
+    for why, ctr_, ents in (("SUN counters from another reader of the building", ul.counter_of(41, 2),
+                             [(ID_BELOW_HIGH, 8), (ID_MAX, 0xFFFFFF)]),
+                            ("64 SUN counters (a catch-up message)", ul.counter_of(41, 3), sun64)):
+        downs.append((why, "sunctr_down", ctr_, downs[-1][2], ul.build_sunctr(keys, rid, bid, ctr_, ents, down=True),
+                      {"entries": [["%016x" % c, n] for c, n in ents]}))
     for why, kind, ctr_, last, msg, fields in downs:
         ul.parse(keys, msg, rid, bid, ul.DOWN, last)
         valid.append({"kind": kind, "direction": "down", "counter": ctr_, "last_counter": last, "why": why,
@@ -857,6 +875,8 @@ def gen_uplink():
         return ul.seal(keys, kind, reader, building, ctr, body, **kw)
 
     st_bytes = statuses[0][3].pack()
+    sun3 = ul.sun_body(suns[1][3])
+    sun65 = ul.sun_body(sun64) + ul.sun_body(suns[0][3])
     first_card = ul.HEADER_LEN + 12  # the first ride's card id in the ciphertext
     inv = [
         # up: what the gateway refuses
@@ -882,7 +902,13 @@ def gen_uplink():
         ("up", l_up, ul.seal(keys, ul.RIDES, rid, bid, c_up, b"".join(rec3), reserved=1).hex(),
          "nonzero reserved header field (valid MAC)", "field"),
         ("up", l_up, sealed(ul.ACK, ctr=c_up).hex(), "a down kind (ACK) sent up (valid MAC)", "kind"),
-        ("up", l_up, sealed(0x03, b"", ctr=c_up).hex(), "unknown kind 0x03 (valid MAC)", "kind"),
+        ("up", l_up, sealed(0x04, b"", ctr=c_up).hex(), "unknown kind 0x04 (valid MAC)", "kind"),
+        ("up", l_up, sealed(ul.SUNCTR_DOWN, sun3, ctr=c_up).hex(), "a down kind (SUNCTR 0x85) sent up (valid MAC)",
+         "kind"),
+        ("up", l_up, sealed(ul.SUNCTR_UP, b"", ctr=c_up).hex(), "SUNCTR with no entry (valid MAC)", "size"),
+        ("up", l_up, sealed(ul.SUNCTR_UP, sun3[:-1], ctr=c_up).hex(),
+         "SUNCTR body not a whole number of 11-byte entries (valid MAC)", "size"),
+        ("up", l_up, sealed(ul.SUNCTR_UP, sun65, ctr=c_up).hex(), "SUNCTR with 65 entries (valid MAC)", "size"),
         ("up", l_up, rides_raw(b"".join(x.pack() for x in batch32) + rec3[0]).hex(),
          "33 rides: one more than a message carries (valid MAC)", "size"),
         ("up", l_up, rides_raw(b"".join(rec3)[:-1]).hex(), "rides body not a whole number of records (valid MAC)",
@@ -916,7 +942,12 @@ def gen_uplink():
         ("down", 0, sealed(reserved=0x100).hex(), "nonzero reserved header field (valid MAC)", "field"),
         ("down", 0, rides_raw(b"".join(rec3), c_ack).hex(), "an up kind (RIDES) sent down (valid MAC)", "kind"),
         ("down", 0, sealed(ul.STATUS, st_bytes).hex(), "an up kind (STATUS) sent down (valid MAC)", "kind"),
-        ("down", 0, sealed(0x85, b"").hex(), "unknown kind 0x85 (valid MAC)", "kind"),
+        ("down", 0, sealed(0x86, b"").hex(), "unknown kind 0x86 (valid MAC)", "kind"),
+        ("down", 0, sealed(ul.SUNCTR_UP, sun3).hex(), "an up kind (SUNCTR 0x03) sent down (valid MAC)", "kind"),
+        ("down", 0, sealed(ul.SUNCTR_DOWN, b"").hex(), "SUNCTR with no entry (valid MAC)", "size"),
+        ("down", 0, sealed(ul.SUNCTR_DOWN, sun3 + b"\x00").hex(),
+         "SUNCTR body not a whole number of 11-byte entries (valid MAC)", "size"),
+        ("down", 0, sealed(ul.SUNCTR_DOWN, sun65).hex(), "SUNCTR with 65 entries (valid MAC)", "size"),
         ("down", 0, sealed(ul.ACK, (4).to_bytes(5, "big")).hex(), "ACK body of 5 bytes (valid MAC)", "size"),
         ("down", 0, sealed(ul.TIME, b"\x00\x01\x02").hex(), "TIME body of 3 bytes (valid MAC)", "size"),
         ("down", 0, sealed(ul.DELTA, delta_blob[:39]).hex(), "DELTA body of 39 bytes (valid MAC)", "size"),
