@@ -11,7 +11,7 @@
 import time
 from micropython import const
 
-from .pn532 import WAKEUP
+from .pn532 import NACK, WAKEUP
 
 _I2C_ADDR = const(0x24)
 
@@ -85,8 +85,12 @@ class UartLink:
 
 class I2cLink:
     # Every I2C read starts with a status byte (bit 0: a frame is ready) and
-    # then the frame from its first byte; a read shorter than the frame is
-    # repeated longer. The frame lands in _buf and is handed out by readinto.
+    # then the frame from its first byte (UM0701-02 6.2.4). A 1-byte read
+    # polls the status; a longer one takes the frame off the chip, so a frame
+    # longer than the first read (1 + size bytes) is asked for again with a
+    # NACK (the chip resends its last response) and read whole next time.
+    # The frame lands in _buf and is handed out by readinto; a bus error
+    # (the chip NAKs its address while busy) reads as "nothing yet".
 
     def __init__(self, i2c, addr=_I2C_ADDR, size=64):
         self._i2c = i2c
@@ -95,6 +99,7 @@ class I2cLink:
         self._small = bytearray(1 + size)
         self._big = bytearray(1 + 264 + 10)
         self._buf = self._small
+        self._next = self._small  # the buffer of the next frame read
         self._pos = 0
         self._end = 0
         self._tx = memoryview(bytearray(264 + 10))
@@ -103,25 +108,36 @@ class I2cLink:
         tx = self._tx
         for i in range(n):
             tx[i] = buf[i]
-        self._i2c.writeto(self._addr, tx[:n])
+        try:
+            self._i2c.writeto(self._addr, tx[:n])
+        except OSError:
+            pass  # not taken: the driver's ACK wait times out and resends
 
     def readinto(self, buf):
         if self._pos >= self._end:
             self._pos = self._end = 0
+            i2c = self._i2c
+            b = self._next
             try:
-                self._i2c.readfrom_into(self._addr, self._st)
+                i2c.readfrom_into(self._addr, self._st)
+                if not self._st[0] & 1:
+                    return 0
+                i2c.readfrom_into(self._addr, b)
             except OSError:
-                return 0  # the chip NAKs its address while busy
-            if not self._st[0] & 1:
                 return 0
-            b = self._small
-            self._i2c.readfrom_into(self._addr, b)
+            if not b[0] & 1:
+                return 0
             # 00 00 FF LEN LCS: a long frame needs the long read
-            if b[1] == 0 and b[2] == 0 and b[3] == 0xFF and (
+            if b is self._small and b[1] == 0 and b[2] == 0 and b[3] == 0xFF and (
                 (b[4] == 0xFF and b[5] == 0xFF) or (b[4] not in (0, 0xFF) and b[4] + 8 > len(b))
             ):
-                b = self._big
-                self._i2c.readfrom_into(self._addr, b)
+                self._next = self._big
+                try:
+                    i2c.writeto(self._addr, NACK)
+                except OSError:
+                    pass
+                return 0
+            self._next = self._small
             self._buf = b
             self._pos = 1  # skip the status byte
             self._end = len(b)
@@ -138,6 +154,8 @@ class I2cLink:
 
     def wake(self):
         # I2C wakes the chip by its address; give it the documented 1-2 ms.
+        self._pos = self._end = 0
+        self._next = self._small
         try:
             self._i2c.writeto(self._addr, b"\x00")
         except OSError:

@@ -12,6 +12,9 @@
     emu.stats.exchanges          # frames and bytes per command, both directions + RF
     emu.stop()
 
+    emu = PN532Emulator(i2c=True)    # the same chip on I2C (address 0x24): the pty
+                                     # carries the bus transport below, not HSU bytes
+
 Command line (a MicroPython process can open the printed path):
 
     python -m liftcard_tools.nfc.pn532emu --cards spec.json
@@ -31,6 +34,26 @@ Behaviour (documented in docs/nfc.md):
 * Commands: GetFirmwareVersion 02, SAMConfiguration 14, RFConfiguration 32,
   InListPassiveTarget 4A (106 kbps type A only), InDataExchange 40,
   InCommunicateThru 42, InDeselect 44, InRelease 52.
+
+I2C mode (UM0701-02 6.2.4; `PN532Emulator(i2c=True)`, `--i2c`): the pty stands
+for the wires, one bus transaction per record (u16 big-endian):
+  host -> emu  "W" LEN(2) BYTES    an I2C write to 0x24: one frame from the host
+  host -> emu  "R" N(2)            an I2C read of N bytes from 0x24
+  emu -> host  exactly N bytes     (answers each "R" only; a "W" has no answer)
+A read answers the status byte, then the pending frame (ACK or response),
+padded with 00 (the host may read a fixed length and ignore the rest):
+* status 00 (rest 00) while asleep, silenced, with nothing to send (a command
+  still running: InListPassiveTarget waiting for a card), and for the first
+  read after every host write and after every frame taken, while more follow
+  (the chip "busy": the host must poll again);
+* status 01 + the frame otherwise. A 1-byte read is the status alone and
+  takes nothing; a longer read takes the frame off the chip, whatever its
+  length: to read a long frame again the host sends NACK (the chip resends
+  its last response), as on the real chip.
+A write while asleep only wakes the chip (I2C wakes it by its address; that
+transaction is not taken as a frame). Every host write replaces what the
+chip had still to send. Frames, commands, faults and stats as on HSU;
+stats.i2c_writes / i2c_reads / not_ready count the bus transactions.
 """
 
 from __future__ import annotations
@@ -97,12 +120,15 @@ class Stats:
     the card in InDataExchange / InCommunicateThru)."""
 
     def __init__(self):
-        self.exchanges: list[dict] = []
-        self.ignored_bytes = 0
+        self.reset()
 
     def reset(self) -> None:
         self.exchanges = []
         self.ignored_bytes = 0
+        # I2C mode: bus transactions, and reads answered "not ready" (status 00)
+        self.i2c_writes = 0
+        self.i2c_reads = 0
+        self.not_ready = 0
 
     def totals(self) -> dict:
         keys = ("host_frames", "host_bytes", "chip_frames", "chip_bytes", "rf_out", "rf_in")
@@ -113,7 +139,7 @@ class Stats:
 
 
 class PN532Emulator:
-    def __init__(self, response_delay: float = 0.0):
+    def __init__(self, response_delay: float = 0.0, i2c: bool = False):
         self.lock = threading.RLock()
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
@@ -122,6 +148,8 @@ class PN532Emulator:
         self.faults = Faults(self)
         self.stats = Stats()
         self.response_delay = response_delay
+        self.i2c = i2c
+        self._bus_rx = bytearray()
         self._thread = None
         self._stop = threading.Event()
         self._reset_state()
@@ -136,6 +164,8 @@ class PN532Emulator:
         self.mx_rty_passive = 0xFF
         self.rf_on = True
         self.sam_done = False
+        self._outq: list[bytes] = []  # I2C: frames the host has still to read
+        self._busy = False             # I2C: the next read answers "not ready"
 
     def reset(self) -> None:
         """Hard reset (the host pulses RSTPDN): back to the power-on state."""
@@ -182,7 +212,10 @@ class PN532Emulator:
                 time.sleep(0.01)
                 continue
             with self.lock:
-                self.feed(data)
+                if self.i2c:
+                    self._bus(data)
+                else:
+                    self.feed(data)
 
     # -- byte level --
     def _send(self, data: bytes, stat: dict | None) -> None:
@@ -192,10 +225,64 @@ class PN532Emulator:
         if stat is not None:
             stat["chip_bytes"] += len(data)
             stat["chip_frames"] += 1
+        if self.i2c:
+            self._outq.append(data)
+            return
         try:
             os.write(self.master, data)
         except OSError:
             pass
+
+    # -- I2C bus transport (see the module doc) --
+    def _bus(self, data: bytes) -> None:
+        rx = self._bus_rx
+        rx += data
+        while len(rx) >= 3:
+            op, n = rx[0], (rx[1] << 8) | rx[2]
+            if op == 0x57:  # "W"
+                if len(rx) < 3 + n:
+                    return
+                payload = bytes(rx[3:3 + n])
+                del rx[:3 + n]
+                self._i2c_write(payload)
+            elif op == 0x52:  # "R"
+                del rx[:3]
+                try:
+                    os.write(self.master, self._i2c_read(n))
+                except OSError:
+                    pass
+            else:
+                del rx[:1]
+                self.stats.ignored_bytes += 1
+
+    def _i2c_write(self, data: bytes) -> None:
+        self.stats.i2c_writes += 1
+        if self.faults.silent:
+            self.stats.ignored_bytes += len(data)
+            return
+        if not self.awake:
+            self.awake = True  # addressed: wakes up; this transaction is lost
+            self.stats.ignored_bytes += len(data)
+            return
+        self._outq = []
+        self._busy = True
+        self.reader = Fr.FrameReader()  # one transaction = one frame
+        self._frames(data)
+
+    def _i2c_read(self, n: int) -> bytes:
+        self.stats.i2c_reads += 1
+        if n == 0:
+            return b""
+        if self.faults.silent or not self.awake or self._busy or not self._outq:
+            self._busy = False
+            self.stats.not_ready += 1
+            return bytes(n)
+        if n == 1:
+            return b"\x01"
+        frame = self._outq.pop(0)
+        self._busy = bool(self._outq)
+        out = (b"\x01" + frame)[:n]
+        return out + bytes(n - len(out))
 
     def _respond(self, cmd: int, payload: bytes, stat: dict) -> None:
         frame = Fr.encode(Fr.TFI_CHIP, bytes([cmd + 1]) + payload)
@@ -223,6 +310,9 @@ class PN532Emulator:
             self.awake = True
             self.stats.ignored_bytes += i
             data = data[i:]
+        self._frames(data)
+
+    def _frames(self, data: bytes) -> None:
         self.reader.feed(data)
         while True:
             f = self.reader.pop()
@@ -393,9 +483,10 @@ def main(argv=None) -> int:
                                  description="PN532 emulator on a pty (UM0701-02 HSU frames)")
     ap.add_argument("--cards", type=argparse.FileType("r"), help="card spec JSON")
     ap.add_argument("--enter", help="name of a card placed in the field at start")
+    ap.add_argument("--i2c", action="store_true", help="I2C mode: the pty carries the bus transport (module doc)")
     args = ap.parse_args(argv)
     cards = cards_from_spec(json.load(args.cards)) if args.cards else {}
-    emu = PN532Emulator().start()
+    emu = PN532Emulator(i2c=args.i2c).start()
     print(emu.path, flush=True)
     if args.enter:
         emu.field.enter(cards[args.enter])
