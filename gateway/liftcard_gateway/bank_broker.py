@@ -15,27 +15,21 @@ The client certificate's CN is the MQTT identity (`use_identity_as_username`):
     topic write liftcard/gw/+/acks
     topic write liftcard/gw/+/cards
 
-`BankBroker` runs it on a free loopback port for tests and the demo, in the
-style of broker.MosquittoInstance (start waits for a real CONNACK 0 over TLS
-with the ledger's certificate; stop/kill/restart keep port and persistence).
+`BankBroker` runs it on a free loopback port for tests and the demo: a
+broker.MosquittoProcess, like the local MosquittoInstance, whose start waits for
+a real CONNACK 0 over TLS with the ledger's certificate (stop/kill/restart keep
+port and persistence).
 """
 
 from __future__ import annotations
 
 import getpass
 import os
-import shutil
-import signal
-import socket
 import ssl
-import struct
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 
-from .broker import BrokerError, _free_port, _write_private, find_tool
-from .pki import LEDGER_IDENTITY, gateway_identity
+from .broker import MosquittoProcess, _connack
+from .pki import LEDGER_IDENTITY, gateway_identity, write_private
 from .upstream_format import GATEWAY_ID_RE, topics
 
 
@@ -83,77 +77,32 @@ def render_bank_conf(port: int, bind: str, workdir: Path, ca: Path, cert: Path, 
     ]) + "\n"
 
 
-def _connect_packet(client_id: str) -> bytes:
-    def s(b: bytes) -> bytes:
-        return struct.pack(">H", len(b)) + b
-    body = s(b"MQTT") + bytes([4, 0x02]) + struct.pack(">H", 10) + s(client_id.encode())
-    rem, n = b"", len(body)
-    while True:
-        byte, n = n % 128, n // 128
-        rem += bytes([byte | (0x80 if n else 0)])
-        if not n:
-            break
-    return b"\x10" + rem + body
-
-
 def tls_connack(host: str, port: int, ca: Path, cert: Path | None, key: Path | None, timeout: float = 2.0) -> int:
     """CONNACK return code of a TLS MQTT 3.1.1 CONNECT with the given client cert.
     Raises OSError / ssl.SSLError when the handshake or connection fails."""
     ctx = ssl.create_default_context(cafile=str(ca))
     if cert is not None:
         ctx.load_cert_chain(str(cert), str(key))
-    with socket.create_connection((host, port), timeout=timeout) as raw:
-        with ctx.wrap_socket(raw, server_hostname=host) as sock:
-            sock.settimeout(timeout)
-            sock.sendall(_connect_packet("lc-bank-probe-%d" % os.getpid()))
-            data = b""
-            while len(data) < 4:
-                chunk = sock.recv(4 - len(data))
-                if not chunk:
-                    raise ConnectionError("broker closed the connection before CONNACK")
-                data += chunk
-            if data[0] != 0x20:
-                raise ConnectionError("no CONNACK from the broker")
-            if data[3] == 0:
-                sock.sendall(b"\xe0\x00")
-            return data[3]
+    return _connack(host, port, None, None, timeout, ssl_context=ctx)
 
 
-class BankBroker:
+class BankBroker(MosquittoProcess):
     """A private TLS Mosquitto for the upstream link.
 
         with BankBroker(pki, gateway_ids=["gw1"]) as bank:   # pki: pki.DevPKI
             bank.host, bank.port
     """
 
+    _prefix = "liftcard-bank-"
+
     def __init__(self, pki, gateway_ids=("gw1",), *, host: str = "127.0.0.1", port: int | None = None,
                  workdir=None, start_timeout: float = 20.0):
         for g in gateway_ids:
             if not GATEWAY_ID_RE.fullmatch(g):
                 raise ValueError("bad gateway id")
+        super().__init__(host, port, workdir, start_timeout)
         self.pki = pki
         self.gateway_ids = list(gateway_ids)
-        self._host = host
-        self._port = port or 0
-        self._fixed = port is not None
-        self._own_dir = workdir is None
-        self._workdir = Path(workdir) if workdir is not None else None
-        self._timeout = start_timeout
-        self._proc: subprocess.Popen | None = None
-        self._out = None
-
-    host = property(lambda self: self._host)
-    port = property(lambda self: self._port)
-
-    @property
-    def workdir(self) -> Path:
-        if self._workdir is None:
-            raise BrokerError("the bank broker has not been started")
-        return self._workdir
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def __repr__(self) -> str:
         return "<BankBroker %s:%s running=%s>" % (self._host, self._port, self.running)
@@ -163,101 +112,13 @@ class BankBroker:
         wd.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(wd, 0o700)
         (wd / "data").mkdir(exist_ok=True, mode=0o700)
-        _write_private(wd / "acl", render_bank_acl(self.gateway_ids))
+        write_private(wd / "acl", render_bank_acl(self.gateway_ids).encode())
         conf = render_bank_conf(self._port, self._host, wd, Path(self.pki.ca_cert).resolve(),
                                 Path(self.pki.server_cert).resolve(), Path(self.pki.server_key).resolve())
-        _write_private(wd / "mosquitto.conf", conf)
+        write_private(wd / "mosquitto.conf", conf.encode())
         return wd / "mosquitto.conf"
 
-    def start(self) -> "BankBroker":
-        if self.running:
-            return self
-        exe = find_tool("mosquitto")
-        if self._workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix="liftcard-bank-"))
-        for attempt in range(1 if (self._fixed or self._port) else 5):
-            if not self._port:
-                self._port = _free_port(self._host)
-            conf = self._write()
-            self._out = open(self.workdir / "mosquitto.stderr", "ab")
-            self._proc = subprocess.Popen([exe, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=self._out,
-                                          stderr=subprocess.STDOUT, start_new_session=True,
-                                          preexec_fn=lambda: os.umask(0o077))
-            try:
-                self._wait_ready()
-                return self
-            except BrokerError:
-                tail = self.log_tail()
-                self.stop()
-                if "Address already in use" in tail and not self._fixed:
-                    self._port = 0
-                    continue
-                raise
-        raise BrokerError("bank broker did not start")
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self._timeout
-        last = "no answer"
-        while True:
-            if self._proc.poll() is not None:
-                raise BrokerError("mosquitto exited (status %s) on %s:%s\n%s"
-                                  % (self._proc.returncode, self._host, self._port, self.log_tail()))
-            try:
-                rc = tls_connack(self._host, self._port, self.pki.ca_cert, self.pki.ledger_cert,
-                                 self.pki.ledger_key)
-                if rc == 0:
-                    return
-                last = "CONNACK %d" % rc
-            except (OSError, ssl.SSLError) as e:
-                last = type(e).__name__
-            if time.monotonic() > deadline:
-                raise BrokerError("bank broker not ready after %gs (%s)\n%s" % (self._timeout, last, self.log_tail()))
-            time.sleep(0.05)
-
-    def log_tail(self, n: int = 15) -> str:
-        out = []
-        for name in ("mosquitto.log", "mosquitto.stderr"):
-            try:
-                out += [ln for ln in (self.workdir / name).read_text(errors="replace").splitlines() if ln.strip()][-n:]
-            except OSError:
-                pass
-        return "\n".join(out)
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        if self._out is not None:
-            self._out.close()
-            self._out = None
-
-    def kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-        self.stop()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def close(self) -> None:
-        self.stop()
-        if self._own_dir and self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
-
-    def __enter__(self) -> "BankBroker":
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def _ready(self, timeout: float, what: str) -> None:
+        # Ready once the ledger's certificate gets CONNACK 0 over TLS.
+        self._wait_until(lambda: tls_connack(self._host, self._port, self.pki.ca_cert, self.pki.ledger_cert,
+                                             self.pki.ledger_key), timeout, what)

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from .pki import write_private
+
 __all__ = [
     "BrokerError", "BrokerConfig", "GATEWAY_USER", "MosquittoInstance",
     "reader_user", "reader_topics", "new_password", "find_tool",
@@ -178,22 +180,6 @@ def render_acl(cfg: BrokerConfig) -> str:
     return "\n".join(out) + "\n"
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write text atomically to path with mode 0600."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_password_file(path: str | os.PathLike, credentials: Mapping[str, str]) -> None:
     """Create the password file with the real mosquitto_passwd, atomically, mode 0600.
 
@@ -237,8 +223,8 @@ def write_broker_files(cfg: BrokerConfig, workdir: str | os.PathLike,
     if missing:
         raise ValueError(f"no password for user(s): {', '.join(missing)}")
     write_password_file(wd / PASSWD, {u: credentials[u] for u in cfg.users()})
-    _write_private(wd / ACL, render_acl(cfg))
-    _write_private(wd / CONF, render_conf(cfg, wd))
+    write_private(wd / ACL, render_acl(cfg).encode())
+    write_private(wd / CONF, render_conf(cfg, wd).encode())
     return wd / CONF
 
 
@@ -249,9 +235,10 @@ def _free_port(host: str) -> int:
 
 
 def _connack(host: str, port: int, user: str | None, password: str | None,
-             timeout: float) -> int:
-    """Send a minimal MQTT 3.1.1 CONNECT; return the CONNACK return code (0 = accepted,
-    5 = not authorised). Raises OSError when the broker is not reachable."""
+             timeout: float, ssl_context=None) -> int:
+    """Send a minimal MQTT 3.1.1 CONNECT (over TLS with ssl_context); return the
+    CONNACK return code (0 = accepted, 5 = not authorised). Raises OSError (an
+    ssl.SSLError too) when the broker is not reachable or the handshake fails."""
     def s(b: bytes) -> bytes:
         return struct.pack(">H", len(b)) + b
     flags = 0x02  # clean session
@@ -269,7 +256,8 @@ def _connack(host: str, port: int, user: str | None, password: str | None,
         rem += bytes([byte | (0x80 if n else 0)])
         if not n:
             break
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        sock = raw if ssl_context is None else ssl_context.wrap_socket(raw, server_hostname=host)
         sock.settimeout(timeout)
         sock.sendall(b"\x10" + rem + body)
         data = b""
@@ -285,36 +273,30 @@ def _connack(host: str, port: int, user: str | None, password: str | None,
         return data[3]
 
 
-class MosquittoInstance:
-    """A private Mosquitto on a free loopback port, configured by this module.
+class MosquittoProcess:
+    """A private Mosquitto process on a free loopback port: the lifecycle shared by
+    MosquittoInstance (the local link) and bank_broker.BankBroker (the upstream).
 
-        with MosquittoInstance(readers={7: 12}) as broker:
-            broker.host, broker.port, broker.credentials["reader-7"]
-
-    ``workdir`` None uses a fresh temporary directory (removed on exit); a given
-    directory is kept. ``restart()`` keeps the port and the persistence database.
-    ``add_reader()`` regenerates the password and ACL files and reloads them (SIGHUP).
+    A subclass writes its files in `_write()` (returns the conf path) and says
+    when the broker is ready in `_ready(timeout, what)` (usually `_wait_until`
+    with a real CONNECT). ``workdir`` None uses a fresh temporary directory
+    (removed on close); ``restart()`` keeps the port and the persistence.
     """
 
-    def __init__(self, readers: Mapping[int, int] | None = None, *, host: str = "127.0.0.1",
-                 port: int | None = None, workdir: str | os.PathLike | None = None,
-                 credentials: Mapping[str, str] | None = None,
-                 log_types: tuple[str, ...] | None = None, start_timeout: float = 20.0):
+    _prefix = "liftcard-mosquitto-"
+    _tools = ("mosquitto",)
+
+    def __init__(self, host: str, port: int | None, workdir, start_timeout: float):
         self._host = host
         self._fixed_port = port is not None
         self._port = port or 0
         self._own_dir = workdir is None
         self._workdir = Path(workdir) if workdir is not None else None
-        self._readers = dict(readers or {})
-        self._log_types = log_types
         self._start_timeout = start_timeout
-        self._creds: dict[str, str] = dict(credentials or {})
         self._proc: subprocess.Popen | None = None
         self._stderr = None
         self._exe: str | None = None
-        self._cfg: BrokerConfig | None = None
 
-    # -- properties ---------------------------------------------------------
     @property
     def host(self) -> str:
         return self._host
@@ -322,11 +304,6 @@ class MosquittoInstance:
     @property
     def port(self) -> int:
         return self._port
-
-    @property
-    def credentials(self) -> dict[str, str]:
-        """username -> password (a copy). Keep it secret: never print or log it."""
-        return dict(self._creds)
 
     @property
     def workdir(self) -> Path:
@@ -339,57 +316,25 @@ class MosquittoInstance:
         return self.workdir / "mosquitto.log"
 
     @property
-    def readers(self) -> dict[int, int]:
-        return dict(self._readers)
-
-    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def topics(self, reader_id: int) -> dict[str, str]:
-        return reader_topics(self._readers[reader_id], reader_id)
-
-    def __repr__(self) -> str:  # no credentials in reprs
-        return f"<MosquittoInstance {self._host}:{self._port} readers={len(self._readers)} running={self.running}>"
-
-    # -- configuration ------------------------------------------------------
-    def _config(self) -> BrokerConfig:
-        kw = {} if self._log_types is None else {"log_types": self._log_types}
-        return BrokerConfig(port=self._port, bind_address=self._host,
-                            readers=dict(self._readers), **kw)
-
+    # -- subclass hooks -------------------------------------------------------
     def _write(self) -> Path:
-        self._cfg = self._config()
-        for u in self._cfg.users():
-            self._creds.setdefault(u, new_password())
-        return write_broker_files(self._cfg, self.workdir, self._creds)
+        raise NotImplementedError
 
-    def add_reader(self, reader_id: int, building_id: int, password: str | None = None,
-                   timeout: float = 20.0) -> str:
-        """Register a reader, regenerate passwd + acl, reload a running broker (SIGHUP)
-        and wait until the new credentials are accepted. Returns the reader's password."""
-        _check_id("reader_id", reader_id)
-        _check_id("building_id", building_id)
-        if reader_id in self._readers:
-            raise ValueError(f"reader {reader_id} already exists")
-        user = reader_user(reader_id)
-        self._readers[reader_id] = building_id
-        self._creds[user] = password or new_password()
-        if self._workdir is not None:
-            self._write()
-        if self.running:
-            self._proc.send_signal(signal.SIGHUP)
-            self._wait_auth(user, timeout, "reload after adding reader %d" % reader_id)
-        return self._creds[user]
+    def _ready(self, timeout: float, what: str) -> None:
+        raise NotImplementedError
 
     # -- process control ----------------------------------------------------
-    def start(self) -> "MosquittoInstance":
+    def start(self):
         if self.running:
             return self
-        self._exe = self._exe or find_tool("mosquitto")
-        find_tool("mosquitto_passwd")
+        for tool in self._tools:
+            exe = find_tool(tool)
+            self._exe = self._exe or exe  # the first is mosquitto itself
         if self._workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix="liftcard-mosquitto-"))
+            self._workdir = Path(tempfile.mkdtemp(prefix=self._prefix))
         attempts = 1 if (self._fixed_port or self._port) else 5
         for attempt in range(attempts):
             if not self._port:
@@ -419,13 +364,14 @@ class MosquittoInstance:
                                       start_new_session=True,
                                       preexec_fn=lambda: os.umask(0o077))
         try:
-            self._wait_auth(GATEWAY_USER, self._start_timeout, "start")
+            self._ready(self._start_timeout, "start")
         except BaseException:
             self._terminate()
             raise
 
-    def _wait_auth(self, user: str, timeout: float, what: str) -> None:
-        """Wait until the broker accepts user's credentials (CONNACK 0)."""
+
+    def _wait_until(self, probe, timeout: float, what: str, who: str = "") -> None:
+        """Wait until probe() (a real CONNECT) returns CONNACK 0."""
         deadline = time.monotonic() + timeout
         last = "no answer"
         while True:
@@ -434,10 +380,10 @@ class MosquittoInstance:
                 raise BrokerError(f"mosquitto exited (status {code}) during {what} on "
                                   f"{self._host}:{self._port}{self._log_tail_block()}")
             try:
-                rc = _connack(self._host, self._port, user, self._creds[user], timeout=2.0)
+                rc = probe()
                 if rc == 0:
                     return
-                last = f"CONNACK {rc} for user {user}"
+                last = f"CONNACK {rc}{who}"
             except OSError as e:
                 last = f"{type(e).__name__}: {e.strerror or e}"
             if time.monotonic() >= deadline:
@@ -497,7 +443,7 @@ class MosquittoInstance:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
 
-    def __enter__(self) -> "MosquittoInstance":
+    def __enter__(self):
         try:
             return self.start()
         except BaseException:
@@ -506,3 +452,82 @@ class MosquittoInstance:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+class MosquittoInstance(MosquittoProcess):
+    """A private Mosquitto on a free loopback port, configured by this module.
+
+        with MosquittoInstance(readers={7: 12}) as broker:
+            broker.host, broker.port, broker.credentials["reader-7"]
+
+    ``workdir`` None uses a fresh temporary directory (removed on exit); a given
+    directory is kept. ``restart()`` keeps the port and the persistence database.
+    ``add_reader()`` regenerates the password and ACL files and reloads them (SIGHUP).
+    """
+
+    def __init__(self, readers: Mapping[int, int] | None = None, *, host: str = "127.0.0.1",
+                 port: int | None = None, workdir: str | os.PathLike | None = None,
+                 credentials: Mapping[str, str] | None = None,
+                 log_types: tuple[str, ...] | None = None, start_timeout: float = 20.0):
+        super().__init__(host, port, workdir, start_timeout)
+        self._readers = dict(readers or {})
+        self._log_types = log_types
+        self._creds: dict[str, str] = dict(credentials or {})
+        self._cfg: BrokerConfig | None = None
+
+    # -- properties ---------------------------------------------------------
+    @property
+    def credentials(self) -> dict[str, str]:
+        """username -> password (a copy). Keep it secret: never print or log it."""
+        return dict(self._creds)
+
+    @property
+    def readers(self) -> dict[int, int]:
+        return dict(self._readers)
+
+    def topics(self, reader_id: int) -> dict[str, str]:
+        return reader_topics(self._readers[reader_id], reader_id)
+
+    def __repr__(self) -> str:  # no credentials in reprs
+        return f"<MosquittoInstance {self._host}:{self._port} readers={len(self._readers)} running={self.running}>"
+
+    # -- configuration ------------------------------------------------------
+    def _config(self) -> BrokerConfig:
+        kw = {} if self._log_types is None else {"log_types": self._log_types}
+        return BrokerConfig(port=self._port, bind_address=self._host,
+                            readers=dict(self._readers), **kw)
+
+    def _write(self) -> Path:
+        self._cfg = self._config()
+        for u in self._cfg.users():
+            self._creds.setdefault(u, new_password())
+        return write_broker_files(self._cfg, self.workdir, self._creds)
+
+    def add_reader(self, reader_id: int, building_id: int, password: str | None = None,
+                   timeout: float = 20.0) -> str:
+        """Register a reader, regenerate passwd + acl, reload a running broker (SIGHUP)
+        and wait until the new credentials are accepted. Returns the reader's password."""
+        _check_id("reader_id", reader_id)
+        _check_id("building_id", building_id)
+        if reader_id in self._readers:
+            raise ValueError(f"reader {reader_id} already exists")
+        user = reader_user(reader_id)
+        self._readers[reader_id] = building_id
+        self._creds[user] = password or new_password()
+        if self._workdir is not None:
+            self._write()
+        if self.running:
+            self._proc.send_signal(signal.SIGHUP)
+            self._wait_auth(user, timeout, "reload after adding reader %d" % reader_id)
+        return self._creds[user]
+
+    # -- process control ----------------------------------------------------
+    _tools = ("mosquitto", "mosquitto_passwd")
+
+    def _ready(self, timeout: float, what: str) -> None:
+        self._wait_auth(GATEWAY_USER, timeout, what)
+
+    def _wait_auth(self, user: str, timeout: float, what: str) -> None:
+        """Wait until the broker accepts user's credentials (CONNACK 0)."""
+        self._wait_until(lambda: _connack(self._host, self._port, user, self._creds[user], timeout=2.0),
+                         timeout, what, f" for user {user}")
+
