@@ -61,6 +61,8 @@ TIME_SYNC_INTERVAL_S = 600.0
 # Messages handled as one group (their ride batches share one SQLite commit),
 # and how many may wait for the ingest thread.
 GROUP_MAX = 64
+# The inbox's "topic" of a card update from the bank (upstream.on_card_update).
+CARD_UPDATE = object()
 # The reader's NTAG counter table size (firmware/liftcard/sunctr.py): the
 # catch-up sends at most this many counters, the most recent first.
 SUN_TABLE_SIZE = 128
@@ -107,7 +109,6 @@ class Gateway:
         self._inbox: queue.Queue = queue.Queue(INBOX_MAX)
         self._ingest_done = threading.Event()
         self._ingester = threading.Thread(target=self._ingest, name="ingest", daemon=True)
-        self._connected = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.broker.client_id,
                                   clean_session=False, protocol=mqtt.MQTTv311)
         self.client.username_pw_set(cfg.broker.username, cfg.broker.password.value)
@@ -119,15 +120,15 @@ class Gateway:
         self._subscribed = threading.Event()
         # docs/cards.md: the card database and whitelist distribution ([cards]; None: none).
         self.cards = None
-        if getattr(cfg, "cards", None) is not None:
+        if cfg.cards is not None:
             from .cards import CardService
             self.cards = CardService(cfg, self.log)
         # The upstream to the bank ledger (docs/upstream.md), when [upstream] is configured.
         self.upstream = None
-        if getattr(cfg, "upstream", None) is not None:
+        if cfg.upstream is not None:
             from .upstream import Upstream
             self.upstream = Upstream(cfg.upstream, cfg.db_path, self.log,
-                                     on_card_update=self._card_update if self.cards is not None else None)
+                                     on_card_update=self._queue_card_update if self.cards is not None else None)
         # reader_id -> the whitelist version its last STATUS reported: a card
         # update is pushed at once to these readers. Seeded from the database,
         # so after a restart the readers still online need not wait for their
@@ -221,9 +222,15 @@ class Gateway:
         self.cards.on_status(reader_id, building_id, held,
                              lambda make: self.client.publish(down, make(self._next_counter()), qos=1))
 
+    def _queue_card_update(self, payload: bytes) -> None:
+        # From the upstream's network thread: applied on the ingest thread,
+        # which alone writes to the store and publishes down messages, in
+        # order with the readers' messages (and without holding up the bank
+        # link's keepalive while a large update is verified).
+        self._inbox.put((CARD_UPDATE, payload))
+
     def _card_update(self, payload: bytes) -> None:
-        """A signed card update from the bank (the upstream's network thread).
-        Once applied, every reader seen since the start gets its DELTA or list
+        """A signed card update from the bank (the ingest thread). Once applied, every reader seen since the start gets its DELTA or list
         now rather than at its next heartbeat: a revoked card stops working in
         seconds."""
         res = self.cards.apply_update(payload)
@@ -246,7 +253,6 @@ class Gateway:
         # Forwards published while the gateway was away from the broker were
         # lost: every reader gets the building's table at its next STATUS.
         self._sun_synced.clear()
-        self._connected.set()
         self.log("connected", host=self.cfg.broker.host, port=self.cfg.broker.port,
                  session_present=bool(getattr(flags, "session_present", False)))
 
@@ -255,7 +261,6 @@ class Gateway:
         self.log("subscribed", topics=[t for t, _ in SUBSCRIPTIONS])
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        self._connected.clear()
         self._subscribed.clear()
         if not self._stop.is_set():
             self.log("disconnected", reason=str(reason_code))
@@ -289,7 +294,7 @@ class Gateway:
             try:
                 self.handle_many(group)
             except Exception as e:  # never let one group stop the loop; the readers resend
-                self.log("error", topic=group[0][0], messages=len(group), error=type(e).__name__)
+                self.log("error", topic=str(group[0][0]), messages=len(group), error=type(e).__name__)
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Handle one message now (the ingest thread, tests)."""
@@ -303,9 +308,13 @@ class Gateway:
         rides = []
         for topic, payload in messages:
             try:
+                if topic is CARD_UPDATE:
+                    self._store_rides(rides)
+                    self._card_update(payload)
+                    continue
                 got = self._verify(topic, payload, rides)
             except Exception as e:  # one bad message must not take its group with it
-                self.log("error", topic=topic, error=type(e).__name__)
+                self.log("error", topic=str(topic), error=type(e).__name__)
                 continue
             if got is not None:
                 rides.append(got)
