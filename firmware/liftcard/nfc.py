@@ -35,6 +35,7 @@ class Nfc:
         self.desfire = Desfire()
         self.ntag = Ntag()
         self.counters = CounterTable()
+        self._counters_loaded = False
         self.master = None     # Cmac of the building's read master key
         self.meta_dec = None   # AES decryptor of the NTAG SDMMetaRead key
         self.building_id = 0
@@ -59,7 +60,11 @@ class Nfc:
             meta_div(building_id, d)
             an10922(self.master, d, 8, k)
             self.meta_dec = ecb(k)
-        self.counters.load()
+        if not self._counters_loaded:
+            # Once: a later CONFIG must not overwrite counters accepted since
+            # the last idle save with the older file (a replay would pass).
+            self.counters.load()
+            self._counters_loaded = True
 
     def maintain(self):
         # From the reader's idle time: the replay counters reach flash.

@@ -358,6 +358,19 @@ def test_nfc_counter_table_bounded_and_persisted():
     check(CounterTable(4).load() == 0, "a damaged file is not trusted")
 
 
+def test_nfc_reconfigure_keeps_counters_not_yet_saved():
+    # A CONFIG after a tap, before idle saved the counters: the counter just
+    # accepted must still refuse its replay.
+    nfc = Nfc(None)
+    nfc.configure(None, 12)
+    card = bytes((0, 0, 0, 0, 0, 0, 0, 9))
+    nfc.counters.accept(card, 41)
+    check(nfc.counters.dirty)
+    nfc.configure(None, 12)
+    check(not nfc.counters.fresh(card, 41), "a reconfigure forgot an unsaved counter")
+    check(nfc.counters.fresh(card, 42))
+
+
 def test_nfc_config_read_master():
     from liftcard import config as configmod
 
