@@ -14,7 +14,7 @@ from .clock import Clock
 from .fees import Fees
 from . import ridelog
 from .ridelog import RideLog
-from .whitelist import Whitelist
+from .whitelist import Whitelist, discard_partial
 from .lineproto import EV_CMD, EV_TAP
 
 _NO_FLOOR = const(0xFF)
@@ -82,6 +82,7 @@ class Reader:
         self.log = RideLog(b.log_device())
         self.log.mount()
         self.clock.seed(self.log.newest_time)
+        discard_partial()
         try:
             self.cfg = configmod.load()
         except configmod.ConfigError as e:

@@ -71,6 +71,12 @@ def _remove(path):
         pass
 
 
+def discard_partial():
+    # At boot: a list a power cut caught half received (wlrecv.py) is not
+    # resumed; the gateway sends it again from offset 0.
+    _remove(RECV)
+
+
 class Whitelist:
     # Buffers are allocated once per reader; configure() and open() reuse them.
     def __init__(self, key, reader_id, building_id):
@@ -104,11 +110,11 @@ class Whitelist:
             os.mkdir(DIR)
         except OSError:
             pass
-        # Leftovers of a replacement a power cut interrupted before its rename,
-        # and of a list a power cut caught half received (wlrecv.py).
+        # Leftovers of a replacement a power cut interrupted before its rename.
+        # (Not RECV: open() also runs after an install or a compaction, which
+        # must not cut a list arriving in chunks short; see discard_partial.)
         _remove(BASE_NEW)
         _remove(OVERLAY_NEW)
-        _remove(RECV)
         self.loaded = False
         self.error = None
         self.base_version = self.version = self.count = 0

@@ -18,7 +18,6 @@
 # partial file a power cut left behind is removed at boot (Whitelist.open):
 # nothing in RAM says how far it got or that it is the right version.
 
-import os
 from micropython import const
 
 from .whitelist import RECV, WhitelistError, _remove
@@ -76,19 +75,9 @@ class WlRecv:
             held = self.held
             self._drop()
             raise WhitelistError("whitelist v%d chunk at %d after %d bytes: gap, restarting" % (version, offset, held))
-        else:
-            try:
-                size = os.stat(RECV)[6]
-            except OSError:
-                size = -1
-            if size != self.held:
-                # The partial file went away under us (a CONFIG or a
-                # compaction reopened the list): start over.
-                self._drop()
-                raise WhitelistError("whitelist v%d partial file lost: restarting" % version)
         n = len(data)
         try:
-            with open(RECV, "ab") as f:
+            with open(RECV, "ab" if offset else "wb") as f:
                 f.write(data)
         except OSError:
             self._drop()

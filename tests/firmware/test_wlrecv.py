@@ -166,6 +166,21 @@ def test_chunks_in_order_install_and_duplicates_are_ignored():
     rig.shutdown(r)
 
 
+def test_the_list_reopening_mid_stream_does_not_cut_the_transfer():
+    # An install or a compaction reopens the whitelist; a list arriving in
+    # chunks meanwhile must carry on where it was.
+    v2 = _write(rig.path("v2.bin"), 300, 2, household=1000)
+    r = _reader()
+    gw = Gateway(r)
+    send(r, gw, v2, (0, 1024))
+    r.wl.open()
+    check(_size(RECV) == 2048, "reopening the list dropped the partial file")
+    send(r, gw, v2, (2048, 3072, 4096))
+    _ok(r)
+    check(r.wl.version == 2 and _holds(r, 300, 1000) and not _exists(RECV))
+    rig.shutdown(r)
+
+
 def test_a_gap_drops_the_partial_file_and_waits_for_offset_0():
     v2 = _write(rig.path("v2.bin"), 300, 2, household=1000)
     r = _reader()
