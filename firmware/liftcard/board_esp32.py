@@ -137,17 +137,15 @@ class Board(LineProtocol):
                 self.tap_kind = kind
                 return EV_TAP
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
-        while True:
+        ev = self._take_line()  # a line already buffered by the last read
+        while ev == EV_NONE:
             if self._uart.any():
-                if self._n >= len(self._line):
-                    self._n = 0
-                    self.reply("ERR line too long")
                 n = self._uart.readinto(self._view[self._n :])
                 if n:
                     self._n += n
-            ev = self._take_line()
-            if ev != EV_NONE:
-                return ev
+                    ev = self._take_line()  # only when bytes came: no rescans while idle
+                    continue
             if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
                 return EV_NONE
             time.sleep_ms(5)
+        return ev

@@ -54,7 +54,6 @@ class Board(LineProtocol):
         self.nor = None
         self._init_lines(_LINE)
         self._b1 = bytearray(1)
-        self._skip = False
         self.relay_on = False
         self.feeds = 0
         self._relay_until = 0
@@ -201,16 +200,9 @@ class Board(LineProtocol):
                 self._eof = True
                 continue
             c = self._b1[0]
-            if self._skip:
-                self._skip = c != 10
-                continue
             self._line[self._n] = c
             self._n += 1
-            if c == 10:
+            if c == 10 or self._n >= _LINE:
                 ev = self._take_line()
                 if ev != EV_NONE:
                     return ev
-            elif self._n >= _LINE:
-                self._n = 0
-                self._skip = True  # drop the rest of the line
-                self.reply("ERR line too long")

@@ -42,8 +42,11 @@ class LineProtocol:
         self._line = bytearray(size)
         self._n = 0
         self._ws = 0
+        self._skip = False  # inside a line too long for the buffer: dropping it
 
     def _take_line(self):
+        # The boards append what arrives at self._line[self._n:] and call this
+        # whenever bytes came (the host: at a newline or a full buffer).
         line = self._line
         end = -1
         for i in range(self._n):
@@ -51,8 +54,19 @@ class LineProtocol:
                 end = i
                 break
         if end < 0:
+            if self._n >= len(line):
+                # Too long: said once, and the rest of it up to its newline
+                # is dropped (never parsed as a line of its own).
+                self._n = 0
+                if not self._skip:
+                    self._skip = True
+                    self.reply("ERR line too long")
             return EV_NONE
-        ev = self._parse(end)
+        if self._skip:
+            self._skip = False  # the tail of the long line
+            ev = EV_NONE
+        else:
+            ev = self._parse(end)
         # Shift the rest down (rare: several lines in one read).
         rest = self._n - end - 1
         for i in range(rest):
