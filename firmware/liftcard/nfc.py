@@ -46,7 +46,6 @@ class Nfc:
         self._retry_at = 0
         self.taps = 0
         self.chip_errors = 0
-        self.last = -1         # last tap's result (-1 none, 0 OK, else a code)
 
     def configure(self, read_master, building_id):
         # read_master: 16 bytes, or None (credential cards then fail AUTH_FAILED).
@@ -131,7 +130,6 @@ class Nfc:
             board.tap_failure = 0
         self._release()
         self.taps += 1
-        self.last = code
         board.tap_kind = kind
         board.tap_floor = _NO_FLOOR
         return kind

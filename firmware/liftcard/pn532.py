@@ -196,11 +196,8 @@ class PN532:
         self.uid = bytearray(10)
         self.uid_len = 0
         self.ats_len = 0
-        # counters (frames and bytes both ways, recoveries)
+        # counters (frames sent, recoveries)
         self.frames_out = 0
-        self.bytes_out = 0
-        self.frames_in = 0
-        self.bytes_in = 0
         self.naks = 0
         self.resends = 0
         self.inits = 0
@@ -209,7 +206,6 @@ class PN532:
 
     def _write(self, buf, n):
         self.frames_out += 1
-        self.bytes_out += n
         self.link.write(buf, n)
 
     def _frame(self, timeout_ms):
@@ -222,11 +218,9 @@ class PN532:
                 r = dec.feed(chunk[self._cpos])
                 self._cpos += 1
                 if r:
-                    self.frames_in += 1
                     return r
             n = self.link.readinto(chunk)
             if n:
-                self.bytes_in += n
                 self._cpos = 0
                 self._clen = n
                 continue
@@ -242,7 +236,7 @@ class PN532:
                 return r == F_ACK
             # anything before the ACK is stale: keep looking
 
-    def command(self, n, tries=3, resp_ms=0):
+    def command(self, n, tries=3):
         # Sends out[0:n] (command code + parameters); returns the length of
         # the response data, which is in rx[_DATA:_DATA + length].
         cmd = self.out[0]
@@ -259,7 +253,7 @@ class PN532:
         nacks = 0
         rx = self.rx
         while True:
-            r = self._frame(resp_ms or self.resp_ms)
+            r = self._frame(self.resp_ms)
             if r == F_NONE:
                 self._write(ACK, 6)  # abort the command
                 self.need_init = True

@@ -37,7 +37,6 @@ class WlRecv:
         self.version = 0   # the version being assembled (0: none)
         self.total = 0
         self.held = 0      # bytes in RECV
-        self.chunks = 0    # chunks written (status, tests)
         self.duplicates = 0
         self.skipped = 0   # chunks ignored while waiting for offset 0
 
@@ -83,7 +82,6 @@ class WlRecv:
             self._drop()
             raise WhitelistError("cannot store whitelist chunk (flash full?)")
         self.held += n
-        self.chunks += 1
         return self.held == self.total
 
     def _check_head(self, version, total, data):
