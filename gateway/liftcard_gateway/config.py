@@ -24,10 +24,11 @@ held in `Secret` objects whose repr and str show nothing.
 from __future__ import annotations
 
 import os
-import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .pki import KeyFileError, check_private_file
 
 _ID_MAX = (1 << 30) - 1
 _U32 = (1 << 32) - 1
@@ -140,15 +141,9 @@ def _path(t: dict, key: str, prefix: str, base: Path) -> Path:
 def _read_secret_file(path: Path, key: str) -> str:
     """The stripped text of a 0600 secret file. Errors never show its content."""
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise GatewayConfigError(key, f"file not found: {path}") from None
-    except OSError as e:
-        raise GatewayConfigError(key, f"cannot read {path}: {e.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise GatewayConfigError(key, f"not a regular file: {path}")
-    if st.st_mode & 0o077:
-        raise GatewayConfigError(key, "%s must have mode 0600 (is %04o): chmod 600 it" % (path, st.st_mode & 0o777))
+        check_private_file(path)  # one rule for every secret file (pki.py)
+    except KeyFileError as e:
+        raise GatewayConfigError(key, str(e)) from None
     try:
         with open(path, "rb") as f:
             data = f.read(4096)
