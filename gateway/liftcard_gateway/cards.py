@@ -88,6 +88,16 @@ class Plan:
                                                      len(self.ops), len(self.cards))
 
 
+def verify_update(public_key: bytes, compound_id: int, payload: bytes) -> CardUpdate:
+    """The update if its signature verifies and it is for this compound;
+    raises UpdateError."""
+    u = parse_update(public_key, payload)
+    if u.compound_id != compound_id:
+        raise UpdateError(R_COMPOUND, "card update is for compound %d, this gateway is compound %d"
+                          % (u.compound_id, compound_id))
+    return u
+
+
 def _row_record(card_hex: str, row) -> CardRecord:
     return CardRecord(int(card_hex, 16), *row)
 
@@ -184,13 +194,12 @@ class CardDB:
                 "SELECT %s FROM card_updates ORDER BY version DESC LIMIT ?" % ", ".join(cols), (limit,))]
 
     # -- applying -----------------------------------------------------------------
-    def apply(self, payload: bytes, now: float | None = None) -> tuple[CardUpdate, int]:
+    def apply(self, payload: bytes, now: float | None = None,
+              verified: CardUpdate | None = None) -> tuple[CardUpdate, int]:
         """Verify and apply one signed update in one transaction. Returns
-        (update, cards changed); raises UpdateError (database unchanged)."""
-        u = parse_update(self.public_key, payload)
-        if u.compound_id != self.compound_id:
-            raise UpdateError(R_COMPOUND, "card update is for compound %d, this gateway is compound %d"
-                              % (u.compound_id, self.compound_id))
+        (update, cards changed); raises UpdateError (database unchanged).
+        `verified`: what verify_update already made of this payload."""
+        u = verified or verify_update(self.public_key, self.compound_id, payload)
         digest = hashlib.sha256(bytes(payload)).hexdigest()
         now = time.time() if now is None else now
         with self._lock:
@@ -438,7 +447,7 @@ def _held_versions(db_path: Path) -> dict[int, int | None]:
 
 def main_cards(args, cfg) -> int:
     """`cards import FILE` / `cards status`. Exit 0 done, 1 refused or failed, 2 config."""
-    cc = getattr(cfg, "cards", None)
+    cc = cfg.cards
     if cc is None:
         print("liftcard-gateway: config error: cards: no [cards] section in %s (no card database)" % cfg.path,
               file=sys.stderr)
@@ -453,10 +462,7 @@ def main_cards(args, cfg) -> int:
             return _err("cannot read %s: %s" % (path, e.strerror or type(e).__name__))
         # Verify before touching (or creating) the database.
         try:
-            u = parse_update(pub, payload)
-            if u.compound_id != cc.compound_id:
-                raise UpdateError(R_COMPOUND, "card update is for compound %d, this gateway is compound %d"
-                                  % (u.compound_id, cc.compound_id))
+            u = verify_update(pub, cc.compound_id, payload)
             if not cfg.db_path.exists() and u.kind == INCREMENTAL:
                 raise UpdateError(R_GAP, "incremental card update %d->%d, but there is no card database yet "
                                   "(import a snapshot first)" % (u.base_version, u.version))
@@ -468,7 +474,7 @@ def main_cards(args, cfg) -> int:
             return _err("cannot open the database %s: %s" % (cfg.db_path, getattr(e, "strerror", None) or e))
         try:
             try:
-                u, changed = db.apply(payload)
+                u, changed = db.apply(payload, verified=u)
             except UpdateError as e:
                 return _err("card update refused (%s): %s" % (e.reason, e))
             counts = db.counts()
