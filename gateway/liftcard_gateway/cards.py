@@ -43,6 +43,7 @@ from .cardupdate import (
     parse_update,
 )
 from .formats import CardRecord, build_delta, build_whitelist, card_id_hex, epoch_from_unix
+from .store import ago, render_table
 
 MAX_DELTA_OPS = (uplink.MAX_BLOB - uplink.MIN_DELTA) // 17  # 238: one LCWD in one DELTA message
 assert MAX_DELTA_OPS == 238
@@ -428,13 +429,6 @@ def _err(msg: str) -> int:
     return 1
 
 
-def _ago(t, now) -> str:
-    if t is None:
-        return "-"
-    s = max(0, int(now - t))
-    return "%ds ago" % s if s < 120 else ("%dm ago" % (s // 60) if s < 7200 else "%dh ago" % (s // 3600))
-
-
 def _held_versions(db_path: Path) -> dict[int, int | None]:
     con = sqlite3.connect(Path(db_path).resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
     try:
@@ -504,11 +498,11 @@ def format_cards_status(db: CardDB, cfg, held: dict, now: float | None = None) -
     else:
         u = ups[0] if ups else {}
         out.append("card database: version %d (last update: %s, applied %s); deltas from version %d on"
-                   % (ver, u.get("kind", "?"), _ago(u.get("applied_at"), now), db.history_floor()))
+                   % (ver, u.get("kind", "?"), ago(u.get("applied_at"), now, "-"), db.history_floor()))
     counts = db.counts()
     buildings = sorted(set(counts) | {r.building_id for r in cfg.readers.values()})
     out.append("")
-    out.append(_table(["building", "cards"], [[str(b), str(counts.get(b, 0))] for b in buildings]))
+    out.append(render_table(["building", "cards"], [[str(b), str(counts.get(b, 0))] for b in buildings]))
     sends = db.sends()
     rows = []
     for rid in sorted(cfg.readers):
@@ -526,16 +520,8 @@ def format_cards_status(db: CardDB, cfg, held: dict, now: float | None = None) -
             state = "behind"
         s = sends.get(rid)
         last = "-" if not s else "%s %d->%d %s" % (s["how"], s["from_version"], s["to_version"],
-                                                     _ago(s["sent_at"], now))
+                                                     ago(s["sent_at"], now, "-"))
         rows.append([str(rid), str(r.building_id), "-" if h is None else str(h), str(ver), state, last])
     out.append("")
-    out.append(_table(["reader", "building", "held", "target", "state", "last sent"], rows))
+    out.append(render_table(["reader", "building", "held", "target", "state", "last sent"], rows))
     return "\n".join(out)
-
-
-def _table(head, rows) -> str:
-    w = [max(len(x) for x in col) for col in zip(head, *rows)] if rows else [len(h) for h in head]
-    lines = ["  ".join(h.ljust(n) for h, n in zip(head, w)).rstrip(),
-             "  ".join("-" * n for n in w)]
-    lines += ["  ".join(c.ljust(n) for c, n in zip(r, w)).rstrip() for r in rows]
-    return "\n".join(lines)

@@ -431,15 +431,26 @@ class Store:
         return rows
 
 
+def ago(t: float | None, now: float, none: str = "never") -> str:
+    """How long ago t was, for the status tables: "42s ago", "5m ago", "3h ago"."""
+    if t is None:
+        return none
+    d = max(0, int(now - t))
+    return "%ds ago" % d if d < 120 else ("%dm ago" % (d // 60) if d < 7200 else "%dh ago" % (d // 3600))
+
+
+def render_table(head, rows) -> str:
+    """Columns padded to their widest cell, a dashed rule under the heading
+    (every status table of the gateway: readers, upstream, cards)."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths)).rstrip(), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
 def format_status(rows: list[dict], now: float | None = None) -> str:
     """The `status` command's table."""
     now = _now() if now is None else now
-
-    def ago(t):
-        if t is None:
-            return "never"
-        d = max(0, int(now - t))
-        return "%ds ago" % d if d < 120 else ("%dm ago" % (d // 60) if d < 7200 else "%dh ago" % (d // 3600))
 
     def v(x):
         return "-" if x is None else str(x)
@@ -455,11 +466,7 @@ def format_status(rows: list[dict], now: float | None = None) -> str:
 
     head = ("reader", "building", "online", "last seen", "acked seq", "stored", "backlog", "wl version",
             "free heap", "clock", "drift", "gaps", "legacy")
-    body = [(str(r["reader_id"]), str(r["building_id"]), "yes" if r["online"] else "no", ago(r["last_seen"]),
+    body = [(str(r["reader_id"]), str(r["building_id"]), "yes" if r["online"] else "no", ago(r["last_seen"], now),
              v(r["acked_seq"]), str(r["stored"]), v(r["backlog"]), v(r["wl_version"]), v(r["free_heap"]), clock(r),
              drift(r), str(r["open_gaps"]), str(r.get("legacy") or 0)) for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)).rstrip() for b in body]
-    return "\n".join(lines)
+    return render_table(head, body)

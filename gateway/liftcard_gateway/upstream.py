@@ -42,6 +42,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 
 from . import upstream_format as uf
+from .store import ago, render_table
 
 RIDE_COLUMNS = ("seq", "time", "uptime", "card_id", "household", "floor", "fee", "result", "flags", "boot",
                 "time_corrected")
@@ -455,12 +456,9 @@ def format_upstream_status(rows: list[dict], now: float | None = None) -> str:
     head = ("reader", "stored", "ledger acked", "backlog", "in flight", "last ack")
     body = [(str(r["reader_id"]), str(r["stored"]), str(r["ledger_acked"]), str(r["backlog"]),
              "-" if r["inflight_batch"] is None else "batch %d" % r["inflight_batch"],
-             "never" if r["last_ack_at"] is None else "%ds ago" % max(0, int(now - r["last_ack_at"])))
+             ago(r["last_ack_at"], now))
             for r in rows]
-    widths = [max([len(h)] + [len(b[i]) for b in body]) for i, h in enumerate(head)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths)).rstrip(), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)).rstrip() for b in body]
-    return "\n".join(lines)
+    return render_table(head, body)
 
 
 def main(argv=None) -> int:
