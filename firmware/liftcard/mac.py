@@ -28,17 +28,19 @@ class Mac:
     def update(self, data):
         self._h.update(data)
 
-    def digest(self):
+    def digest(self, full=False):
+        # MAC_LEN bytes; full: all 32 (a derived key rather than a MAC).
         inner = self._h.digest()
         self._h = None
         outer = hashlib.sha256(self._opad)
         outer.update(inner)
-        return outer.digest()[:MAC_LEN]
+        d = outer.digest()
+        return d if full else d[:MAC_LEN]
 
-    def of(self, data):
+    def of(self, data, full=False):
         self.start()
         self.update(data)
-        return self.digest()
+        return self.digest(full)
 
 
 def equal(a, b):

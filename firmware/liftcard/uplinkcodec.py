@@ -12,7 +12,6 @@
 # still allocates: the hashlib objects of the MAC, and u32 counters above 2**30
 # (ESP32 small ints are 31-bit).
 
-import hashlib
 import struct
 
 import cryptolib
@@ -64,25 +63,10 @@ class UplinkError(Exception):
         self.reason = reason
 
 
-def hmac_sha256(key, msg):
-    # The full 32-byte HMAC-SHA256 (liftcard.mac.Mac gives 16). Key <= 64 bytes.
-    k = bytearray(64)
-    k[: len(key)] = key
-    for i in range(64):
-        k[i] ^= 0x36
-    inner = hashlib.sha256(k)
-    inner.update(msg)
-    d = inner.digest()
-    for i in range(64):
-        k[i] ^= 0x36 ^ 0x5C
-    outer = hashlib.sha256(k)
-    outer.update(d)
-    return outer.digest()
-
-
 def derive(key):
     # (enc_key 16 bytes, mac_key 32 bytes) from the reader's 32-byte key.
-    return hmac_sha256(key, b"liftcard uplink enc")[:16], hmac_sha256(key, b"liftcard uplink mac")
+    m = Mac(key)
+    return m.of(b"liftcard uplink enc"), m.of(b"liftcard uplink mac", True)
 
 
 class Codec:
