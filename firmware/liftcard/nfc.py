@@ -187,8 +187,7 @@ class Nfc:
                 raise AuthError("no read key")
             t = self.ntag
             t.read(pn, self.master, self.meta_dec, self.building_id, card)
-            if not self.counters.fresh(card, t.counter):
+            if not self.counters.take(card, t.counter):
                 return codes.TAP_FAILED  # REPLAY, with the verified card id
-            self.counters.accept(card, t.counter)
             return codes.TAP_CREDENTIAL
         raise Garbage("unexpected answer to SelectApplication")

@@ -52,10 +52,19 @@ class CounterTable:
         return s < 0 or counter > self.ctr[s]
 
     def accept(self, card, counter):
-        self.unsent[self._put(card, counter)] = 1
+        self.unsent[self._put(card, counter, self.find(card))] = 1
 
-    def _put(self, card, counter):
+    def take(self, card, counter):
+        # The tap's check and record with one look-up: False (a replay) when
+        # counter is not above the last accepted for card, else accepted.
         s = self.find(card)
+        if s >= 0 and counter <= self.ctr[s]:
+            return False
+        self.unsent[self._put(card, counter, s)] = 1
+        return True
+
+    def _put(self, card, counter, s):
+        # s: the card's slot, or -1 (a new entry, evicting the least used).
         if s < 0:
             s = 0
             for i in range(self.size):
@@ -107,7 +116,7 @@ class CounterTable:
             s = self.find(card)
             if s >= 0 and c <= self.ctr[s]:
                 continue
-            self.unsent[self._put(card, c)] = 0  # the gateway has it already
+            self.unsent[self._put(card, c, s)] = 0  # the gateway has it already
             n += 1
         return n
 
