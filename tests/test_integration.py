@@ -307,3 +307,25 @@ def test_broker_gone_for_a_while(site):
     site.taps(max(0, 20 - n) + 3)
     site.check_exactly_once(TAPS)
     assert site.gw_log_text().count('"event":"connected"') >= 2
+
+
+def test_reconfigure_a_connected_reader(site):
+    """A config pushed to a connected reader (a technician's configure) keeps
+    its link counters growing: the gateway refuses nothing as a replay and
+    never reports the reader offline, and the rides after it are acked."""
+    site.taps(5)
+    site.wait_all_acked()
+    for _ in range(2):
+        for rid, r in site.readers.items():
+            reply = r.command("CONFIG " + str(r.dir / "config.json"))
+            assert reply.startswith(f"OK config reader {rid}"), reply
+        wait_for(lambda: all(r.status()["uplink"] == "up" for r in site.readers.values()), 30,
+                 "every reader's uplink to come back up")
+        site.taps(5)
+    site.check_exactly_once(15)
+    # Each reader heartbeats at once on a new link: its STATUS went through too.
+    statuses = site.gw_log_text().count('"event":"status"')
+    assert statuses >= 3 * len(site.readers), statuses
+    log = site.gw_log_text()
+    assert '"event":"refused"' not in log, [ln for ln in log.splitlines() if '"refused"' in ln][:5]
+    assert '"event":"reader_offline"' not in log

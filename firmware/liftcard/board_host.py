@@ -44,7 +44,7 @@ def _absolute(path):
 
 class Board(LineProtocol):
     def __init__(self, flash_path, log_path, fs_size=2 * 1024 * 1024, log_size=2 * 1024 * 1024,
-                 stdin=None, stdout=None, pn532=None):
+                 stdin=None, stdout=None, pn532=None, rail=None):
         # Absolute paths: mount() changes into the reader's own filesystem.
         self.flash_path = _absolute(flash_path)
         self.log_path = _absolute(log_path)
@@ -52,6 +52,7 @@ class Board(LineProtocol):
         self.log_size = log_size
         self.fs_dev = None
         self.nor = None
+        self.rail = rail  # the power supply of both flash chips (hostflash.Rail; None: never cut)
         self._init_lines(_LINE)
         self._b1 = bytearray(1)
         self.relay_on = False
@@ -99,9 +100,9 @@ class Board(LineProtocol):
         fresh = False
         try:
             open(self.flash_path, "rb").close()
-            self.fs_dev = BlockDev(self.flash_path)
+            self.fs_dev = BlockDev(self.flash_path, None, self.rail)
         except OSError:
-            self.fs_dev = BlockDev(self.flash_path, self.fs_size)
+            self.fs_dev = BlockDev(self.flash_path, self.fs_size, self.rail)
             fresh = True
         if fresh:
             vfs.VfsLfs2.mkfs(self.fs_dev)
@@ -118,9 +119,9 @@ class Board(LineProtocol):
         if self.nor is None:
             try:
                 open(self.log_path, "rb").close()
-                self.nor = NorFlash(self.log_path)
+                self.nor = NorFlash(self.log_path, None, self.rail)
             except OSError:
-                self.nor = NorFlash(self.log_path, self.log_size)
+                self.nor = NorFlash(self.log_path, self.log_size, self.rail)
         return self.nor
 
     # ---- time ----

@@ -47,7 +47,7 @@ def create_image(path, size, fill=0xFF):
 
 
 class _Flash:
-    def __init__(self, path, size=None):
+    def __init__(self, path, size=None, rail=None):
         if size is not None:
             create_image(path, size)
         self.f = open(path, "r+b")
@@ -56,7 +56,7 @@ class _Flash:
         self.erased = 0          # sectors erased
         self.writes = 0          # program + erase operations
         self.reads = 0           # read operations
-        self.rail = Rail()
+        self.rail = rail or Rail()
         self._tmp = bytearray(_CHUNK)
         self._views = {}
 

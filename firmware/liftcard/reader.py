@@ -70,6 +70,7 @@ class Reader:
         self._last_tap_ms = 0
         self._last_save_ms = 0
         self.uplink = None     # the MQTT link, when the config has "uplink"
+        self.link_codec = None  # its codec: kept for the whole boot (uplink.py)
         self.nfc = None        # the card front end (nfc.py), once configured
 
     # ---- boot ----
@@ -116,7 +117,7 @@ class Reader:
     def _start_uplink(self):
         # Imported only when configured: an offline reader keeps the heap.
         if self.uplink is not None:
-            self.uplink.client.close()
+            self.uplink.close()
             self.uplink = None
             gc.collect()
         if "uplink" in self.cfg:

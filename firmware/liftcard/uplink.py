@@ -182,6 +182,14 @@ class _Client(MQTTClient):
     def ping(self):
         self._write(b"\xc0\0")
 
+    def disconnect(self):
+        # A clean DISCONNECT, so the broker drops the Last Will; then close.
+        try:
+            self._write(b"\xe0\0")
+        except Exception:
+            pass  # a broken link: the Will fires, as it should
+        self.close()
+
     def publish(self, topic, msg, retain=False, qos=0):
         # QoS 0 only (see the top of the file): nothing to wait for.
         pkt = bytearray(b"\x30\0\0\0")
@@ -314,9 +322,17 @@ class Uplink:
         self.host = ucfg["host"]
         self.port = ucfg["port"]
         self.keepalive_ms = ucfg["keepalive_s"] * 1000
-        self.codec = uc.Codec(cfg["key"], rid, bid, reader.boot_count)
+        # The codec, and with it the up counter (the CTR nonce), lives as long
+        # as the boot, not this Uplink: a reconfigure that made a new one
+        # would count from 0 again and reuse keystream (docs/uplink.md).
+        codec = reader.link_codec
+        if codec is None:
+            codec = reader.link_codec = uc.Codec(cfg["key"], rid, bid, reader.boot_count)
+            _load_replay_state(codec)
+        else:
+            codec.configure(cfg["key"], rid, bid)
+        self.codec = codec
         self.wlrecv = None     # wlrecv.WlRecv, made at the first WHITELIST chunk
-        _load_replay_state(self.codec)
         name = ("reader-%d" % rid).encode()
         c = self.client = _Client(name, self.host, self.port, user=name, password=ucfg["password"].encode(),
                                   keepalive=ucfg["keepalive_s"])
@@ -554,3 +570,12 @@ class Uplink:
 
     def describe(self):
         return STATE_NAMES[self.state]
+
+    def close(self):
+        # Leave the broker on purpose (a reconfigure): a connected link says
+        # DISCONNECT first, so the gateway is not told "offline".
+        if self.state >= S_SUBACK:
+            self.client.disconnect()
+        else:
+            self.client.close()
+        self.state = S_DOWN

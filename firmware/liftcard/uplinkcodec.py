@@ -70,20 +70,18 @@ def derive(key):
 
 
 class Codec:
-    # One per reader. Up counter: (boot << 32) | msgno; each encode uses
-    # msgno + 1. `boot` must be a persisted boot count that never repeats.
+    # One per reader and boot. Up counter: (boot << 32) | msgno; each encode
+    # uses msgno + 1. `boot` must be a persisted boot count that never repeats
+    # and is on flash before the first encode. The counter is the CTR nonce:
+    # keep one Codec for the whole boot and configure() it when the config
+    # changes, so that no (key, counter, kind) is ever used twice
+    # (docs/uplink.md, "The nonce rule").
     # Down replay state: (last_hi, last_lo), the last accepted down counter
     # (0, 0 = none; a counter of 0 is never accepted). Persist it if a replayed
     # TIME after a reboot matters; restore it by assigning both.
 
     def __init__(self, key, reader_id, building_id, boot=0):
-        enc, mac = derive(key)
-        # ECB only: this MicroPython's cryptolib has no CTR (mode 6 raises),
-        # so CTR is built here from single-block ECB encryptions.
-        self._aes = cryptolib.aes(enc, 1)
-        self._mac = Mac(mac)
-        self.reader_id = reader_id
-        self.building_id = building_id
+        self.configure(key, reader_id, building_id)
         self.boot = boot
         self.msgno = 0
         self.last_hi = 0
@@ -99,6 +97,18 @@ class Codec:
         self.version = 0      # WHITELIST: version, total, offset
         self.total = 0
         self.offset = 0
+
+    def configure(self, key, reader_id, building_id):
+        # New keys and identity (a reconfigured reader). The up counter and
+        # the down replay state carry on: counters only grow within a boot,
+        # whatever the key.
+        enc, mac = derive(key)
+        # ECB only: this MicroPython's cryptolib has no CTR (mode 6 raises),
+        # so CTR is built here from single-block ECB encryptions.
+        self._aes = cryptolib.aes(enc, 1)
+        self._mac = Mac(mac)
+        self.reader_id = reader_id
+        self.building_id = building_id
 
     # ---- AES-128-CTR ----
 
