@@ -9,7 +9,7 @@ building, replay against the counter stored in SQLite). The RIDES messages of
 a group are stored in ONE transaction (store.Store.store_batches: one fsync for
 the group, each message in its own savepoint), and only after that commit each
 reader gets an ACK on its `down` topic, sealed with the gateway's own strictly
-increasing down counter ((persisted boot count << 32) | message number).
+increasing down counter (downcounter.py: never reused, docs/uplink.md).
 STATUS messages update the readers table (after the rides before them).
 
 Time sync (docs/gateway.md, "Clock"): on a verified STATUS the gateway
@@ -48,6 +48,7 @@ import paho.mqtt.client as mqtt
 
 from . import uplink
 from .config import GatewayConfig
+from .downcounter import DownCounter
 from .formats import Flag, FormatError, epoch_from_unix
 from .store import ReplayError, Store, StoreError
 
@@ -96,9 +97,7 @@ class Gateway:
         for r in cfg.readers.values():
             self.store.ensure_reader(r.reader_id, r.building_id, r.first_seq)
         self._keys = {rid: uplink.LinkKeys(r.key.value) for rid, r in cfg.readers.items()}
-        self.boot = self.store.next_boot()
-        self._msgno = 0
-        self._down_lock = threading.Lock()
+        self._down = DownCounter(self.store)
         # reader_id -> (monotonic time of the last TIME sent, boot, uptime) of
         # the reader's last STATUS; dropped on a Last Will. In memory only: a
         # gateway restart re-syncs every reader at its next STATUS.
@@ -140,12 +139,7 @@ class Gateway:
 
     # -- down counter -----------------------------------------------------------
     def _next_counter(self) -> int:
-        with self._down_lock:
-            self._msgno += 1
-            if self._msgno > 0xFFFFFFFF:  # a new persisted boot: counters keep growing
-                self.boot = self.store.next_boot()
-                self._msgno = 1
-            return uplink.counter_of(self.boot, self._msgno)
+        return self._down.next()
 
     # -- time sync ----------------------------------------------------------------
     def _time_reason(self, reader_id: int, st, mono: float) -> str | None:
@@ -415,7 +409,7 @@ class Gateway:
         if install_signals:
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
-        self.log("starting", readers=len(self.cfg.readers), boot=self.boot)
+        self.log("starting", readers=len(self.cfg.readers))
         self._ingester.start()
         self.client.connect_async(self.cfg.broker.host, self.cfg.broker.port, self.cfg.broker.keepalive)
         self.client.loop_start()

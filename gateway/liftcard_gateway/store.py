@@ -20,7 +20,8 @@ Tables:
 - gaps (reader_id, from_seq, to_seq, noticed_at, filled_at): a batch whose
   seqs jump past the highest stored + 1 records the missing range; it is marked
   filled once every seq in it is stored. Never hidden, never deleted.
-- meta (key pk, value): the gateway's boot count for its down counters.
+- meta (key pk, value): 'down_reserved', the highest down counter reserved
+  (downcounter.py).
 - sun_counters (building_id, card_id) primary key: the highest NTAG 424 SUN
   counter (SDMReadCtr, u24) any reader of the building reported for the card
   (card_id as 16 hex digits), and updated_at (when it last went up). Only ever
@@ -378,19 +379,24 @@ class Store:
         self.conn.execute("UPDATE readers SET online=0 WHERE reader_id=?", (reader_id,))
 
     # -- the gateway's own down counter ---------------------------------------
-    def next_boot(self) -> int:
-        """Bump and return the gateway's persisted boot count (committed)."""
+    def reserve_down_counters(self, at_least: int, ahead: int) -> tuple[int, int]:
+        """Reserve down counters (docs/uplink.md, "The nonce rule"): returns
+        (first, last), first >= at_least and above every counter reserved
+        before in this database, last = first + ahead; committed before it
+        returns, so a counter is on disk before it is used."""
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
-            row = c.execute("SELECT value FROM meta WHERE key='boot'").fetchone()
-            boot = (row[0] if row else 0) + 1
-            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('boot', ?)", (boot,))
+            got = dict(c.execute("SELECT key, value FROM meta WHERE key IN ('down_reserved', 'boot')"))
+            # 'boot': databases from before reservations counted (boot << 32) | n.
+            floor = max(got.get("down_reserved", 0) + 1, (got["boot"] + 1) << 32 if "boot" in got else 0)
+            first = max(at_least, floor)
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('down_reserved', ?)", (first + ahead,))
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
             raise
-        return boot
+        return first, first + ahead
 
     # -- reading ------------------------------------------------------------
     def rides(self, reader_id: int) -> list[RideRecord]:
