@@ -30,12 +30,13 @@ class Client:
     """A paho-mqtt 2.x client with thread-safe queues for what the broker says."""
 
     def __init__(self, broker: MosquittoInstance, user: str | None, password: str | None = None,
-                 protocol=mqtt.MQTTv5, client_id: str | None = None, will: tuple | None = None):
+                 protocol=mqtt.MQTTv5, client_id: str | None = None, will: tuple | None = None,
+                 clean_session: bool | None = None):
         self.broker = broker
         self.protocol = protocol
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                              client_id=client_id or f"t-{user}-{secrets.token_hex(4)}",
-                             protocol=protocol, reconnect_on_failure=False)
+                             protocol=protocol, reconnect_on_failure=False, clean_session=clean_session)
         if user is not None:
             self.c.username_pw_set(user, password if password is not None
                                    else broker.credentials[user])
@@ -46,6 +47,8 @@ class Client:
         self.subacks: dict[int, queue.Queue] = {}
         self.pubacks: dict[int, queue.Queue] = {}
         self.c.on_connect = lambda c, u, flags, rc, props: self.connacks.put((rc, flags))
+        self.disconnects: queue.Queue = queue.Queue()
+        self.c.on_disconnect = lambda c, u, flags, rc, props: self.disconnects.put(rc)
         self.c.on_message = lambda c, u, m: self.msgs.put((m.topic, bytes(m.payload)))
         self.c.on_subscribe = lambda c, u, mid, rcs, props: self._q(self.subacks, mid).put(rcs)
         self.c.on_publish = lambda c, u, mid, rc, props: self._q(self.pubacks, mid).put(rc)
@@ -224,7 +227,7 @@ def test_generated_files_are_private_and_hold_no_password(broker, clients):
     broker.restart()
     passwd = (wd / "passwd").read_text()
     users = [ln.split(":", 1)[0] for ln in passwd.splitlines()]
-    assert users == ["gateway", "reader-7", "reader-8", "reader-9", "reader-42"]
+    assert users == ["gateway", "reader-7", "reader-8", "reader-9", "reader-42", "probe"]
     assert all(ln.split(":", 1)[1].startswith("$7$") for ln in passwd.splitlines())  # hashed
     blobs = {p.name: p.read_bytes() for p in wd.rglob("*") if p.is_file()}
     assert blobs["mosquitto.log"]  # it does log (log_type all), just not secrets
@@ -375,3 +378,65 @@ def test_add_reader_at_runtime(broker, clients):
     g.until(topics(broker, 7)["up"], b"still-here")
     with pytest.raises(ValueError):
         broker.add_reader(10, 13)
+
+
+# ---------------------------------------------------------------------------
+# Client ids: the broker makes each client's id its username, so nobody can
+# take over another's connection or session (docs/broker.md, "Client ids")
+# ---------------------------------------------------------------------------
+
+def _attack(broker, clients, user, client_id, protocol=mqtt.MQTTv311):
+    """user's own credentials, someone else's client id, a clean session: the
+    broker accepts it (as user's own connection) and nobody else is touched."""
+    a = clients(broker, user, client_id=client_id, protocol=protocol)
+    assert not a.connect().is_failure
+    a.close()
+
+
+def _no_disconnect(victim):
+    with pytest.raises(queue.Empty):
+        victim.disconnects.get(timeout=1.0)
+    assert victim.c.is_connected()
+
+
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311])
+def test_a_reader_cannot_take_over_another_readers_client_id(broker, clients, protocol):
+    g = gateway(broker, clients)
+    t8 = topics(broker, 8)
+    victim = clients(broker, "reader-8", client_id="reader-8", will=(t8["status"], b"offline", 1, False),
+                     protocol=mqtt.MQTTv311).connected()
+    assert not victim.subscribe(t8["down"])[0].is_failure
+    _attack(broker, clients, "reader-7", "reader-8", protocol)
+    _no_disconnect(victim)
+    # No Last Will was fired for reader 8 (the marker comes after anything the attack caused),
+    # and its link works both ways.
+    victim.publish(t8["status"], b"still-here")
+    assert g.until(t8["status"], b"still-here") == [(t8["status"], b"still-here")]
+    g.publish(t8["down"], b"ack")
+    assert victim.until(t8["down"], b"ack") == [(t8["down"], b"ack")]
+
+
+def test_a_reader_cannot_take_over_the_gateways_client_id_or_wipe_its_session(broker, clients):
+    t7 = topics(broker, 7)
+    # The gateway as the daemon connects: MQTT 3.1.1, a persistent session.
+    g = clients(broker, GATEWAY_USER, client_id="liftcard-gateway", protocol=mqtt.MQTTv311, clean_session=False)
+    assert not g.connect().is_failure
+    assert not g.subscribe("lc/#")[0].is_failure
+    _attack(broker, clients, "reader-7", "liftcard-gateway")
+    _attack(broker, clients, "reader-7", GATEWAY_USER)
+    _no_disconnect(g)
+    # The session survives: messages sent while the gateway is away wait for it.
+    g.c.disconnect()
+    g.c.loop_stop()
+    _attack(broker, clients, "reader-7", "liftcard-gateway")   # a clean session with its id, while it is away
+    r = clients(broker, "reader-7").connected()
+    r.publish(t7["up"], b"while-away")
+    back = clients(broker, GATEWAY_USER, client_id="liftcard-gateway", protocol=mqtt.MQTTv311,
+                   clean_session=False)
+    assert not back.connect().is_failure
+    assert back.until(t7["up"], b"while-away") == [(t7["up"], b"while-away")]
+
+
+def test_conf_ties_the_client_id_to_the_username(tmp_path):
+    lines = B.render_conf(BrokerConfig(), tmp_path).splitlines()
+    assert lines.index("use_username_as_clientid true") > lines.index("listener 1883 127.0.0.1")

@@ -34,9 +34,12 @@ except Exception:  # pragma: no cover
     pytest.skip("mosquitto is not installed (scripts/setup.sh installs it)", allow_module_level=True)
 
 
+INTRUDER = "intruder"  # a client on the broker that may write anywhere: forged traffic
+
+
 @pytest.fixture(scope="module")
 def broker():
-    with MosquittoInstance(readers=READERS) as b:
+    with MosquittoInstance(readers=READERS, extra_users={INTRUDER: ("topic readwrite lc/#",)}) as b:
         yield b
 
 

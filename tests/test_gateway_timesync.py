@@ -13,7 +13,7 @@ from liftcard_gateway.formats import Flag, RideRecord, epoch_from_unix
 from liftcard_gateway.store import Store
 
 from test_gateway_daemon import (  # noqa: F401  (fixtures: broker, keys, gw)
-    CARD, READERS, SimReader, broker, db_rides, gw, keys)
+    CARD, INTRUDER, READERS, SimReader, broker, db_rides, gw, keys)
 
 
 class TimeReader(SimReader):
@@ -180,9 +180,11 @@ def test_daemon_stores_corrected_times(gw, treader):
 # -- 3. bad input over the real broker ------------------------------------------------
 
 def gateway_client(broker):
+    # An intruder that may write anywhere under lc/ (the broker fixture's extra
+    # user): the gateway's own credentials would take over its session.
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="inject-%d" % time.monotonic_ns(),
                     protocol=mqtt.MQTTv311)
-    c.username_pw_set("gateway", broker.credentials["gateway"])
+    c.username_pw_set(INTRUDER, broker.credentials[INTRUDER])
     c.connect(broker.host, broker.port, 30)
     c.loop_start()
     return c

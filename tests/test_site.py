@@ -39,12 +39,13 @@ Scenarios:
    d. the upstream is dropped: the ledger is killed with SIGKILL mid-stream, the
       bank broker is stopped for a while (the gateway stores on, cannot forward),
       the bank broker restarts, then the ledger restarts;
-   e. throughout, a chaos MQTT client on the bank broker captures every BATCH on
-      the gateway's batches topic and republishes each one twice, in shuffled
-      order, with the gateway's client certificate and another client id:
-      duplicate and reordered deliveries to the ledger. (It listens with the
-      ledger's certificate: the bank ACL lets `gw-<id>` only write its batches
-      topic, so a subscriber with the gateway's certificate receives nothing.)
+   e. throughout, chaos MQTT clients on the bank broker capture every BATCH on
+      the gateway's batches topic and republish each one twice, in shuffled
+      order: duplicate and reordered deliveries to the ledger. They have
+      identities of their own (`chaos-listen` may read, `chaos-replay` may write
+      the gateway's batches topic): the broker makes the client id the
+      certificate's CN, so borrowing the gateway's or the ledger's certificate
+      would take over their sessions.
    At the end every reader's log is fully acknowledged; the gateway DB and the
    ledger hold every ride of every reader exactly once, field for field equal to
    the reader's DUMP; the ledger's per-reader fee totals (integer fen) equal the
@@ -84,6 +85,7 @@ from test_reader_badinput import CONFIG, VirtualReader  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 GW_ID = "gw1"
+CHAOS_IDENTITIES = ("chaos-listen", "chaos-replay")
 COMPOUND = 1
 OTHER_BUILDING = 13          # cards of another building: never on these readers
 CUT_READER = READER_IDS[2]   # the reader whose network is cut (through SiteProxy)
@@ -201,11 +203,14 @@ class Chaos:
         self.captured = []
         self._seen = set()   # every distinct BATCH once (its own copies come back to it too)
         self._lock = threading.Lock()
-        self.sub = self._client(pki.ca_cert, pki.ledger_cert, pki.ledger_key, "chaos-listen")
+        # Identities of their own: the broker makes the client id the
+        # certificate's CN, so the ledger's or the gateway's would take over
+        # their sessions.
+        listen, replay = (pki.others[i] for i in CHAOS_IDENTITIES)
+        self.sub = self._client(pki.ca_cert, listen["cert"], listen["key"], "chaos-listen")
         self.sub.on_connect = lambda c, *a: c.subscribe(self.topic, qos=1)
         self.sub.on_message = self._on_message
-        g = pki.gateways[GW_ID]
-        self.pub = self._client(pki.ca_cert, g["cert"], g["key"], "chaos-replay")
+        self.pub = self._client(pki.ca_cert, replay["cert"], replay["key"], "chaos-replay")
         self.replayed = 0
         for c in (self.sub, self.pub):
             c.connect_async(bank.host, bank.port, 30)
@@ -265,8 +270,10 @@ class BankSite(Site):
         self.broker = MosquittoInstance(readers={rid: BUILDING for rid in READER_IDS}).start()
         try:
             self.keys = {rid: os.urandom(32) for rid in READER_IDS}
-            self.pki = make_dev_pki(tmp_path / "pki", [GW_ID])
-            self.bank = BankBroker(self.pki, [GW_ID]).start()
+            self.pki = make_dev_pki(tmp_path / "pki", [GW_ID], others=CHAOS_IDENTITIES)
+            batches = up_topics(GW_ID)["batches"]
+            self.bank = BankBroker(self.pki, [GW_ID], extra_acl={
+                "chaos-listen": ("topic read %s" % batches,), "chaos-replay": ("topic write %s" % batches,)}).start()
             bd = tmp_path / "bank"
             bd.mkdir()
             self.bank_key = bd / "bank.key"

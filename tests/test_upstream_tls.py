@@ -263,3 +263,67 @@ def test_card_updates_reach_the_callback(tmp_path, pki, bank):
         assert got.get(timeout=10) == payload
     finally:
         up.stop()
+
+
+class Watched:
+    """A paho client over TLS that records its disconnects and messages."""
+
+    def __init__(self, pki, cert, key, client_id, clean_session=False):
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+                             clean_session=clean_session, reconnect_on_failure=False)
+        self.c.tls_set(ca_certs=str(pki.ca_cert), certfile=str(cert), keyfile=str(key),
+                       tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        self.connected, self.subscribed = threading.Event(), threading.Event()
+        self.disconnects, self.msgs = queue.Queue(), queue.Queue()
+        self.c.on_connect = lambda *a: self.connected.set()
+        self.c.on_subscribe = lambda *a: self.subscribed.set()
+        self.c.on_disconnect = lambda cl, u, f, rc, p: self.disconnects.put(rc)
+        self.c.on_message = lambda cl, u, m: self.msgs.put((m.topic, bytes(m.payload)))
+
+    def start(self, bank):
+        self.c.connect(bank.host, bank.port, 30)
+        self.c.loop_start()
+        assert self.connected.wait(10)
+        return self
+
+    def stop(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def _take_over(pki, bank, ident, client_id):
+    """ident's certificate, someone else's client id, a clean session."""
+    a = Watched(pki, *ident, client_id, clean_session=True).start(bank)
+    a.stop()
+
+
+def test_a_gateway_cannot_take_over_the_ledgers_or_another_gateways_client_id(pki, bank):
+    gw1 = (pki.gateways["gw1"]["cert"], pki.gateways["gw1"]["key"])
+    gw2 = (pki.gateways["gw2"]["cert"], pki.gateways["gw2"]["key"])
+    ledger = Watched(pki, pki.ledger_cert, pki.ledger_key, "liftcard-ledger").start(bank)
+    ledger.c.subscribe("liftcard/gw/+/batches", qos=1)
+    assert ledger.subscribed.wait(10)
+    victim_gw = Watched(pki, *gw1, "liftcard-gateway").start(bank)
+    for client_id in ("liftcard-ledger", "ledger", "liftcard-gateway", "gw-gw1"):
+        _take_over(pki, bank, gw2, client_id)
+    for v in (ledger, victim_gw):
+        with pytest.raises(queue.Empty):
+            v.disconnects.get(timeout=1.0)
+        assert v.c.is_connected()
+    # The ledger's session survives a clean-session CONNECT with its id while it is away.
+    ledger.stop()
+    _take_over(pki, bank, gw2, "liftcard-ledger")
+    _take_over(pki, bank, gw2, "ledger")
+    victim_gw.c.publish("liftcard/gw/gw1/batches", b"while-away", qos=1).wait_for_publish(10)
+    back = Watched(pki, pki.ledger_cert, pki.ledger_key, "liftcard-ledger").start(bank)
+    try:
+        assert back.msgs.get(timeout=10) == ("liftcard/gw/gw1/batches", b"while-away")
+    finally:
+        back.stop()
+        victim_gw.stop()
+
+
+def test_bank_conf_ties_the_client_id_to_the_certificate(tmp_path, pki):
+    from liftcard_gateway.bank_broker import render_bank_conf
+    lines = render_bank_conf(8883, "127.0.0.1", tmp_path, pki.ca_cert, pki.server_cert, pki.server_key).splitlines()
+    assert "use_identity_as_username true" in lines and "use_username_as_clientid true" in lines

@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 GATEWAY_USER = "gateway"
+PROBE_USER = "probe"  # MosquittoInstance's readiness probe: may connect, no topic
 TOPIC_ROOT = "lc"
 _ID_MAX = (1 << 30) - 1  # reader_id, building_id: integers 1 .. 2^30-1 (docs/formats.md)
 _MISSING = "mosquitto not found: install the Debian package mosquitto (scripts/setup.sh does)"
@@ -106,6 +107,9 @@ class BrokerConfig:
     log_types: tuple[str, ...] = ("error", "warning", "notice", "information")
     run_as: str | None = None
     max_queued_messages: int = 1000
+    # Further users (tools and tests: a readiness probe, a monitor), each with
+    # its ACL lines ("topic read|write|readwrite <topic>"; none: no topic at all).
+    extra_users: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
@@ -122,9 +126,15 @@ class BrokerConfig:
                 raise ValueError(f"bad log type {t!r}")
         if self.run_as is not None and not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.run_as):
             raise ValueError(f"bad run_as user {self.run_as!r}")
+        for user, grants in self.extra_users.items():
+            if not re.fullmatch(r"[A-Za-z0-9_\-]+", user) or user == GATEWAY_USER or user.startswith("reader-"):
+                raise ValueError(f"bad extra user name {user!r}")
+            for g in grants:
+                if not re.fullmatch(r"topic (read|write|readwrite) [A-Za-z0-9_/+#\-]+", g):
+                    raise ValueError(f"bad ACL line for {user}: {g!r}")
 
     def users(self) -> list[str]:
-        return [GATEWAY_USER] + [reader_user(r) for r in sorted(self.readers)]
+        return [GATEWAY_USER] + [reader_user(r) for r in sorted(self.readers)] + sorted(self.extra_users)
 
 
 # File names inside the work directory.
@@ -144,6 +154,9 @@ def render_conf(cfg: BrokerConfig, workdir: str | os.PathLike) -> str:
         f"user {run_as}",
         f"listener {cfg.port} {cfg.bind_address}",
         "protocol mqtt",
+        # The client id is the username, whatever the client sends: nobody can
+        # take over (and wipe) another's session or fire its Last Will.
+        "use_username_as_clientid true",
         "allow_anonymous false",
         f"password_file {wd / PASSWD}",
         f"acl_file {wd / ACL}",
@@ -177,6 +190,8 @@ def render_acl(cfg: BrokerConfig) -> str:
                 f"topic write {t['up']}",
                 f"topic write {t['status']}",
                 f"topic read {t['down']}"]
+    for user in sorted(cfg.extra_users):
+        out += ["", f"user {user}", *cfg.extra_users[user]]
     return "\n".join(out) + "\n"
 
 
@@ -467,9 +482,13 @@ class MosquittoInstance(MosquittoProcess):
     def __init__(self, readers: Mapping[int, int] | None = None, *, host: str = "127.0.0.1",
                  port: int | None = None, workdir: str | os.PathLike | None = None,
                  credentials: Mapping[str, str] | None = None,
-                 log_types: tuple[str, ...] | None = None, start_timeout: float = 20.0):
+                 log_types: tuple[str, ...] | None = None, start_timeout: float = 20.0,
+                 extra_users: Mapping[str, tuple[str, ...]] | None = None):
         super().__init__(host, port, workdir, start_timeout)
         self._readers = dict(readers or {})
+        # `probe` (no topics) tells when the broker is up without touching the
+        # gateway's session: client id = username (use_username_as_clientid).
+        self._extra = {PROBE_USER: (), **dict(extra_users or {})}
         self._log_types = log_types
         self._creds: dict[str, str] = dict(credentials or {})
         self._cfg: BrokerConfig | None = None
@@ -494,7 +513,7 @@ class MosquittoInstance(MosquittoProcess):
     def _config(self) -> BrokerConfig:
         kw = {} if self._log_types is None else {"log_types": self._log_types}
         return BrokerConfig(port=self._port, bind_address=self._host,
-                            readers=dict(self._readers), **kw)
+                            readers=dict(self._readers), extra_users=dict(self._extra), **kw)
 
     def _write(self) -> Path:
         self._cfg = self._config()
@@ -524,7 +543,7 @@ class MosquittoInstance(MosquittoProcess):
     _tools = ("mosquitto", "mosquitto_passwd")
 
     def _ready(self, timeout: float, what: str) -> None:
-        self._wait_auth(GATEWAY_USER, timeout, what)
+        self._wait_auth(PROBE_USER, timeout, what)
 
     def _wait_auth(self, user: str, timeout: float, what: str) -> None:
         """Wait until the broker accepts user's credentials (CONNACK 0)."""

@@ -44,6 +44,8 @@ def gateway_identity(gateway_id: str) -> str:
 
 
 LEDGER_IDENTITY = "ledger"
+PROBE_IDENTITY = "probe"  # a dev PKI certificate that may connect and nothing else
+CARDS_IDENTITY = "cards"  # the bank's card publisher: writes card updates, nothing else
 
 
 def write_private(path: str | os.PathLike, data: bytes) -> Path:
@@ -237,13 +239,24 @@ class DevPKI:
     ledger_signing_key: Path
     ledger_public_key: Path
     gateways: dict  # gateway_id -> dict(cert, key, signing_key, public_key)
+    others: dict    # identity -> dict(cert, key): the card publisher, the readiness probe, test clients
+
+    @property
+    def cards_cert(self) -> Path:
+        return self.others[CARDS_IDENTITY]["cert"]
+
+    @property
+    def cards_key(self) -> Path:
+        return self.others[CARDS_IDENTITY]["key"]
 
 
 def make_dev_pki(out: str | os.PathLike, gateway_ids=("gw1",),
-                 server_names: tuple[str, ...] = ("127.0.0.1", "localhost")) -> DevPKI:
+                 server_names: tuple[str, ...] = ("127.0.0.1", "localhost"),
+                 others: tuple[str, ...] = ()) -> DevPKI:
     """A CA, a broker server certificate, client certificates for the ledger and
-    each gateway (CN `ledger`, `gw-<id>`), and Ed25519 signing keys for all.
-    Private files 0600, directory 0700."""
+    each gateway (CN `ledger`, `gw-<id>`), and Ed25519 signing keys for all;
+    client certificates for CARDS_IDENTITY (the card publisher), PROBE_IDENTITY
+    (the broker's readiness probe) and each of `others` (CN as given). Private files 0600, directory 0700."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(out, 0o700)
@@ -267,8 +280,14 @@ def make_dev_pki(out: str | os.PathLike, gateway_ids=("gw1",),
         gws[gid] = {"cert": out / ("%s.crt" % ident), "key": out / ("%s.key" % ident),
                     "signing_key": out / ("%s-signing.key" % ident),
                     "public_key": out / ("%s-signing.pub" % ident)}
+    extra = {}
+    for ident in (CARDS_IDENTITY, PROBE_IDENTITY, *others):
+        k, c = issue(ca, ident)
+        write_private(out / ("%s.key" % ident), k)
+        write_public(out / ("%s.crt" % ident), c)
+        extra[ident] = {"cert": out / ("%s.crt" % ident), "key": out / ("%s.key" % ident)}
     return DevPKI(out, out / "ca.crt", out / "server.crt", out / "server.key", out / "ledger.crt",
-                  out / "ledger.key", out / "ledger-signing.key", out / "ledger-signing.pub", gws)
+                  out / "ledger.key", out / "ledger-signing.key", out / "ledger-signing.pub", gws, extra)
 
 
 def main(argv=None) -> int:

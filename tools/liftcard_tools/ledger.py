@@ -26,8 +26,12 @@ Config (TOML; relative paths from the file's directory):
     ca_file = "ca.crt"
     cert_file = "ledger.crt"
     key_file = "ledger.key"                   # mode 0600
-    # client_id = "liftcard-ledger"
+    # client_id = "liftcard-ledger"           # the broker uses the certificate's CN
     # keepalive = 30
+
+    [cards]                                   # publish-card's own identity (optional)
+    cert_file = "cards.crt"
+    key_file = "cards.key"                    # mode 0600
 
     [[gateways]]
     gateway_id = "gw1"
@@ -76,6 +80,10 @@ class LedgerConfig:
     client_id: str = "liftcard-ledger"
     keepalive: int = 30
     gateways: dict = field(default_factory=dict, repr=False)  # gateway_id -> Ed25519PublicKey
+    # publish-card's client certificate and key: the bank broker makes the
+    # client id the CN, so the ledger's own would take over the running ledger.
+    cards_cert_file: Path | None = None
+    cards_key_file: Path | None = None
 
     @property
     def db_path(self) -> Path:
@@ -95,7 +103,7 @@ def load_config(path) -> LedgerConfig:
         raise LedgerConfigError("", "%s is not valid TOML: %s" % (path, str(e).splitlines()[0])) from None
     base = path.resolve().parent
     try:
-        _unknown(doc, {"ledger", "broker", "gateways"}, "")
+        _unknown(doc, {"ledger", "broker", "gateways", "cards"}, "")
         lg = _table(doc, "ledger")
         _unknown(lg, {"data_dir", "signing_key_file"}, "ledger")
         data_dir = _path(lg, "data_dir", "ledger", base)
@@ -125,6 +133,18 @@ def load_config(path) -> LedgerConfig:
                 from None
         client_id = _str(br, "client_id", "broker", "liftcard-ledger")
         keepalive = _int(br, "keepalive", "broker", 5, 3600, 30)
+        cards = {}
+        if "cards" in doc:
+            ct = _table(doc, "cards")
+            _unknown(ct, {"cert_file", "key_file"}, "cards")
+            cards = {k: _path(ct, k, "cards", base) for k in ("cert_file", "key_file")}
+            for k, p in cards.items():
+                if not p.is_file():
+                    raise LedgerConfigError("cards.%s" % k, "file not found: %s" % p)
+            try:
+                pki.check_private_file(cards["key_file"])
+            except pki.KeyFileError as e:
+                raise LedgerConfigError("cards.key_file", str(e)) from None
         gl = doc.get("gateways", [])
         if not isinstance(gl, list) or not gl:
             raise LedgerConfigError("gateways", "needs at least one [[gateways]] table")
@@ -148,7 +168,7 @@ def load_config(path) -> LedgerConfig:
             raise
         raise LedgerConfigError(e.key, str(e).split(": ", 1)[-1] if e.key else str(e)) from None
     return LedgerConfig(path, data_dir, Secret(skey), host, port, files["ca_file"], files["cert_file"],
-                        files["key_file"], client_id, keepalive, gws)
+                        files["key_file"], client_id, keepalive, gws, cards.get("cert_file"), cards.get("key_file"))
 
 
 SCHEMA = """
@@ -315,10 +335,13 @@ class Ledger:
 
 def publish_card(cfg: LedgerConfig, gateway_id: str, payload: bytes, timeout: float = 20.0) -> None:
     """Publish a card update (opaque bytes) on liftcard/gw/<id>/cards, QoS 1; returns
-    after the broker's PUBACK. Raises RuntimeError (one line) on failure."""
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="%s-pub-%d" % (cfg.client_id, int(time.time() * 1000)),
-                    protocol=mqtt.MQTTv311)
-    c.tls_set(ca_certs=str(cfg.ca_file), certfile=str(cfg.cert_file), keyfile=str(cfg.key_file),
+    after the broker's PUBACK, as the card publisher ([cards] in the config).
+    Raises RuntimeError (one line) on failure."""
+    if cfg.cards_cert_file is None:
+        raise RuntimeError("%s has no [cards] cert_file and key_file: card updates are published with the card "
+                           "publisher's certificate, not the ledger's" % cfg.path)
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="liftcard-cards", protocol=mqtt.MQTTv311)
+    c.tls_set(ca_certs=str(cfg.ca_file), certfile=str(cfg.cards_cert_file), keyfile=str(cfg.cards_key_file),
               cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
     try:
         c.connect(cfg.host, cfg.port, cfg.keepalive)

@@ -30,9 +30,11 @@ def write_ledger_config(dir: Path, pki, bank, gateway_ids=("gw1",), data_dir: st
                   % (g, pki.gateways[g]["public_key"]) for g in gateway_ids)
     p = dir / "ledger.toml"
     p.write_text('[ledger]\ndata_dir = "%s"\nsigning_key_file = "%s"\n\n[broker]\nhost = "%s"\nport = %d\n'
-                 'ca_file = "%s"\ncert_file = "%s"\nkey_file = "%s"\nclient_id = "%s"\n\n%s'
+                 'ca_file = "%s"\ncert_file = "%s"\nkey_file = "%s"\nclient_id = "%s"\n\n'
+                 '[cards]\ncert_file = "%s"\nkey_file = "%s"\n\n%s'
                  % (data_dir, pki.ledger_signing_key, bank.host, bank.port, pki.ca_cert, pki.ledger_cert,
-                    pki.ledger_key, client_id or "ledger-%s" % secrets.token_hex(4), gws))
+                    pki.ledger_key, client_id or "ledger-%s" % secrets.token_hex(4), pki.cards_cert, pki.cards_key,
+                    gws))
     return p
 
 
