@@ -1,5 +1,5 @@
 """Emulated cards and the reader's card protocols without the PN532 link
-(pcd.DirectPN): personalisation through real DESFire commands, the errors a
+(pn532emu.DirectPN): personalisation through real DESFire commands, the errors a
 real card returns, and that a one-byte change in any card answer is never
 accepted."""
 
@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from liftcard_tools.nfc import cards as Cd
 from liftcard_tools.nfc import credential as K
-from liftcard_tools.nfc import personalise as P
 from liftcard_tools.nfc.desfire import CardStatus, DesfireHost
-from liftcard_tools.nfc.pcd import DirectPN, Reader
+from liftcard_tools.nfc.pcd import Reader
+from liftcard_tools.nfc.pn532emu import DirectPN
 
 h = bytes.fromhex
 KEYS = K.BuildingKeys(12, h("00112233445566778899AABBCCDDEEF0"), h("F0EEDDCCBBAA99887766554433221100"))
@@ -23,11 +23,11 @@ CRED = K.Credential(h("00000000075BCD15"), 12, 3, 800, 2800)
 
 
 def desfire():
-    return P.make_desfire(UID, KEYS, CRED)
+    return Cd.make_desfire(UID, KEYS, CRED)
 
 
 def ntag(counter=0):
-    return P.make_ntag424(h("04C0FFEE123480"), KEYS, h("00000000000F4240"), counter)
+    return Cd.make_ntag424(h("04C0FFEE123480"), KEYS, h("00000000000F4240"), counter)
 
 
 def tap(card, reader=None, **kw):
@@ -77,7 +77,7 @@ def test_personalisation_keys_are_diversified_and_changed():
     assert app.keys[1][0] == KEYS.desfire_key(UID, 1)
     assert app.files[1].comm == 1 and app.files[1].access == K.CRED_ACCESS
     assert bytes(app.files[1].data) == CRED.encode()
-    other = P.make_desfire(h("04A1B2C3D4E581"), KEYS, CRED)
+    other = Cd.make_desfire(h("04A1B2C3D4E581"), KEYS, CRED)
     assert other.apps[K.AID_LCF].keys[1][0] != app.keys[1][0]
 
 
@@ -96,7 +96,7 @@ def test_clones_fail():
     assert tap(rec).result == "OK"
     assert tap(Cd.MagicClone(real, "replay", rec.responses)).result == "AUTH_FAILED"
     # a card of another building (keys diversified from another master)
-    foreign = P.make_desfire(UID, K.BuildingKeys(13, os.urandom(16), os.urandom(16)), CRED)
+    foreign = Cd.make_desfire(UID, K.BuildingKeys(13, os.urandom(16), os.urandom(16)), CRED)
     assert tap(foreign).result == "AUTH_FAILED"
 
 
@@ -111,7 +111,7 @@ def test_ntag_counter_and_replay():
     assert tap(rec, r).result == "OK"
     assert tap(Cd.MagicClone(card, "replay", rec.responses), r).result == "REPLAY"
     # a wrong SDMMetaRead / file key is a forgery
-    bad = P.make_ntag424(card.uid, K.BuildingKeys(12, os.urandom(16)), h("00000000000F4240"))
+    bad = Cd.make_ntag424(card.uid, K.BuildingKeys(12, os.urandom(16)), h("00000000000F4240"))
     assert tap(bad, r).result == "AUTH_FAILED"
 
 

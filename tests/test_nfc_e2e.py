@@ -11,7 +11,6 @@ import pytest
 from liftcard_tools.nfc import cards as Cd
 from liftcard_tools.nfc import credential as K
 from liftcard_tools.nfc import frames as Fr
-from liftcard_tools.nfc import personalise as P
 from liftcard_tools.nfc.pcd import PN532, PN532Timeout, Reader
 from liftcard_tools.nfc.pn532emu import PN532Emulator
 
@@ -35,7 +34,7 @@ def rig():
 def test_genuine_desfire_granted_credential_id(rig):
     emu, pn, reader = rig
     assert reader.read_tap().result == "NO_CARD"
-    emu.field.enter(P.make_desfire(UID, KEYS, CRED))
+    emu.field.enter(Cd.make_desfire(UID, KEYS, CRED))
     emu.stats.reset()
     t = reader.read_tap()
     assert (t.result, t.card_id, t.kind) == ("OK", CRED.card_id, "desfire")
@@ -49,7 +48,7 @@ def test_genuine_desfire_granted_credential_id(rig):
 
 def test_magic_clone_auth_failed(rig):
     emu, _pn, reader = rig
-    real = P.make_desfire(UID, KEYS, CRED)
+    real = Cd.make_desfire(UID, KEYS, CRED)
     for mode in ("wrong_key", "no_app"):
         emu.field.enter(Cd.MagicClone(real, mode))
         t = reader.read_tap()
@@ -58,7 +57,7 @@ def test_magic_clone_auth_failed(rig):
 
 def test_replayed_ntag_sun_is_replay(rig):
     emu, _pn, reader = rig
-    tag = P.make_ntag424(h("04C0FFEE123480"), KEYS, h("00000000000F4240"))
+    tag = Cd.make_ntag424(h("04C0FFEE123480"), KEYS, h("00000000000F4240"))
     rec = Cd.RecordingCard(tag)
     emu.field.enter(rec)
     assert reader.read_tap().result == "OK"
@@ -72,7 +71,7 @@ def test_replayed_ntag_sun_is_replay(rig):
 def test_card_removed_mid_exchange(rig):
     emu, _pn, reader = rig
     for n in (0, 1, 2, 3):
-        emu.field.enter(P.make_desfire(UID, KEYS, CRED), leave_after=n)
+        emu.field.enter(Cd.make_desfire(UID, KEYS, CRED), leave_after=n)
         assert reader.read_tap().result == "CARD_REMOVED", n
 
 
@@ -95,7 +94,7 @@ def test_classic_uid_only_legacy(rig):
 
 def test_chip_silent_then_recovers_after_reset(rig):
     emu, pn, reader = rig
-    emu.field.enter(P.make_desfire(UID, KEYS, CRED))
+    emu.field.enter(Cd.make_desfire(UID, KEYS, CRED))
     assert reader.read_tap().result == "OK"
     emu.faults.silence()
     pn.ack_timeout = 0.05
@@ -109,7 +108,7 @@ def test_chip_silent_then_recovers_after_reset(rig):
 
 def test_link_faults_garbage_and_bad_checksum(rig):
     emu, pn, reader = rig
-    emu.field.enter(P.make_desfire(UID, KEYS, CRED))
+    emu.field.enter(Cd.make_desfire(UID, KEYS, CRED))
     assert reader.read_tap().result == "OK"
     emu.faults.garbage(b"\x55\xAA\x13\x37")
     emu.faults.corrupt_next()
@@ -153,7 +152,7 @@ def test_waiting_list_completes_when_card_enters(rig):
     import threading
     pn.init()
     pn.command(0x32, b"\x05\xFF\x01\xFF")
-    card = P.make_desfire(UID, KEYS, CRED)
+    card = Cd.make_desfire(UID, KEYS, CRED)
     threading.Timer(0.2, emu.field.enter, (card,)).start()
     t = pn.list_target()
     assert t.uid == UID and t.sak == 0x20 and t.atqa == 0x0344 and t.ats == Cd.DESFIRE_ATS

@@ -11,8 +11,8 @@ import json
 import pytest
 
 from conftest import run_micropython
+from liftcard_tools.nfc import cards as Cd
 from liftcard_tools.nfc import credential as K
-from liftcard_tools.nfc import personalise as P
 from liftcard_tools.nfc.pn532emu import PN532Emulator
 
 h = bytes.fromhex
@@ -122,7 +122,7 @@ def test_i2c_firmware_version_sam_and_idle_poll(tmp_path, emu):
 
 
 def test_i2c_desfire_tap_gives_the_credential_card_id(tmp_path, emu):
-    emu.field.enter(P.make_desfire(UID, KEYS, CRED))
+    emu.field.enter(Cd.make_desfire(UID, KEYS, CRED))
     out = run(tmp_path, emu, "tap", 64, KEYS.read_master.hex(), BUILDING)
     assert out["credential"] and out["failure"] == 0, out
     assert out["card"] == CRED.card_id.hex()
@@ -135,7 +135,7 @@ def test_i2c_desfire_tap_gives_the_credential_card_id(tmp_path, emu):
 def test_i2c_long_frames_read_again_after_nack(tmp_path, emu):
     # First read of 17 bytes: every frame longer than GetFirmwareVersion's
     # answer (the target, the DESFire answers) takes the NACK + long read path.
-    emu.field.enter(P.make_desfire(UID, KEYS, CRED))
+    emu.field.enter(Cd.make_desfire(UID, KEYS, CRED))
     out = run(tmp_path, emu, "tap", 16, KEYS.read_master.hex(), BUILDING)
     assert out["credential"] and out["failure"] == 0, out
     assert out["card"] == CRED.card_id.hex()
@@ -148,7 +148,7 @@ def test_i2c_long_frames_read_again_after_nack(tmp_path, emu):
 
 def test_i2c_ntag_tap_with_a_response_over_64_bytes(tmp_path, emu):
     # The NTAG 424 record (ReadData, ~100 bytes) exceeds the default 65-byte read.
-    emu.field.enter(P.make_ntag424(NTAG_UID, KEYS, NTAG_ID, counter=5))
+    emu.field.enter(Cd.make_ntag424(NTAG_UID, KEYS, NTAG_ID, counter=5))
     out = run(tmp_path, emu, "tap", 64, KEYS.read_master.hex(), BUILDING)
     assert out["credential"] and out["failure"] == 0, out
     assert out["card"] == NTAG_ID.hex()
@@ -159,7 +159,7 @@ def test_i2c_ntag_tap_with_a_response_over_64_bytes(tmp_path, emu):
 
 
 def test_i2c_bad_checksum_nacked_and_resent(tmp_path, emu):
-    emu.field.enter(P.make_desfire(UID, KEYS, CRED))
+    emu.field.enter(Cd.make_desfire(UID, KEYS, CRED))
     emu.faults.corrupt_next()
     out = run(tmp_path, emu, "tap", 64, KEYS.read_master.hex(), BUILDING)
     assert out["credential"] and out["card"] == CRED.card_id.hex()

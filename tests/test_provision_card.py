@@ -15,7 +15,6 @@ from liftcard_provisioning import cli
 from liftcard_tools.nfc import cards as Cd
 from liftcard_tools.nfc import credential as K
 from liftcard_tools.nfc import pcd
-from liftcard_tools.nfc import personalise as P
 from liftcard_tools.nfc.pn532emu import PN532Emulator
 
 h = bytes.fromhex
@@ -129,7 +128,7 @@ def test_valid_until_never(emu, keyfile):
 
 def test_card_personalised_with_other_keys_is_refused(emu, keyfile):
     other = K.BuildingKeys(BUILDING, h("11" * 16), h("22" * 16))
-    card = P.make_desfire(UID, other, K.Credential(h("0000000000000042"), BUILDING))
+    card = Cd.make_desfire(UID, other, K.Credential(h("0000000000000042"), BUILDING))
     before = {k: [list(x) for x in a.keys] for k, a in card.apps.items()}
     emu.field.enter(card)
     r = personalise(emu, keyfile)

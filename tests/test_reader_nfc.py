@@ -16,7 +16,6 @@ from conftest import FIRMWARE_RUN, HEAP, tool
 from liftcard_gateway.formats import CardRecord, RideRecord, build_whitelist
 from liftcard_tools.nfc import cards as Cd
 from liftcard_tools.nfc import credential as K
-from liftcard_tools.nfc import personalise as P
 from liftcard_tools.nfc.pn532emu import PN532Emulator
 
 h = bytes.fromhex
@@ -136,7 +135,7 @@ def _tap_slice(exchanges):
 
 
 def test_genuine_desfire_granted_by_its_credential_id(rig):
-    rec = rig.present(P.make_desfire(UID, KEYS, CRED))
+    rec = rig.present(Cd.make_desfire(UID, KEYS, CRED))
     assert (rec.result, rec.card_id, rec.flags & F_LEGACY_UID) == (GRANTED, int.from_bytes(CRED.card_id, "big"), 0)
     assert rec.household == 501 and rec.fee == 40 and rec.floor == 5
     tap = _tap_slice(rig.last_stats)
@@ -147,14 +146,14 @@ def test_genuine_desfire_granted_by_its_credential_id(rig):
 
 
 def test_magic_clone_auth_failed(rig):
-    real = P.make_desfire(UID, KEYS, CRED)
+    real = Cd.make_desfire(UID, KEYS, CRED)
     for mode in ("wrong_key", "no_app"):
         rec = rig.present(Cd.MagicClone(real, mode))
         assert (rec.result, rec.card_id, rec.fee) == (AUTH_FAILED, 0, 0), mode
 
 
 def test_ntag_granted_then_replay_denied(rig):
-    tag = P.make_ntag424(NTAG_UID, KEYS, NTAG_ID, counter=5)
+    tag = Cd.make_ntag424(NTAG_UID, KEYS, NTAG_ID, counter=5)
     recording = Cd.RecordingCard(tag)
     rec = rig.present(recording)
     assert (rec.result, rec.card_id, rec.household) == (GRANTED, int.from_bytes(NTAG_ID, "big"), 502)
@@ -165,7 +164,7 @@ def test_ntag_granted_then_replay_denied(rig):
 
 def test_card_removed_mid_exchange(rig):
     for n in (1, 3):
-        rec = rig.present(P.make_desfire(UID, KEYS, CRED), leave_after=n)
+        rec = rig.present(Cd.make_desfire(UID, KEYS, CRED), leave_after=n)
         assert (rec.result, rec.card_id) == (CARD_REMOVED, 0), n
 
 
@@ -186,7 +185,7 @@ def test_classic_refused_unless_legacy_then_flagged(rig):
         assert (rec.result, rec.card_id, rec.flags & F_LEGACY_UID, rec.household) == (
             GRANTED, int.from_bytes(CLASSIC_UID, "big"), F_LEGACY_UID, 503)
         # legacy mode never reads an ISO card by its UID
-        assert rig.present(Cd.MagicClone(P.make_desfire(UID, KEYS, CRED), "wrong_key")).result == AUTH_FAILED
+        assert rig.present(Cd.MagicClone(Cd.make_desfire(UID, KEYS, CRED), "wrong_key")).result == AUTH_FAILED
     finally:
         assert rig.command("CONFIG " + rig.file("config.json", json.dumps(CONFIG).encode())).startswith("OK")
 
@@ -194,7 +193,7 @@ def test_classic_refused_unless_legacy_then_flagged(rig):
 def test_link_garbage_and_bad_checksum_still_granted(rig):
     rig.emu.faults.garbage(b"\x55\xAA\x13\x37")
     rig.emu.faults.corrupt_next()
-    rec = rig.present(P.make_desfire(UID, KEYS, CRED))
+    rec = rig.present(Cd.make_desfire(UID, KEYS, CRED))
     assert rec.result == GRANTED
 
 
@@ -206,7 +205,7 @@ def test_chip_silent_then_back_reader_recovers(rig):
     s = rig.status()  # the reader still answers its commands
     assert s["nfc_chip_errors"] > before["nfc_chip_errors"] and s["next_seq"] == before["next_seq"]
     emu.reset()  # the chip is back (asleep: the reader's wake-up brings it up)
-    rec = rig.present(P.make_desfire(UID, KEYS, CRED))
+    rec = rig.present(Cd.make_desfire(UID, KEYS, CRED))
     assert (rec.result, rec.card_id) == (GRANTED, int.from_bytes(CRED.card_id, "big"))
 
 
@@ -236,7 +235,7 @@ def test_uplink_and_nfc_together_under_the_heap_limit(tmp_path):
             while r.status().get("uplink") != "up":
                 assert time.monotonic() < end, "the uplink did not come up"
                 time.sleep(0.1)
-            rec = r.present(P.make_desfire(UID, KEYS, CRED))
+            rec = r.present(Cd.make_desfire(UID, KEYS, CRED))
             assert (rec.result, rec.card_id) == (GRANTED, int.from_bytes(CRED.card_id, "big"))
             end = time.monotonic() + 15
             while r.status()["uplink_batches"] < 1:
@@ -318,7 +317,7 @@ client_id = "gw-sun-e2e"
                 assert time.monotonic() < end, "the uplinks did not come up"
                 time.sleep(0.1)
             a, b = readers
-            tag = P.make_ntag424(NTAG_UID, KEYS, NTAG_ID, counter=5)
+            tag = Cd.make_ntag424(NTAG_UID, KEYS, NTAG_ID, counter=5)
             recording = Cd.RecordingCard(tag)
             rec = a.present(recording)
             assert (rec.result, rec.card_id) == (GRANTED, int.from_bytes(NTAG_ID, "big"))

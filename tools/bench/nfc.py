@@ -31,7 +31,6 @@ sys.path.insert(0, str(REPO / "tools"))
 from liftcard_tools.nfc import cards as Cd  # noqa: E402
 from liftcard_tools.nfc import credential as K  # noqa: E402
 from liftcard_tools.nfc import pcd  # noqa: E402
-from liftcard_tools.nfc import personalise as P  # noqa: E402
 from liftcard_tools.nfc.pn532emu import PN532Emulator  # noqa: E402
 
 h = bytes.fromhex
@@ -73,8 +72,8 @@ def run_taps(repeat: int) -> dict:
         reader = pcd.Reader(pn, K.BuildingKeys(BUILDING, KEYS.read_master), legacy_uid=True)
         assert reader.read_tap().result == "NO_CARD"  # init the chip (not counted)
         cards = {
-            "desfire": lambda: P.make_desfire(DESFIRE_UID, KEYS, K.Credential(h("00000000075BCD15"), BUILDING, 3, 800, 2800)),
-            "ntag424": lambda: P.make_ntag424(NTAG_UID, KEYS, h("00000000000F4240")),
+            "desfire": lambda: Cd.make_desfire(DESFIRE_UID, KEYS, K.Credential(h("00000000075BCD15"), BUILDING, 3, 800, 2800)),
+            "ntag424": lambda: Cd.make_ntag424(NTAG_UID, KEYS, h("00000000000F4240")),
             "uid": lambda: Cd.MifareClassicCard(CLASSIC_UID),
             "idle": lambda: None,
         }

@@ -11,6 +11,10 @@ DataOut) and returns:
 
 `power_on()` is called when the card enters the field (volatile state reset)
 and `deselect()` on InRelease.
+
+`make_desfire` and `make_ntag424` build personalised cards: a DESFire is
+personalised through its own command interface by the product's
+`personalise_desfire`, the host side, which knows nothing of these emulators.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import struct
 from dataclasses import dataclass, field
 
 from . import crypto as C
+from . import credential as K
 from .credential import (
     CC_FILE_ID,
     NDEF_APP_DF_NAME,
@@ -28,6 +33,7 @@ from .credential import (
     SunLayout,
     ndef_template,
 )
+from .personalise import personalise_desfire
 
 
 @dataclass(frozen=True)
@@ -413,6 +419,43 @@ class Ntag424Card(Card):
 
 
 # ---------------------------------------------------------------------------
+# Personalised cards
+# ---------------------------------------------------------------------------
+
+
+class _Direct:
+    """A card's transceive as the host's transceive: a radio error raises."""
+
+    def __init__(self, card):
+        self.card = card
+
+    def __call__(self, data: bytes) -> bytes:
+        r = self.card.transceive(data)
+        if isinstance(r, RfError):
+            raise IOError("card link error %02X" % r.code)
+        return r
+
+
+def personalise_desfire_direct(card: DesfireCard, keys: K.BuildingKeys, cred: K.Credential) -> None:
+    personalise_desfire(_Direct(card), card.uid, keys, cred)
+    card.power_on()
+
+
+def make_desfire(uid: bytes, keys: K.BuildingKeys, cred: K.Credential, name: str = "") -> DesfireCard:
+    """A DESFire card personalised through its own command interface."""
+    card = DesfireCard(uid, name=name)
+    personalise_desfire_direct(card, keys, cred)
+    return card
+
+
+def make_ntag424(uid: bytes, keys: K.BuildingKeys, card_id: bytes, counter: int = 0, name: str = "") -> Ntag424Card:
+    """An NTAG 424 DNA configured for liftcard SUN (SDM settings set directly;
+    the ChangeFileSettings personalisation of a real tag is not emulated)."""
+    return Ntag424Card(uid, keys.ntag_meta_key(), keys.ntag_key(uid, K.NTAG_KEY_FILE), card_id,
+                       counter=counter, name=name)
+
+
+# ---------------------------------------------------------------------------
 # Attackers and failures
 # ---------------------------------------------------------------------------
 
@@ -440,11 +483,9 @@ class MagicClone(Card):
         if mode == "no_app":
             self.inner = DesfireCard(original.uid)
         elif mode == "wrong_key":
-            from .personalise import personalise_desfire_direct  # local import: avoid a cycle
-            from .credential import BuildingKeys, Credential
-            fake = BuildingKeys(0, os.urandom(16), os.urandom(16))
+            fake = K.BuildingKeys(0, os.urandom(16), os.urandom(16))
             self.inner = DesfireCard(original.uid)
-            personalise_desfire_direct(self.inner, fake, Credential(os.urandom(8), 0))
+            personalise_desfire_direct(self.inner, fake, K.Credential(os.urandom(8), 0))
         elif mode != "replay":
             raise ValueError("mode must be no_app, wrong_key or replay")
         self.power_on()

@@ -303,37 +303,3 @@ class Reader:
             return Tap("REPLAY", card_id, 0, "ntag424", t.uid)
         self.sun_counters[card_id] = ctr
         return Tap("OK", card_id, 0, "ntag424", t.uid)
-
-
-class DirectPN:
-    """Stands in for PN532 with one card and no serial link (unit tests, and
-    the card-protocol model without frames). exchange() raises LinkError for
-    the card's RfError answers."""
-
-    need_init = False
-
-    def __init__(self, card=None):
-        self.card = card
-
-    def init(self) -> None:
-        pass
-
-    def list_target(self):
-        c = self.card
-        if c is None:
-            return None
-        c.deselect()
-        return Target(1, c.atqa, c.sak, c.uid, c.ats)
-
-    def exchange(self, tg: int, data: bytes) -> bytes:
-        from .cards import RfError
-        if self.card is None:
-            raise LinkError(0x01)
-        r = self.card.transceive(bytes(data))
-        if isinstance(r, RfError):
-            raise LinkError(r.code)
-        return bytes(r)
-
-    def release(self) -> None:
-        if self.card is not None:
-            self.card.deselect()

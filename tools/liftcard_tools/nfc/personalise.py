@@ -1,6 +1,6 @@
-"""Card personalisation with the real DESFire commands (and the NTAG 424
-emulator's factory). `personalise_desfire(transceive, uid, keys, cred)` runs
-over any transceive (a USB PN532 later, the emulator now):
+"""Card personalisation with the real DESFire commands.
+`personalise_desfire(transceive, uid, keys, cred)` runs over any transceive
+(a USB PN532's InDataExchange, or an emulated card's own interface):
 
  1. 5A 000000                      SelectApplication (PICC level)
  2. CA 4C4346 0B 82                CreateApplication LCF, key settings 0B, 2 AES keys
@@ -15,7 +15,6 @@ over any transceive (a USB PN532 later, the emulator now):
 from __future__ import annotations
 
 from . import credential as K
-from .cards import DesfireCard, Ntag424Card, RfError
 from .desfire import DesfireHost
 
 
@@ -31,33 +30,3 @@ def personalise_desfire(transceive, uid: bytes, keys: K.BuildingKeys, cred: K.Cr
     h.write_data(K.FILE_CRED, 0, cred.encode(), maced=True)
     h.change_key(K.KEY_APP_MASTER, keys.desfire_key(uid, K.KEY_APP_MASTER), factory_key,
                  version=cred.key_version)
-
-
-class _Direct:
-    def __init__(self, card):
-        self.card = card
-
-    def __call__(self, data: bytes) -> bytes:
-        r = self.card.transceive(data)
-        if isinstance(r, RfError):
-            raise IOError("card link error %02X" % r.code)
-        return r
-
-
-def personalise_desfire_direct(card: DesfireCard, keys: K.BuildingKeys, cred: K.Credential) -> None:
-    personalise_desfire(_Direct(card), card.uid, keys, cred)
-    card.power_on()
-
-
-def make_desfire(uid: bytes, keys: K.BuildingKeys, cred: K.Credential, name: str = "") -> DesfireCard:
-    """A DESFire card personalised through its own command interface."""
-    card = DesfireCard(uid, name=name)
-    personalise_desfire_direct(card, keys, cred)
-    return card
-
-
-def make_ntag424(uid: bytes, keys: K.BuildingKeys, card_id: bytes, counter: int = 0, name: str = "") -> Ntag424Card:
-    """An NTAG 424 DNA configured for liftcard SUN (SDM settings set directly;
-    the ChangeFileSettings personalisation of a real tag is not emulated)."""
-    return Ntag424Card(uid, keys.ntag_meta_key(), keys.ntag_key(uid, K.NTAG_KEY_FILE), card_id,
-                       counter=counter, name=name)

@@ -15,6 +15,9 @@
     emu = PN532Emulator(i2c=True)    # the same chip on I2C (address 0x24): the pty
                                      # carries the bus transport below, not HSU bytes
 
+    Reader(DirectPN(card), keys)     # no chip, no frames: the reference tap
+                                     # procedure straight on one card
+
 Command line (a MicroPython process can open the printed path):
 
     python -m liftcard_tools.nfc.pn532emu --cards spec.json
@@ -67,8 +70,10 @@ import threading
 import time
 import tty
 
+from . import credential as K
 from . import frames as Fr
-from .cards import SILENCE, Card, RfError
+from .cards import SILENCE, Card, FaultyCard, MagicClone, MifareClassicCard, RfError, make_desfire, make_ntag424
+from .pcd import LinkError, Target
 
 FIRMWARE = bytes([0x32, 0x01, 0x06, 0x07])  # IC PN532, Ver 1, Rev 6, Support ISO18092/14443A/B
 
@@ -445,16 +450,50 @@ class _Syntax(Exception):
 
 
 # ---------------------------------------------------------------------------
+# The chip without a link
+# ---------------------------------------------------------------------------
+
+
+class DirectPN:
+    """Stands in for the PN532 host driver (pcd.PN532) with one card and no
+    serial link (unit tests, and the card-protocol model without frames).
+    exchange() raises LinkError for the card's RfError answers."""
+
+    need_init = False
+
+    def __init__(self, card=None):
+        self.card = card
+
+    def init(self) -> None:
+        pass
+
+    def list_target(self):
+        c = self.card
+        if c is None:
+            return None
+        c.deselect()
+        return Target(1, c.atqa, c.sak, c.uid, c.ats)
+
+    def exchange(self, tg: int, data: bytes) -> bytes:
+        if self.card is None:
+            raise LinkError(0x01)
+        r = self.card.transceive(bytes(data))
+        if isinstance(r, RfError):
+            raise LinkError(r.code)
+        return bytes(r)
+
+    def release(self) -> None:
+        if self.card is not None:
+            self.card.deselect()
+
+
+# ---------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------
 
 
 def cards_from_spec(spec: dict) -> dict:
     """Build the named cards of a spec file (see docs/nfc.md, "Emulator CLI")."""
-    from . import credential as K
-    from .cards import FaultyCard, MagicClone, MifareClassicCard
-    from .personalise import make_desfire, make_ntag424
-
     keys = K.BuildingKeys(int(spec["building_id"]), bytes.fromhex(spec["read_master"]),
                           bytes.fromhex(spec["perso_master"]) if spec.get("perso_master") else None)
     out: dict = {}
