@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from liftcard_provisioning.nfc import credential as K
+from liftcard_provisioning.nfc.desfire import CardStatus, DesfireHost
+from liftcard_provisioning.nfc.pcd import Reader
 from liftcard_tools.nfc import cards as Cd
-from liftcard_tools.nfc import credential as K
-from liftcard_tools.nfc.desfire import CardStatus, DesfireHost
-from liftcard_tools.nfc.pcd import Reader
 from liftcard_tools.nfc.pn532emu import DirectPN
 
 h = bytes.fromhex

@@ -1,4 +1,4 @@
-"""Card cryptography (liftcard_tools.nfc.crypto): published NXP / RFC examples,
+"""Card cryptography (liftcard_provisioning.nfc.crypto): published NXP / RFC examples,
 the shared vector file, and round-trip properties."""
 
 import os
@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import VECTORS
-from liftcard_tools.nfc import credential as K
-from liftcard_tools.nfc import crypto as C
+from liftcard_provisioning.nfc import credential as K
+from liftcard_provisioning.nfc import crypto as C
 from liftcard_tools.nfc import vectors as V
 
 h = bytes.fromhex
@@ -151,7 +151,7 @@ def test_vectors_recomputed_from_their_inputs():
 def test_desfire_tap_transcript_replays_against_reader_model():
     """The transcript in the vector file is what a reader with the same RndA
     must send; replaying the card's answers must verify and give the card id."""
-    from liftcard_tools.nfc.desfire import DesfireHost
+    from liftcard_provisioning.nfc.desfire import DesfireHost
     for c in _vectors("desfire_tap") + _vectors("desfire_tap_ev2"):
         frames = iter(c["frames"])
 

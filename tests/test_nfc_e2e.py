@@ -8,10 +8,10 @@ import time
 
 import pytest
 
+from liftcard_provisioning.nfc import credential as K
+from liftcard_provisioning.nfc import frames as Fr
+from liftcard_provisioning.nfc.pcd import PN532, PN532Timeout, Reader
 from liftcard_tools.nfc import cards as Cd
-from liftcard_tools.nfc import credential as K
-from liftcard_tools.nfc import frames as Fr
-from liftcard_tools.nfc.pcd import PN532, PN532Timeout, Reader
 from liftcard_tools.nfc.pn532emu import PN532Emulator
 
 h = bytes.fromhex

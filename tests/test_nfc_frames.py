@@ -4,7 +4,7 @@ extended frames, resynchronisation after garbage."""
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liftcard_tools.nfc import frames as Fr
+from liftcard_provisioning.nfc import frames as Fr
 
 h = bytes.fromhex
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from liftcard_provisioning import cli
+from liftcard_provisioning.nfc import credential as K
+from liftcard_provisioning.nfc import pcd
 from liftcard_tools.nfc import cards as Cd
-from liftcard_tools.nfc import credential as K
-from liftcard_tools.nfc import pcd
 from liftcard_tools.nfc.pn532emu import PN532Emulator
 
 h = bytes.fromhex

@@ -14,8 +14,8 @@ import pytest
 
 from conftest import FIRMWARE_RUN, HEAP, tool
 from liftcard_gateway.formats import CardRecord, RideRecord, build_whitelist
+from liftcard_provisioning.nfc import credential as K
 from liftcard_tools.nfc import cards as Cd
-from liftcard_tools.nfc import credential as K
 from liftcard_tools.nfc.pn532emu import PN532Emulator
 
 h = bytes.fromhex

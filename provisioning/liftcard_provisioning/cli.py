@@ -6,10 +6,11 @@
     liftcard-provision card read --port PORT|auto --keys building-keys.json [--json]
 
 The PN532 is a USB-serial PN532 board in HSU mode at 115200 baud (pyserial).
-The PN532 host driver, the frame codec and the DESFire commands are the shared
-reference ones in tools/liftcard_tools/nfc (pcd.py, frames.py, desfire.py,
-personalise.py): this module only puts them on a pyserial port and adds the
-command line. Keys are never printed, not even in an error.
+The PN532 host driver, the frame codec and the DESFire commands are the
+reference ones in liftcard_provisioning.nfc (pcd.py, frames.py, desfire.py,
+personalise.py), which the emulator tests and the firmware vectors also use:
+this module only puts them on a pyserial port and adds the command line. Keys
+are never printed, not even in an error.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ import stat
 import sys
 import time
 
-from liftcard_tools.nfc import credential as K
-from liftcard_tools.nfc import crypto as C
-from liftcard_tools.nfc import frames as Fr
-from liftcard_tools.nfc import pcd
-from liftcard_tools.nfc.desfire import CardStatus, DesfireHost, Garbage
-from liftcard_tools.nfc.personalise import personalise_desfire
+from liftcard_provisioning.nfc import credential as K
+from liftcard_provisioning.nfc import crypto as C
+from liftcard_provisioning.nfc import frames as Fr
+from liftcard_provisioning.nfc import pcd
+from liftcard_provisioning.nfc.desfire import CardStatus, DesfireHost, Garbage
+from liftcard_provisioning.nfc.personalise import personalise_desfire
 
 PROG = "liftcard-provision"
 BAUD = 115200

@@ -26,11 +26,11 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
+sys.path[:0] = [str(REPO / "provisioning"), str(REPO / "tools")]  # also when the package is not installed
 
+from liftcard_provisioning.nfc import credential as K  # noqa: E402
+from liftcard_provisioning.nfc import pcd  # noqa: E402
 from liftcard_tools.nfc import cards as Cd  # noqa: E402
-from liftcard_tools.nfc import credential as K  # noqa: E402
-from liftcard_tools.nfc import pcd  # noqa: E402
 from liftcard_tools.nfc.pn532emu import PN532Emulator  # noqa: E402
 
 h = bytes.fromhex
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     doc = {
         "benchmark": "nfc_tap",
         "command": "python tools/bench/nfc.py" + (" --quick" if args.quick else ""),
-        "driver": "reference PCD (tools/liftcard_tools/nfc/pcd.py) on the PN532 emulator pty",
+        "driver": "reference PCD (provisioning/liftcard_provisioning/nfc/pcd.py) on the PN532 emulator pty",
         "results": results,
         "model": {
             "uart": "bytes * 10 bits / 115200 (8N1)",

@@ -1,2 +1,3 @@
-"""liftcard NFC: card cryptography, credential formats, emulated cards, a
-PN532 emulator on a pty and a reference PCD (CPython). See docs/nfc.md."""
+"""liftcard NFC test equipment (CPython): emulated cards, a PN532 emulator on a
+pty and the NFC vector generator. They run on the product's host stack
+(liftcard_provisioning.nfc), never the reverse. See docs/nfc.md."""

@@ -24,16 +24,16 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-from . import crypto as C
-from . import credential as K
-from .credential import (
+from liftcard_provisioning.nfc import credential as K
+from liftcard_provisioning.nfc import crypto as C
+from liftcard_provisioning.nfc.credential import (
     CC_FILE_ID,
     NDEF_APP_DF_NAME,
     NDEF_FILE_ID,
     SunLayout,
     ndef_template,
 )
-from .personalise import personalise_desfire
+from liftcard_provisioning.nfc.personalise import personalise_desfire
 
 
 @dataclass(frozen=True)

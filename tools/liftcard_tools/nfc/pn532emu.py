@@ -70,10 +70,11 @@ import threading
 import time
 import tty
 
-from . import credential as K
-from . import frames as Fr
+from liftcard_provisioning.nfc import credential as K
+from liftcard_provisioning.nfc import frames as Fr
+from liftcard_provisioning.nfc.pcd import LinkError, Target
+
 from .cards import SILENCE, Card, FaultyCard, MagicClone, MifareClassicCard, RfError, make_desfire, make_ntag424
-from .pcd import LinkError, Target
 
 FIRMWARE = bytes([0x32, 0x01, 0x06, 0x07])  # IC PN532, Ver 1, Rev 6, Support ISO18092/14443A/B
 

@@ -1,6 +1,7 @@
 """Writes tests/vectors/nfc.jsonl: shared test vectors for the card
 cryptography, the credential formats, the PN532 frames and whole tap
-transcripts, from the CPython reference (liftcard_tools.nfc).
+transcripts, from the CPython reference (liftcard_provisioning.nfc) and the
+emulated cards.
 
     python -m liftcard_tools.nfc.vectors            # (re)write the file
     python -m liftcard_tools.nfc.vectors --check    # exit 1 if the file differs from a fresh run
@@ -22,12 +23,13 @@ import json
 import sys
 from pathlib import Path
 
-from . import credential as K
-from . import crypto as C
-from . import frames as Fr
+from liftcard_provisioning.nfc import credential as K
+from liftcard_provisioning.nfc import crypto as C
+from liftcard_provisioning.nfc import frames as Fr
+from liftcard_provisioning.nfc.desfire import DesfireHost
+from liftcard_provisioning.nfc.personalise import personalise_desfire
+
 from .cards import DesfireCard, Ntag424Card
-from .desfire import DesfireHost
-from .personalise import personalise_desfire
 
 VECTOR_DIR = Path(__file__).resolve().parents[3] / "tests" / "vectors"
 NAME = "nfc.jsonl"
