@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from liftcard_provisioning.nfc import credential as K
 from liftcard_provisioning.nfc.desfire import CardStatus, DesfireHost
-from liftcard_provisioning.nfc.pcd import Reader
+from liftcard_provisioning.nfc.tap import Reader
 from liftcard_tools.nfc import cards as Cd
 from liftcard_tools.nfc.pn532emu import DirectPN
 

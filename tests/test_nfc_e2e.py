@@ -10,7 +10,8 @@ import pytest
 
 from liftcard_provisioning.nfc import credential as K
 from liftcard_provisioning.nfc import frames as Fr
-from liftcard_provisioning.nfc.pcd import PN532, PN532Timeout, Reader
+from liftcard_provisioning.nfc.pcd import PN532, PN532Timeout
+from liftcard_provisioning.nfc.tap import Reader
 from liftcard_tools.nfc import cards as Cd
 from liftcard_tools.nfc.pn532emu import PN532Emulator
 

@@ -14,6 +14,7 @@ import pytest
 from liftcard_provisioning import cli
 from liftcard_provisioning.nfc import credential as K
 from liftcard_provisioning.nfc import pcd
+from liftcard_provisioning.nfc.tap import Reader
 from liftcard_tools.nfc import cards as Cd
 from liftcard_tools.nfc.pn532emu import PN532Emulator
 
@@ -99,12 +100,12 @@ def test_personalise_blank_card_then_read_back_and_tap(emu, keyfile):
     # a reader (reference PCD, read master only) grants it: OK with the card id
     pn = pcd.PN532(emu.path)
     try:
-        reader = pcd.Reader(pn, K.BuildingKeys(BUILDING, h(READ_MASTER)))
+        reader = Reader(pn, K.BuildingKeys(BUILDING, h(READ_MASTER)))
         tap = reader.read_tap(today=800)
         assert tap[:2] == ("OK", h(CARD_ID)) and tap.kind == "desfire"
         assert reader.read_tap(today=2000).result == "EXPIRED"
         # another building's reader refuses it
-        other = pcd.Reader(pn, K.BuildingKeys(BUILDING + 1, h(READ_MASTER)))
+        other = Reader(pn, K.BuildingKeys(BUILDING + 1, h(READ_MASTER)))
         assert other.read_tap().result == "AUTH_FAILED"
     finally:
         pn.close()

@@ -296,7 +296,7 @@ def _label(frame: bytes) -> str | None:
 
 def read_credential(pn, t, keys: K.BuildingKeys) -> K.Credential:
     """Select LCF, authenticate with the diversified read key 1 (EV1 AES), read
-    file 1 with its MAC checked: what a reader does (pcd.Reader._desfire)."""
+    file 1 with its MAC checked: what a reader does (tap.Reader._desfire)."""
     h = DesfireHost(lambda d: pn.exchange(t.tg, d))
     h.select(K.AID_LCF)
     h.auth_ev1(K.KEY_READ, keys.desfire_key(t.uid, K.KEY_READ))

@@ -4,7 +4,7 @@
 
 The PN532 emulator (on a pty, in-process) counts, per host command, the frames
 and bytes host -> chip and chip -> host and the bytes to / from the card
-(InDataExchange DataOut / DataIn), while the reference PCD (pcd.Reader: the
+(InDataExchange DataOut / DataIn), while the reference PCD (tap.Reader: the
 procedure the firmware follows byte for byte) performs one tap of each kind:
 DESFire EV1 AES (genuine credential), NTAG 424 SUN, UID-only (MIFARE Classic,
 legacy_uid on) and an idle poll (empty field). The counts are deterministic.
@@ -30,6 +30,7 @@ sys.path[:0] = [str(REPO / "provisioning"), str(REPO / "tools")]  # also when th
 
 from liftcard_provisioning.nfc import credential as K  # noqa: E402
 from liftcard_provisioning.nfc import pcd  # noqa: E402
+from liftcard_provisioning.nfc.tap import Reader  # noqa: E402
 from liftcard_tools.nfc import cards as Cd  # noqa: E402
 from liftcard_tools.nfc.pn532emu import PN532Emulator  # noqa: E402
 
@@ -69,7 +70,7 @@ def run_taps(repeat: int) -> dict:
     emu = PN532Emulator().start()
     pn = pcd.PN532(emu.path)
     try:
-        reader = pcd.Reader(pn, K.BuildingKeys(BUILDING, KEYS.read_master), legacy_uid=True)
+        reader = Reader(pn, K.BuildingKeys(BUILDING, KEYS.read_master), legacy_uid=True)
         assert reader.read_tap().result == "NO_CARD"  # init the chip (not counted)
         cards = {
             "desfire": lambda: Cd.make_desfire(DESFIRE_UID, KEYS, K.Credential(h("00000000075BCD15"), BUILDING, 3, 800, 2800)),

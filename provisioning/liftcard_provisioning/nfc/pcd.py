@@ -1,13 +1,14 @@
-"""Reference PCD: a PN532 host driver over a serial port (pty or USB) and the
-liftcard tap procedure. The MicroPython driver follows this model.
+"""Reference PCD: the PN532 host driver over a serial port (pty or USB),
+docs/nfc.md "PN532 link". The MicroPython driver follows this model.
 
     pn = PN532(path)                      # os.open + termios raw, select() timeouts
-    reader = Reader(pn, BuildingKeys(building_id, read_master), legacy_uid=False)
-    tap = reader.read_tap(today=None)     # -> Tap(result, card_id, flags, kind, uid)
+    pn.init()                             # wake-up, SAMConfiguration, RFConfiguration
+    t = pn.list_target()                  # -> Target(tg, atqa, sak, uid, ats) or None
+    answer = pn.exchange(t.tg, data)      # InDataExchange; LinkError on a radio error
+    pn.release()
 
-Results: "OK" (credential verified; the reader then looks card_id up in its
-whitelist), "NO_CARD", and the docs/formats.md reason names BAD_READ,
-AUTH_FAILED, REPLAY, CARD_REMOVED, CARD_GARBAGE, LEGACY_DISABLED, EXPIRED.
+The tap procedure on top of it is tap.Reader; the technicians' tool puts the
+same driver on a pyserial port (cli.SerialPN532).
 """
 
 from __future__ import annotations
@@ -18,14 +19,8 @@ import termios
 import time
 import tty
 from dataclasses import dataclass
-from typing import NamedTuple
 
-from . import credential as K
-from . import crypto as C
 from . import frames as Fr
-from .desfire import CardStatus, DesfireHost, Garbage
-
-FLAG_LEGACY_UID = 0x02  # docs/formats.md ride record flag
 
 
 class PN532Error(Exception):
@@ -187,119 +182,3 @@ class PN532:
 
     def release(self) -> None:
         self.command(0x52, b"\x00")
-
-
-class Tap(NamedTuple):
-    """(result, card_id, flags, kind, uid); tap[:2] is (result code name, card_id)."""
-
-    result: str
-    card_id: bytes | None = None
-    flags: int = 0
-    kind: str = ""
-    uid: bytes = b""
-
-
-class Reader:
-    """The tap procedure (docs/nfc.md, "Tap procedure")."""
-
-    def __init__(self, pn: PN532, keys: K.BuildingKeys, legacy_uid: bool = False, use_ev2: bool = False):
-        self.pn, self.keys, self.legacy_uid, self.use_ev2 = pn, keys, legacy_uid, use_ev2
-        self.sun_counters: dict[bytes, int] = {}
-
-    def read_tap(self, today: int | None = None) -> Tap:
-        pn = self.pn
-        try:
-            if pn.need_init:
-                pn.init()
-            t = pn.list_target()
-        except PN532Error:
-            return Tap("BAD_READ")
-        if t is None:
-            return Tap("NO_CARD")
-        try:
-            return self._read(t, today)
-        except LinkError:
-            return Tap(self._lost_or_garbage(t), uid=t.uid)
-        except Garbage:
-            return Tap("CARD_GARBAGE", uid=t.uid)
-        except (C.AuthError, CardStatus, K.CredentialError):
-            return Tap("AUTH_FAILED", uid=t.uid)
-        except PN532Error:
-            return Tap("BAD_READ", uid=t.uid)
-        finally:
-            try:
-                if not pn.need_init:
-                    pn.release()
-            except PN532Error:
-                pass
-
-    def _lost_or_garbage(self, t: Target) -> str:
-        """After a radio error: is the card still there? Re-activate and compare the UID."""
-        try:
-            self.pn.release()
-            again = self.pn.list_target()
-        except PN532Error:
-            return "BAD_READ"
-        if again is None or again.uid != t.uid:
-            return "CARD_REMOVED"
-        return "CARD_GARBAGE"
-
-    def _read(self, t: Target, today):
-        if not t.iso_dep:
-            cid = K.legacy_card_id(t.uid)
-            if not self.legacy_uid:
-                return Tap("LEGACY_DISABLED", cid, FLAG_LEGACY_UID, "uid", t.uid)
-            return Tap("OK", cid, FLAG_LEGACY_UID, "uid", t.uid)
-
-        def tx(data):
-            return self.pn.exchange(t.tg, data)
-
-        r = tx(b"\x5A" + K.AID_LCF)
-        if r == b"\x00":
-            return self._desfire(t, tx, today)
-        if len(r) == 1:
-            raise CardStatus(r[0], "SelectApplication")  # a DESFire without the liftcard application
-        if len(r) == 2 and r[0] in (0x67, 0x68, 0x6A, 0x6D, 0x6E):
-            return self._ntag(t, tx)  # an ISO 7816-4 card refusing a native command
-        raise Garbage("unexpected answer to SelectApplication")
-
-    def _desfire(self, t, tx, today):
-        h = DesfireHost(tx)
-        key = self.keys.desfire_key(t.uid, K.KEY_READ)
-        if self.use_ev2:
-            h.auth_ev2(K.KEY_READ, key)
-        else:
-            h.auth_ev1(K.KEY_READ, key)
-        cred = K.Credential.decode(h.read_data(K.FILE_CRED, 0, K.CRED_LEN))
-        if cred.building_id != self.keys.building_id:
-            raise C.AuthError("credential for another building")
-        if today is not None and not cred.valid_from <= today <= cred.valid_until:
-            return Tap("EXPIRED", cred.card_id, 0, "desfire", t.uid)
-        return Tap("OK", cred.card_id, 0, "desfire", t.uid)
-
-    def _ntag(self, t, tx):
-        def apdu(data, where):
-            r = tx(data)
-            if len(r) < 2:
-                raise Garbage("short answer to " + where)
-            if r[-2:] != b"\x90\x00":
-                raise CardStatus(r[-2], where)
-            return r[:-2]
-
-        apdu(b"\x00\xA4\x04\x0C\x07" + K.NDEF_APP_DF_NAME + b"\x00", "ISOSelectFile NDEF application")
-        apdu(b"\x00\xA4\x00\x0C\x02" + K.NDEF_FILE_ID + b"\x00", "ISOSelectFile E104")
-        data = apdu(b"\x00\xB0\x00\x00" + bytes([K.NDEF_READ_LEN]), "ISOReadBinary")
-        if len(data) != K.NDEF_READ_LEN:
-            raise Garbage("ISOReadBinary returned %d bytes" % len(data))
-        card_id, picc, mac, mac_input = K.parse_sun_ndef(data)
-        _tag, uid, ctr = C.picc_data_decrypt(self.keys.ntag_meta_key(), picc)
-        if uid != t.uid:
-            raise C.AuthError("PICCData UID differs from the anticollision UID")
-        file_key = self.keys.ntag_key(uid, K.NTAG_KEY_FILE)
-        if not C.ct_equal(C.sdmmac(file_key, uid, ctr, mac_input), mac):
-            raise C.AuthError("SDMMAC mismatch")
-        last = self.sun_counters.get(card_id, -1)
-        if ctr <= last:
-            return Tap("REPLAY", card_id, 0, "ntag424", t.uid)
-        self.sun_counters[card_id] = ctr
-        return Tap("OK", card_id, 0, "ntag424", t.uid)

@@ -26,6 +26,7 @@ from pathlib import Path
 from liftcard_provisioning.nfc import credential as K
 from liftcard_provisioning.nfc import crypto as C
 from liftcard_provisioning.nfc import frames as Fr
+from liftcard_provisioning.nfc import ntag
 from liftcard_provisioning.nfc.desfire import DesfireHost
 from liftcard_provisioning.nfc.personalise import personalise_desfire
 
@@ -253,9 +254,7 @@ def _transcripts():
     nt = Ntag424Card(UID_N, KEYS.ntag_meta_key(), KEYS.ntag_key(UID_N, K.NTAG_KEY_FILE), h("00000000000F4240"),
                      counter=41, rng=DetRng("ntag-pad"))
     rec = _Recorder(nt)
-    rec(b"\x00\xA4\x04\x0C\x07" + K.NDEF_APP_DF_NAME + b"\x00")
-    rec(b"\x00\xA4\x00\x0C\x02" + K.NDEF_FILE_ID + b"\x00")
-    rec(b"\x00\xB0\x00\x00" + bytes([K.NDEF_READ_LEN]))
+    assert ntag.read_sun(rec, UID_N, KEYS) == (h("00000000000F4240"), 42)
     tmpl, lay = K.ndef_template(h("00000000000F4240"))
     out.append({"group": "ntag_tap", "case": {
         "source": "liftcard (NTAG 424 SUN read, docs/nfc.md)", "uid": _hx(UID_N), "building_id": BUILDING,
