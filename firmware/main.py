@@ -1,5 +1,7 @@
-# Reader entry point. On an ESP32 it runs at boot; on a computer:
-#   micropython firmware/main.py --flash reader-fs.img --log reader-log.img
+# Reader entry point. On an ESP32 it runs at boot; on a computer, with the
+# host modules (firmware/host/) on the path, as README.md shows:
+#   MICROPYPATH=$(python -m liftcard_provisioning.mpybuild -q --micropypath) \
+#       micropython build/firmware/main.py --flash reader-fs.img --log reader-log.img
 import sys
 
 
@@ -9,7 +11,7 @@ def main():
 
         board = Board()
     else:
-        from liftcard.board_host import Board
+        from board_host import Board  # host only: firmware/host/, not on a board
 
         board = Board.from_argv(sys.argv)
     from liftcard.reader import Reader

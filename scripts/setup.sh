@@ -29,5 +29,5 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   echo "$want" > "$stamp"
 fi
 "$VENV/bin/python" -m liftcard_provisioning.mplib -q
-"$VENV/bin/python" -m liftcard_provisioning.mpybuild -q   # the firmware as readers run it: .mpy in build/firmware
+"$VENV/bin/python" -m liftcard_provisioning.mpybuild -q   # the firmware as readers run it: .mpy in build/firmware (host-only modules: build/host)
 export PATH="$VENV/bin:$PATH"

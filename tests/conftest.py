@@ -9,13 +9,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 FIRMWARE = REPO / "firmware"
 # What the readers run: the firmware compiled to .mpy (build/firmware, rebuilt
-# when a source changes), as deployed; FIRMWARE stays the source tree.
-from liftcard_provisioning.mpybuild import build as _build_firmware  # noqa: E402
+# when a source changes), as deployed, with the host-only modules (the host
+# board, the file-backed flash) compiled beside it; FIRMWARE stays the source
+# tree. MICROPYPATH (mpybuild.micropypath) runs it on this computer.
+from liftcard_provisioning.mpybuild import build as _build_firmware, micropypath  # noqa: E402
 
 FIRMWARE_RUN = _build_firmware()
+MICROPYPATH = micropypath(FIRMWARE_RUN)
 MP_TESTS = REPO / "tests" / "firmware"
 VECTORS = REPO / "tests" / "vectors"
-HEAP = "192K"  # the production heap limit (DESIGN.md: reader heap <= 192K on 64-bit)
+HEAP = "192K"  # the production heap limit: a reader's heap is at most 192K on 64-bit objects
 
 
 def tool(name: str) -> str:
@@ -29,7 +32,7 @@ def tool(name: str) -> str:
 
 def run_micropython(args, cwd, heap=HEAP, timeout=600, stdin=None, env_extra=None):
     env = dict(os.environ)
-    env["MICROPYPATH"] = os.pathsep.join([str(FIRMWARE_RUN), str(FIRMWARE_RUN / "lib"), str(MP_TESTS)])
+    env["MICROPYPATH"] = micropypath(FIRMWARE_RUN, extra=[MP_TESTS])
     env["LIFTCARD_VECTORS"] = str(VECTORS)
     env["LIFTCARD_TMP"] = str(cwd)
     env["LIFTCARD_HEAP"] = heap

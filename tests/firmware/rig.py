@@ -10,8 +10,8 @@ import sys
 
 import vfs
 
-from liftcard.board_host import Board
-from liftcard.hostflash import BlockDev, NorFlash, PowerLoss, Rail, create_image
+from board_host import Board
+from hostflash import BlockDev, NorFlash, PowerLoss, Rail, create_image
 from liftcard.mac import Mac
 from liftcard.reader import Reader
 

@@ -12,8 +12,8 @@ import cryptolib
 import rig
 from rig import check, tap, card_id, record
 from liftcard import uplinkcodec
-from liftcard.board_host import Board
-from liftcard.hostflash import PowerLoss, Rail
+from board_host import Board
+from hostflash import PowerLoss, Rail
 from liftcard.reader import Reader
 
 KEY2_HEX = "11" * 32

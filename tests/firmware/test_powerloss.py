@@ -5,7 +5,7 @@
 import rig
 from rig import check, tap, card_id, record
 from liftcard import codes
-from liftcard.hostflash import PowerLoss
+from hostflash import PowerLoss
 from liftcard.fees import month_of_day
 
 HOUSEHOLDS = 6

@@ -20,7 +20,7 @@ import struct
 import rig
 from rig import check
 from liftcard import uplinkcodec as uc
-from liftcard.hostflash import PowerLoss
+from hostflash import PowerLoss
 from liftcard.mac import Mac
 from liftcard.whitelist import RECV
 

@@ -1,6 +1,6 @@
 # The naive baseline for the reader benchmark, MicroPython side.
 #
-#   MICROPYPATH=build/firmware:build/firmware/lib micropython -X heapsize=192K tools/bench/baseline_mp.py \
+#   MICROPYPATH=$(python -m liftcard_provisioning.mpybuild -q --micropypath) micropython -X heapsize=192K tools/bench/baseline_mp.py \
 #       --dir TMP --config config.json --wl whitelist.json --taps taps.bin
 #
 # What a first reader would do: the whole whitelist as one JSON object loaded
@@ -26,7 +26,7 @@ import vfs
 
 from liftcard import codes, ridelog
 from liftcard.fees import Fees
-from liftcard.hostflash import BlockDev, create_image
+from hostflash import BlockDev, create_image
 
 _EPOCH_UNIX = 1704067200
 _PAGE = 256

@@ -1,6 +1,6 @@
 # Reader benchmark, MicroPython side: the firmware's real tap path.
 #
-#   MICROPYPATH=build/firmware:build/firmware/lib micropython -X heapsize=192K tools/bench/reader_mp.py \
+#   MICROPYPATH=$(python -m liftcard_provisioning.mpybuild -q --micropypath) micropython -X heapsize=192K tools/bench/reader_mp.py \
 #       --dir TMP --config config.json --wl whitelist.bin --taps taps.bin [options]
 #
 # Run by tools/bench/reader.py, which writes the inputs (config, LCWL whitelist,
@@ -35,10 +35,10 @@ from array import array
 
 import vfs
 
-import liftcard.board_host as board_host
+import board_host
 from liftcard import codes, ridelog
-from liftcard.board_host import Board
-from liftcard.hostflash import BlockDev, NorFlash, create_image
+from board_host import Board
+from hostflash import BlockDev, NorFlash, create_image
 from liftcard.reader import Reader
 
 gc.collect()

@@ -1,4 +1,6 @@
-# The host board: the same reader on the MicroPython unix port.
+# The host board: the same reader on the MicroPython unix port. Host only:
+# it lives beside the liftcard package (firmware/host/), never on a board;
+# main.py imports it when not on an ESP32.
 #
 # Flash is two image files: a littlefs filesystem (vfs.VfsLfs2 over BlockDev,
 # mounted at /flash) and the raw NOR ride-log partition (NorFlash). Taps and
@@ -22,8 +24,8 @@ import time
 import vfs
 from micropython import const
 
-from .hostflash import SECTOR, BlockDev, NorFlash
-from .lineproto import EV_CMD, EV_NONE, EV_TAP, LineProtocol
+from hostflash import BlockDev, NorFlash
+from liftcard.lineproto import EV_CMD, EV_NONE, EV_TAP, LineProtocol
 
 _EPOCH_UNIX = 1704067200  # 2024-01-01T00:00:00Z
 _TICKS_PERIOD = const(1 << 30)
@@ -72,9 +74,9 @@ class Board(LineProtocol):
         # Called by the reader once configured (its large tables are then in
         # place: the NFC stack's code must not fragment the heap before them).
         if self.nfc is None and self._pn532:
-            from .nfc import Nfc
-            from .pn532 import PN532
-            from .pn532link import HostSerial
+            from liftcard.nfc import Nfc
+            from liftcard.pn532 import PN532
+            from liftcard.pn532link import HostSerial
 
             self.nfc = Nfc(PN532(HostSerial(self._pn532)))
         return self.nfc

@@ -1,4 +1,5 @@
-# File-backed flash for the host board and the tests.
+# File-backed flash for the host board and the tests (host only: beside the
+# liftcard package in firmware/host/, never on a board).
 #
 # BlockDev backs littlefs (vfs.VfsLfs2) with the extended block protocol, like
 # esp32.Partition. NorFlash backs the raw ride-log partition and enforces NOR
