@@ -2,7 +2,7 @@
 reader's whitelist up to date from the card database (docs/cards.md).
 
 The reader (CPython, its own broker user) reports its whitelist version in
-STATUS (uplink.build_status) and reads its down topic; it assembles WHITELIST
+STATUS (link.build_status) and reads its down topic; it assembles WHITELIST
 chunks and applies DELTAs with the formats' parsers, under its own key."""
 
 import queue
@@ -16,11 +16,11 @@ import uuid
 import paho.mqtt.client as mqtt
 import pytest
 
-from liftcard_gateway import uplink
+from liftcard_protocol import link
 from liftcard_gateway.broker import MosquittoInstance, find_tool, reader_topics
 from liftcard_gateway.config import load_config
 from liftcard_gateway.daemon import Gateway
-from liftcard_gateway.formats import apply_ops, parse_delta
+from liftcard_protocol.delta import apply_ops, parse_delta
 
 from test_cards_db import Log, assemble, card, incremental, snapshot, write_config
 
@@ -63,19 +63,19 @@ class Reader:
 
     def _on_message(self, client, userdata, msg):
         try:
-            m = uplink.parse(self.key, msg.payload, self.rid, self.bid, uplink.DOWN, self.last_down)
+            m = link.parse(self.key, msg.payload, self.rid, self.bid, link.DOWN, self.last_down)
         except Exception as e:  # the test fails on it below
             self.errors.append(repr(e))
             return
         self.last_down = m.counter
-        if m.kind in (uplink.DELTA, uplink.WHITELIST):
+        if m.kind in (link.DELTA, link.WHITELIST):
             self.down.put(m)
 
     def status(self, wl_version):
         self.msgno += 1
-        st = uplink.ReaderStatus(uptime=10 + self.msgno, free_heap=90000, backlog=0, wl_version=wl_version,
-                                 flags=uplink.ST_CLOCK_SYNCED, boot=1)
-        msg = uplink.build_status(self.key, self.rid, self.bid, uplink.counter_of(1, self.msgno), st)
+        st = link.ReaderStatus(uptime=10 + self.msgno, free_heap=90000, backlog=0, wl_version=wl_version,
+                                 flags=link.ST_CLOCK_SYNCED, boot=1)
+        msg = link.build_status(self.key, self.rid, self.bid, link.counter_of(1, self.msgno), st)
         self.client.publish(self.topics["status"], msg, qos=1).wait_for_publish(10)
 
     def get(self, timeout=10):
@@ -87,7 +87,7 @@ class Reader:
 
     def whitelist(self, timeout=10):
         first = self.get(timeout)
-        assert first.kind == uplink.WHITELIST
+        assert first.kind == link.WHITELIST
         msgs = [first]
         got = len(first.chunk.data)
         while got < first.chunk.total:
@@ -143,7 +143,7 @@ def test_reader_gets_full_list_then_delta_without_resend_storm(tmp_path, broker)
         t0 = time.monotonic()
         r.status(1)
         m = r.get()
-        assert m.kind == uplink.DELTA
+        assert m.kind == link.DELTA
         d = parse_delta(keys[7], m.blob, 7, 12, held_version=1)
         assert (d.base_version, d.new_version, len(d.ops)) == (1, 2, 2)
         after = apply_ops(wl.cards, d.ops)
@@ -155,7 +155,7 @@ def test_reader_gets_full_list_then_delta_without_resend_storm(tmp_path, broker)
         time.sleep(max(0.0, 3.2 - (time.monotonic() - t0)))
         r.status(1)
         again = r.get()
-        assert again.kind == uplink.DELTA and again.blob == m.blob
+        assert again.kind == link.DELTA and again.blob == m.blob
         # 6. applied: silence
         r.status(2)
         r.nothing(1.0)

@@ -14,17 +14,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from liftcard_gateway import cardupdate as cu
-from liftcard_gateway import uplink
+from liftcard_protocol import cardupdate as cu
+from liftcard_protocol import link
 from liftcard_gateway.cards import CardDB, CardService
 from liftcard_gateway.config import GatewayConfigError, load_config
-from liftcard_gateway.formats import (
-    CardRecord,
-    Status,
-    apply_ops,
-    parse_delta,
-    parse_whitelist,
-)
+from liftcard_protocol.card import CardRecord
+from liftcard_protocol.codes import Status
+from liftcard_protocol.delta import apply_ops, parse_delta
+from liftcard_protocol.whitelist import parse_whitelist
+from liftcard_protocol import keys
 from liftcard_tools import card_vectors
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,7 +105,7 @@ class Clock:
 
 class Capture:
     """A send(make) for CardService.on_status: seals with a growing counter and
-    opens each message as the reader would (uplink.parse, direction DOWN)."""
+    opens each message as the reader would (link.parse, direction DOWN)."""
 
     def __init__(self, keys):
         self.keys = keys
@@ -118,7 +116,7 @@ class Capture:
         def send(make):
             self.counter += 1
             raw = make(self.counter)
-            self.msgs.append(uplink.parse(self.keys[rid], raw, rid, bid, uplink.DOWN, self.counter - 1))
+            self.msgs.append(link.parse(self.keys[rid], raw, rid, bid, link.DOWN, self.counter - 1))
         return send
 
     def take(self):
@@ -128,7 +126,7 @@ class Capture:
 
 def assemble(msgs, key, rid, bid, held=None):
     """Chunks -> the LCWL file, checked as the reader checks it."""
-    assert msgs and all(m.kind == uplink.WHITELIST for m in msgs)
+    assert msgs and all(m.kind == link.WHITELIST for m in msgs)
     total = msgs[0].chunk.total
     buf = bytearray(total)
     pos = 0
@@ -346,7 +344,7 @@ def test_compiled_full_list_and_delta_verify_under_the_readers_key(svc):
     plan = s.on_status(7, 12, 4, cap.sender(7, 12))
     assert plan.how == "delta"
     (m,) = cap.take()
-    assert m.kind == uplink.DELTA
+    assert m.kind == link.DELTA
     d = parse_delta(keys[7], m.blob, 7, 12, held_version=4)
     assert (d.base_version, d.new_version) == (4, 5) and len(d.ops) == 2
     assert apply_ops(wl.cards, d.ops) == s.db.cards(12)
@@ -409,9 +407,9 @@ def test_config_cards_section(tmp_path):
     p, _ = write_config(tmp_path)
     c = load_config(p).cards
     assert (c.compound_id, c.full_list_after_ops, c.resend_after_s, c.history_versions) == (1, 238, 120, 64)
-    assert c.bank_public_key == cu.public_key_bytes(BANK.public_key())
-    (tmp_path / "bank.pub").write_text(cu.public_key_bytes(OTHER.public_key()).hex())
-    assert load_config(p).cards.bank_public_key == cu.public_key_bytes(OTHER.public_key())
+    assert c.bank_public_key == keys.public_key_bytes(BANK.public_key())
+    (tmp_path / "bank.pub").write_text(keys.public_key_bytes(OTHER.public_key()).hex())
+    assert load_config(p).cards.bank_public_key == keys.public_key_bytes(OTHER.public_key())
     text = p.read_text()
     p.write_text(text.replace("[cards]\n", "[cards]\ncolour = 3\n"))
     with pytest.raises(GatewayConfigError, match="cards.colour"):
@@ -499,7 +497,7 @@ def test_bank_keygen_and_update_round_trip(tmp_path):
     assert "PRIVATE KEY" in priv_text and priv_text not in out.stdout + out.stderr
     one_line_error(bank_cli("keygen", "--key", tmp_path / "bank.key"), "already exists")
     assert (tmp_path / "bank.key").read_text() == priv_text
-    pub = cu.load_public_key((tmp_path / "bank.pub").read_bytes())
+    pub = keys.public_key_bytes(keys.parse_public_key((tmp_path / "bank.pub").read_bytes()))
     (tmp_path / "cards.json").write_text(json.dumps({"cards": [
         {"building_id": 12, "card_id": "8000000000000000", "household": 101, "floors": [0, 5],
          "status": "active", "class": "exempt", "valid_until": "2027-12-31"},

@@ -8,8 +8,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from liftcard_gateway import cardupdate as cu
-from liftcard_gateway.formats import CardRecord
+from liftcard_protocol import cardupdate as cu
+from liftcard_protocol.card import CardRecord
+from liftcard_protocol import keys
 from liftcard_tools import card_vectors
 
 KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"test_cards_format bank key").digest())
@@ -26,7 +27,7 @@ def test_vectors_file_is_current():
 
 def test_vector_public_key_matches_seed():
     k = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(VEC["seed_hex_test_only"]))
-    assert cu.public_key_bytes(k.public_key()).hex() == VEC["public_key"]
+    assert keys.public_key_bytes(k.public_key()).hex() == VEC["public_key"]
 
 
 @pytest.mark.parametrize("case", VEC["valid"], ids=lambda c: c["why"][:40])
@@ -89,19 +90,19 @@ def test_errors_and_reprs_carry_no_card_id():
 
 def test_public_and_private_key_files(tmp_path):
     pem = PUB.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    raw = cu.public_key_bytes(PUB)
-    assert cu.load_public_key(pem) == raw
-    assert cu.load_public_key(raw.hex().encode() + b"\n") == raw
+    raw = keys.public_key_bytes(PUB)
+    assert keys.public_key_bytes(keys.parse_public_key(pem)) == raw
+    assert keys.public_key_bytes(keys.parse_public_key(raw.hex().encode() + b"\n")) == raw
     for bad in (b"", b"zz" * 32, raw.hex()[:-2].encode(), b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"):
         with pytest.raises(ValueError):
-            cu.load_public_key(bad)
+            keys.parse_public_key(bad)
     seed = KEY.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                              serialization.NoEncryption())
     with pytest.raises(ValueError) as ei:
-        cu.load_private_key(seed.hex()[:-1].encode())
+        keys.parse_private_key(seed.hex()[:-1].encode())
     assert seed.hex()[:20] not in str(ei.value)
-    k2 = cu.load_private_key(seed.hex().encode())
-    assert cu.public_key_bytes(k2.public_key()) == raw
+    k2 = keys.parse_private_key(seed.hex().encode())
+    assert keys.public_key_bytes(k2.public_key()) == raw
 
 
 # -- hypothesis --------------------------------------------------------------------

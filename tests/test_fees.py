@@ -10,7 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import VECTORS
-from liftcard_gateway.formats import NO_END, NO_FLOOR, CardRecord, Flag, Result, month_key, validate_config
+from liftcard_protocol.card import CardRecord
+from liftcard_protocol.codes import Flag, Result
+from liftcard_protocol.epoch import month_key
+from liftcard_protocol.fields import NO_END, NO_FLOOR
+from liftcard_protocol.readerconfig import validate_config
 from liftcard_tools.feemodel import FeeModel, destination, home_floor
 from liftcard_tools import vectors
 from liftcard_tools.vectors import base_config, local_epoch
@@ -106,7 +110,7 @@ def test_cap_resets_at_local_midnight_not_utc():
 
 
 def test_expiry_is_after_valid_until_in_local_days():
-    from liftcard_gateway.formats import local_day
+    from liftcard_protocol.epoch import local_day
     day = local_day(T0, 480)
     m = FeeModel(base_config(), {A: CardRecord(A, 1, HOME5, valid_until=day)})
     assert m.tap(A, 0, 0, local_epoch(2026, 11, 10, 23, 59, 59)).result == GRANTED

@@ -1,4 +1,4 @@
-"""CPython codecs (liftcard_gateway.formats) against the shared vectors in
+"""CPython codecs (liftcard_protocol) against the shared vectors in
 tests/vectors/ and against properties over arbitrary valid inputs."""
 
 import datetime
@@ -9,8 +9,16 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import VECTORS
-from liftcard_gateway import formats as F
-from liftcard_gateway.formats import CardRecord, ConfigError, FormatError, RideRecord
+from liftcard_protocol.delta import apply_ops, build_delta, build_overlay, diff_whitelists, op_id, parse_delta, parse_overlay
+from liftcard_protocol.epoch import LIFTCARD_EPOCH, local_day, month_key
+from liftcard_protocol.fields import crc16, mac16
+from liftcard_protocol.readerconfig import CONFIG_DEFAULTS, config_key, validate_config
+from liftcard_protocol.ride import is_empty_slot, pack_ack, unpack_ack
+from liftcard_protocol.spend import SpendCheckpoint
+from liftcard_protocol.whitelist import Whitelist, build_whitelist, parse_whitelist
+from liftcard_protocol.card import CardRecord
+from liftcard_protocol.errors import ConfigError, FormatError
+from liftcard_protocol.ride import RideRecord
 from liftcard_tools import vectors
 
 U64 = 2**64 - 1
@@ -51,7 +59,7 @@ def test_crc16_vectors():
     assert {"data": b"123456789".hex(), "crc": 0x29B1} in vs
     assert {"data": "", "crc": 0xFFFF} in vs
     for v in vs:
-        assert F.crc16(bytes.fromhex(v["data"])) == v["crc"]
+        assert crc16(bytes.fromhex(v["data"])) == v["crc"]
 
 
 def test_mac16_vectors():
@@ -60,7 +68,7 @@ def test_mac16_vectors():
     assert {"key": b"Jefe".hex(), "msg": b"what do ya want for nothing?".hex(),
             "mac": "5bdcc146bf60754e6a042426089575c7"} in vs
     for v in vs:
-        assert F.mac16(bytes.fromhex(v["key"]), bytes.fromhex(v["msg"])).hex() == v["mac"]
+        assert mac16(bytes.fromhex(v["key"]), bytes.fromhex(v["msg"])).hex() == v["mac"]
 
 
 def test_card_record_vectors():
@@ -86,14 +94,14 @@ def test_whitelist_valid_vectors():
     sizes = set()
     for v in WL["valid"]:
         data = bytes.fromhex(v["hex"])
-        wl = F.parse_whitelist(WL_KEY, data, WL["reader_id"], WL["building_id"], held_version=v["version"] - 1)
+        wl = parse_whitelist(WL_KEY, data, WL["reader_id"], WL["building_id"], held_version=v["version"] - 1)
         cards = cards_of(v["cards"])
         assert (wl.reader_id, wl.building_id, wl.version, wl.issued) == (
             WL["reader_id"], WL["building_id"], v["version"], v["issued"])
         assert wl.cards == cards
         assert len(data) == 48 + 16 * len(cards)
         # Building is byte-exact, and does not depend on the order cards are given in.
-        built = F.build_whitelist(WL_KEY, WL["reader_id"], WL["building_id"], v["version"], cards[::-1], v["issued"])
+        built = build_whitelist(WL_KEY, WL["reader_id"], WL["building_id"], v["version"], cards[::-1], v["issued"])
         assert built == data
         sizes.add(len(cards))
     assert {0, 1} <= sizes and max(sizes) >= 50
@@ -102,7 +110,7 @@ def test_whitelist_valid_vectors():
 @pytest.mark.parametrize("v", WL["invalid"], ids=lambda v: v["why"])
 def test_whitelist_invalid_vectors(v):
     with pytest.raises(FormatError) as e:
-        F.parse_whitelist(WL_KEY, bytes.fromhex(v["hex"]), WL["reader_id"], WL["building_id"], v["held_version"])
+        parse_whitelist(WL_KEY, bytes.fromhex(v["hex"]), WL["reader_id"], WL["building_id"], v["held_version"])
     assert e.value.reason == v["reason"]
     assert_clean_message(e.value, WL_KEY)
 
@@ -115,7 +123,7 @@ def test_whitelist_ids_above_2_63_sort_unsigned():
 
 def test_build_whitelist_refuses_duplicates():
     with pytest.raises(FormatError) as e:
-        F.build_whitelist(WL_KEY, 1, 1, 1, [CardRecord(5), CardRecord(5, household=1)])
+        build_whitelist(WL_KEY, 1, 1, 1, [CardRecord(5), CardRecord(5, household=1)])
     assert e.value.reason == "order"
 
 
@@ -134,23 +142,23 @@ def _ops_from_json(ops):
 
 
 def test_delta_valid_vectors():
-    base = F.parse_whitelist(DL_KEY, bytes.fromhex(DL["base"]["hex"]), DL["reader_id"], DL["building_id"])
+    base = parse_whitelist(DL_KEY, bytes.fromhex(DL["base"]["hex"]), DL["reader_id"], DL["building_id"])
     assert base.version == DL["base"]["version"] and base.cards == cards_of(DL["base"]["cards"])
     cards, held = base.cards, base.version
     assert len(DL["valid"]) >= 2
     for v in DL["valid"]:
         data = bytes.fromhex(v["hex"])
         assert v["held_version"] == held
-        d = F.parse_delta(DL_KEY, data, DL["reader_id"], DL["building_id"], held)
+        d = parse_delta(DL_KEY, data, DL["reader_id"], DL["building_id"], held)
         ops = _ops_from_json(v["ops"])
         assert (d.base_version, d.new_version, d.ops) == (v["base_version"], v["new_version"], ops)
         assert len(data) == 24 + 17 * len(ops) + 16
-        assert F.build_delta(DL_KEY, DL["reader_id"], DL["building_id"], v["base_version"], v["new_version"],
+        assert build_delta(DL_KEY, DL["reader_id"], DL["building_id"], v["base_version"], v["new_version"],
                              ops[::-1]) == data
-        after = F.apply_ops(cards, d.ops)
+        after = apply_ops(cards, d.ops)
         assert after == cards_of(v["cards_after"])
         # These deltas are minimal, so the diff of the two lists gives them back.
-        assert F.diff_whitelists(cards, after) == ops
+        assert diff_whitelists(cards, after) == ops
         cards, held = after, d.new_version
     kinds = [[o["op"] for o in v["ops"]] for v in DL["valid"]]
     assert kinds[0] == ["upsert"] and sorted(kinds[1]) == ["remove", "upsert", "upsert"]
@@ -159,25 +167,25 @@ def test_delta_valid_vectors():
 @pytest.mark.parametrize("v", DL["invalid"], ids=lambda v: v["why"])
 def test_delta_invalid_vectors(v):
     with pytest.raises(FormatError) as e:
-        F.parse_delta(DL_KEY, bytes.fromhex(v["hex"]), DL["reader_id"], DL["building_id"], v["held_version"])
+        parse_delta(DL_KEY, bytes.fromhex(v["hex"]), DL["reader_id"], DL["building_id"], v["held_version"])
     assert e.value.reason == v["reason"]
     assert_clean_message(e.value, DL_KEY)
 
 
 def test_one_changed_card_costs_57_bytes():
-    data = F.build_delta(DL_KEY, 1, 1, 1, 2, [("upsert", CardRecord(7))])
+    data = build_delta(DL_KEY, 1, 1, 1, 2, [("upsert", CardRecord(7))])
     assert len(data) == 57
 
 
 def test_overlay_is_a_separate_domain():
     ops = [("remove", 9)]
-    ov = F.build_overlay(DL_KEY, 1, 2, 5, 8, ops)
-    assert F.parse_overlay(DL_KEY, ov, 1, 2, base_list_version=5).ops == ops
+    ov = build_overlay(DL_KEY, 1, 2, 5, 8, ops)
+    assert parse_overlay(DL_KEY, ov, 1, 2, base_list_version=5).ops == ops
     with pytest.raises(FormatError) as e:
-        F.parse_overlay(DL_KEY, ov, 1, 2, base_list_version=6)
+        parse_overlay(DL_KEY, ov, 1, 2, base_list_version=6)
     assert e.value.reason == "stale"
     with pytest.raises(FormatError) as e:
-        F.parse_delta(DL_KEY, ov, 1, 2)
+        parse_delta(DL_KEY, ov, 1, 2)
     assert e.value.reason == "magic"
 
 
@@ -190,13 +198,13 @@ def test_ride_record_vectors():
         assert rec.pack().hex() == v["hex"]
         assert RideRecord.unpack(bytes.fromhex(v["hex"])) == rec
         assert rec.to_fields() == v["fields"]
-        assert not F.is_empty_slot(bytes.fromhex(v["hex"]))
+        assert not is_empty_slot(bytes.fromhex(v["hex"]))
     for v in RR["invalid"]:
         with pytest.raises(FormatError) as e:
             RideRecord.unpack(bytes.fromhex(v["hex"]))
         assert e.value.reason == v["reason"], v["why"]
     empty = bytes.fromhex(RR["empty"])
-    assert empty == b"\xff" * 32 and F.is_empty_slot(empty)
+    assert empty == b"\xff" * 32 and is_empty_slot(empty)
     with pytest.raises(FormatError) as e:
         RideRecord.unpack(empty)
     assert e.value.reason == "empty"
@@ -208,18 +216,18 @@ CF = load("config.json")
 
 @pytest.mark.parametrize("cfg", CF["valid"], ids=lambda c: "reader%d" % c["reader_id"])
 def test_config_valid_vectors(cfg):
-    out = F.validate_config(cfg)
+    out = validate_config(cfg)
     assert out["key"] == cfg["key"].lower()
-    for k, default in F.CONFIG_DEFAULTS.items():
+    for k, default in CONFIG_DEFAULTS.items():
         assert out[k] == cfg.get(k, default)
-    assert F.validate_config(out) == out  # normalising twice changes nothing
-    assert len(F.config_key(out)) == 32
+    assert validate_config(out) == out  # normalising twice changes nothing
+    assert len(config_key(out)) == 32
 
 
 @pytest.mark.parametrize("v", CF["invalid"], ids=lambda v: v["key"])
 def test_config_invalid_vectors(v):
     with pytest.raises(ConfigError) as e:
-        F.validate_config(v["config"])
+        validate_config(v["config"])
     assert e.value.key == v["key"]
     msg = str(e.value)
     assert v["key"] in msg and "\n" not in msg
@@ -234,7 +242,7 @@ def test_config_vectors_cover_every_rule():
                     "tariff.free_classes", "tariff.monthly_cap_fen", "tariff.debounce_s", "legacy_uid",
                     "relay_ms", "utc_offset_min"}
     # The defaults are exercised by a valid config that omits them.
-    assert any(not set(F.CONFIG_DEFAULTS) & set(c) for c in CF["valid"])
+    assert any(not set(CONFIG_DEFAULTS) & set(c) for c in CF["valid"])
 
 
 # ---------------------------------------------------------------------------
@@ -282,10 +290,10 @@ def test_card_record_roundtrip(c):
 @FAST
 @given(keys, card_lists, u32, u32, u32, u32)
 def test_whitelist_roundtrip(key, cs, reader, building, version, issued):
-    data = F.build_whitelist(key, reader, building, version, cs, issued)
+    data = build_whitelist(key, reader, building, version, cs, issued)
     assert len(data) == 48 + 16 * len(cs)
-    wl = F.parse_whitelist(key, data, reader, building)
-    assert wl == F.Whitelist(reader, building, version, issued, sorted(cs, key=lambda c: c.card_id))
+    wl = parse_whitelist(key, data, reader, building)
+    assert wl == Whitelist(reader, building, version, issued, sorted(cs, key=lambda c: c.card_id))
 
 
 def _corruptions(draw, data: bytes):
@@ -305,10 +313,10 @@ def _corruptions(draw, data: bytes):
 @FAST
 @given(st.data(), keys, card_lists, u32)
 def test_whitelist_any_corruption_is_refused(data, key, cs, version):
-    good = F.build_whitelist(key, 1017, 12, version, cs)
+    good = build_whitelist(key, 1017, 12, version, cs)
     bad = _corruptions(data.draw, good)
     with pytest.raises(FormatError) as e:
-        F.parse_whitelist(key, bad, 1017, 12)
+        parse_whitelist(key, bad, 1017, 12)
     assert_clean_message(e.value, key)
 
 
@@ -316,9 +324,9 @@ def test_whitelist_any_corruption_is_refused(data, key, cs, version):
 @given(keys, delta_ops(), u32, st.integers(1, 1000), u32, u32)
 def test_delta_roundtrip(key, ops, base, step, reader, building):
     assume(base + step <= 0xFFFFFFFF)
-    data = F.build_delta(key, reader, building, base, base + step, ops)
+    data = build_delta(key, reader, building, base, base + step, ops)
     assert len(data) == 24 + 17 * len(ops) + 16
-    d = F.parse_delta(key, data, reader, building, held_version=base)
+    d = parse_delta(key, data, reader, building, held_version=base)
     assert (d.base_version, d.new_version) == (base, base + step)
     assert d.ops == sorted(ops, key=lambda o: o[1].card_id if o[0] == "upsert" else o[1])
 
@@ -326,17 +334,17 @@ def test_delta_roundtrip(key, ops, base, step, reader, building):
 @FAST
 @given(st.data(), keys, delta_ops())
 def test_delta_any_corruption_is_refused(data, key, ops):
-    good = F.build_delta(key, 1017, 12, 5, 6, ops)
+    good = build_delta(key, 1017, 12, 5, 6, ops)
     bad = _corruptions(data.draw, good)
     with pytest.raises(FormatError) as e:
-        F.parse_delta(key, bad, 1017, 12, held_version=5)
+        parse_delta(key, bad, 1017, 12, held_version=5)
     assert_clean_message(e.value, key)
 
 
 @FAST
 @given(keys, delta_ops(), st.integers(0, 100), st.integers(0, 100), st.integers(1, 5))
 def test_delta_version_checks(key, ops, held, base, step):
-    data = F.build_delta(key, 1, 1, base, base + step, ops)
+    data = build_delta(key, 1, 1, base, base + step, ops)
     if base + step <= held:
         want = "stale"
     elif base != held:
@@ -344,10 +352,10 @@ def test_delta_version_checks(key, ops, held, base, step):
     else:
         want = None
     if want is None:
-        F.parse_delta(key, data, 1, 1, held)
+        parse_delta(key, data, 1, 1, held)
     else:
         with pytest.raises(FormatError) as e:
-            F.parse_delta(key, data, 1, 1, held)
+            parse_delta(key, data, 1, 1, held)
         assert e.value.reason == want
 
 
@@ -356,7 +364,7 @@ def test_delta_version_checks(key, ops, held, base, step):
 def test_wrong_key_is_refused_without_leaking_either_key(key, other, cs):
     assume(key != other)
     with pytest.raises(FormatError) as e:
-        F.parse_whitelist(other, F.build_whitelist(key, 1, 1, 1, cs))
+        parse_whitelist(other, build_whitelist(key, 1, 1, 1, cs))
     assert e.value.reason == "mac"
     assert_clean_message(e.value, key)
     assert_clean_message(e.value, other)
@@ -382,22 +390,22 @@ def old_and_new(draw):
 @given(old_and_new())
 def test_diff_whitelists_applied_to_old_gives_new(pair):
     old, new = pair
-    ops = F.diff_whitelists(old, new)
-    assert F.apply_ops(old, ops) == sorted(new, key=lambda c: c.card_id)
+    ops = diff_whitelists(old, new)
+    assert apply_ops(old, ops) == sorted(new, key=lambda c: c.card_id)
     # Minimal: one operation per card that differs, none for unchanged cards.
     old_by, new_by = {c.card_id: c for c in old}, {c.card_id: c for c in new}
     changed = {cid for cid in old_by.keys() | new_by.keys() if old_by.get(cid) != new_by.get(cid)}
-    assert [F._op_id(o) for o in ops] == sorted(changed)
+    assert [op_id(o) for o in ops] == sorted(changed)
     # And it always encodes as a valid delta.
     key = bytes(32)
-    F.parse_delta(key, F.build_delta(key, 1, 1, 1, 2, ops), 1, 1, 1)
+    parse_delta(key, build_delta(key, 1, 1, 1, 2, ops), 1, 1, 1)
 
 
 @FAST
 @given(rides)
 def test_ride_record_roundtrip(r):
     b = r.pack()
-    assert len(b) == 32 and RideRecord.unpack(b) == r and not F.is_empty_slot(b)
+    assert len(b) == 32 and RideRecord.unpack(b) == r and not is_empty_slot(b)
 
 
 @FAST
@@ -422,34 +430,34 @@ def test_torn_ride_record_is_refused(r, programmed):
 @FAST
 @given(u32, u32, st.dictionaries(u24, u32, max_size=20))
 def test_spend_checkpoint_roundtrip(month, last_seq, spent):
-    cp = F.SpendCheckpoint(month, last_seq, spent)
+    cp = SpendCheckpoint(month, last_seq, spent)
     b = cp.pack()
     assert len(b) == 14 + 8 * len(spent) + 2 and b[:4] == b"LCSP"
-    assert F.SpendCheckpoint.unpack(b) == cp
+    assert SpendCheckpoint.unpack(b) == cp
 
 
 @FAST
 @given(st.data(), u32, st.dictionaries(u24, u32, max_size=10))
 def test_spend_checkpoint_corruption_is_refused(data, last_seq, spent):
-    good = F.SpendCheckpoint(202611, last_seq, spent).pack()
+    good = SpendCheckpoint(202611, last_seq, spent).pack()
     with pytest.raises(FormatError):
-        F.SpendCheckpoint.unpack(_corruptions(data.draw, good))
+        SpendCheckpoint.unpack(_corruptions(data.draw, good))
 
 
 @FAST
 @given(u32)
 def test_ack_entry_roundtrip(value):
-    b = F.pack_ack(value)
-    assert len(b) == 8 and F.unpack_ack(b) == (0x41, value)
+    b = pack_ack(value)
+    assert len(b) == 8 and unpack_ack(b) == (0x41, value)
 
 
 @FAST
 @given(st.integers(0, 2**32 - 1), st.integers(-720, 840))
 def test_local_day_and_month_key_match_the_calendar(epoch_s, offset):
     tz = datetime.timezone(datetime.timedelta(minutes=offset))
-    local = datetime.datetime.fromtimestamp(epoch_s + F.LIFTCARD_EPOCH, tz).date()
-    assert F.local_day(epoch_s, offset) == (local - datetime.date(2024, 1, 1)).days
-    assert F.month_key(epoch_s, offset) == local.year * 100 + local.month
+    local = datetime.datetime.fromtimestamp(epoch_s + LIFTCARD_EPOCH, tz).date()
+    assert local_day(epoch_s, offset) == (local - datetime.date(2024, 1, 1)).days
+    assert month_key(epoch_s, offset) == local.year * 100 + local.month
 
 
 @st.composite
@@ -481,7 +489,7 @@ def broken_configs(draw):
 def test_config_errors_name_the_key_and_never_leak_it(case):
     path, cfg = case
     with pytest.raises(ConfigError) as e:
-        F.validate_config(cfg)
+        validate_config(cfg)
     assert e.value.key == path and path in str(e.value) and "\n" not in str(e.value)
     if path != "key":
         assert cfg["key"] not in str(e.value)

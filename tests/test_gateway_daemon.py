@@ -1,5 +1,5 @@
 """The gateway daemon against a REAL private Mosquitto and a simulated reader
-(CPython, building its messages with uplink.py and its own broker credentials)."""
+(CPython, building its messages with link.py and its own broker credentials)."""
 
 import json
 import os
@@ -17,11 +17,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from liftcard_gateway import uplink
+from liftcard_protocol import link
 from liftcard_gateway.broker import MosquittoInstance, find_tool, reader_topics
 from liftcard_gateway.config import load_config
 from liftcard_gateway.daemon import Gateway, JsonLog
-from liftcard_gateway.formats import RideRecord
+from liftcard_protocol.ride import RideRecord
 
 REPO = Path(__file__).resolve().parents[1]
 READERS = {7: 12, 8: 12}
@@ -116,21 +116,21 @@ class SimReader:
         self.client = c
 
     def _on_message(self, client, userdata, msg):
-        m = uplink.parse(self.key, msg.payload, self.rid, self.bid, uplink.DOWN, self.last_down)
+        m = link.parse(self.key, msg.payload, self.rid, self.bid, link.DOWN, self.last_down)
         self.last_down = m.counter
-        if m.kind == uplink.SUNCTR_DOWN:
+        if m.kind == link.SUNCTR_DOWN:
             self.sun.put(m.sun)
         else:
             self.acks.put(m.seq)
 
     def counter(self):
         self.msgno += 1
-        return uplink.counter_of(self.boot, self.msgno)
+        return link.counter_of(self.boot, self.msgno)
 
     def rides_msg(self, seqs, counter=None):
         recs = [RideRecord(seq=s, time=5000 + s, uptime=s, card_id=CARD, household=7, floor=4, fee=40,
                            result=0, flags=0, boot=self.boot) for s in seqs]
-        return uplink.build_rides(self.key, self.rid, self.bid, counter or self.counter(), recs)
+        return link.build_rides(self.key, self.rid, self.bid, counter or self.counter(), recs)
 
     def publish(self, payload, topic="up"):
         self.client.publish(self.topics[topic], payload, qos=1).wait_for_publish(10)
@@ -221,7 +221,7 @@ def test_rides_in_legacy_uid_mode_are_reported(gw):
     r = reader(7)
     recs = [RideRecord(seq=s, time=5000 + s, uptime=s, card_id=0xDEADBEEF, household=7, floor=4, fee=40,
                        result=0, flags=0x02 if s != 2 else 0, boot=r.boot) for s in (1, 2, 3)]
-    r.publish(uplink.build_rides(r.key, r.rid, r.bid, r.counter(), recs))
+    r.publish(link.build_rides(r.key, r.rid, r.bid, r.counter(), recs))
     assert r.ack() == 3
     ev = log.wait(lambda x: x["event"] == "legacy_rides")
     assert (ev["reader_id"], ev["rides"]) == (7, 2)
@@ -254,9 +254,9 @@ def test_bad_payloads_refused_and_logged(gw):
     good[30] ^= 1  # a flipped ciphertext bit: MAC fails
     r.publish(bytes(good))
     # reader 7's key, but the header names reader 8: refused, whatever the topic says
-    r.publish(uplink.build_rides(r.key, 8, 12, r.counter(), []))
+    r.publish(link.build_rides(r.key, 8, 12, r.counter(), []))
     r.publish(b"garbage")
-    r.publish(uplink.build_status(r.key, 7, 12, r.counter(), uplink.ReaderStatus(1, 2, 3, 4)))  # wrong kind on up
+    r.publish(link.build_status(r.key, 7, 12, r.counter(), link.ReaderStatus(1, 2, 3, 4)))  # wrong kind on up
     want = ["mac", "reader", "size", "kind"]
     log.wait(lambda x: len([y for y in log.records if y["event"] == "refused"]) >= len(want))
     refused = [x for x in log.records if x["event"] == "refused"]
@@ -274,8 +274,8 @@ def test_bad_payloads_refused_and_logged(gw):
 def test_status_updates_readers_table(gw):
     g, cfg, log, reader = gw
     r = reader(8)
-    r.publish(uplink.build_status(r.key, 8, 12, r.counter(),
-                                  uplink.ReaderStatus(uptime=100, free_heap=90000, backlog=17, wl_version=5)),
+    r.publish(link.build_status(r.key, 8, 12, r.counter(),
+                                  link.ReaderStatus(uptime=100, free_heap=90000, backlog=17, wl_version=5)),
               topic="status")
     log.wait(lambda x: x["event"] == "status" and x["reader_id"] == 8)
     out = subprocess.run([sys.executable, "-m", "liftcard_gateway", "status", "--config", str(cfg.path)],
@@ -371,7 +371,7 @@ def test_bad_config_secret_not_shown(tmp_path, broker, keys):
 
 
 # ---------------------------------------------------------------------------
-# NTAG SUN counters shared by the readers of a building (docs/uplink.md, SUNCTR)
+# NTAG SUN counters shared by the readers of a building (docs/link.md, SUNCTR)
 # ---------------------------------------------------------------------------
 
 SUN_READERS = {7: 12, 8: 12, 9: 13}
@@ -427,7 +427,7 @@ def _drain(q, quiet=1.0):
 
 
 def _sunctr(r, entries):
-    r.publish(uplink.build_sunctr(r.key, r.rid, r.bid, r.counter(), entries))
+    r.publish(link.build_sunctr(r.key, r.rid, r.bid, r.counter(), entries))
 
 
 def test_sun_counters_stored_forwarded_to_the_building_max_merged(sun_gw):
@@ -449,7 +449,7 @@ def test_sun_counters_stored_forwarded_to_the_building_max_merged(sun_gw):
         b.sun.get(timeout=0.5)  # never back to the sender
     assert other.sun.empty() and a.sun.empty()  # another building hears nothing
     # A replayed SUNCTR is refused and changes nothing.
-    msg = uplink.build_sunctr(a.key, 7, 12, a.counter(), [(FOB, 99)])
+    msg = link.build_sunctr(a.key, 7, 12, a.counter(), [(FOB, 99)])
     a.publish(msg)
     b.sun.get(timeout=10)
     a.publish(msg)
@@ -469,7 +469,7 @@ def test_sun_table_sent_at_a_readers_first_status(sun_gw):
         _sunctr(a, entries[i : i + 64])
     log.wait(lambda x: x["event"] == "sun_counters" and x["entries"] == 150 - 128)
     b = reader(8)  # was offline: connects, says STATUS
-    b.publish(uplink.build_status(b.key, 8, 12, b.counter(), uplink.ReaderStatus(1, 2, 3, 4)), topic="status")
+    b.publish(link.build_status(b.key, 8, 12, b.counter(), link.ReaderStatus(1, 2, 3, 4)), topic="status")
     log.wait(lambda x: x["event"] == "sun_table_sent" and x["reader_id"] == 8)
     got = _drain(b.sun)[-2:]  # forwards of the last messages may have reached it just before
     assert [len(m) for m in got] == [64, 64]
@@ -477,12 +477,12 @@ def test_sun_table_sent_at_a_readers_first_status(sun_gw):
     assert len(set(flat)) == 128 and set(flat) <= set(entries)
     assert set(entries[128:]) <= set(flat) and flat[:22] == tuple(sorted(entries[128:]))  # the most recent first
     # Its next STATUS (same boot, later uptime) is no reconnect: nothing again.
-    b.publish(uplink.build_status(b.key, 8, 12, b.counter(), uplink.ReaderStatus(61, 2, 3, 4)), topic="status")
+    b.publish(link.build_status(b.key, 8, 12, b.counter(), link.ReaderStatus(61, 2, 3, 4)), topic="status")
     log.wait(lambda x: x["event"] == "status" and x["reader_id"] == 8 and x["uptime"] == 61)
     with pytest.raises(queue.Empty):
         b.sun.get(timeout=0.5)
     # After its Last Will it catches up again.
     b.publish(b"offline", topic="status")
     log.wait(lambda x: x["event"] == "reader_offline" and x["reader_id"] == 8)
-    b.publish(uplink.build_status(b.key, 8, 12, b.counter(), uplink.ReaderStatus(62, 2, 3, 4)), topic="status")
+    b.publish(link.build_status(b.key, 8, 12, b.counter(), link.ReaderStatus(62, 2, 3, 4)), topic="status")
     assert len(b.sun.get(timeout=10)) == 64

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from liftcard_gateway.config import GatewayConfigError, load_config
-from liftcard_gateway.formats import RideRecord
+from liftcard_protocol.ride import RideRecord
 from liftcard_gateway.store import ReplayError, Store, UnknownReader, format_status
 
 
@@ -100,8 +100,8 @@ def test_status_table(store):
 
 # -- clock drift (STATUS carries the reader's clock) ---------------------------------
 
-from liftcard_gateway import uplink as U  # noqa: E402
-from liftcard_gateway.formats import LIFTCARD_EPOCH  # noqa: E402
+from liftcard_protocol import link as U  # noqa: E402
+from liftcard_protocol.epoch import LIFTCARD_EPOCH  # noqa: E402
 
 NOW = LIFTCARD_EPOCH + 91000000.7  # the gateway's receive time (Unix seconds)
 

@@ -8,8 +8,11 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from liftcard_gateway import daemon, uplink
-from liftcard_gateway.formats import Flag, RideRecord, epoch_from_unix
+from liftcard_gateway import daemon
+from liftcard_protocol import link
+from liftcard_protocol.codes import Flag
+from liftcard_protocol.epoch import epoch_from_unix
+from liftcard_protocol.ride import RideRecord
 from liftcard_gateway.store import Store
 
 from test_gateway_daemon import (  # noqa: F401  (fixtures: broker, keys, gw)
@@ -24,18 +27,18 @@ class TimeReader(SimReader):
         super().__init__(*a, **kw)
 
     def _on_message(self, client, userdata, msg):
-        m = uplink.parse(self.key, msg.payload, self.rid, self.bid, uplink.DOWN, self.last_down)
+        m = link.parse(self.key, msg.payload, self.rid, self.bid, link.DOWN, self.last_down)
         self.last_down = m.counter
-        if m.kind == uplink.TIME:
+        if m.kind == link.TIME:
             self.times.put(m.epoch_s)
         else:
             self.acks.put(m.seq)
 
     def status(self, uptime=100, synced=True, boot=None):
-        st = uplink.ReaderStatus(uptime=uptime, free_heap=90000, backlog=0, wl_version=1,
-                                 flags=uplink.ST_CLOCK_SYNCED if synced else 0,
+        st = link.ReaderStatus(uptime=uptime, free_heap=90000, backlog=0, wl_version=1,
+                                 flags=link.ST_CLOCK_SYNCED if synced else 0,
                                  boot=self.boot if boot is None else boot)
-        self.publish(uplink.build_status(self.key, self.rid, self.bid, self.counter(), st), topic="status")
+        self.publish(link.build_status(self.key, self.rid, self.bid, self.counter(), st), topic="status")
 
     def time_msg(self, timeout=10):
         return self.times.get(timeout=timeout)
@@ -169,7 +172,7 @@ def test_daemon_stores_corrected_times(gw, treader):
     g, cfg, log, _ = gw
     r = treader(7)
     recs = [ride(1, 20, 20, True), ride(2, 60, 60, True), ride(3, 90_000_100, 100, False)]
-    r.publish(uplink.build_rides(r.key, 7, 12, r.counter(), recs))
+    r.publish(link.build_rides(r.key, 7, 12, r.counter(), recs))
     assert r.ack() == 3
     assert log.wait(lambda x: x["event"] == "stored")["corrected"] == 2
     con = sqlite3.connect(str(cfg.db_path))
@@ -215,9 +218,9 @@ def test_rides_for_a_on_b_topic_refused(gw, treader, keys):
     g, cfg, log, _ = gw
     a, b = treader(7), treader(8)
     # B's credentials, B's topic (the ACL lets it), a RIDES MAC'd with A's key naming A
-    b.publish(uplink.build_rides(keys[7], 7, 12, a.counter(), [ride(1, 10, 10, False)]))
+    b.publish(link.build_rides(keys[7], 7, 12, a.counter(), [ride(1, 10, 10, False)]))
     # ... and one MAC'd with B's key that names A
-    b.publish(uplink.build_rides(keys[8], 7, 12, b.counter(), [ride(1, 10, 10, False)]))
+    b.publish(link.build_rides(keys[8], 7, 12, b.counter(), [ride(1, 10, 10, False)]))
     got = wait_refusals(log, 2)
     assert [(x["reader_id"], x["reason"]) for x in got] == [(8, "mac"), (8, "reader")]
     a.no_ack(0.2)
@@ -231,7 +234,7 @@ def test_unknown_reader_and_bad_topics_refused(gw, treader, broker):
     g, cfg, log, _ = gw
     c = gateway_client(broker)
     try:
-        fake = uplink.build_rides(bytes(32), 99, 12, 1, [ride(1, 10, 10, False)])
+        fake = link.build_rides(bytes(32), 99, 12, 1, [ride(1, 10, 10, False)])
         c.publish("lc/12/reader-99/up", fake, qos=1).wait_for_publish(10)
         c.publish("lc/12/reader-99/status", b"offline", qos=1).wait_for_publish(10)
         c.publish("lc/12/notareader/up", fake, qos=1).wait_for_publish(10)

@@ -29,7 +29,9 @@ import pytest
 pytest.importorskip("paho.mqtt.client")
 
 from liftcard_gateway.broker import MosquittoInstance, find_tool  # noqa: E402
-from liftcard_gateway.formats import CardRecord, RideRecord, build_whitelist  # noqa: E402
+from liftcard_protocol.card import CardRecord  # noqa: E402
+from liftcard_protocol.ride import RideRecord
+from liftcard_protocol.whitelist import build_whitelist
 from test_gateway_daemon import start_proc  # noqa: E402
 from test_reader_badinput import CONFIG, VirtualReader  # noqa: E402
 

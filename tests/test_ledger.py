@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from liftcard_gateway import upstream_format as uf
-from liftcard_gateway.pki import load_public_key, load_signing_key, make_dev_pki
+from liftcard_protocol import upstream as uf
+from liftcard_gateway.pki import make_dev_pki
+from liftcard_protocol.keys import load_public_key, load_signing_key
 from liftcard_tools import ledger as L
 from liftcard_tools.upstream_rig import write_ledger_config
 

@@ -9,8 +9,11 @@ import subprocess
 
 import pytest
 
-from conftest import FIRMWARE_RUN, HEAP, tool
-from liftcard_gateway.formats import CardRecord, RideRecord, build_delta, build_whitelist
+from conftest import FIRMWARE_RUN, HEAP, MICROPYPATH, tool
+from liftcard_protocol.card import CardRecord
+from liftcard_protocol.delta import build_delta
+from liftcard_protocol.ride import RideRecord
+from liftcard_protocol.whitelist import build_whitelist
 
 KEY = bytes(range(32))
 READER, BUILDING = 1017, 12
@@ -26,7 +29,7 @@ CARDS = [CardRecord(CARD, 501, 0b100001), CardRecord(0x8000000000000000, 502, 0b
 class VirtualReader:
     def __init__(self, workdir):
         self.dir = workdir
-        env = dict(os.environ, MICROPYPATH=f"{FIRMWARE_RUN}:{FIRMWARE_RUN / 'lib'}")
+        env = dict(os.environ, MICROPYPATH=MICROPYPATH)
         self.p = subprocess.Popen(
             [tool("micropython"), "-X", f"heapsize={HEAP}", str(FIRMWARE_RUN / "main.py"),
              "--flash", str(workdir / "fs.img"), "--log", str(workdir / "log.img")],

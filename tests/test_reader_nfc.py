@@ -12,8 +12,10 @@ import time
 
 import pytest
 
-from conftest import FIRMWARE_RUN, HEAP, tool
-from liftcard_gateway.formats import CardRecord, RideRecord, build_whitelist
+from conftest import FIRMWARE_RUN, HEAP, MICROPYPATH, tool
+from liftcard_protocol.card import CardRecord
+from liftcard_protocol.ride import RideRecord
+from liftcard_protocol.whitelist import build_whitelist
 from liftcard_provisioning.nfc import credential as K
 from liftcard_tools.nfc import cards as Cd
 from liftcard_tools.nfc.pn532emu import PN532Emulator
@@ -41,7 +43,7 @@ F_LEGACY_UID = 0x02
 class NfcReader:
     def __init__(self, workdir, emu):
         self.dir, self.emu = workdir, emu
-        env = dict(os.environ, MICROPYPATH=f"{FIRMWARE_RUN}:{FIRMWARE_RUN / 'lib'}")
+        env = dict(os.environ, MICROPYPATH=MICROPYPATH)
         self.p = subprocess.Popen(
             [tool("micropython"), "-X", f"heapsize={HEAP}", str(FIRMWARE_RUN / "main.py"),
              "--flash", str(workdir / "fs.img"), "--log", str(workdir / "log.img"), "--pn532", emu.path],

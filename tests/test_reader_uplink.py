@@ -2,7 +2,7 @@
 (MosquittoInstance), the virtual reader (firmware/main.py under the real
 micropython, 192K heap) with an "uplink" section in its config, and a small
 CPython gateway in the test (paho-mqtt 2.x as user `gateway`) that verifies
-RIDES with liftcard_gateway.uplink and answers with ACKs.
+RIDES with liftcard_protocol.link and answers with ACKs.
 
 Checked: rides arrive exactly as logged and acks reach the reader's log; a
 broker restart is survived (reconnect + resubscribe); a blackholed broker
@@ -24,9 +24,11 @@ import pytest
 paho = pytest.importorskip("paho.mqtt.client")
 
 from liftcard_gateway.broker import MosquittoInstance, find_tool  # noqa: E402
-from liftcard_gateway.formats import CardRecord, build_delta, build_whitelist  # noqa: E402
+from liftcard_protocol.card import CardRecord  # noqa: E402
+from liftcard_protocol.delta import build_delta
+from liftcard_protocol.whitelist import build_whitelist
 from conftest import run_micropython  # noqa: E402
-from liftcard_gateway import uplink as U  # noqa: E402
+from liftcard_protocol import link as U  # noqa: E402
 from test_reader_badinput import CARD, CARDS, CONFIG, KEY, READER, BUILDING, VirtualReader  # noqa: E402
 
 try:
@@ -311,7 +313,7 @@ def test_bad_uplink_config_is_refused_without_echoing_the_password(tmp_path):
 
 WRAP_SCRIPT = r"""
 import os, select, socket, sys, time
-from liftcard.uplink import _Client
+from liftcard.mqttclient import Client as _Client
 host, port, pw = sys.argv[1], int(sys.argv[2]), os.getenv("LC_PW")
 c = _Client(b"reader-1017", host, port, user=b"reader-1017", password=pw.encode(), keepalive=10)
 c.set_callback(lambda t, m: None)

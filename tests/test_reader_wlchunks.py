@@ -2,7 +2,7 @@
 end and real: a private Mosquitto (MosquittoInstance), the virtual reader
 (firmware/main.py under the real micropython, 192K heap) with an "uplink"
 section in its config, and the CPython test gateway of test_reader_uplink.py,
-which seals the chunks with liftcard_gateway.uplink and publishes them on QoS 1.
+which seals the chunks with liftcard_protocol.link and publishes them on QoS 1.
 
 Checked: a ~2000-card list arrives in order (with a duplicate chunk, as QoS 1
 may deliver one), is assembled on the reader's flash and installed; a tap on a
@@ -14,9 +14,10 @@ import pytest
 
 pytest.importorskip("paho.mqtt.client")
 
-from liftcard_gateway import uplink as U  # noqa: E402
+from liftcard_protocol import link as U  # noqa: E402
 from liftcard_gateway.broker import MosquittoInstance  # noqa: E402
-from liftcard_gateway.formats import CardRecord, build_whitelist  # noqa: E402
+from liftcard_protocol.card import CardRecord  # noqa: E402
+from liftcard_protocol.whitelist import build_whitelist
 from test_reader_badinput import CARD, KEY, READER, BUILDING  # noqa: E402
 from test_reader_uplink import Gateway, configured_reader, kill, wait_for  # noqa: E402
 

@@ -75,10 +75,12 @@ mqtt = pytest.importorskip("paho.mqtt.client")
 
 from liftcard_gateway.bank_broker import BankBroker  # noqa: E402
 from liftcard_gateway.broker import MosquittoInstance  # noqa: E402
-from liftcard_gateway.formats import CardRecord, Result, RideRecord, Status  # noqa: E402
+from liftcard_protocol.card import CardRecord  # noqa: E402
+from liftcard_protocol.codes import Result, Status
+from liftcard_protocol.ride import RideRecord
 from liftcard_gateway.pki import make_dev_pki  # noqa: E402
 from liftcard_gateway.upstream import upstream_backlog  # noqa: E402
-from liftcard_gateway.upstream_format import topics as up_topics  # noqa: E402
+from liftcard_protocol.topics import upstream_topics as up_topics  # noqa: E402
 from liftcard_tools import upstream_rig as rig  # noqa: E402
 from test_integration import BUILDING, READER_IDS, Site, wait_for  # noqa: E402  (skips without mosquitto)
 from test_reader_badinput import CONFIG, VirtualReader  # noqa: E402

@@ -1,4 +1,4 @@
-"""The link payload codec (liftcard_gateway.uplink, docs/uplink.md) against the
+"""The link payload codec (liftcard_protocol.link, docs/uplink.md) against the
 shared vectors in tests/vectors/uplink.jsonl and against properties over
 arbitrary valid inputs: round trips, any changed byte refused, replays refused,
 card ids never in clear."""
@@ -11,9 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import VECTORS
-from liftcard_gateway import formats as F
-from liftcard_gateway import uplink as U
-from liftcard_gateway.formats import FormatError, RideRecord
+from liftcard_protocol.delta import parse_delta
+from liftcard_protocol.whitelist import parse_whitelist
+from liftcard_protocol import link as U
+from liftcard_protocol.errors import FormatError
+from liftcard_protocol.ride import RideRecord
 from liftcard_tools import vectors
 
 V = vectors.load("uplink.jsonl", VECTORS)
@@ -93,7 +95,7 @@ def test_valid_vectors(v):
     assert rebuilt == data
     # The inner blobs are the formats.md structures, whole and verifiable.
     if v["kind"] == "delta":
-        F.parse_delta(KEY, m.blob, RID, BID, 5)
+        parse_delta(KEY, m.blob, RID, BID, 5)
     # The same message again is a replay; to the other direction, a kind error.
     with pytest.raises(FormatError) as e:
         U.parse(KEY, data, RID, BID, v["direction"], v["counter"])
@@ -112,7 +114,7 @@ def test_whitelist_chunks_assemble():
     for v in chunks:
         c = U.parse(KEY, bytes.fromhex(v["hex"]), RID, BID, "down").chunk
         buf[c.offset : c.offset + len(c.data)] = c.data
-    wl = F.parse_whitelist(KEY, bytes(buf), RID, BID)
+    wl = parse_whitelist(KEY, bytes(buf), RID, BID)
     assert wl.version == chunks[0]["fields"]["version"] and wl.count == 5
 
 

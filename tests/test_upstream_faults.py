@@ -12,7 +12,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from liftcard_gateway import uplink
+from liftcard_protocol import link
 from liftcard_gateway.bank_broker import BankBroker
 from liftcard_gateway.broker import MosquittoInstance, find_tool, reader_topics
 from liftcard_gateway.config import load_config
@@ -109,7 +109,7 @@ def test_kill9_gateway_and_ledger_and_broker_outage_exactly_once(tmp_path):
             r.connect(local.host, local.port, 30)
             r.loop_start()
             recs = [rig.ride(s, 33) for s in range(PER_READER + 1, PER_READER + 11)]
-            msg = uplink.build_rides(keys[7], 7, 12, uplink.counter_of(1000, 1), recs)
+            msg = link.build_rides(keys[7], 7, 12, link.counter_of(1000, 1), recs)
             r.publish(reader_topics(12, 7)["up"], msg, qos=1).wait_for_publish(10)
             wait_for(lambda: rig.ledger_counts(ldb).get(("gw1", 7), (0, 0))[0] == PER_READER + 10, 15,
                      "the live batch in the ledger")

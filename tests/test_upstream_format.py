@@ -11,9 +11,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from liftcard_gateway import upstream_format as uf
+from liftcard_protocol import upstream as uf
 from liftcard_gateway.config import GatewayConfigError, load_config
-from liftcard_gateway.pki import load_public_key, load_signing_key, make_dev_pki, write_private
+from liftcard_gateway.pki import make_dev_pki
+from liftcard_protocol.keys import load_public_key, load_signing_key, write_private
+from liftcard_protocol.topics import parse_upstream_topic, upstream_topics
 from liftcard_tools import upstream_vectors
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,11 +130,11 @@ def test_forged_and_misdirected():
 
 
 def test_topics():
-    assert uf.topics("gw1") == {"batches": "liftcard/gw/gw1/batches", "acks": "liftcard/gw/gw1/acks",
+    assert upstream_topics("gw1") == {"batches": "liftcard/gw/gw1/batches", "acks": "liftcard/gw/gw1/acks",
                                 "cards": "liftcard/gw/gw1/cards"}
-    assert uf.split_topic("liftcard/gw/gw1/batches") == ("gw1", "batches")
-    assert uf.split_topic("liftcard/gw/+/batches") is None
-    assert uf.split_topic("liftcard/gw/a/b/batches") is None
+    assert parse_upstream_topic("liftcard/gw/gw1/batches") == ("gw1", "batches")
+    assert parse_upstream_topic("liftcard/gw/+/batches") is None
+    assert parse_upstream_topic("liftcard/gw/a/b/batches") is None
 
 
 # -- key files --------------------------------------------------------------------------

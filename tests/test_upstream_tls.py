@@ -17,13 +17,15 @@ import paho.mqtt.client as mqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from liftcard_gateway import upstream_format as uf
+from liftcard_protocol import upstream as uf
 from liftcard_gateway.bank_broker import BankBroker, tls_connack
 from liftcard_gateway.broker import find_tool
 from liftcard_gateway.config import load_config
-from liftcard_gateway.pki import issue, load_signing_key, make_ca, make_dev_pki, write_private
+from liftcard_gateway.pki import issue, make_ca, make_dev_pki
+from liftcard_protocol.keys import load_signing_key, write_private
 from liftcard_gateway.store import Store
 from liftcard_gateway.upstream import Upstream, upstream_status
+from liftcard_protocol.topics import upstream_topics
 from liftcard_tools import upstream_rig as rig
 from liftcard_tools.ledger import LedgerDB
 
@@ -148,7 +150,7 @@ def test_forged_or_unknown_acks_are_refused(tmp_path, pki, bank):
     rig.prefill(cfg.db_path, {7: 12}, 120)
     log = ListLog()
     up = Upstream(cfg.upstream, cfg.db_path, log)
-    acks_topic = uf.topics("gw1")["acks"]
+    acks_topic = upstream_topics("gw1")["acks"]
     # the ledger's certificate: a broker-level impostor, or a ledger whose signing key is not the registered one
     c = tls_client(pki, pki.ledger_cert, pki.ledger_key)
     c.connect(bank.host, bank.port, 30)

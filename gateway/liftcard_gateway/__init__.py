@@ -1,6 +1,3 @@
-"""liftcard gateway: the CPython side of the reader formats (docs/formats.md).
-
-`liftcard_gateway.formats` encodes and checks every byte structure a reader
-reads or writes: card records, whitelists and deltas, ride records, the spend
-checkpoint and the reader configuration.
-"""
+"""liftcard gateway: the Raspberry Pi daemon (docs/gateway.md) that stores the
+readers' rides and forwards them to the bank, and sends whitelists, time and
+card changes down. The byte formats it speaks are in liftcard_protocol."""

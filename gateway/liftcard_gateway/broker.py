@@ -37,7 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from .pki import write_private
+from liftcard_protocol.keys import write_private
+from liftcard_protocol.topics import LOCAL_ALL, check_id, reader_topics, reader_user
+
 
 __all__ = [
     "BrokerError", "BrokerConfig", "GATEWAY_USER", "MosquittoInstance",
@@ -47,8 +49,6 @@ __all__ = [
 
 GATEWAY_USER = "gateway"
 PROBE_USER = "probe"  # MosquittoInstance's readiness probe: may connect, no topic
-TOPIC_ROOT = "lc"
-_ID_MAX = (1 << 30) - 1  # reader_id, building_id: integers 1 .. 2^30-1 (docs/formats.md)
 _MISSING = "mosquitto not found: install the Debian package mosquitto (scripts/setup.sh does)"
 _SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")  # not on a normal user's PATH
 
@@ -56,23 +56,6 @@ _SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")  # not on a normal user's PATH
 class BrokerError(RuntimeError):
     """Broker set-up or start failed; the message is one line naming the problem
     (for a start failure, followed by the tail of mosquitto's log)."""
-
-
-def _check_id(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _ID_MAX:
-        raise ValueError(f"{name} must be an integer 1 .. {_ID_MAX}, got {value!r}")
-    return value
-
-
-def reader_user(reader_id: int) -> str:
-    """The MQTT username of a reader: ``reader-<reader_id>``."""
-    return f"reader-{_check_id('reader_id', reader_id)}"
-
-
-def reader_topics(building_id: int, reader_id: int) -> dict[str, str]:
-    """The three topics of one reader: keys ``up``, ``status``, ``down``."""
-    base = f"{TOPIC_ROOT}/{_check_id('building_id', building_id)}/{reader_user(reader_id)}"
-    return {"up": f"{base}/up", "status": f"{base}/status", "down": f"{base}/down"}
 
 
 def new_password() -> str:
@@ -117,8 +100,8 @@ class BrokerConfig:
         if not re.fullmatch(r"[0-9A-Za-z.:\-]+", self.bind_address or ""):
             raise ValueError(f"bind_address is not a host address: {self.bind_address!r}")
         for rid, bid in self.readers.items():
-            _check_id("reader_id", rid)
-            _check_id("building_id", bid)
+            check_id("reader_id", rid)
+            check_id("building_id", bid)
         if self.log_file is not None and not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.log_file):
             raise ValueError("log_file must be a plain file name inside the work directory")
         for t in self.log_types:
@@ -182,7 +165,7 @@ def render_acl(cfg: BrokerConfig) -> str:
         "# No pattern rules and no anonymous topics: every grant names one user.",
         "",
         f"user {GATEWAY_USER}",
-        f"topic readwrite {TOPIC_ROOT}/#",
+        f"topic readwrite {LOCAL_ALL}",
     ]
     for rid in sorted(cfg.readers):
         t = reader_topics(cfg.readers[rid], rid)
@@ -525,8 +508,8 @@ class MosquittoInstance(MosquittoProcess):
                    timeout: float = 20.0) -> str:
         """Register a reader, regenerate passwd + acl, reload a running broker (SIGHUP)
         and wait until the new credentials are accepted. Returns the reader's password."""
-        _check_id("reader_id", reader_id)
-        _check_id("building_id", building_id)
+        check_id("reader_id", reader_id)
+        check_id("building_id", building_id)
         if reader_id in self._readers:
             raise ValueError(f"reader {reader_id} already exists")
         user = reader_user(reader_id)

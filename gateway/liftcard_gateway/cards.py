@@ -1,7 +1,7 @@
 """The gateway's card database and whitelist distribution (docs/cards.md).
 
 - `CardDB`: the card tables in the gateway's SQLite file (WAL), fed by the
-  bank's signed card updates (cardupdate.py). `apply()` verifies an update
+  bank's signed card updates (liftcard_protocol.cardupdate). `apply()` verifies an update
   (signature, compound, version: no stale, no gap) and applies it in ONE
   transaction, keeping a change history for the last `history_versions`
   updates so deltas can be computed.
@@ -30,8 +30,8 @@ from pathlib import Path
 
 import sqlite_utils
 
-from . import uplink
-from .cardupdate import (
+from liftcard_protocol import link
+from liftcard_protocol.cardupdate import (
     INCREMENTAL,
     KIND_NAMES,
     R_COMPOUND,
@@ -42,10 +42,14 @@ from .cardupdate import (
     UpdateError,
     parse_update,
 )
-from .formats import CardRecord, build_delta, build_whitelist, card_id_hex, epoch_from_unix
+from liftcard_protocol.card import CardRecord
+from liftcard_protocol.delta import build_delta
+from liftcard_protocol.epoch import epoch_from_unix
+from liftcard_protocol.fields import card_id_hex
+from liftcard_protocol.whitelist import build_whitelist
 from .store import ago, render_table
 
-MAX_DELTA_OPS = (uplink.MAX_BLOB - uplink.MIN_DELTA) // 17  # 238: one LCWD in one DELTA message
+MAX_DELTA_OPS = (link.MAX_BLOB - link.MIN_DELTA) // 17  # 238: one LCWD in one DELTA message
 assert MAX_DELTA_OPS == 238
 DEFAULT_FULL_LIST_AFTER_OPS = MAX_DELTA_OPS
 DEFAULT_RESEND_AFTER_S = 120.0
@@ -387,16 +391,16 @@ class CardService:
             key = self._keys[reader_id]
             if plan.how == "delta":
                 blob = build_delta(key, reader_id, building_id, plan.from_version, plan.to_version, plan.ops)
-                send(lambda counter: uplink.build_delta(key, reader_id, building_id, counter, blob))
-                nbytes = uplink.MIN_MSG + len(blob)
+                send(lambda counter: link.build_delta(key, reader_id, building_id, counter, blob))
+                nbytes = link.MIN_MSG + len(blob)
             else:
                 blob = build_whitelist(key, reader_id, building_id, plan.to_version, plan.cards,
                                        issued=max(0, min(epoch_from_unix(int(time.time())), 0xFFFFFFFF)))
                 nbytes = 0
-                for off, data in uplink.whitelist_chunks(blob):
-                    send(lambda counter, off=off, data=data: uplink.build_whitelist_chunk(
+                for off, data in link.whitelist_chunks(blob):
+                    send(lambda counter, off=off, data=data: link.build_whitelist_chunk(
                         key, reader_id, building_id, counter, plan.to_version, len(blob), off, data))
-                    nbytes += uplink.MIN_MSG + uplink.WLCHUNK_HEADER_LEN + len(data)
+                    nbytes += link.MIN_MSG + link.WLCHUNK_HEADER_LEN + len(data)
             self._sent[reader_id] = (plan.from_version, plan.to_version, plan.how, now)
             self.db.record_send(reader_id, building_id, plan, nbytes)
             self.log("whitelist_sent", reader_id=reader_id, from_version=plan.from_version,

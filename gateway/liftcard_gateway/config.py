@@ -24,13 +24,15 @@ held in `Secret` objects whose repr and str show nothing.
 from __future__ import annotations
 
 import os
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .pki import KeyFileError, check_private_file
-
-_ID_MAX = (1 << 30) - 1
+from liftcard_protocol import keys
+from liftcard_protocol.fields import ID_MAX as _ID_MAX
+from liftcard_protocol.keys import KeyFileError, check_private_file
+from liftcard_protocol.topics import GATEWAY_ID_RE
 _U32 = (1 << 32) - 1
 
 
@@ -141,7 +143,7 @@ def _path(t: dict, key: str, prefix: str, base: Path) -> Path:
 def _read_secret_file(path: Path, key: str) -> str:
     """The stripped text of a 0600 secret file. Errors never show its content."""
     try:
-        check_private_file(path)  # one rule for every secret file (pki.py)
+        check_private_file(path)  # one rule for every secret file (liftcard_protocol.keys)
     except KeyFileError as e:
         raise GatewayConfigError(key, str(e)) from None
     try:
@@ -245,16 +247,13 @@ _UPSTREAM_KEYS = {"gateway_id", "host", "port", "ca_file", "cert_file", "key_fil
 
 
 def _parse_upstream(doc: dict, base: Path) -> "UpstreamConf | None":
-    import re
-    import ssl
-    from . import pki
     if "upstream" not in doc:
         return None
     up = _table(doc, "upstream")
     pre = "upstream"
     _unknown(up, _UPSTREAM_KEYS, pre)
     gid = _str(up, "gateway_id", pre)
-    if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", gid):
+    if not GATEWAY_ID_RE.fullmatch(gid):
         raise GatewayConfigError("upstream.gateway_id", "must be 1 .. 64 of A-Z a-z 0-9 _ -")
     host = _str(up, "host", pre)
     port = _int(up, "port", pre, 1, 65535, 8883)
@@ -264,8 +263,8 @@ def _parse_upstream(doc: dict, base: Path) -> "UpstreamConf | None":
         if not files[k].is_file():
             raise GatewayConfigError(f"{pre}.{k}", f"file not found: {files[k]}")
     try:
-        pki.check_private_file(files["key_file"])
-    except pki.KeyFileError as e:
+        keys.check_private_file(files["key_file"])
+    except keys.KeyFileError as e:
         raise GatewayConfigError("upstream.key_file", str(e)) from None
     try:
         ctx = ssl.create_default_context(cafile=str(files["ca_file"]))
@@ -277,12 +276,12 @@ def _parse_upstream(doc: dict, base: Path) -> "UpstreamConf | None":
         raise GatewayConfigError("upstream.cert_file", f"{files['cert_file']} and {files['key_file']} are not a "
                                  "matching PEM certificate and unencrypted private key") from None
     try:
-        skey = pki.load_signing_key(files["signing_key_file"])
-    except pki.KeyFileError as e:
+        skey = keys.load_signing_key(files["signing_key_file"])
+    except keys.KeyFileError as e:
         raise GatewayConfigError("upstream.signing_key_file", str(e)) from None
     try:
-        lpub = pki.load_public_key(files["ledger_public_key_file"])
-    except pki.KeyFileError as e:
+        lpub = keys.load_public_key(files["ledger_public_key_file"])
+    except keys.KeyFileError as e:
         raise GatewayConfigError("upstream.ledger_public_key_file", str(e)) from None
     client_id = _str(up, "client_id", pre, "liftcard-gw-" + gid)
     keepalive = _int(up, "keepalive", pre, 5, 3600, 30)
@@ -321,7 +320,6 @@ class CardsConf:
 
 
 def _parse_cards(doc: dict, base: Path) -> "CardsConf | None":
-    from .cardupdate import load_public_key
     if "cards" not in doc:
         return None
     t = _table(doc, "cards")
@@ -329,16 +327,9 @@ def _parse_cards(doc: dict, base: Path) -> "CardsConf | None":
                  "history_versions"}, "cards")
     kf = _path(t, "bank_public_key_file", "cards", base)
     try:
-        with open(kf, "rb") as f:
-            raw = f.read(8192)
-    except FileNotFoundError:
-        raise GatewayConfigError("cards.bank_public_key_file", f"file not found: {kf}") from None
-    except OSError as e:
-        raise GatewayConfigError("cards.bank_public_key_file", f"cannot read {kf}: {e.strerror}") from None
-    try:
-        pub = load_public_key(raw)
-    except ValueError as e:
-        raise GatewayConfigError("cards.bank_public_key_file", f"{kf}: {e}") from None
+        pub = keys.public_key_bytes(keys.load_public_key(kf))
+    except keys.KeyFileError as e:
+        raise GatewayConfigError("cards.bank_public_key_file", str(e)) from None
     return CardsConf(pub, kf, _int(t, "compound_id", "cards", 1, _ID_MAX),
                      _int(t, "full_list_after_ops", "cards", 0, 238, 238),
                      _int(t, "resend_after_s", "cards", 1, 86400, 120),

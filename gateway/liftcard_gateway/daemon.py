@@ -4,12 +4,12 @@ A paho-mqtt 2.x client (CallbackAPIVersion.VERSION2, MQTT 3.1.1, persistent
 session) logged in as `gateway` subscribes to `lc/+/+/up` and `lc/+/+/status`
 with QoS 1. paho's thread only queues what arrives (a bounded inbox); the ingest
 thread takes up to GROUP_MAX messages at a time and, in arrival order, finds
-each reader by the topic and verifies the message with uplink.py (MAC, reader,
+each reader by the topic and verifies the message with link.py (MAC, reader,
 building, replay against the counter stored in SQLite). The RIDES messages of
 a group are stored in ONE transaction (store.Store.store_batches: one fsync for
 the group, each message in its own savepoint), and only after that commit each
 reader gets an ACK on its `down` topic, sealed with the gateway's own strictly
-increasing down counter (downcounter.py: never reused, docs/uplink.md).
+increasing down counter (downcounter.py: never reused, docs/link.md).
 STATUS messages update the readers table (after the rides before them).
 
 Time sync (docs/gateway.md, "Clock"): on a verified STATUS the gateway
@@ -20,7 +20,7 @@ new boot or a smaller uptime), or when the last TIME to it is older than
 TIME_SYNC_INTERVAL_S. STATUS carries no reader time, so no clock drift is
 measured.
 
-NTAG SUN counters (docs/uplink.md, SUNCTR): a verified SUNCTR from a reader
+NTAG SUN counters (docs/link.md, SUNCTR): a verified SUNCTR from a reader
 is max-merged into sun_counters of its building (one transaction, with its
 link counter); the entries that went up are forwarded at once, as a down
 SUNCTR (QoS 1, the same down counter), to every other configured reader of
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import queue
-import re
 import signal
 import sys
 import threading
@@ -46,15 +45,17 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from . import uplink
+from liftcard_protocol import link
 from .config import GatewayConfig
 from .downcounter import DownCounter
-from .formats import Flag, FormatError, epoch_from_unix
+from liftcard_protocol.topics import parse_reader_topic, reader_topics
+from liftcard_protocol.codes import Flag
+from liftcard_protocol.epoch import epoch_from_unix
+from liftcard_protocol.errors import FormatError
 from .store import ReplayError, Store, StoreError
 
-_TOPIC = re.compile(r"^lc/([0-9]{1,10})/reader-([0-9]{1,10})/(up|status)$")
 SUBSCRIPTIONS = [("lc/+/+/up", 1), ("lc/+/+/status", 1)]
-# A Last Will (the broker's, docs/uplink.md) on a status topic: not a link message.
+# A Last Will (the broker's, docs/link.md) on a status topic: not a link message.
 OFFLINE_PAYLOADS = (b"", b"offline")
 # Resend a TIME to a synced reader at least this often (checked at its STATUS,
 # which a reader sends every 60 s). A constant, not a config key (yet).
@@ -96,7 +97,7 @@ class Gateway:
         self.store = Store(cfg.db_path)
         for r in cfg.readers.values():
             self.store.ensure_reader(r.reader_id, r.building_id, r.first_seq)
-        self._keys = {rid: uplink.LinkKeys(r.key.value) for rid, r in cfg.readers.items()}
+        self._keys = {rid: link.LinkKeys(r.key.value) for rid, r in cfg.readers.items()}
         self._down = DownCounter(self.store)
         # reader_id -> (monotonic time of the last TIME sent, boot, uptime) of
         # the reader's last STATUS; dropped on a Last Will. In memory only: a
@@ -145,7 +146,7 @@ class Gateway:
     def _time_reason(self, reader_id: int, st, mono: float) -> str | None:
         """Why a TIME should go to this reader now (None: no need)."""
         prev = self._clock.get(reader_id)
-        if not st.flags & uplink.ST_CLOCK_SYNCED:
+        if not st.flags & link.ST_CLOCK_SYNCED:
             return "unsynced"
         if prev is None:
             return "connect"
@@ -168,8 +169,8 @@ class Gateway:
                 # sending it would corrupt the reader's clock.
                 self.log("time_not_sent", reader_id=reader_id, reason="gateway_clock")
             else:
-                msg = uplink.build_time(self._keys[reader_id], reader_id, building_id, self._next_counter(), epoch_s)
-                self.client.publish("lc/%d/reader-%d/down" % (building_id, reader_id), msg, qos=1)
+                msg = link.build_time(self._keys[reader_id], reader_id, building_id, self._next_counter(), epoch_s)
+                self.client.publish(reader_topics(building_id, reader_id)["down"], msg, qos=1)
                 self.store.record_time_sent(reader_id, epoch_s)
                 sent_at = mono
                 self.log("time_sent", reader_id=reader_id, epoch_s=epoch_s, why=reason)
@@ -179,10 +180,10 @@ class Gateway:
     def _send_sun(self, reader_id: int, building_id: int, entries) -> int:
         """SUNCTR down messages (<= 64 entries each) to one reader; returns how many."""
         n = 0
-        for part in uplink.sun_batches(entries):
-            msg = uplink.build_sunctr(self._keys[reader_id], reader_id, building_id, self._next_counter(), part,
+        for part in link.sun_batches(entries):
+            msg = link.build_sunctr(self._keys[reader_id], reader_id, building_id, self._next_counter(), part,
                                       down=True)
-            self.client.publish("lc/%d/reader-%d/down" % (building_id, reader_id), msg, qos=1)
+            self.client.publish(reader_topics(building_id, reader_id)["down"], msg, qos=1)
             n += 1
         return n
 
@@ -212,7 +213,7 @@ class Gateway:
 
     # -- card database ------------------------------------------------------------
     def _offer_cards(self, reader_id: int, building_id: int, held: int) -> None:
-        down = "lc/%d/reader-%d/down" % (building_id, reader_id)
+        down = reader_topics(building_id, reader_id)["down"]
         self.cards.on_status(reader_id, building_id, held,
                              lambda make: self.client.publish(down, make(self._next_counter()), qos=1))
 
@@ -317,11 +318,11 @@ class Gateway:
     def _verify(self, topic: str, payload: bytes, rides: list):
         """A verified RIDES message as (topic, reader_id, building_id, msg) for
         the caller to store; any other message is handled here (None)."""
-        m = _TOPIC.match(topic)
-        if not m:
+        parsed = parse_reader_topic(topic)
+        if parsed is None or parsed[2] == "down":
             self._refuse(None, "topic", topic)
             return
-        building_id, reader_id, leaf = int(m.group(1)), int(m.group(2)), m.group(3)
+        building_id, reader_id, leaf = parsed
         rc = self.cfg.readers.get(reader_id)
         if rc is None:
             self._refuse(reader_id, "unknown_reader", topic)
@@ -339,29 +340,29 @@ class Gateway:
             return
         try:
             last = self.store.last_counter(reader_id)
-            msg = uplink.parse(self._keys[reader_id], payload, reader_id, building_id, uplink.UP, last)
+            msg = link.parse(self._keys[reader_id], payload, reader_id, building_id, link.UP, last)
         except FormatError as e:
             self._refuse(reader_id, e.reason, topic)
             return
-        allowed = (uplink.RIDES, uplink.SUNCTR_UP) if leaf == "up" else (uplink.STATUS,)
+        allowed = (link.RIDES, link.SUNCTR_UP) if leaf == "up" else (link.STATUS,)
         if msg.kind not in allowed:
             self._refuse(reader_id, "kind", topic)
             return
         want = msg.kind
-        if want == uplink.RIDES:
+        if want == link.RIDES:
             return topic, reader_id, building_id, msg
         self._store_rides(rides)  # earlier batches first: the store sees messages in order
-        if want == uplink.SUNCTR_UP:
+        if want == link.SUNCTR_UP:
             self._on_sunctr(topic, reader_id, building_id, msg)
             return None
-        if want == uplink.STATUS:
+        if want == link.STATUS:
             try:
                 self.store.store_status(reader_id, msg.counter, msg.status)
             except ReplayError:
                 self._refuse(reader_id, "replay", topic)
                 return
             st = msg.status
-            synced = bool(st.flags & uplink.ST_CLOCK_SYNCED)
+            synced = bool(st.flags & link.ST_CLOCK_SYNCED)
             self.log("status", reader_id=reader_id, backlog=st.backlog, wl_version=st.wl_version,
                      free_heap=st.free_heap, uptime=st.uptime, clock_synced=synced,
                      drift_s=(st.time - epoch_from_unix(int(time.time()))) if synced else None)
@@ -395,9 +396,9 @@ class Gateway:
             legacy = sum(1 for r in msg.rides if r.flags & Flag.LEGACY_UID)
             if legacy:  # UID-only cards: copyable; the operator should know which readers allow them
                 self.log("legacy_rides", reader_id=reader_id, rides=legacy)
-            ack = uplink.build_ack(self._keys[reader_id], reader_id, building_id, self._next_counter(),
+            ack = link.build_ack(self._keys[reader_id], reader_id, building_id, self._next_counter(),
                                    res.ack_seq)
-            self.client.publish("lc/%d/reader-%d/down" % (building_id, reader_id), ack, qos=1)
+            self.client.publish(reader_topics(building_id, reader_id)["down"], ack, qos=1)
             self.log("stored", reader_id=reader_id, rides=len(msg.rides), inserted=res.inserted,
                      duplicates=res.duplicates, ack_seq=res.ack_seq, corrected=res.corrected)
 

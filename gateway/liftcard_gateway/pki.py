@@ -1,8 +1,6 @@
 """Key material for the upstream link (docs/upstream.md, "TLS and keys").
 
-- Ed25519 signing keys: `new_signing_key(priv_path, pub_path)`; loaders that
-  accept a PEM (PKCS#8 / SubjectPublicKeyInfo), a raw 32-byte key, or 64 hex
-  digits. Private key files must be regular files with mode 0600.
+- Ed25519 signing keys: liftcard_protocol.keys (loaders, `new_signing_key`).
 - A small X.509 PKI for tests, the demo and a first installation: a CA
   (Ed25519-free: ECDSA P-256, which every TLS stack and broker accepts), a
   server certificate for the broker's names/addresses, client certificates
@@ -21,8 +19,6 @@ import argparse
 import datetime
 import ipaddress
 import os
-import secrets
-import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +26,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-
-class KeyFileError(ValueError):
-    """A key file is refused; the message is one line naming the file (never its content)."""
+from liftcard_protocol.keys import KeyFileError, new_signing_key, write_private, write_public
 
 
 def gateway_identity(gateway_id: str) -> str:
@@ -46,121 +39,6 @@ def gateway_identity(gateway_id: str) -> str:
 LEDGER_IDENTITY = "ledger"
 PROBE_IDENTITY = "probe"  # a dev PKI certificate that may connect and nothing else
 CARDS_IDENTITY = "cards"  # the bank's card publisher: writes card updates, nothing else
-
-
-def write_private(path: str | os.PathLike, data: bytes) -> Path:
-    """Write bytes atomically with mode 0600."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".%s.%s.tmp" % (path.name, secrets.token_hex(4)))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_public(path: str | os.PathLike, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    os.chmod(path, 0o644)
-    return path
-
-
-def check_private_file(path: Path) -> None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise KeyFileError("file not found: %s" % path) from None
-    except OSError as e:
-        raise KeyFileError("cannot read %s: %s" % (path, e.strerror)) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise KeyFileError("not a regular file: %s" % path)
-    if st.st_mode & 0o077:
-        raise KeyFileError("%s must have mode 0600 (is %04o): chmod 600 it" % (path, st.st_mode & 0o777))
-
-
-def _read(path: Path, limit: int = 16384) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(limit)
-    except FileNotFoundError:
-        raise KeyFileError("file not found: %s" % path) from None
-    except OSError as e:
-        raise KeyFileError("cannot read %s: %s" % (path, e.strerror)) from None
-
-
-def _raw32(data: bytes) -> bytes | None:
-    if len(data) == 32:
-        return data
-    text = data.strip()
-    if len(text) == 64:
-        try:
-            return bytes.fromhex(text.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            return None
-    return None
-
-
-def load_signing_key(path: str | os.PathLike) -> Ed25519PrivateKey:
-    """An Ed25519 private key from a 0600 file: PEM (PKCS#8, unencrypted), a raw
-    32-byte seed, or 64 hex digits."""
-    path = Path(path)
-    check_private_file(path)
-    data = _read(path)
-    if data.lstrip().startswith(b"-----BEGIN"):
-        try:
-            key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError):
-            raise KeyFileError("%s is not an unencrypted PEM private key" % path) from None
-        if not isinstance(key, Ed25519PrivateKey):
-            raise KeyFileError("%s is not an Ed25519 private key" % path)
-        return key
-    raw = _raw32(data)
-    if raw is None:
-        raise KeyFileError("%s must hold an Ed25519 key: PEM, 32 raw bytes or 64 hex digits" % path)
-    return Ed25519PrivateKey.from_private_bytes(raw)
-
-
-def load_public_key(path: str | os.PathLike) -> Ed25519PublicKey:
-    """An Ed25519 public key: PEM (SubjectPublicKeyInfo), 32 raw bytes or 64 hex digits."""
-    path = Path(path)
-    data = _read(path)
-    if data.lstrip().startswith(b"-----BEGIN"):
-        try:
-            key = serialization.load_pem_public_key(data)
-        except (ValueError, TypeError):
-            raise KeyFileError("%s is not a PEM public key" % path) from None
-        if not isinstance(key, Ed25519PublicKey):
-            raise KeyFileError("%s is not an Ed25519 public key" % path)
-        return key
-    raw = _raw32(data)
-    if raw is None:
-        raise KeyFileError("%s must hold an Ed25519 public key: PEM, 32 raw bytes or 64 hex digits" % path)
-    return Ed25519PublicKey.from_public_bytes(raw)
-
-
-def public_pem(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def new_signing_key(priv_path, pub_path=None) -> Ed25519PublicKey:
-    """Generate an Ed25519 key pair (OS CSPRNG): private PEM 0600, public PEM."""
-    key = Ed25519PrivateKey.generate()
-    write_private(priv_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-    pub = key.public_key()
-    if pub_path is not None:
-        write_public(pub_path, public_pem(pub))
-    return pub
 
 
 # -- X.509 ----------------------------------------------------------------------------
@@ -304,7 +182,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "dev":
-            from .upstream_format import GATEWAY_ID_RE
+            from liftcard_protocol.topics import GATEWAY_ID_RE
             for g in args.gateway or ["gw1"]:
                 if not GATEWAY_ID_RE.fullmatch(g):
                     raise KeyFileError("bad gateway id %r: 1 .. 64 of [A-Za-z0-9_-]" % g)

@@ -50,7 +50,9 @@ from pathlib import Path
 
 import sqlite_utils
 
-from .formats import LIFTCARD_EPOCH, Flag, RideRecord
+from liftcard_protocol.codes import Flag
+from liftcard_protocol.epoch import LIFTCARD_EPOCH
+from liftcard_protocol.ride import RideRecord
 
 RIDE_FIELDS = ("seq", "time", "uptime", "card_id", "household", "floor", "fee", "result", "flags", "boot")
 STATUS_FIELDS = ("uptime", "free_heap", "backlog", "wl_version", "unrecorded", "last_error", "flags", "boot", "time")

@@ -2,7 +2,7 @@
 
 Rides stored by store.Store in `rides` are sent to the ledger over MQTT/TLS
 (client certificate, persistent session, QoS 1) as Ed25519-signed BATCH
-messages (upstream_format.py), per reader in storage order (rowid), at most
+messages (liftcard_protocol.upstream), per reader in storage order (rowid), at most
 one batch in flight per reader and at most `max_inflight` in all. A batch is
 built and committed to `upstream_batches` (id, reader, rowid range, the exact
 payload) BEFORE it is published, so after a kill -9 the identical bytes are
@@ -41,8 +41,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 
-from . import upstream_format as uf
+from liftcard_protocol import upstream as uf
 from .store import ago, render_table
+from liftcard_protocol.topics import upstream_topics
 
 RIDE_COLUMNS = ("seq", "time", "uptime", "card_id", "household", "floor", "fee", "result", "flags", "boot",
                 "time_corrected")
@@ -120,7 +121,7 @@ class Upstream:
         self.log = log or JsonLog()
         self.on_card_update = on_card_update
         self.db_path = Path(db_path)
-        self.topics = uf.topics(conf.gateway_id)
+        self.topics = upstream_topics(conf.gateway_id)
         self._key = conf.signing_key.value
         self._ledger_pub = conf.ledger_public_key
         self._conn = open_db(self.db_path)

@@ -54,9 +54,9 @@ for sub in ("gateway", "tools"):
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
-from liftcard_gateway import uplink  # noqa: E402
+from liftcard_protocol import link  # noqa: E402
 from liftcard_gateway.broker import MosquittoInstance, reader_topics  # noqa: E402
-from liftcard_gateway.formats import RideRecord  # noqa: E402
+from liftcard_protocol.ride import RideRecord  # noqa: E402
 from liftcard_gateway.bank_broker import BankBroker  # noqa: E402
 from liftcard_gateway.pki import make_dev_pki  # noqa: E402
 from liftcard_gateway.store import Store  # noqa: E402
@@ -64,7 +64,7 @@ from liftcard_tools import upstream_rig as rig  # noqa: E402
 
 BUILDING = 12
 FIRST_READER = 1001
-PER_MSG = uplink.MAX_RIDES  # 32
+PER_MSG = link.MAX_RIDES  # 32
 
 
 def log(msg: str) -> None:
@@ -125,7 +125,7 @@ class LoadReader:
         self.msgs = []
         for i, first in enumerate(range(1, rides + 1, PER_MSG)):
             seqs = range(first, min(first + PER_MSG, rides + 1))
-            self.msgs.append((seqs[-1], uplink.build_rides(key, rid, BUILDING, uplink.counter_of(1, i + 1),
+            self.msgs.append((seqs[-1], link.build_rides(key, rid, BUILDING, link.counter_of(1, i + 1),
                                                            [ride(s) for s in seqs])))
         self._sub = threading.Event()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-{rid}-{uuid.uuid4().hex[:6]}",
@@ -143,11 +143,11 @@ class LoadReader:
 
     def _on_message(self, client, userdata, msg):
         try:
-            m = uplink.parse(self.key, bytes(msg.payload), self.rid, BUILDING, uplink.DOWN, self.last_down)
+            m = link.parse(self.key, bytes(msg.payload), self.rid, BUILDING, link.DOWN, self.last_down)
         except Exception:
             return
         self.last_down = m.counter
-        if m.kind != uplink.ACK:
+        if m.kind != link.ACK:
             return
         with self.lock:
             self.acked = max(self.acked, m.seq)

@@ -5,7 +5,7 @@
 (`python -m tools.bench.reader` from the repository root works too.)
 
 For each whitelist size N it writes, in a temporary directory, a reader config,
-an LCWL whitelist of N cards (gateway codec `liftcard_gateway.formats`), the same
+an LCWL whitelist of N cards (gateway codec `liftcard_protocol.whitelist`), the same
 list as one JSON object for the naive baseline, and a file of card ids to tap
 (80 % on the list, 20 % unknown). Then it runs, each in the real MicroPython unix
 port with the production heap limit (`-X heapsize=192K`):
@@ -48,11 +48,14 @@ READER_MP = HERE / "reader_mp.py"
 BASELINE_MP = HERE / "baseline_mp.py"
 
 try:
-    from liftcard_gateway import formats as F
+    from liftcard_protocol.card import CardRecord
+    from liftcard_protocol.codes import Klass, Status
+    from liftcard_protocol.fields import NO_END
+    from liftcard_protocol.whitelist import build_whitelist
 except ImportError:  # not installed into this interpreter: use the checkout
     sys.path.insert(0, str(REPO / "gateway"))
     sys.path.insert(0, str(REPO / "provisioning"))
-    from liftcard_gateway import formats as F
+
 from liftcard_provisioning.mpybuild import build as build_firmware, micropypath  # noqa: E402
 
 HEAP = "192K"              # the production limit (DESIGN.md)
@@ -160,29 +163,29 @@ def card_id(i: int) -> int:
     return (i * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
 
 
-def card(i: int) -> F.CardRecord:
-    status = F.Status.ACTIVE
+def card(i: int) -> CardRecord:
+    status = Status.ACTIVE
     if i % 50 == 7:
-        status = F.Status.SUSPENDED
+        status = Status.SUSPENDED
     elif i % 97 == 3:
-        status = F.Status.LOST
-    klass = F.Klass.EXEMPT if i % 10 == 0 else (F.Klass.STAFF if i % 41 == 1 else F.Klass.RESIDENT)
-    until = 10 if i % 83 == 5 else F.NO_END  # day 10 = 2024-01-11: long expired
+        status = Status.LOST
+    klass = Klass.EXEMPT if i % 10 == 0 else (Klass.STAFF if i % 41 == 1 else Klass.RESIDENT)
+    until = 10 if i % 83 == 5 else NO_END  # day 10 = 2024-01-11: long expired
     home = 2 + i % 5
     # 16 households: a walk-up block; enough rides per household that some
     # reach the monthly cap, so the cap path is exercised too.
-    return F.CardRecord(card_id(i), household=1 + i % 16, floors=1 | (1 << home),
+    return CardRecord(card_id(i), household=1 + i % 16, floors=1 | (1 << home),
                         status=status, klass=klass, valid_until=until)
 
 
-def expected_result(c: F.CardRecord | None) -> str:
+def expected_result(c: CardRecord | None) -> str:
     if c is None:
         return "UNKNOWN_CARD"
-    if c.status == F.Status.SUSPENDED:
+    if c.status == Status.SUSPENDED:
         return "SUSPENDED"
-    if c.status == F.Status.LOST:
+    if c.status == Status.LOST:
         return "LOST"
-    if c.valid_until != F.NO_END:
+    if c.valid_until != NO_END:
         return "EXPIRED"
     return "GRANTED"
 
@@ -212,7 +215,7 @@ def prepare(tmp: Path, n: int, taps: int, seed: int, key: bytes) -> dict:
     os.chmod(cfg_path, 0o600)
     cards = [card(i) for i in range(1, n + 1)]
     wl_path = tmp / "whitelist.bin"
-    wl_path.write_bytes(F.build_whitelist(key, READER_ID, BUILDING_ID, 1, cards, issued=TIME_SET))
+    wl_path.write_bytes(build_whitelist(key, READER_ID, BUILDING_ID, 1, cards, issued=TIME_SET))
     json_path = tmp / "whitelist.json"
     with open(json_path, "w") as f:
         json.dump({"%016x" % c.card_id: [c.household, c.floors, c.status, c.klass, c.valid_until] for c in cards},

@@ -44,25 +44,21 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from liftcard_gateway.pki import KeyFileError, check_private_file
-from liftcard_gateway.cardupdate import (
+from liftcard_protocol import keys
+from liftcard_protocol.keys import KeyFileError, check_private_file
+from liftcard_protocol.cardupdate import (
     ID_MAX,
     INCREMENTAL,
     SNAPSHOT,
     CardOp,
     UpdateError,
     build_update,
-    load_private_key,
 )
-from liftcard_gateway.formats import (
-    CLASS_NAMES,
-    NO_END,
-    STATUS_NAMES,
-    CardRecord,
-    FormatError,
-    date_to_day,
-    epoch_from_unix,
-)
+from liftcard_protocol.card import CardRecord
+from liftcard_protocol.codes import CLASS_NAMES, STATUS_NAMES
+from liftcard_protocol.epoch import date_to_day, epoch_from_unix
+from liftcard_protocol.errors import FormatError
+from liftcard_protocol.fields import NO_END
 
 PROG = "liftcard-bank"
 
@@ -114,7 +110,7 @@ def read_private_key(path: Path) -> Ed25519PrivateKey:
     except OSError as e:
         raise InputError("cannot read %s: %s" % (path, e.strerror)) from None
     try:
-        return load_private_key(data)
+        return keys.parse_private_key(data)
     except ValueError as e:
         raise InputError("%s: %s" % (path, e)) from None
 

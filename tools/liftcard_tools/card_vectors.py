@@ -28,8 +28,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from liftcard_gateway import cardupdate as cu
-from liftcard_gateway.formats import NO_END, CardRecord, Klass, Status, card_id_hex
+from liftcard_protocol import cardupdate as cu
+from liftcard_protocol.card import CardRecord
+from liftcard_protocol.codes import Klass, Status
+from liftcard_protocol.fields import NO_END, card_id_hex
 from liftcard_tools.vectors import VECTOR_DIR, parse, render
 
 NAME = "cards.jsonl"

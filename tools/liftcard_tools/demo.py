@@ -49,29 +49,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from liftcard_gateway.formats import (
-    NO_END,
-    NO_FLOOR,
-    RESULT_NAMES,
-    CardRecord,
-    ConfigError,
-    Flag,
-    FormatError,
-    Klass,
-    Result,
-    RideRecord,
-    Status,
-    apply_ops,
-    build_delta,
-    build_whitelist,
-    config_key,
-    epoch_from_unix,
-    local_day,
-    month_key,
-    parse_delta,
-    parse_whitelist,
-    validate_config,
-)
+from liftcard_protocol.card import CardRecord
+from liftcard_protocol.codes import Flag, Klass, RESULT_NAMES, Result, Status
+from liftcard_protocol.delta import apply_ops, build_delta, parse_delta
+from liftcard_protocol.epoch import epoch_from_unix, local_day, month_key
+from liftcard_protocol.errors import ConfigError, FormatError
+from liftcard_protocol.fields import NO_END, NO_FLOOR
+from liftcard_protocol.readerconfig import config_key, validate_config
+from liftcard_protocol.ride import RideRecord
+from liftcard_protocol.whitelist import build_whitelist, parse_whitelist
 from liftcard_provisioning.mpybuild import build as build_firmware, micropypath
 from liftcard_tools.feemodel import FeeModel
 

@@ -54,18 +54,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from liftcard_gateway.formats import (
-    NO_END,
-    NO_FLOOR,
-    CardRecord,
-    Flag,
-    Result,
-    Status,
-    free_class_mask,
-    local_day,
-    month_key,
-    validate_config,
-)
+from liftcard_protocol.card import CardRecord
+from liftcard_protocol.codes import Flag, Result, Status
+from liftcard_protocol.epoch import local_day, month_key
+from liftcard_protocol.fields import NO_END, NO_FLOOR
+from liftcard_protocol.readerconfig import free_class_mask, validate_config
 
 _GRANTED = int(Result.GRANTED)
 _STATUS_DENIAL = {

@@ -54,13 +54,15 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from liftcard_gateway import pki
-from liftcard_gateway import upstream_format as uf
+from liftcard_protocol import keys
+
+from liftcard_protocol import upstream as uf
 from liftcard_gateway.config import (GatewayConfigError, Secret, _int, _path, _str, _table, _unknown)
 from liftcard_gateway.daemon import JsonLog
+from liftcard_protocol.topics import parse_upstream_topic, upstream_all, upstream_topics
 
 PROG = "liftcard-ledger"
-BATCHES_SUB = "liftcard/gw/+/batches"
+BATCHES_SUB = upstream_all("batches")
 
 
 class LedgerConfigError(GatewayConfigError):
@@ -109,8 +111,8 @@ def load_config(path) -> LedgerConfig:
         data_dir = _path(lg, "data_dir", "ledger", base)
         skf = _path(lg, "signing_key_file", "ledger", base)
         try:
-            skey = pki.load_signing_key(skf)
-        except pki.KeyFileError as e:
+            skey = keys.load_signing_key(skf)
+        except keys.KeyFileError as e:
             raise LedgerConfigError("ledger.signing_key_file", str(e)) from None
         br = _table(doc, "broker")
         _unknown(br, {"host", "port", "ca_file", "cert_file", "key_file", "client_id", "keepalive"}, "broker")
@@ -121,8 +123,8 @@ def load_config(path) -> LedgerConfig:
             if not p.is_file():
                 raise LedgerConfigError("broker.%s" % k, "file not found: %s" % p)
         try:
-            pki.check_private_file(files["key_file"])
-        except pki.KeyFileError as e:
+            keys.check_private_file(files["key_file"])
+        except keys.KeyFileError as e:
             raise LedgerConfigError("broker.key_file", str(e)) from None
         try:
             ssl.create_default_context(cafile=str(files["ca_file"])).load_cert_chain(
@@ -142,8 +144,8 @@ def load_config(path) -> LedgerConfig:
                 if not p.is_file():
                     raise LedgerConfigError("cards.%s" % k, "file not found: %s" % p)
             try:
-                pki.check_private_file(cards["key_file"])
-            except pki.KeyFileError as e:
+                keys.check_private_file(cards["key_file"])
+            except keys.KeyFileError as e:
                 raise LedgerConfigError("cards.key_file", str(e)) from None
         gl = doc.get("gateways", [])
         if not isinstance(gl, list) or not gl:
@@ -160,8 +162,8 @@ def load_config(path) -> LedgerConfig:
             if gid in gws:
                 raise LedgerConfigError(pre + ".gateway_id", "gateway %s is listed twice" % gid)
             try:
-                gws[gid] = pki.load_public_key(_path(g, "public_key_file", pre, base))
-            except pki.KeyFileError as e:
+                gws[gid] = keys.load_public_key(_path(g, "public_key_file", pre, base))
+            except keys.KeyFileError as e:
                 raise LedgerConfigError(pre + ".public_key_file", str(e)) from None
     except GatewayConfigError as e:
         if isinstance(e, LedgerConfigError):
@@ -290,7 +292,7 @@ class Ledger:
 
     def handle(self, topic: str, payload: bytes):
         """Verify and store one BATCH. Returns (ack topic, ack payload) or None (refused)."""
-        t = uf.split_topic(topic)
+        t = parse_upstream_topic(topic)
         if t is None or t[1] != "batches":
             self.log("refused", reason="topic", topic=topic)
             return None
@@ -307,7 +309,7 @@ class Ledger:
         inserted = self.db.store(batch)
         self.log("stored", gateway_id=gid, batch_id=batch.batch_id, reader_id=batch.reader_id,
                  rides=len(batch.rides), inserted=inserted, duplicates=len(batch.rides) - inserted)
-        return uf.topics(gid)["acks"], uf.ack_for(self._key, batch)
+        return upstream_topics(gid)["acks"], uf.ack_for(self._key, batch)
 
     def stop(self, *_a):
         self._stop.set()
@@ -349,7 +351,7 @@ def publish_card(cfg: LedgerConfig, gateway_id: str, payload: bytes, timeout: fl
         raise RuntimeError("cannot connect to %s:%d: %s" % (cfg.host, cfg.port, type(e).__name__)) from None
     c.loop_start()
     try:
-        mi = c.publish(uf.topics(gateway_id)["cards"], payload, qos=1)
+        mi = c.publish(upstream_topics(gateway_id)["cards"], payload, qos=1)
         mi.wait_for_publish(timeout)
         if not mi.is_published():
             raise RuntimeError("no PUBACK from %s:%d within %gs" % (cfg.host, cfg.port, timeout))
@@ -418,7 +420,7 @@ def main(argv=None) -> int:
         except RuntimeError as e:
             print("%s: %s" % (PROG, e), file=sys.stderr)
             return 1
-        print("published %d bytes to %s" % (len(data), uf.topics(args.gateway)["cards"]))
+        print("published %d bytes to %s" % (len(data), upstream_topics(args.gateway)["cards"]))
         return 0
     try:
         led = Ledger(cfg)

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from liftcard_gateway.formats import RideRecord
+from liftcard_protocol.ride import RideRecord
 from liftcard_gateway.store import Store
 
 REPO = Path(__file__).resolve().parents[2]

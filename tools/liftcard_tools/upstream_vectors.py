@@ -1,5 +1,5 @@
 """Writes tests/vectors/upstream.jsonl: shared test vectors for the gateway <->
-ledger formats of docs/upstream.md (BATCH and ACK), from upstream_format.py.
+ledger formats of docs/upstream.md (BATCH and ACK), from liftcard_protocol.upstream.
 
     python -m liftcard_tools.upstream_vectors            # (re)write the file
     python -m liftcard_tools.upstream_vectors --check    # exit 1 if it differs from a fresh run
@@ -24,7 +24,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from liftcard_gateway import upstream_format as uf
+from liftcard_protocol import upstream as uf
 
 VECTOR_FILE = Path(__file__).resolve().parents[2] / "tests" / "vectors" / "upstream.jsonl"
 GW_SEED = hashlib.sha256(b"liftcard upstream vectors: gateway signing key").digest()

@@ -20,7 +20,7 @@ Conventions in every file: byte strings are lowercase hex; a card id in JSON is
 seconds since the liftcard epoch 2024-01-01T00:00:00Z; amounts are integer fen.
 Every "invalid" entry carries "why" (a human description) and, for binary
 formats, "reason": the FormatError reason the CPython codec raises (see
-liftcard_gateway.formats.REASONS); for config, "key" names the offending key.
+liftcard_protocol.errors.REASONS); for config, "key" names the offending key.
 """
 
 from __future__ import annotations
@@ -32,32 +32,14 @@ import json
 import sys
 from pathlib import Path
 
-from liftcard_gateway.formats import (
-    CARD_LEN,
-    EMPTY_SLOT,
-    LIFTCARD_EPOCH,
-    NO_END,
-    NO_FLOOR,
-    WO_MAGIC,
-    CardRecord,
-    Flag,
-    Klass,
-    Result,
-    RideRecord,
-    Status,
-    _seal_delta,
-    _seal_whitelist,
-    apply_ops,
-    build_delta,
-    build_whitelist,
-    card_id_hex,
-    crc16,
-    local_day,
-    mac16,
-    parse_delta,
-    parse_whitelist,
-    validate_config,
-)
+from liftcard_protocol.card import CardRecord
+from liftcard_protocol.codes import Flag, Klass, Result, Status
+from liftcard_protocol.delta import WO_MAGIC, apply_ops, build_delta, parse_delta, seal_delta
+from liftcard_protocol.epoch import LIFTCARD_EPOCH, local_day
+from liftcard_protocol.fields import CARD_LEN, NO_END, NO_FLOOR, card_id_hex, crc16, mac16
+from liftcard_protocol.readerconfig import validate_config
+from liftcard_protocol.ride import EMPTY_SLOT, RideRecord
+from liftcard_protocol.whitelist import build_whitelist, parse_whitelist, seal_whitelist
 from liftcard_tools.feemodel import FeeModel
 
 VECTOR_DIR = Path(__file__).resolve().parents[2] / "tests" / "vectors"
@@ -230,7 +212,7 @@ def gen_whitelist():
     def sealed(records=recs, **kw):
         args = dict(reader_id=READER_ID, building_id=BUILDING_ID, version=version, issued=t_issued)
         args.update(kw)
-        return _seal_whitelist(KEY, args.pop("reader_id"), args.pop("building_id"), args.pop("version"),
+        return seal_whitelist(KEY, args.pop("reader_id"), args.pop("building_id"), args.pop("version"),
                                records, args.pop("issued"), **args).hex()
 
     unsorted = [recs[1], recs[0]] + recs[2:]
@@ -322,7 +304,7 @@ def gen_delta():
     rm = ID_HIGH.to_bytes(8, "big") + bytes(8)
 
     def sealed(raw_ops, base=5, new=6, **kw):
-        return _seal_delta(KEY, kw.pop("reader_id", READER_ID), kw.pop("building_id", BUILDING_ID),
+        return seal_delta(KEY, kw.pop("reader_id", READER_ID), kw.pop("building_id", BUILDING_ID),
                            base, new, raw_ops, **kw).hex()
 
     bad_status = bytearray(up)
@@ -774,7 +756,7 @@ def gen_fees():
 def gen_uplink():
     import struct
 
-    from liftcard_gateway import uplink as ul
+    from liftcard_protocol import link as ul
 
     keys = ul.LinkKeys(KEY)
     rid, bid = READER_ID, BUILDING_ID

@@ -10,7 +10,7 @@ encrypt-then-MAC so card ids never travel in clear. The firmware implements the
 same format in firmware/liftcard/uplinkcodec.py; both are checked against the
 shared vectors in tests/vectors/uplink.jsonl.
 
-Errors: anything refused raises `liftcard_gateway.formats.FormatError` whose
+Errors: anything refused raises `liftcard_protocol.errors.FormatError` whose
 `reason` is one of REASONS below. No message, error or repr ever carries a
 key, a MAC, a card id or a decrypted body.
 """
@@ -25,20 +25,9 @@ from typing import Iterable, Mapping
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from .formats import (
-    EMPTY_SLOT,
-    KEY_LEN,
-    MAC_LEN,
-    RIDE_LEN,
-    U8,
-    U16,
-    U32,
-    U64,
-    FormatError,
-    RideRecord,
-    _need_uint,
-    crc16,
-)
+from .errors import FormatError
+from .fields import KEY_LEN, MAC_LEN, U8, U16, U32, U64, crc16, need_uint
+from .ride import EMPTY_SLOT, RIDE_LEN, RideRecord
 
 # ---------------------------------------------------------------------------
 # Constants (docs/uplink.md)
@@ -174,7 +163,7 @@ class ReaderStatus:
     def __post_init__(self):
         for name, hi in (("uptime", U32), ("free_heap", U32), ("backlog", U32), ("wl_version", U32),
                          ("unrecorded", U32), ("last_error", U8), ("flags", U8), ("boot", U16), ("time", U32)):
-            object.__setattr__(self, name, int(_need_uint(name, getattr(self, name), hi)))
+            object.__setattr__(self, name, int(need_uint(name, getattr(self, name), hi)))
         if self.flags & ~ST_FLAGS:
             raise FormatError(R_FIELD, "status flags has undefined bits set")
 
@@ -266,10 +255,10 @@ def seal(key, kind: int, reader_id: int, building_id: int, counter: int, body: b
     header field ranges (the keyword overrides exist to build invalid test
     vectors with a valid MAC)."""
     keys = _keys(key)
-    _need_uint("kind", kind, U8)
-    _need_uint("reader_id", reader_id, U32)
-    _need_uint("building_id", building_id, U32)
-    _need_uint("counter", counter, U64)
+    need_uint("kind", kind, U8)
+    need_uint("reader_id", reader_id, U32)
+    need_uint("building_id", building_id, U32)
+    need_uint("counter", counter, U64)
     hdr = _HDR.pack(magic, version, kind, reserved, reader_id, building_id, counter)
     data = hdr + _ctr(keys, counter, kind, bytes(body))
     return data + _mac(keys, data)
@@ -277,7 +266,7 @@ def seal(key, kind: int, reader_id: int, building_id: int, counter: int, body: b
 
 def counter_of(boot: int, msgno: int) -> int:
     """The sender's counter: (boot count << 32) | message number in this boot."""
-    return (_need_uint("boot", boot, U32) << 32) | _need_uint("msgno", msgno, U32)
+    return (need_uint("boot", boot, U32) << 32) | need_uint("msgno", msgno, U32)
 
 
 def _ride_bytes(r) -> bytes:
@@ -304,12 +293,12 @@ def build_status(key, reader_id: int, building_id: int, counter: int, status: Re
 
 def build_ack(key, reader_id: int, building_id: int, counter: int, seq: int) -> bytes:
     """ACK (down): every ride record with seq <= `seq` is committed by the gateway."""
-    return seal(key, ACK, reader_id, building_id, counter, _need_uint("seq", seq, U32).to_bytes(4, "big"))
+    return seal(key, ACK, reader_id, building_id, counter, need_uint("seq", seq, U32).to_bytes(4, "big"))
 
 
 def build_time(key, reader_id: int, building_id: int, counter: int, epoch_s: int) -> bytes:
     """TIME (down): the gateway's clock, u32 seconds since the liftcard epoch."""
-    return seal(key, TIME, reader_id, building_id, counter, _need_uint("epoch_s", epoch_s, U32).to_bytes(4, "big"))
+    return seal(key, TIME, reader_id, building_id, counter, need_uint("epoch_s", epoch_s, U32).to_bytes(4, "big"))
 
 
 def build_delta(key, reader_id: int, building_id: int, counter: int, blob: bytes) -> bytes:
@@ -324,8 +313,8 @@ def build_whitelist_chunk(key, reader_id: int, building_id: int, counter: int, v
                           offset: int, data: bytes) -> bytes:
     """WHITELIST (down): one chunk (1..4096 bytes) of an LCWL file of `total` bytes."""
     data = bytes(data)
-    _check_chunk(_need_uint("version", version, U32), _need_uint("total", total, U32),
-                 _need_uint("offset", offset, U32), len(data))
+    _check_chunk(need_uint("version", version, U32), need_uint("total", total, U32),
+                 need_uint("offset", offset, U32), len(data))
     return seal(key, WHITELIST, reader_id, building_id, counter, _WLCHUNK.pack(version, total, offset) + data)
 
 
@@ -336,8 +325,8 @@ def sun_body(entries) -> bytes:
         raise FormatError(R_SIZE, "a SUNCTR message carries 1..%d entries, got %d" % (MAX_SUN, len(entries)))
     out = bytearray()
     for card_id, counter in entries:
-        out += _need_uint("card_id", card_id, U64).to_bytes(8, "big")
-        out += _need_uint("counter", counter, SUN_MAX_COUNTER).to_bytes(3, "big")
+        out += need_uint("card_id", card_id, U64).to_bytes(8, "big")
+        out += need_uint("counter", counter, SUN_MAX_COUNTER).to_bytes(3, "big")
     return bytes(out)
 
 

@@ -36,10 +36,13 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .formats import CARD_LEN, U32, CardRecord, FormatError, Op
+from .card import CardRecord
+from .codes import Op
+from .errors import FormatError
+from .fields import CARD_LEN, ID_MAX, U32
+from .keys import public_key_bytes
 
 MAGIC = b"LCCU"
 FORMAT = 1
@@ -54,7 +57,6 @@ SIG_LEN = 64
 MIN_LEN = HEADER_LEN + SIG_LEN  # 92: no operations
 MAX_OPS = 4_000_000  # about 84 MB; far above any compound
 MAX_LEN = HEADER_LEN + OP_LEN * MAX_OPS + SIG_LEN
-ID_MAX = (1 << 30) - 1
 
 # UpdateError reasons (stable strings: logs and tests/vectors/cards.jsonl name them).
 R_MALFORMED = "malformed"   # not a well-formed update (size, magic, format, fields, order)
@@ -121,56 +123,7 @@ class CardUpdate:
 # ---------------------------------------------------------------------------
 
 
-def public_key_bytes(key) -> bytes:
-    """The raw 32 bytes of an Ed25519 public key (object or bytes)."""
-    if isinstance(key, Ed25519PublicKey):
-        return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    key = bytes(key)
-    if len(key) != 32:
-        raise ValueError("an Ed25519 public key is 32 bytes")
-    return key
-
-
-def load_public_key(data: bytes) -> bytes:
-    """An Ed25519 public key from a file's content: PEM (SubjectPublicKeyInfo) or
-    64 hex digits (the raw 32 bytes). Raises ValueError (one line)."""
-    text = bytes(data).strip()
-    if text.startswith(b"-----BEGIN"):
-        try:
-            k = serialization.load_pem_public_key(text)
-        except (ValueError, TypeError):
-            raise ValueError("not a readable PEM public key") from None
-        if not isinstance(k, Ed25519PublicKey):
-            raise ValueError("the PEM public key is not an Ed25519 key")
-        return public_key_bytes(k)
-    try:
-        raw = bytes.fromhex(text.decode("ascii"))
-    except (ValueError, UnicodeDecodeError):
-        raw = b""
-    if len(raw) != 32 or len(text) != 64:
-        raise ValueError("must be an Ed25519 public key: PEM or exactly 64 hex digits")
-    return raw
-
-
-def load_private_key(data: bytes) -> Ed25519PrivateKey:
-    """An Ed25519 private key from a file's content: PEM (PKCS#8, unencrypted) or
-    64 hex digits (the 32-byte seed). Raises ValueError without the key."""
-    text = bytes(data).strip()
-    if text.startswith(b"-----BEGIN"):
-        try:
-            k = serialization.load_pem_private_key(text, password=None)
-        except (ValueError, TypeError):
-            raise ValueError("not a readable unencrypted PEM private key") from None
-        if not isinstance(k, Ed25519PrivateKey):
-            raise ValueError("the PEM private key is not an Ed25519 key")
-        return k
-    try:
-        raw = bytes.fromhex(text.decode("ascii"))
-    except (ValueError, UnicodeDecodeError):
-        raw = b""
-    if len(raw) != 32 or len(text) != 64:
-        raise ValueError("must be an Ed25519 private key: PEM or exactly 64 hex digits")
-    return Ed25519PrivateKey.from_private_bytes(raw)
+# public_key_bytes, the key loaders: liftcard_protocol.keys.
 
 
 # ---------------------------------------------------------------------------

@@ -40,12 +40,14 @@ Every decoding problem raises UpstreamFormatError with a short `reason`.
 
 from __future__ import annotations
 
-import re
 import struct
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .fields import ID_MAX
+from .topics import GATEWAY_ID_RE
 
 BATCH_MAGIC = b"LCUB"
 ACK_MAGIC = b"LCUA"
@@ -53,10 +55,8 @@ VERSION = 1
 SIG_LEN = 64
 RIDE_LEN = 35
 MAX_RIDES = 5000
-ID_MAX = (1 << 30) - 1
 BATCH_ID_MAX = (1 << 63) - 1
 XF_TIME_CORRECTED = 0x01
-GATEWAY_ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 _RIDE = struct.Struct(">IIIQ3sBHBBHBI")
 _BATCH_HEAD = struct.Struct(">QIIH")
@@ -296,22 +296,3 @@ def parse_ack(pub: Ed25519PublicKey | None, data: bytes, expect_gateway: str | N
     _check("reader_id", reader_id, 1, ID_MAX)
     _check("count", count, 1, MAX_RIDES)
     return Ack(gid, batch_id, reader_id, first_seq, last_seq, count)
-
-
-# -- topics ---------------------------------------------------------------------------
-TOPIC_ROOT = "liftcard/gw"
-
-
-def topics(gateway_id: str) -> dict[str, str]:
-    _check_gateway_id(gateway_id)
-    base = "%s/%s" % (TOPIC_ROOT, gateway_id)
-    return {"batches": base + "/batches", "acks": base + "/acks", "cards": base + "/cards"}
-
-
-_TOPIC_RE = re.compile(r"^liftcard/gw/([A-Za-z0-9_\-]{1,64})/(batches|acks|cards)$")
-
-
-def split_topic(topic: str) -> tuple[str, str] | None:
-    """(gateway_id, leaf) of an upstream topic, or None."""
-    m = _TOPIC_RE.match(topic)
-    return (m.group(1), m.group(2)) if m else None
