@@ -5,9 +5,8 @@
 # last good config. Messages never carry the key's value.
 
 import json
-import os
 
-from . import codes
+from . import atomic, codes
 
 PATH = "config.json"
 _NEW = "config.new"
@@ -127,7 +126,5 @@ def install(src):
     except OSError:
         raise ConfigError("config: cannot read %s" % src)
     cfg = parse(text)
-    with open(_NEW, "w") as f:
-        f.write(text)
-    os.rename(_NEW, PATH)
+    atomic.write(PATH, _NEW, text)
     return cfg

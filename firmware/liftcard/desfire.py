@@ -15,6 +15,7 @@ import os
 
 from micropython import const
 
+from . import u32
 from .cmac import AuthError, Cmac, an10922, cbc_decrypt, cbc_encrypt, ecb, equal
 from .crc import crc16
 from .pn532 import DIN, DOUT, Garbage
@@ -61,10 +62,7 @@ class Desfire:
         div[7] = 0x4C  # "LCF"
         div[8] = 0x43
         div[9] = 0x46
-        div[10] = (building_id >> 24) & 0xFF
-        div[11] = (building_id >> 16) & 0xFF
-        div[12] = (building_id >> 8) & 0xFF
-        div[13] = building_id & 0xFF
+        u32.put(div, 10, building_id)
         div[14] = _KEY_READ
         an10922(master, div, 15, self.key)
         ks = self._authenticate(pn)
@@ -159,6 +157,5 @@ def check_credential(c, building_id):
         raise AuthError("credential CRC")
     if (c[20] << 8) | c[21] > (c[22] << 8) | c[23]:
         raise AuthError("valid_from after valid_until")
-    if c[14] != (building_id >> 24) & 0xFF or c[15] != (building_id >> 16) & 0xFF or \
-            c[16] != (building_id >> 8) & 0xFF or c[17] != building_id & 0xFF:
+    if u32.get(c, 14) != building_id:
         raise AuthError("credential for another building")

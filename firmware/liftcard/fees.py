@@ -5,12 +5,11 @@
 # the two can never charge a ride that was not logged. State lives in
 # preallocated arrays: the tap path allocates nothing.
 
-import os
 import struct
 from array import array
 from micropython import const
 
-from . import codes
+from . import atomic, codes, u32
 from .crc import crc16
 
 _DEBOUNCE_SLOTS = const(16)
@@ -249,7 +248,7 @@ class Fees:
         fee = (rec[24] << 8) | rec[25]
         if not fee:
             return
-        t = (rec[4] << 24) | (rec[5] << 16) | (rec[6] << 8) | rec[7]
+        t = u32.get(rec, 4)
         if month_of_day((t + self.utc_offset_s) // 86400) != self.month:
             return
         household = (rec[20] << 16) | (rec[21] << 8) | rec[22]
@@ -276,9 +275,7 @@ class Fees:
         c = crc16(buf, 0, o)
         buf[o] = c >> 8
         buf[o + 1] = c & 0xFF
-        with open(_CHECKPOINT_NEW, "wb") as f:
-            f.write(buf)
-        os.rename(_CHECKPOINT_NEW, CHECKPOINT)
+        atomic.write(CHECKPOINT, _CHECKPOINT_NEW, buf)
         self.checkpoint_seq = last_seq
         self.dirty = False
 

@@ -5,10 +5,9 @@
 # preallocated buffers: no network, no allocation.
 
 import gc
-import os
 from micropython import const
 
-from . import VERSION, codes
+from . import VERSION, atomic, codes, u32
 from . import config as configmod
 from .clock import Clock
 from .fees import Fees
@@ -28,21 +27,21 @@ _DELTA_MAX = const(24 + 17 * 256 + 16)
 def _bump_boot_count():
     # A 32-bit count of power-ons that never goes back: the uplink's message
     # counters start from it (docs/uplink.md); ride records carry its low 16
-    # bits. Written to a new file and renamed, so a power cut keeps the old.
+    # bits. Replaced atomically (atomic.py): a power cut keeps the old count.
     n = 0
     try:
         with open(_BOOT_FILE, "rb") as f:
             b = f.read(4)
         if len(b) == 4:
-            n = (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
+            n = u32.get(b)
         elif len(b) == 2:  # the earlier 16-bit file
             n = (b[0] << 8) | b[1]
     except OSError:
         pass
     n += 1
-    with open(_BOOT_NEW, "wb") as f:
-        f.write(bytes((n >> 24, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF)))
-    os.rename(_BOOT_NEW, _BOOT_FILE)
+    b = bytearray(4)
+    u32.put(b, 0, n)
+    atomic.write(_BOOT_FILE, _BOOT_NEW, b)
     return n
 
 

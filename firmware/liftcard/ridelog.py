@@ -9,6 +9,7 @@ import struct
 from array import array
 from micropython import const
 
+from . import u32
 from .crc import crc16
 
 SECTOR = const(4096)
@@ -44,14 +45,8 @@ def pack(rec, time, uptime, card, household, floor, fee, result, flags, boot):
     # Fills a 32-byte ride record (docs/formats.md) but for seq and CRC, which
     # seal() stamps as the record goes to flash. No allocation.
     rec[0] = rec[1] = rec[2] = rec[3] = 0
-    rec[4] = time >> 24
-    rec[5] = (time >> 16) & 0xFF
-    rec[6] = (time >> 8) & 0xFF
-    rec[7] = time & 0xFF
-    rec[8] = uptime >> 24
-    rec[9] = (uptime >> 16) & 0xFF
-    rec[10] = (uptime >> 8) & 0xFF
-    rec[11] = uptime & 0xFF
+    u32.put(rec, 4, time)
+    u32.put(rec, 8, uptime)
     for i in range(8):
         rec[12 + i] = card[i]
     rec[20] = household >> 16
@@ -67,17 +62,14 @@ def pack(rec, time, uptime, card, household, floor, fee, result, flags, boot):
 
 
 def seal(rec, seq):
-    rec[0] = seq >> 24
-    rec[1] = (seq >> 16) & 0xFF
-    rec[2] = (seq >> 8) & 0xFF
-    rec[3] = seq & 0xFF
+    u32.put(rec, 0, seq)
     c = crc16(rec, 0, 30)
     rec[30] = c >> 8
     rec[31] = c & 0xFF
 
 
 def seq_of(buf, off=0):
-    return (buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3]
+    return u32.get(buf, off)
 
 
 class RideLog:

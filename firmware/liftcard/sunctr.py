@@ -16,6 +16,7 @@
 from array import array
 from micropython import const
 
+from . import atomic
 from .crc import crc16
 
 PATH = "sun.ctr"
@@ -121,8 +122,6 @@ class CounterTable:
         return n
 
     def save(self):
-        import os
-
         n = 0
         for s in range(self.size):
             if self.ctr[s] >= 0:
@@ -144,9 +143,7 @@ class CounterTable:
         c = crc16(buf, 0, p)
         buf[p] = c >> 8
         buf[p + 1] = c & 0xFF
-        with open(_NEW, "wb") as f:
-            f.write(buf)
-        os.rename(_NEW, PATH)
+        atomic.write(PATH, _NEW, buf)
         self.dirty = False
 
     def load(self):

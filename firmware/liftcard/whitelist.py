@@ -10,13 +10,14 @@
 # small overlay (at most OVERLAY_MAX entries, kept in RAM and on flash) that is
 # consulted first; when it would grow past that, base and overlay are streamed
 # into a new base list. Every replacement writes a new file, verifies it, and
-# renames it over the old one: after a power cut the reader holds the old list
-# or the new one, never a mix.
+# renames it over the old one (atomic.py): after a power cut the reader holds
+# the old list or the new one, never a mix.
 
 import os
 import struct
 from micropython import const
 
+from . import atomic
 from .mac import MAC_LEN, Mac, equal
 
 REC = const(16)
@@ -353,7 +354,7 @@ class Whitelist:
                 src.close()
             self.close()
             try:
-                os.rename(path, BASE)
+                atomic.commit(path, BASE)
             except OSError:
                 self.open()  # keep serving the old list
                 raise
@@ -361,15 +362,13 @@ class Whitelist:
             self.open()
             return version, count
         try:
-            with open(BASE_NEW, "wb") as dst:
+            with atomic.Replace(BASE, BASE_NEW) as dst:
                 _, version, count = self._verify_list(src, dst, True, self.version)
+                src.close()
+                self.close()  # the old list, before the new one takes its name
         except BaseException:
             src.close()
-            _remove(BASE_NEW)
             raise
-        src.close()
-        self.close()
-        os.rename(BASE_NEW, BASE)
         _remove(OVERLAY)
         self.open()
         return version, count
@@ -423,11 +422,7 @@ class Whitelist:
         mac.update(hdr)
         mac.update(body)
         tag = mac.digest()
-        with open(OVERLAY_NEW, "wb") as f:
-            f.write(hdr)
-            f.write(body)
-            f.write(tag)
-        os.rename(OVERLAY_NEW, OVERLAY)
+        atomic.write(OVERLAY, OVERLAY_NEW, hdr, body, tag)
         self._ov[: m * OP] = body
         self._ovn = m
         self.version = new
@@ -474,19 +469,14 @@ class Whitelist:
         mac = self._mac.start()
         mac.update(hdr)
         out = bytearray(REC)
-        try:
-            with open(BASE_NEW, "wb") as dst:
-                dst.write(hdr)
-                for buf, at in self._merged_records(entries, m):
-                    for i in range(REC):
-                        out[i] = buf[at + i]
-                    mac.update(out)
-                    dst.write(out)
-                dst.write(mac.digest())
-        except BaseException:
-            _remove(BASE_NEW)
-            raise
-        self.close()
-        os.rename(BASE_NEW, BASE)
+        with atomic.Replace(BASE, BASE_NEW) as dst:
+            dst.write(hdr)
+            for buf, at in self._merged_records(entries, m):
+                for i in range(REC):
+                    out[i] = buf[at + i]
+                mac.update(out)
+                dst.write(out)
+            dst.write(mac.digest())
+            self.close()  # the old list, before the new one takes its name
         _remove(OVERLAY)
         self.open()

@@ -20,15 +20,12 @@
 
 from micropython import const
 
+from . import u32
 from .whitelist import RECV, WhitelistError, _remove
 
 _HDR = const(32)   # LCWL header
 _REC = const(16)
 _MAC = const(16)
-
-
-def _u32(b, o):
-    return (b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]
 
 
 class WlRecv:
@@ -91,9 +88,9 @@ class WlRecv:
             return
         if bytes(data[0:4]) != b"LCWL":
             raise WhitelistError("whitelist chunk 0 is not a whitelist (bad magic)")
-        if _u32(data, 16) != version:
-            raise WhitelistError("whitelist chunk version %d but list version %d" % (version, _u32(data, 16)))
-        if _HDR + _u32(data, 20) * _REC + _MAC != total:
+        if u32.get(data, 16) != version:
+            raise WhitelistError("whitelist chunk version %d but list version %d" % (version, u32.get(data, 16)))
+        if _HDR + u32.get(data, 20) * _REC + _MAC != total:
             raise WhitelistError("whitelist chunk total %d does not match the list's count" % total)
 
     def install(self):
