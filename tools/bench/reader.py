@@ -58,7 +58,7 @@ except ImportError:  # not installed into this interpreter: use the checkout
 
 from liftcard_provisioning.mpybuild import build as build_firmware, micropypath  # noqa: E402
 
-HEAP = "192K"              # the production limit (DESIGN.md)
+HEAP = "192K"              # the production limit (docs/promises.md)
 BASELINE_BIG_HEAP = "64M"  # only for the baseline's timings when its dict does not fit
 READER_ID = 1017
 BUILDING_ID = 12
@@ -75,7 +75,7 @@ W25Q32JV = {
     "page_bytes": 256,
     "sector_bytes": 4096,
 }
-# DESIGN.md: MicroPython bytecode on a 240 MHz ESP32 is about 40-70x slower than
+# docs/promises.md: MicroPython bytecode on a 240 MHz ESP32 is about 40-70x slower than
 # the unix port on a PC.
 ESP32_SLOWDOWN = (40, 70)
 ESP32_FLASH_READ_BYTES_PER_S = 10_000_000  # SPI flash at 40 MHz, dual I/O: an assumption, labelled as such
@@ -344,7 +344,7 @@ def summarize(n: int, fs_size: int, rd: dict, bl_small: dict | None, bl_big: dic
         "host_emulator_us_per_tap_approx": round(emu, 1),
         "estimates": {
             "label": "ESTIMATES, not measurements. Flash: W25Q32JV datasheet tPP/tSE (typ, max) applied to the counted "
-                     "page programs and sector erases. ESP32 decision time: the whole host median x 40..70 (DESIGN.md's "
+                     "page programs and sector erases. ESP32 decision time: the whole host median x 40..70 (docs/promises.md's "
                      "bytecode slowdown; pessimistic, since it also scales the host's Python flash emulators and "
                      "littlefs's C code) + flash program time (typ) + littlefs read bytes at 10 MB/s (SPI flash, "
                      "40 MHz dual I/O; command overhead not included).",

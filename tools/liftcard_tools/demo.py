@@ -63,7 +63,7 @@ from liftcard_tools.feemodel import FeeModel
 
 PROG = "liftcard-demo"
 WIDTH = 124  # the tap table's width
-HEAP = "192K"  # the production heap limit (DESIGN.md)
+HEAP = "192K"  # the production heap limit (docs/promises.md)
 REPLY_TIMEOUT_S = 20.0
 DUMP_PAGE = 1000
 FS_IMG = "fs.img"
