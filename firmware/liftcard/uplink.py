@@ -1,5 +1,7 @@
-# The reader's MQTT uplink (docs/uplink.md, "Reader side"), around
-# micropython-lib umqtt.simple.
+# The reader's MQTT uplink (docs/uplink.md, "Reader side"): the link state
+# machine. The transport is mqttclient.Client (micropython-lib umqtt.simple
+# with its blocking parts replaced), the down replay state on flash is
+# replaystate.py, the payloads are uplinkcodec.py.
 #
 # Promise 1: a hung, dead or hostile broker never delays a tap. So:
 # - the uplink only runs from Reader.idle(), in small steps (step()), never
@@ -7,8 +9,7 @@
 # - the TCP connect is non-blocking and CONNACK is awaited by polling across
 #   steps, so a broker that accepts and never answers costs nothing;
 # - every socket read/write has a short timeout, and a read is only started
-#   once poll() says a byte is there; umqtt's wait_msg, which switches the
-#   socket back to blocking forever, is replaced;
+#   once poll() says a byte is there (mqttclient.py);
 # - every exception from umqtt (OSError, its asserts, MQTTException, ...) is
 #   caught here and turns into "link down, reconnect with backoff";
 # - our own PINGREQ every keepalive/2 (umqtt.simple never pings, so the broker
@@ -29,27 +30,22 @@
 # other readers and sends this reader the building's table at each
 # (re)connect. A SUNCTR from the gateway is merged into the table with max().
 
-import errno
 import gc
-import os
 import select
 import socket
-import struct
 
 from micropython import const
-from umqtt.simple import MQTTClient, MQTTException
 
-from . import ridelog
+from . import replaystate, ridelog
 from . import uplinkcodec as uc
+from .mqttclient import Client, MQTTException
 
-_IO_TIMEOUT_S = 0.3        # any single socket read/write
 _CONNECT_MS = const(5000)  # TCP connect + CONNACK + SUBACK
 _ACK_WAIT_MS = const(10000)
 _STATUS_MS = const(60000)
 _BACKOFF_MIN_MS = const(1000)
 _BACKOFF_MAX_MS = const(60000)
 _MAX_IN = const(4)         # down messages handled per step
-_MAX_PACKET = const(4400)  # a down PUBLISH: topic + the largest link message
 
 # state
 S_DOWN = const(0)      # waiting for the next connect attempt
@@ -66,245 +62,6 @@ E_REFUSED = const(2)   # CONNACK with a refusal code (bad user/password)
 E_IO = const(3)        # the link broke: timeout, reset, EOF, protocol error
 E_MESSAGE = const(4)   # a down message was refused (MAC, replay, ...)
 E_APPLY = const(5)     # a down message verified but could not be applied
-
-
-def _remaining_length(buf, sz):
-    # MQTT's variable-length "remaining length" from buf[1]; returns the index
-    # of its last byte.
-    i = 1
-    while sz > 0x7F:
-        buf[i] = (sz & 0x7F) | 0x80
-        sz >>= 7
-        i += 1
-    buf[i] = sz
-    return i
-
-
-class _Client(MQTTClient):
-    # umqtt.simple, with the blocking parts replaced: a non-blocking TCP
-    # connect, CONNECT sent without waiting, no blocking reads, packet id wrap.
-    # A PUBLISH payload is read into one reused buffer (inbuf) and handed to
-    # the callback as a memoryview, valid until the next message.
-
-    inbuf = None
-
-    def open(self, addr):
-        self.sock = s = socket.socket()
-        s.setblocking(False)
-        try:
-            s.connect(addr)
-        except OSError as e:
-            if e.errno != errno.EINPROGRESS:
-                raise
-        self.poller = select.poll()
-        self.poller.register(s, select.POLLIN | select.POLLOUT)
-
-    def ready(self, mask):
-        # True when the socket has `mask` ready; an error or hangup also
-        # counts (the next read/write then raises or sees EOF).
-        for _, ev in self.poller.ipoll(0):
-            return ev & (mask | select.POLLERR | select.POLLHUP) != 0
-        return False
-
-    def want_read(self):
-        self.poller.modify(self.sock, select.POLLIN)
-
-    def close(self):
-        s = self.sock
-        self.sock = None
-        self.poller = None
-        if s is not None:
-            try:
-                s.close()
-            except Exception:
-                pass
-
-    def send_connect(self, clean_session=True):
-        # umqtt.simple's connect() after the socket, up to the CONNACK.
-        self.sock.settimeout(_IO_TIMEOUT_S)
-        premsg = bytearray(b"\x10\0\0\0\0\0")
-        msg = bytearray(b"\x04MQTT\x04\x02\0\0")
-        sz = 10 + 2 + len(self.client_id)
-        msg[6] = clean_session << 1
-        if self.user is not None:
-            sz += 2 + len(self.user) + 2 + len(self.pswd)
-            msg[6] |= 0xC0
-        if self.keepalive:
-            msg[7] |= self.keepalive >> 8
-            msg[8] |= self.keepalive & 0x00FF
-        if self.lw_topic:
-            sz += 2 + len(self.lw_topic) + 2 + len(self.lw_msg)
-            msg[6] |= 0x4 | (self.lw_qos & 0x1) << 3 | (self.lw_qos & 0x2) << 3
-            msg[6] |= self.lw_retain << 5
-        i = _remaining_length(premsg, sz)
-        self._write(premsg, i + 2)
-        self._write(msg)
-        self._send_str(self.client_id)
-        if self.lw_topic:
-            self._send_str(self.lw_topic)
-            self._send_str(self.lw_msg)
-        if self.user is not None:
-            self._send_str(self.user)
-            self._send_str(self.pswd)
-
-    def read_connack(self):
-        resp = self._read(4)
-        if resp[0] != 0x20 or resp[1] != 0x02:
-            raise OSError(errno.EIO)
-        if resp[3] != 0:
-            raise MQTTException(resp[3])
-
-    def _next_pid(self):
-        # MQTT packet ids are 1..65535; umqtt.simple's self.pid never wraps
-        # (and struct "!H" of 65536 would not fit).
-        self.pid = 1 if self.pid >= 65535 else self.pid + 1
-        return self.pid
-
-    def send_subscribe(self, topic, qos=1):
-        pkt = bytearray(b"\x82\0\0\0")
-        struct.pack_into("!BH", pkt, 1, 2 + 2 + len(topic) + 1, self._next_pid())
-        self._write(pkt)
-        self._send_str(topic)
-        self._write(bytes((qos,)))
-        return self.pid
-
-    def _write(self, buf, n=None):
-        if n is None:
-            n = len(buf)
-        w = self.sock.write(buf, n)
-        if w != n:  # a timeout part-way: the stream is broken
-            raise OSError(errno.ETIMEDOUT)
-
-    def _send_str(self, s):
-        self._write(struct.pack("!H", len(s)))
-        self._write(s)
-
-    def ping(self):
-        self._write(b"\xc0\0")
-
-    def disconnect(self):
-        # A clean DISCONNECT, so the broker drops the Last Will; then close.
-        try:
-            self._write(b"\xe0\0")
-        except Exception:
-            pass  # a broken link: the Will fires, as it should
-        self.close()
-
-    def publish(self, topic, msg, retain=False, qos=0):
-        # QoS 0 only (see the top of the file): nothing to wait for.
-        pkt = bytearray(b"\x30\0\0\0")
-        pkt[0] |= retain
-        i = _remaining_length(pkt, 2 + len(topic) + len(msg))
-        self._write(pkt, i + 1)
-        self._send_str(topic)
-        self._write(msg)
-
-    def _read(self, n):
-        b = self.sock.read(n)
-        if not b:
-            raise OSError(errno.ECONNRESET)  # EOF: the broker closed
-        if len(b) != n:
-            raise OSError(errno.ETIMEDOUT)
-        return b
-
-    def _recv_len(self):
-        n = 0
-        sh = 0
-        while 1:
-            b = self._read(1)[0]
-            n |= (b & 0x7F) << sh
-            if not b & 0x80:
-                return n
-            sh += 7
-            if sh > 21:
-                raise OSError(errno.EIO)
-
-    def wait_msg(self):
-        # One incoming packet; call only when poll says a byte is there. The
-        # socket keeps its short timeout (umqtt's version switches it to
-        # blocking forever). Returns the packet type (0x30 PUBLISH, 0xd0
-        # PINGRESP, 0x90 SUBACK with self.suback_rc set).
-        op = self._read(1)[0]
-        self.suback_rc = None
-        if op == 0xD0:  # PINGRESP
-            if self._read(1)[0] != 0:
-                raise OSError(errno.EIO)
-            return op
-        if op == 0x90:  # SUBACK: len=3, pid, return code
-            b = self._read(4)
-            if b[0] != 3:
-                raise OSError(errno.EIO)
-            self.suback_rc = b[3]
-            self.suback_pid = (b[1] << 8) | b[2]
-            return op
-        if op & 0xF0 != 0x30:
-            # Nothing else is expected here (we send QoS 0, subscribe once).
-            raise OSError(errno.EIO)
-        sz = self._recv_len()
-        if sz > _MAX_PACKET:
-            raise OSError(errno.EMSGSIZE)
-        tl = self._read(2)
-        tl = (tl[0] << 8) | tl[1]
-        topic = self._read(tl) if tl else b""
-        sz -= tl + 2
-        pid = 0
-        if op & 6:
-            pid = self._read(2)
-            pid = pid[0] << 8 | pid[1]
-            sz -= 2
-        if sz < 0:
-            raise OSError(errno.EIO)
-        msg = b""
-        if sz > uc.MAX_MSG:
-            msg = self._read(sz)  # no link message is this long: the codec refuses it
-        elif sz:
-            # Into the buffer made at start-up: a 4 KB WHITELIST chunk must
-            # not need a fresh 4 KB block from a fragmented heap.
-            if self.inbuf is None:
-                self.inbuf = bytearray(uc.MAX_MSG)
-            msg = memoryview(self.inbuf)[:sz]
-            n = self.sock.readinto(msg)
-            if not n:
-                raise OSError(errno.ECONNRESET)
-            if n != sz:
-                raise OSError(errno.ETIMEDOUT)
-        if op & 6 == 2:  # QoS 1: PUBACK before acting (acting is idempotent)
-            pkt = bytearray(b"\x40\x02\0\0")
-            struct.pack_into("!H", pkt, 2, pid)
-            self._write(pkt)
-        elif op & 6 == 4:
-            raise OSError(errno.EIO)  # QoS 2: never subscribed with it
-        self.cb(topic, msg)
-        return 0x30
-
-
-# The last accepted down counter, kept across reboots so that a recorded TIME
-# or DELTA cannot be replayed to a rebooted reader. Saved (write + rename) when
-# a TIME or DELTA is accepted, before it is applied: those change state. An
-# ACK only moves the log's ack cursor, which never goes back, so replaying an
-# old one is harmless and it is not worth a flash write per batch.
-_REPLAY_FILE = "link.ctr"
-_REPLAY_NEW = "link.new"
-
-
-def _load_replay_state(codec):
-    try:
-        with open(_REPLAY_FILE, "rb") as f:
-            b = f.read(8)
-    except OSError:
-        return
-    if len(b) == 8:
-        codec.last_hi = (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
-        codec.last_lo = (b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7]
-
-
-def _save_replay_state(codec):
-    hi = codec.last_hi
-    lo = codec.last_lo
-    with open(_REPLAY_NEW, "wb") as f:
-        f.write(bytes((hi >> 24, (hi >> 16) & 0xFF, (hi >> 8) & 0xFF, hi & 0xFF,
-                       lo >> 24, (lo >> 16) & 0xFF, (lo >> 8) & 0xFF, lo & 0xFF)))
-    os.rename(_REPLAY_NEW, _REPLAY_FILE)
 
 
 class Uplink:
@@ -328,16 +85,17 @@ class Uplink:
         codec = reader.link_codec
         if codec is None:
             codec = reader.link_codec = uc.Codec(cfg["key"], rid, bid, reader.boot_count)
-            _load_replay_state(codec)
+            replaystate.load(codec)
         else:
             codec.configure(cfg["key"], rid, bid)
         self.codec = codec
         self.wlrecv = None     # wlrecv.WlRecv, made at the first WHITELIST chunk
         name = ("reader-%d" % rid).encode()
-        c = self.client = _Client(name, self.host, self.port, user=name, password=ucfg["password"].encode(),
+        c = self.client = Client(name, self.host, self.port, user=name, password=ucfg["password"].encode(),
                                   keepalive=ucfg["keepalive_s"])
         c.set_last_will(self.t_status, b"offline", retain=False, qos=1)
         c.set_callback(self._on_msg)
+        c.inbuf_size = uc.MAX_MSG
         try:
             c.inbuf = bytearray(uc.MAX_MSG)  # where down messages are read and decrypted
         except MemoryError:
@@ -540,12 +298,12 @@ class Uplink:
                 if log.acked >= self._inflight:
                     self._inflight = 0  # next batch at once
             elif kind == uc.TIME:
-                _save_replay_state(codec)
+                replaystate.save(codec)
                 reply = r.command("TIME %d" % codec.epoch_s)
                 if not reply.startswith("OK"):
                     raise ValueError(reply)
             elif kind == uc.DELTA:
-                _save_replay_state(codec)
+                replaystate.save(codec)
                 r.wl.apply_delta(bytes(codec.blob))
                 self._status_ms = r.board.ticks_ms() - _STATUS_MS  # report the version
             elif kind == uc.SUNCTR_DOWN:
@@ -558,7 +316,7 @@ class Uplink:
                 # WHITELIST: a chunk of a full list, assembled on flash.
                 from .wlrecv import on_chunk
 
-                if on_chunk(self, codec, _save_replay_state):
+                if on_chunk(self, codec, replaystate.save):
                     self._status_ms = r.board.ticks_ms() - _STATUS_MS  # report the version
         except MemoryError:
             gc.collect()
