@@ -520,7 +520,7 @@ def main(argv=None) -> int:
         "datasheet": W25Q32JV,
         "notes": [
             "Timings are host wall-clock (time.ticks_us) on a shared machine: noisy. Flash and heap counts are exact.",
-            "Flash bytes/erases are counted by the emulated devices (firmware/liftcard/hostflash.py).",
+            "Flash bytes/erases are counted by the emulated devices (firmware/host/hostflash.py).",
             "Device times and ESP32 times are ESTIMATES from datasheet figures, not measurements.",
         ],
         "results": results,

@@ -4,7 +4,7 @@ The real reader firmware (firmware/main.py) runs under the real MicroPython unix
 port as a subprocess, with the host board: its flash is two image files in the
 work dir (a littlefs filesystem and the raw NOR ride-log partition), taps and
 commands go to its stdin, relay / LED / buzzer lines and ride records come back
-on its stdout (protocol: the top of firmware/liftcard/board_host.py).
+on its stdout (protocol: the top of firmware/host/board_host.py).
 
 The demo plays the building's gateway and the residents:
 
