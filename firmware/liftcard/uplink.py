@@ -316,7 +316,7 @@ class Uplink:
                 # WHITELIST: a chunk of a full list, assembled on flash.
                 from .wlrecv import on_chunk
 
-                if on_chunk(self, codec, replaystate.save):
+                if on_chunk(self, codec):
                     self._status_ms = r.board.ticks_ms() - _STATUS_MS  # report the version
         except MemoryError:
             gc.collect()

@@ -20,7 +20,7 @@
 
 from micropython import const
 
-from . import u32
+from . import replaystate, u32
 from .whitelist import RECV, WhitelistError, _remove
 
 _HDR = const(32)   # LCWL header
@@ -102,9 +102,10 @@ class WlRecv:
             self._drop()
 
 
-def on_chunk(up, codec, save_replay_state):
-    # Uplink._on_msg's WHITELIST branch; True once a list is installed (kept here: uplink.py is compiled on
-    # the reader from source, and its size is heap). The replay state is
+def on_chunk(up, codec):
+    # Uplink._on_msg's WHITELIST branch; True once a list is installed (kept
+    # here, imported at the first chunk: a reader that never receives a list
+    # does not hold this code in its heap). The replay state is
     # saved before the install, not per chunk: the partial file does not
     # survive a reboot, and chunks replayed after one could at most assemble a
     # list the gateway made for this reader that is still newer than the one
@@ -116,7 +117,7 @@ def on_chunk(up, codec, save_replay_state):
         wr = up.wlrecv = WlRecv(r.wl)
     if not wr.add(codec.version, codec.total, codec.offset, codec.blob):
         return False
-    save_replay_state(codec)
+    replaystate.save(codec)
     wr.install()
     r.error = r.wl.error
     return True
