@@ -27,11 +27,11 @@ from micropython import const
 from hostflash import BlockDev, NorFlash
 from liftcard.lineproto import EV_CMD, EV_NONE, EV_TAP, LineProtocol
 
-_EPOCH_UNIX = 1704067200  # 2024-01-01T00:00:00Z
+_EPOCH_UNIX = const(1704067200)  # 2024-01-01T00:00:00Z (host only: a 64-bit small int)
 _TICKS_PERIOD = const(1 << 30)
 _TICKS_MASK = const((1 << 30) - 1)
 _TICKS_HALF = const(1 << 29)
-_LINE = 512
+_LINE = const(512)
 
 _HEX = b"0123456789abcdef"
 

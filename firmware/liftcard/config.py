@@ -5,12 +5,13 @@
 # last good config. Messages never carry the key's value.
 
 import json
+from micropython import const
 
 from . import atomic, codes
 
 PATH = "config.json"
 _NEW = "config.new"
-_INT_LIMIT = 1 << 30
+_INT_LIMIT = const(1 << 30)
 _HEX = "0123456789abcdefABCDEF"
 
 
