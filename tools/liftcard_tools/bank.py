@@ -45,9 +45,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from liftcard_protocol import keys
-from liftcard_protocol.keys import KeyFileError, check_private_file
+from liftcard_protocol.keys import KeyFileError, check_private_file, write_private
 from liftcard_protocol.cardupdate import (
-    ID_MAX,
     INCREMENTAL,
     SNAPSHOT,
     CardOp,
@@ -58,7 +57,7 @@ from liftcard_protocol.card import CardRecord
 from liftcard_protocol.codes import CLASS_NAMES, STATUS_NAMES
 from liftcard_protocol.epoch import date_to_day, epoch_from_unix
 from liftcard_protocol.errors import FormatError
-from liftcard_protocol.fields import NO_END
+from liftcard_protocol.fields import ID_MAX, NO_END, U32
 
 PROG = "liftcard-bank"
 
@@ -247,35 +246,25 @@ def make_update(key_path: Path, compound: int, version: int, base: int | None, c
     kind = SNAPSHOT if base is None else INCREMENTAL
     if not 1 <= compound <= ID_MAX:
         raise InputError("--compound must be 1 .. 2^30-1")
-    if not 1 <= version <= 0xFFFFFFFF:
+    if not 1 <= version <= U32:
         raise InputError("--version must be 1 .. 2^32-1")
     if base is not None and not 0 <= base < version:
         raise InputError("--base must be 0 .. version-1")
     key = read_private_key(key_path)
     ops = read_cards(cards_path, kind)
     if issued is None:
-        issued = max(0, min(epoch_from_unix(int(time.time())), 0xFFFFFFFF))
+        issued = max(0, min(epoch_from_unix(int(time.time())), U32))
     try:
         return build_update(key, kind, compound, version, base or 0, ops, issued)
     except UpdateError as e:
         raise InputError(str(e)) from None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def _write_update(path: Path, data: bytes) -> None:
+    """The signed update file, written atomically with mode 0600 (keys.write_private)."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_private(path, data)
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise InputError("cannot write %s: %s" % (path, e.strerror)) from None
 
 
@@ -301,7 +290,7 @@ def main(argv=None) -> int:
             print("%s: wrote %s (private, mode 0600) and %s (public)" % (PROG, args.key, pub))
             return 0
         data = make_update(args.key, args.compound, args.version, args.base, args.src, args.issued)
-        _write_atomic(args.out, data)
+        _write_update(args.out, data)
         kind = "snapshot" if args.base is None else "incremental from %d" % args.base
         print("%s: wrote %s: version %d, %s, %d bytes" % (PROG, args.out, args.version, kind, len(data)))
         return 0
