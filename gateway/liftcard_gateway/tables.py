@@ -1,0 +1,104 @@
+"""The status commands' tables (docs/gateway.md "Status", docs/upstream.md,
+docs/cards.md): `liftcard-gateway status` (readers, then the upstream) and
+`liftcard-gateway cards status`; `render_table` also draws the reference
+ledger's totals. Plain text, columns padded to their widest cell; never a
+card id or a key."""
+
+from __future__ import annotations
+
+import time
+
+from liftcard_protocol.link import ST_CLOCK_SYNCED
+
+
+def ago(t: float | None, now: float, none: str = "never") -> str:
+    """How long ago t was: "42s ago", "5m ago", "3h ago"."""
+    if t is None:
+        return none
+    d = max(0, int(now - t))
+    return "%ds ago" % d if d < 120 else ("%dm ago" % (d // 60) if d < 7200 else "%dh ago" % (d // 3600))
+
+
+def render_table(head, rows) -> str:
+    """Columns padded to their widest cell, a dashed rule under the heading."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths)).rstrip(), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def format_status(rows: list[dict], now: float | None = None) -> str:
+    """The readers table of `status`, from store.Store.status_rows()."""
+    now = time.time() if now is None else now
+
+    def v(x):
+        return "-" if x is None else str(x)
+
+    def clock(r):  # from the last heartbeat's CLOCK_SYNCED flag
+        if r.get("status_flags") is None:
+            return "-"
+        return "synced" if r["status_flags"] & ST_CLOCK_SYNCED else "unsynced"
+
+    def drift(r):  # the reader's clock minus the gateway's, at the last STATUS
+        d = r.get("clock_drift_s")
+        return "-" if d is None else "%+ds" % d
+
+    head = ("reader", "building", "online", "last seen", "acked seq", "stored", "backlog", "wl version",
+            "free heap", "clock", "drift", "gaps", "legacy")
+    body = [(str(r["reader_id"]), str(r["building_id"]), "yes" if r["online"] else "no", ago(r["last_seen"], now),
+             v(r["acked_seq"]), str(r["stored"]), v(r["backlog"]), v(r["wl_version"]), v(r["free_heap"]), clock(r),
+             drift(r), str(r["open_gaps"]), str(r.get("legacy") or 0)) for r in rows]
+    return render_table(head, body)
+
+
+def format_upstream_status(rows: list[dict], now: float | None = None) -> str:
+    """The upstream table of `status`, from upstream.upstream_status()."""
+    now = time.time() if now is None else now
+    head = ("reader", "stored", "ledger acked", "backlog", "in flight", "last ack")
+    body = [(str(r["reader_id"]), str(r["stored"]), str(r["ledger_acked"]), str(r["backlog"]),
+             "-" if r["inflight_batch"] is None else "batch %d" % r["inflight_batch"],
+             ago(r["last_ack_at"], now))
+            for r in rows]
+    return render_table(head, body)
+
+
+def format_cards_status(db, cfg, held: dict, now: float | None = None) -> str:
+    """`cards status`: the card database (a carddb.CardDB), cards per building,
+    and each configured reader's held version (`held`: reader_id -> version
+    from its last heartbeat) against the database's."""
+    now = time.time() if now is None else now
+    ver = db.version()
+    ups = db.updates(1)
+    out = []
+    if ver == 0:
+        out.append("card database: empty (version 0): import a snapshot")
+    else:
+        u = ups[0] if ups else {}
+        out.append("card database: version %d (last update: %s, applied %s); deltas from version %d on"
+                   % (ver, u.get("kind", "?"), ago(u.get("applied_at"), now, "-"), db.history_floor()))
+    counts = db.counts()
+    buildings = sorted(set(counts) | {r.building_id for r in cfg.readers.values()})
+    out.append("")
+    out.append(render_table(["building", "cards"], [[str(b), str(counts.get(b, 0))] for b in buildings]))
+    sends = db.sends()
+    rows = []
+    for rid in sorted(cfg.readers):
+        r = cfg.readers[rid]
+        h = held.get(rid)
+        if h is None:
+            state = "unknown"
+        elif ver == 0:
+            state = "-"
+        elif h == ver:
+            state = "current"
+        elif h > ver:
+            state = "ahead"
+        else:
+            state = "behind"
+        s = sends.get(rid)
+        last = "-" if not s else "%s %d->%d %s" % (s["how"], s["from_version"], s["to_version"],
+                                                     ago(s["sent_at"], now, "-"))
+        rows.append([str(rid), str(r.building_id), "-" if h is None else str(h), str(ver), state, last])
+    out.append("")
+    out.append(render_table(["reader", "building", "held", "target", "state", "last sent"], rows))
+    return "\n".join(out)
