@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from liftcard_protocol import upstream as uf
+from liftcard_gateway.logs import MemoryLog
 from liftcard_gateway.pki import make_dev_pki
 from liftcard_protocol.keys import load_public_key, load_signing_key
 from liftcard_tools import ledger as L
@@ -20,13 +21,10 @@ from liftcard_tools.upstream_rig import write_ledger_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-class ListLog:
-    def __init__(self):
-        self.records = []
-
-    def __call__(self, event, **f):
-        json.dumps(f)
-        self.records.append(dict(event=event, **f))
+class ListLog(MemoryLog):
+    def keep(self, rec):
+        json.dumps(rec)
+        super().keep(rec)
 
 
 class FakeBank:  # only host/port for the config file; no connection is made here

@@ -42,31 +42,40 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sqlite3
 import ssl
 import sys
 import threading
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
 from liftcard_protocol import keys
-
 from liftcard_protocol import upstream as uf
-from liftcard_gateway.config import (GatewayConfigError, Secret, _int, _path, _str, _table, _unknown)
-from liftcard_gateway.daemon import JsonLog
 from liftcard_protocol.topics import parse_upstream_topic, upstream_all, upstream_topics
 
+from liftcard_gateway import logs
+from liftcard_gateway.db import open_db, run_statements, transaction
+from liftcard_gateway.mqttservice import MqttService, MqttSettings, TlsFiles, connect_kwargs, make_client
+from liftcard_gateway.tables import render_table
+from liftcard_gateway.tomlconf import (
+    ConfigError,
+    Secret,
+    existing_file,
+    integer,
+    no_unknown_keys,
+    path,
+    private_file,
+    read_toml,
+    string,
+    table,
+)
+
 PROG = "liftcard-ledger"
+LOGGER = "liftcard.ledger"
 BATCHES_SUB = upstream_all("batches")
-
-
-class LedgerConfigError(GatewayConfigError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -92,88 +101,64 @@ class LedgerConfig:
         return self.data_dir / "ledger.db"
 
 
-def load_config(path) -> LedgerConfig:
-    path = Path(path)
+def load_config(config_path) -> LedgerConfig:
+    """Load and validate the ledger's config; raises tomlconf.ConfigError (one line)."""
+    config_path = Path(config_path)
+    doc = read_toml(config_path)
+    base = config_path.resolve().parent
+    no_unknown_keys(doc, {"ledger", "broker", "gateways", "cards"}, "")
+    lg = table(doc, "ledger")
+    no_unknown_keys(lg, {"data_dir", "signing_key_file"}, "ledger")
+    data_dir = path(lg, "data_dir", "ledger", base)
+    skf = path(lg, "signing_key_file", "ledger", base)
     try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise LedgerConfigError("", "config file not found: %s" % path) from None
-    except OSError as e:
-        raise LedgerConfigError("", "cannot read config file %s: %s" % (path, e.strerror)) from None
-    except tomllib.TOMLDecodeError as e:
-        raise LedgerConfigError("", "%s is not valid TOML: %s" % (path, str(e).splitlines()[0])) from None
-    base = path.resolve().parent
+        skey = keys.load_signing_key(skf)
+    except keys.KeyFileError as e:
+        raise ConfigError("ledger.signing_key_file", str(e)) from None
+    br = table(doc, "broker")
+    no_unknown_keys(br, {"host", "port", "ca_file", "cert_file", "key_file", "client_id", "keepalive"}, "broker")
+    host = string(br, "host", "broker", "127.0.0.1")
+    port = integer(br, "port", "broker", 1, 65535, 8883)
+    files = {k: existing_file(br, k, "broker", base) for k in ("ca_file", "cert_file", "key_file")}
+    private_file(files["key_file"], "broker.key_file")
     try:
-        _unknown(doc, {"ledger", "broker", "gateways", "cards"}, "")
-        lg = _table(doc, "ledger")
-        _unknown(lg, {"data_dir", "signing_key_file"}, "ledger")
-        data_dir = _path(lg, "data_dir", "ledger", base)
-        skf = _path(lg, "signing_key_file", "ledger", base)
+        ssl.create_default_context(cafile=str(files["ca_file"])).load_cert_chain(
+            str(files["cert_file"]), str(files["key_file"]))
+    except (ssl.SSLError, OSError):
+        raise ConfigError("broker.cert_file", "%s, %s and %s are not a PEM CA, certificate and matching "
+                          "unencrypted key" % (files["ca_file"], files["cert_file"], files["key_file"])) from None
+    client_id = string(br, "client_id", "broker", "liftcard-ledger")
+    keepalive = integer(br, "keepalive", "broker", 5, 3600, 30)
+    cards = {}
+    if "cards" in doc:
+        ct = table(doc, "cards")
+        no_unknown_keys(ct, {"cert_file", "key_file"}, "cards")
+        cards = {k: existing_file(ct, k, "cards", base) for k in ("cert_file", "key_file")}
+        private_file(cards["key_file"], "cards.key_file")
+    gl = doc.get("gateways", [])
+    if not isinstance(gl, list) or not gl:
+        raise ConfigError("gateways", "needs at least one [[gateways]] table")
+    gws = {}
+    for i, g in enumerate(gl):
+        pre = "gateways[%d]" % i
+        if not isinstance(g, dict):
+            raise ConfigError(pre, "must be a table")
+        no_unknown_keys(g, {"gateway_id", "public_key_file"}, pre)
+        gid = string(g, "gateway_id", pre)
+        if not uf.GATEWAY_ID_RE.fullmatch(gid):
+            raise ConfigError(pre + ".gateway_id", "must be 1 .. 64 of A-Z a-z 0-9 _ -")
+        if gid in gws:
+            raise ConfigError(pre + ".gateway_id", "gateway %s is listed twice" % gid)
         try:
-            skey = keys.load_signing_key(skf)
+            gws[gid] = keys.load_public_key(path(g, "public_key_file", pre, base))
         except keys.KeyFileError as e:
-            raise LedgerConfigError("ledger.signing_key_file", str(e)) from None
-        br = _table(doc, "broker")
-        _unknown(br, {"host", "port", "ca_file", "cert_file", "key_file", "client_id", "keepalive"}, "broker")
-        host = _str(br, "host", "broker", "127.0.0.1")
-        port = _int(br, "port", "broker", 1, 65535, 8883)
-        files = {k: _path(br, k, "broker", base) for k in ("ca_file", "cert_file", "key_file")}
-        for k, p in files.items():
-            if not p.is_file():
-                raise LedgerConfigError("broker.%s" % k, "file not found: %s" % p)
-        try:
-            keys.check_private_file(files["key_file"])
-        except keys.KeyFileError as e:
-            raise LedgerConfigError("broker.key_file", str(e)) from None
-        try:
-            ssl.create_default_context(cafile=str(files["ca_file"])).load_cert_chain(
-                str(files["cert_file"]), str(files["key_file"]))
-        except (ssl.SSLError, OSError):
-            raise LedgerConfigError("broker.cert_file", "%s, %s and %s are not a PEM CA, certificate and matching "
-                                    "unencrypted key" % (files["ca_file"], files["cert_file"], files["key_file"])) \
-                from None
-        client_id = _str(br, "client_id", "broker", "liftcard-ledger")
-        keepalive = _int(br, "keepalive", "broker", 5, 3600, 30)
-        cards = {}
-        if "cards" in doc:
-            ct = _table(doc, "cards")
-            _unknown(ct, {"cert_file", "key_file"}, "cards")
-            cards = {k: _path(ct, k, "cards", base) for k in ("cert_file", "key_file")}
-            for k, p in cards.items():
-                if not p.is_file():
-                    raise LedgerConfigError("cards.%s" % k, "file not found: %s" % p)
-            try:
-                keys.check_private_file(cards["key_file"])
-            except keys.KeyFileError as e:
-                raise LedgerConfigError("cards.key_file", str(e)) from None
-        gl = doc.get("gateways", [])
-        if not isinstance(gl, list) or not gl:
-            raise LedgerConfigError("gateways", "needs at least one [[gateways]] table")
-        gws = {}
-        for i, g in enumerate(gl):
-            pre = "gateways[%d]" % i
-            if not isinstance(g, dict):
-                raise LedgerConfigError(pre, "must be a table")
-            _unknown(g, {"gateway_id", "public_key_file"}, pre)
-            gid = _str(g, "gateway_id", pre)
-            if not uf.GATEWAY_ID_RE.fullmatch(gid):
-                raise LedgerConfigError(pre + ".gateway_id", "must be 1 .. 64 of A-Z a-z 0-9 _ -")
-            if gid in gws:
-                raise LedgerConfigError(pre + ".gateway_id", "gateway %s is listed twice" % gid)
-            try:
-                gws[gid] = keys.load_public_key(_path(g, "public_key_file", pre, base))
-            except keys.KeyFileError as e:
-                raise LedgerConfigError(pre + ".public_key_file", str(e)) from None
-    except GatewayConfigError as e:
-        if isinstance(e, LedgerConfigError):
-            raise
-        raise LedgerConfigError(e.key, str(e).split(": ", 1)[-1] if e.key else str(e)) from None
-    return LedgerConfig(path, data_dir, Secret(skey), host, port, files["ca_file"], files["cert_file"],
+            raise ConfigError(pre + ".public_key_file", str(e)) from None
+    return LedgerConfig(config_path, data_dir, Secret(skey), host, port, files["ca_file"], files["cert_file"],
                         files["key_file"], client_id, keepalive, gws, cards.get("cert_file"), cards.get("key_file"))
 
 
-SCHEMA = """
+def _v1_tables(conn) -> None:
+    run_statements(conn, """
 CREATE TABLE IF NOT EXISTS rides (
     gateway_id TEXT NOT NULL, reader_id INTEGER NOT NULL, seq INTEGER NOT NULL,
     building_id INTEGER NOT NULL, time INTEGER NOT NULL, uptime INTEGER NOT NULL, card_id TEXT NOT NULL,
@@ -188,20 +173,20 @@ CREATE TABLE IF NOT EXISTS batches (
     first_seen REAL NOT NULL, last_seen REAL NOT NULL, received INTEGER NOT NULL,
     PRIMARY KEY (gateway_id, batch_id)
 );
-"""
+""")
+
+
+# ledger.db's schema versions (liftcard_gateway.db.migrate). Version 1 is also
+# what ledgers made before versions (user_version 0) hold: it creates only
+# what is missing.
+MIGRATIONS = (_v1_tables,)
 
 
 class LedgerDB:
     """The ledger's SQLite store. rides' rowid is the order of first storage."""
 
-    def __init__(self, path):
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute("PRAGMA busy_timeout=30000")
-        self.conn.executescript(SCHEMA)
+    def __init__(self, db_path):
+        self.conn = open_db(db_path, MIGRATIONS)  # WAL, synchronous=FULL
 
     def close(self):
         self.conn.close()
@@ -210,8 +195,7 @@ class LedgerDB:
         """Store a verified batch in one transaction; returns the rides newly stored."""
         now = time.time() if now is None else now
         c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(c):
             before = c.total_changes
             c.executemany(
                 "INSERT OR IGNORE INTO rides (gateway_id, reader_id, seq, building_id, time, uptime, card_id, "
@@ -227,10 +211,6 @@ class LedgerDB:
                       "received=received+1, inserted=inserted+excluded.inserted",
                       (b.gateway_id, b.batch_id, b.reader_id, b.first_seq, b.last_seq, len(b.rides), inserted,
                        now, now))
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
         return inserted
 
     def totals(self) -> list[dict]:
@@ -243,52 +223,33 @@ class LedgerDB:
                                                 "ORDER BY rowid", (gateway_id, reader_id))]
 
 
+def broker_settings(cfg: LedgerConfig) -> MqttSettings:
+    """The ledger's link to the bank broker: TLS client certificate, persistent session."""
+    return MqttSettings(cfg.host, cfg.port, cfg.client_id, cfg.keepalive,
+                        tls=TlsFiles(cfg.ca_file, cfg.cert_file, cfg.key_file),
+                        reconnect_delay=(1, 10), max_inflight=100)
+
+
 class Ledger:
-    def __init__(self, cfg: LedgerConfig, log: JsonLog | None = None):
+    """log: the logger for its events (default `liftcard.ledger`)."""
+
+    def __init__(self, cfg: LedgerConfig, log: logging.Logger | None = None):
         self.cfg = cfg
-        self.log = log or JsonLog()
+        self.log = logs.events(log or LOGGER)
         self.db = LedgerDB(cfg.db_path)
         self._key = cfg.signing_key.value
         self._stop = threading.Event()
-        self._subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id, clean_session=False,
-                                  protocol=mqtt.MQTTv311)
-        self.client.tls_set(ca_certs=str(cfg.ca_file), certfile=str(cfg.cert_file), keyfile=str(cfg.key_file),
-                            cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        self.client.reconnect_delay_set(1, 10)
-        self.client.max_inflight_messages_set(100)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = self._on_message
+        self.mqtt = MqttService(broker_settings(cfg), [(BATCHES_SUB, 1)], self.log, self._on_message)
+        self.client = self.mqtt.client
 
     def __repr__(self) -> str:
         return "<Ledger %s:%d gateways=%d>" % (self.cfg.host, self.cfg.port, len(self.cfg.gateways))
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
-        if reason_code.is_failure:
-            self.log("broker_refused", reason=str(reason_code))
-            return
-        client.subscribe(BATCHES_SUB, qos=1)
-        self.log("connected", host=self.cfg.host, port=self.cfg.port,
-                 session_present=bool(getattr(flags, "session_present", False)))
-
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
-        self._subscribed.set()
-        self.log("subscribed", topics=[BATCHES_SUB])
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        self._subscribed.clear()
-        if not self._stop.is_set():
-            self.log("disconnected", reason=str(reason_code))
-
-    def _on_message(self, client, userdata, msg):
-        try:
-            ack = self.handle(msg.topic, bytes(msg.payload))
-            if ack is not None:
-                client.publish(ack[0], ack[1], qos=1)
-        except Exception as e:  # never let one message stop the loop (an exception here: no PUBACK)
-            self.log("error", topic=msg.topic, error=type(e).__name__)
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        # An exception here is logged by the service ("error"); the message gets no ack.
+        ack = self.handle(topic, payload)
+        if ack is not None:
+            self.mqtt.publish(ack[0], ack[1], qos=1)
 
     def handle(self, topic: str, payload: bytes):
         """Verify and store one BATCH. Returns (ack topic, ack payload) or None (refused)."""
@@ -319,17 +280,12 @@ class Ledger:
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
         self.log("starting", gateways=sorted(self.cfg.gateways))
-        self.client.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive)
-        self.client.loop_start()
+        self.mqtt.start()
         try:
             while not self._stop.wait(0.5):
                 pass
         finally:
-            try:
-                self.client.disconnect()
-            except Exception:
-                pass
-            self.client.loop_stop()
+            self.mqtt.stop()
             self.db.close()
             self.log("stopped")
         return 0
@@ -342,11 +298,11 @@ def publish_card(cfg: LedgerConfig, gateway_id: str, payload: bytes, timeout: fl
     if cfg.cards_cert_file is None:
         raise RuntimeError("%s has no [cards] cert_file and key_file: card updates are published with the card "
                            "publisher's certificate, not the ledger's" % cfg.path)
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="liftcard-cards", protocol=mqtt.MQTTv311)
-    c.tls_set(ca_certs=str(cfg.ca_file), certfile=str(cfg.cards_cert_file), keyfile=str(cfg.cards_key_file),
-              cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    s = MqttSettings(cfg.host, cfg.port, "liftcard-cards", cfg.keepalive, persistent=False,
+                     tls=TlsFiles(cfg.ca_file, cfg.cards_cert_file, cfg.cards_key_file))
+    c = make_client(s, logging.getLogger(LOGGER))
     try:
-        c.connect(cfg.host, cfg.port, cfg.keepalive)
+        c.connect(s.host, s.port, s.keepalive, **connect_kwargs(s))
     except (OSError, ssl.SSLError) as e:
         raise RuntimeError("cannot connect to %s:%d: %s" % (cfg.host, cfg.port, type(e).__name__)) from None
     c.loop_start()
@@ -364,10 +320,7 @@ def format_totals(rows: list[dict]) -> str:
     head = ("gateway", "reader", "rides", "fees (fen)")
     body = [(r["gateway_id"], str(r["reader_id"]), str(r["rides"]), str(r["fees_fen"])) for r in rows]
     body.append(("total", "", str(sum(r["rides"] for r in rows)), str(sum(r["fees_fen"] for r in rows))))
-    w = [max([len(h)] + [len(b[i]) for b in body]) for i, h in enumerate(head)]
-    lines = ["  ".join(c.ljust(x) for c, x in zip(head, w)).rstrip(), "  ".join("-" * x for x in w)]
-    lines += ["  ".join(c.ljust(x) for c, x in zip(b, w)).rstrip() for b in body]
-    return "\n".join(lines)
+    return render_table(head, body)
 
 
 def main(argv=None) -> int:
@@ -385,7 +338,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config)
-    except GatewayConfigError as e:
+    except ConfigError as e:
         print("%s: config error: %s" % (PROG, e), file=sys.stderr)
         return 2
     if args.cmd == "totals":
@@ -422,6 +375,7 @@ def main(argv=None) -> int:
             return 1
         print("published %d bytes to %s" % (len(data), upstream_topics(args.gateway)["cards"]))
         return 0
+    logs.setup()
     try:
         led = Ledger(cfg)
     except (OSError, sqlite3.Error) as e:
