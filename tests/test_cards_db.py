@@ -16,8 +16,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from liftcard_protocol import cardupdate as cu
 from liftcard_protocol import link
-from liftcard_gateway.cards import CardDB, CardService
+from liftcard_gateway.carddb import CardDB
+from liftcard_gateway.cardservice import CardService
 from liftcard_gateway.config import GatewayConfigError, load_config
+from liftcard_gateway.logs import MemoryLog
 from liftcard_protocol.card import CardRecord
 from liftcard_protocol.codes import Status
 from liftcard_protocol.delta import apply_ops, parse_delta
@@ -82,14 +84,10 @@ compound_id = {COMPOUND}
     return p, keys
 
 
-class Log:
-    def __init__(self):
-        self.records = []
-
-    def __call__(self, event, **fields):
-        rec = dict(event=event, **fields)
+class Log(MemoryLog):
+    def keep(self, rec):
         json.dumps(rec)
-        self.records.append(rec)
+        super().keep(rec)
 
     def events(self, name):
         return [r for r in self.records if r["event"] == name]
@@ -174,7 +172,7 @@ def test_vector_sequence_against_the_database(tmp_path):
     db = CardDB(tmp_path / "gateway.db", bytes.fromhex(vec["public_key"]), vec["compound_id"])
     log = Log()
     try:
-        from liftcard_gateway.cards import apply_and_log
+        from liftcard_gateway.cardservice import apply_and_log
         for case in vec["sequence"]:
             before = dump(db.path)
             res = apply_and_log(db, bytes.fromhex(case["hex"]), log)

@@ -20,7 +20,8 @@ import pytest
 from liftcard_protocol import link
 from liftcard_gateway.broker import MosquittoInstance, find_tool, reader_topics
 from liftcard_gateway.config import load_config
-from liftcard_gateway.daemon import Gateway, JsonLog
+from liftcard_gateway.daemon import Gateway
+from liftcard_gateway.logs import MemoryLog
 from liftcard_protocol.ride import RideRecord
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,15 +74,10 @@ client_id = "gw-{uuid.uuid4().hex[:12]}"
     return p
 
 
-class ListLog(JsonLog):
-    def __init__(self):
-        super().__init__(stream=open(os.devnull, "w"))
-        self.records = []
-
-    def __call__(self, event, **fields):
-        rec = dict(event=event, **fields)
+class ListLog(MemoryLog):
+    def keep(self, rec):
         json.dumps(rec)  # must be one JSON object
-        self.records.append(rec)
+        super().keep(rec)
 
     def wait(self, pred, timeout=10.0):
         end = time.monotonic() + timeout

@@ -6,7 +6,8 @@ import pytest
 
 from liftcard_gateway.config import GatewayConfigError, load_config
 from liftcard_protocol.ride import RideRecord
-from liftcard_gateway.store import ReplayError, Store, UnknownReader, format_status
+from liftcard_gateway.store import ReplayError, Store, UnknownReader
+from liftcard_gateway.tables import format_status
 
 
 def ride(seq, card=0xFEDCBA9876543210, fee=30):

@@ -262,7 +262,8 @@ def test_ntag_sun_recorded_at_one_reader_replayed_at_another_is_denied(tmp_path)
     import os as _os
     from liftcard_gateway.broker import MosquittoInstance
     from liftcard_gateway.config import load_config
-    from liftcard_gateway.daemon import Gateway, JsonLog
+    from liftcard_gateway.daemon import Gateway
+    from liftcard_gateway.logs import MemoryLog
 
     ids = (READER, READER + 1)
     keys = {READER: KEY, READER + 1: bytes(range(100, 132))}
@@ -286,13 +287,10 @@ username = "gateway"
 password_file = "broker.pass"
 client_id = "gw-sun-e2e"
 {rtoml}""")
-        records = []
+        log = MemoryLog()
+        records = log.records
 
-        class Log(JsonLog):
-            def __call__(self, event, **fields):
-                records.append(dict(event=event, **fields))
-
-        g = Gateway(load_config(gdir / "gw.toml"), log=Log(open(_os.devnull, "w")))
+        g = Gateway(load_config(gdir / "gw.toml"), log=log)
         gt = threading.Thread(target=g.run, kwargs={"install_signals": False}, daemon=True)
         gt.start()
         assert g.wait_ready(10)

@@ -21,6 +21,7 @@ from liftcard_protocol import upstream as uf
 from liftcard_gateway.bank_broker import BankBroker, tls_connack
 from liftcard_gateway.broker import find_tool
 from liftcard_gateway.config import load_config
+from liftcard_gateway.logs import MemoryLog
 from liftcard_gateway.pki import issue, make_ca, make_dev_pki
 from liftcard_protocol.keys import load_signing_key, write_private
 from liftcard_gateway.store import Store
@@ -38,20 +39,10 @@ except Exception:  # pragma: no cover
     pytest.skip("mosquitto is not installed (scripts/setup.sh installs it)", allow_module_level=True)
 
 
-class ListLog:
-    def __init__(self):
-        self.records = []
-        self._lock = threading.Lock()
-
-    def __call__(self, event, **f):
-        rec = dict(event=event, **f)
+class ListLog(MemoryLog):
+    def keep(self, rec):
         json.dumps(rec, default=str)
-        with self._lock:
-            self.records.append(rec)
-
-    def find(self, pred):
-        with self._lock:
-            return [r for r in self.records if pred(r)]
+        super().keep(rec)
 
 
 def wait_for(pred, timeout=30.0, what="condition"):

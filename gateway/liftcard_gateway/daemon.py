@@ -30,29 +30,35 @@ sends it the building's table (the SUN_TABLE_SIZE most recent counters, most
 recent first, <= 64 per message), so a reader that was offline catches up.
 Card ids are never logged.
 
-Refused payloads are logged, one JSON object per line on stderr: event,
-reader_id, reason (never a card id, key, MAC or body).
+The MQTT client is an mqttservice.MqttService. Events go to the logger
+`liftcard.gateway` (logs.py: one JSON object per line): refused payloads with
+reader_id and reason, never a card id, key, MAC or body.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import queue
 import signal
-import sys
 import threading
 import time
 
-import paho.mqtt.client as mqtt
-
 from liftcard_protocol import link
-from .config import GatewayConfig
-from .downcounter import DownCounter
-from liftcard_protocol.topics import parse_reader_topic, reader_topics
 from liftcard_protocol.codes import Flag
 from liftcard_protocol.epoch import epoch_from_unix
 from liftcard_protocol.errors import FormatError
+from liftcard_protocol.fields import U32
+from liftcard_protocol.topics import parse_reader_topic, reader_topics
+
+from .cardservice import CardService
+from .config import GatewayConfig
+from .downcounter import DownCounter
+from .logs import events
+from .mqttservice import MqttService, MqttSettings
 from .store import ReplayError, Store, StoreError
+from .upstream import Upstream
+
+LOGGER = "liftcard.gateway"
 
 SUBSCRIPTIONS = [("lc/+/+/up", 1), ("lc/+/+/status", 1)]
 # A Last Will (the broker's, docs/link.md) on a status topic: not a link message.
@@ -71,29 +77,19 @@ SUN_TABLE_SIZE = 128
 INBOX_MAX = 1024
 
 
-class JsonLog:
-    """One JSON object per line. Callers pass only safe fields."""
-
-    def __init__(self, stream=None):
-        self.stream = stream if stream is not None else sys.stderr
-        self._lock = threading.Lock()
-
-    def __call__(self, event: str, **fields) -> None:
-        rec = {"ts": round(time.time(), 3), "event": event}
-        rec.update(fields)
-        line = json.dumps(rec, separators=(",", ":"), default=str)
-        with self._lock:
-            try:
-                self.stream.write(line + "\n")
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass
+def broker_settings(cfg: GatewayConfig) -> MqttSettings:
+    """The local broker link: MQTT 3.1.1, persistent session, username and password."""
+    b = cfg.broker
+    return MqttSettings(b.host, b.port, b.client_id, b.keepalive, username=b.username, password=b.password)
 
 
 class Gateway:
-    def __init__(self, cfg: GatewayConfig, log: JsonLog | None = None):
+    """log: the logger for the daemon's events (default `liftcard.gateway`); when
+    given, the card service and the upstream log to it too."""
+
+    def __init__(self, cfg: GatewayConfig, log: logging.Logger | None = None):
         self.cfg = cfg
-        self.log = log or JsonLog()
+        self.log = events(log or LOGGER)
         self.store = Store(cfg.db_path)
         for r in cfg.readers.values():
             self.store.ensure_reader(r.reader_id, r.building_id, r.first_seq)
@@ -109,25 +105,17 @@ class Gateway:
         self._inbox: queue.Queue = queue.Queue(INBOX_MAX)
         self._ingest_done = threading.Event()
         self._ingester = threading.Thread(target=self._ingest, name="ingest", daemon=True)
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.broker.client_id,
-                                  clean_session=False, protocol=mqtt.MQTTv311)
-        self.client.username_pw_set(cfg.broker.username, cfg.broker.password.value)
-        self.client.reconnect_delay_set(1, 30)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = self._on_subscribe
-        self._subscribed = threading.Event()
+        self.mqtt = MqttService(broker_settings(cfg), SUBSCRIPTIONS, self.log, self._on_message,
+                                on_connect=self._on_connect)
+        self.client = self.mqtt.client
         # docs/cards.md: the card database and whitelist distribution ([cards]; None: none).
         self.cards = None
         if cfg.cards is not None:
-            from .cards import CardService
-            self.cards = CardService(cfg, self.log)
+            self.cards = CardService(cfg, log)
         # The upstream to the bank ledger (docs/upstream.md), when [upstream] is configured.
         self.upstream = None
         if cfg.upstream is not None:
-            from .upstream import Upstream
-            self.upstream = Upstream(cfg.upstream, cfg.db_path, self.log,
+            self.upstream = Upstream(cfg.upstream, cfg.db_path, log,
                                      on_card_update=self._queue_card_update if self.cards is not None else None)
         # reader_id -> the whitelist version its last STATUS reported: a card
         # update is pushed at once to these readers. Seeded from the database,
@@ -164,7 +152,7 @@ class Gateway:
         sent_at = prev[0] if prev else None
         if reason is not None:
             epoch_s = epoch_from_unix(int(time.time()))
-            if not 0 < epoch_s <= 0xFFFFFFFF:
+            if not 0 < epoch_s <= U32:
                 # The gateway's own clock is before 2024 (a Pi without RTC or NTP):
                 # sending it would corrupt the reader's clock.
                 self.log("time_not_sent", reader_id=reader_id, reason="gateway_clock")
@@ -239,35 +227,20 @@ class Gateway:
                 except Exception as e:  # one reader must not stop the others
                     self.log("error", reader_id=reader_id, error=type(e).__name__)
 
-    # -- mqtt callbacks -----------------------------------------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
-        if reason_code.is_failure:
-            self.log("broker_refused", reason=str(reason_code))
-            return
-        client.subscribe(SUBSCRIPTIONS)
+    # -- mqtt callbacks (paho's thread) ---------------------------------------------
+    def _on_connect(self, session_present: bool) -> None:
         # Forwards published while the gateway was away from the broker were
         # lost: every reader gets the building's table at its next STATUS.
         self._sun_synced.clear()
-        self.log("connected", host=self.cfg.broker.host, port=self.cfg.broker.port,
-                 session_present=bool(getattr(flags, "session_present", False)))
-
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
-        self._subscribed.set()
-        self.log("subscribed", topics=[t for t, _ in SUBSCRIPTIONS])
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        self._subscribed.clear()
-        if not self._stop.is_set():
-            self.log("disconnected", reason=str(reason_code))
 
     def _refuse(self, topic_reader, reason: str, topic: str, **kw) -> None:
         self.log("refused", reader_id=topic_reader, reason=reason, topic=topic, **kw)
 
-    def _on_message(self, client, userdata, msg):
+    def _on_message(self, topic: str, payload: bytes) -> None:
         # Handled on the ingest thread, in arrival order. The inbox is bounded:
         # when SQLite falls behind, paho's thread waits here and the broker
         # holds the rest (QoS 1), so memory stays bounded.
-        self._inbox.put((msg.topic, bytes(msg.payload)))
+        self._inbox.put((topic, payload))
 
     def _ingest(self) -> None:
         """Take what has arrived, up to GROUP_MAX messages, and handle it as one
@@ -412,8 +385,7 @@ class Gateway:
             signal.signal(signal.SIGINT, self.stop)
         self.log("starting", readers=len(self.cfg.readers))
         self._ingester.start()
-        self.client.connect_async(self.cfg.broker.host, self.cfg.broker.port, self.cfg.broker.keepalive)
-        self.client.loop_start()
+        self.mqtt.start()
         if self.upstream is not None:
             self.upstream.start()
         try:
@@ -425,13 +397,9 @@ class Gateway:
 
     def shutdown(self) -> None:
         self._stop.set()
-        try:
-            self.client.disconnect()
-        except Exception:
-            pass
         # The ingest thread keeps draining while paho's stops (paho may be
         # waiting on a full inbox), then finishes what has arrived.
-        self.client.loop_stop()
+        self.mqtt.stop()
         self._ingest_done.set()
         if self._ingester.is_alive():
             self._ingester.join(30)
@@ -444,4 +412,4 @@ class Gateway:
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """True once connected and subscribed."""
-        return self._subscribed.wait(timeout)
+        return self.mqtt.wait_ready(timeout)

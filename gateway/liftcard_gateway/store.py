@@ -1,7 +1,9 @@
 """The gateway's SQLite store (docs/gateway.md): rides, readers, gaps.
 
-SQLite through sqlite-utils, WAL mode, synchronous=FULL (an ack promises the
-rides survive a power cut, so a commit must be on disk before it returns).
+SQLite opened by db.py (WAL mode, synchronous=FULL: an ack promises the rides
+survive a power cut, so a commit must be on disk before it returns); the
+tables and their schema versions are in schema.py. Every write is one
+db.transaction().
 
 Tables:
 
@@ -51,12 +53,12 @@ from pathlib import Path
 import sqlite_utils
 
 from liftcard_protocol.codes import Flag
-from liftcard_protocol.epoch import LIFTCARD_EPOCH
+from liftcard_protocol.epoch import epoch_from_unix
+from liftcard_protocol.link import ST_CLOCK_SYNCED
 from liftcard_protocol.ride import RideRecord
 
-RIDE_FIELDS = ("seq", "time", "uptime", "card_id", "household", "floor", "fee", "result", "flags", "boot")
-STATUS_FIELDS = ("uptime", "free_heap", "backlog", "wl_version", "unrecorded", "last_error", "flags", "boot", "time")
-ST_CLOCK_SYNCED = 0x01  # uplink.ST_CLOCK_SYNCED
+from .db import savepoint, transaction
+from .schema import open_gateway_db
 
 
 class StoreError(RuntimeError):
@@ -87,55 +89,9 @@ def _now() -> float:
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The daemon's paho thread writes; the main thread closes after joining it.
-        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
-        self.db = sqlite_utils.Database(conn)
-        self.db.enable_wal()
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=30000")
-        self.conn = conn
-        self._create()
-
-    # -- schema -------------------------------------------------------------
-    def _create(self) -> None:
-        db = self.db
-        if "rides" not in db.table_names():
-            db["rides"].create({
-                "reader_id": int, "seq": int, "time": int, "uptime": int, "card_id": str,
-                "household": int, "floor": int, "fee": int, "result": int, "flags": int, "boot": int,
-                "received_at": float, "up_counter": int, "time_corrected": int, "time_ref_seq": int,
-            }, pk=("reader_id", "seq"), not_null={"reader_id", "seq"})
-        if "readers" not in db.table_names():
-            db["readers"].create({
-                "reader_id": int, "building_id": int, "first_seq": int, "acked_seq": int, "max_seq": int,
-                "last_up_counter": int, "last_seen": float, "online": int,
-                "uptime": int, "free_heap": int, "backlog": int, "wl_version": int, "unrecorded": int,
-                "last_error": int, "status_flags": int, "boot": int, "status_at": float,
-                "time_sent_at": float, "time_sent_epoch": int, "clock_drift_s": int, "clock_at": float,
-            }, pk="reader_id")
-        if "gaps" not in db.table_names():
-            db["gaps"].create({
-                "id": int, "reader_id": int, "from_seq": int, "to_seq": int,
-                "noticed_at": float, "filled_at": float,
-            }, pk="id")
-            db["gaps"].create_index(["reader_id", "filled_at"])
-        if "meta" not in db.table_names():
-            db["meta"].create({"key": str, "value": int}, pk="key")
-        if "sun_counters" not in db.table_names():
-            db["sun_counters"].create({"building_id": int, "card_id": str, "counter": int, "updated_at": float},
-                                      pk=("building_id", "card_id"), not_null={"building_id", "card_id", "counter"})
-            db["sun_counters"].create_index(["building_id", "updated_at"], index_name="sun_recent")
-        # Databases made before these columns existed: add them (NULL = not set).
-        for table, cols in (("rides", {"time_corrected": int, "time_ref_seq": int}),
-                            ("readers", {"time_sent_at": float, "time_sent_epoch": int, "clock_drift_s": int,
-                                         "clock_at": float})):
-            have = db[table].columns_dict
-            for name, typ in cols.items():
-                if name not in have:
-                    db[table].add_column(name, typ)
-        if "rides_boot" not in {ix.name for ix in db["rides"].indexes}:
-            db["rides"].create_index(["reader_id", "boot", "seq"], index_name="rides_boot")
+        # The daemon's ingest thread writes; the main thread closes after joining it.
+        self.conn = open_gateway_db(self.path)
+        self.db = sqlite_utils.Database(self.conn)  # dict rows for reader() and status_rows()
 
     def close(self) -> None:
         try:
@@ -148,8 +104,7 @@ class Store:
         """Register a reader from the config (keeps its state if known).
         first_seq, when given and nothing is stored yet, fixes where the run starts."""
         c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(c):
             row = c.execute("SELECT first_seq, max_seq FROM readers WHERE reader_id=?", (reader_id,)).fetchone()
             if row is None:
                 c.execute("INSERT INTO readers (reader_id, building_id, first_seq, acked_seq, max_seq, "
@@ -161,16 +116,18 @@ class Store:
                 if first_seq is not None and row[1] is None:
                     c.execute("UPDATE readers SET first_seq=?, acked_seq=? WHERE reader_id=?",
                               (first_seq, first_seq - 1, reader_id))
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
 
     def last_counter(self, reader_id: int) -> int:
         row = self.conn.execute("SELECT last_up_counter FROM readers WHERE reader_id=?", (reader_id,)).fetchone()
         if row is None:
             raise UnknownReader("reader %d is not registered" % reader_id)
         return row[0] or 0
+
+    def _check_counter(self, reader_id: int, counter: int) -> None:
+        """UnknownReader, or ReplayError unless counter is above the last one
+        accepted from the reader (inside the transaction that records it)."""
+        if counter <= self.last_counter(reader_id):
+            raise ReplayError("counter is not greater than the last accepted for reader %d" % reader_id)
 
     def acked_seq(self, reader_id: int) -> int:
         row = self.conn.execute("SELECT acked_seq FROM readers WHERE reader_id=?", (reader_id,)).fetchone()
@@ -204,20 +161,13 @@ class Store:
         now = _now() if now is None else now
         c = self.conn
         out = []
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(c):
             for reader_id, counter, rides in items:
-                c.execute("SAVEPOINT msg")
                 try:
-                    out.append(self._store_one(reader_id, counter, list(rides), now))
-                except StoreError as e:
-                    c.execute("ROLLBACK TO msg")
+                    with savepoint(c, "msg"):
+                        out.append(self._store_one(reader_id, counter, list(rides), now))
+                except StoreError as e:  # this message refused, undone alone
                     out.append(e)
-                c.execute("RELEASE msg")
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
         return out
 
     def _store_one(self, reader_id: int, counter: int, rides: list, now: float) -> BatchResult:
@@ -308,15 +258,10 @@ class Store:
         now = _now() if now is None else now
         drift = None
         if status.flags & ST_CLOCK_SYNCED:
-            drift = int(status.time) - (int(now) - LIFTCARD_EPOCH)
+            drift = int(status.time) - epoch_from_unix(int(now))
         c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            row = c.execute("SELECT last_up_counter FROM readers WHERE reader_id=?", (reader_id,)).fetchone()
-            if row is None:
-                raise UnknownReader("reader %d is not registered" % reader_id)
-            if counter <= (row[0] or 0):
-                raise ReplayError("counter is not greater than the last accepted for reader %d" % reader_id)
+        with transaction(c):
+            self._check_counter(reader_id, counter)
             c.execute("UPDATE readers SET last_up_counter=?, last_seen=?, status_at=?, online=1, uptime=?, "
                       "free_heap=?, backlog=?, wl_version=?, unrecorded=?, last_error=?, status_flags=?, boot=?, "
                       "clock_drift_s=?, clock_at=CASE WHEN ? IS NULL THEN clock_at ELSE ? END "
@@ -324,10 +269,6 @@ class Store:
                       (counter, now, now, status.uptime, status.free_heap, status.backlog, status.wl_version,
                        status.unrecorded, status.last_error, status.flags, status.boot, drift, drift, now,
                        reader_id))
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
 
     def merge_sun(self, reader_id: int, building_id: int, counter: int, entries,
                   now: float | None = None) -> list:
@@ -338,13 +279,8 @@ class Store:
         now = _now() if now is None else now
         c = self.conn
         raised: dict[int, int] = {}
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            row = c.execute("SELECT last_up_counter FROM readers WHERE reader_id=?", (reader_id,)).fetchone()
-            if row is None:
-                raise UnknownReader("reader %d is not registered" % reader_id)
-            if counter <= (row[0] or 0):
-                raise ReplayError("counter is not greater than the last accepted for reader %d" % reader_id)
+        with transaction(c):
+            self._check_counter(reader_id, counter)
             for card_id, ctr in entries:
                 cid = "%016x" % card_id
                 cur = c.execute("SELECT counter FROM sun_counters WHERE building_id=? AND card_id=?",
@@ -356,10 +292,6 @@ class Store:
                           "updated_at=excluded.updated_at", (building_id, cid, ctr, now))
                 raised[card_id] = ctr
             c.execute("UPDATE readers SET last_up_counter=?, last_seen=? WHERE reader_id=?", (counter, now, reader_id))
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
         return list(raised.items())
 
     def sun_counters(self, building_id: int, limit: int | None = None) -> list:
@@ -387,17 +319,12 @@ class Store:
         before in this database, last = first + ahead; committed before it
         returns, so a counter is on disk before it is used."""
         c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(c):
             got = dict(c.execute("SELECT key, value FROM meta WHERE key IN ('down_reserved', 'boot')"))
             # 'boot': databases from before reservations counted (boot << 32) | n.
             floor = max(got.get("down_reserved", 0) + 1, (got["boot"] + 1) << 32 if "boot" in got else 0)
             first = max(at_least, floor)
             c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('down_reserved', ?)", (first + ahead,))
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
         return first, first + ahead
 
     # -- reading ------------------------------------------------------------
@@ -437,44 +364,3 @@ class Store:
                 "FROM readers r ORDER BY r.reader_id", (int(Flag.LEGACY_UID),)):
             rows.append(r)
         return rows
-
-
-def ago(t: float | None, now: float, none: str = "never") -> str:
-    """How long ago t was, for the status tables: "42s ago", "5m ago", "3h ago"."""
-    if t is None:
-        return none
-    d = max(0, int(now - t))
-    return "%ds ago" % d if d < 120 else ("%dm ago" % (d // 60) if d < 7200 else "%dh ago" % (d // 3600))
-
-
-def render_table(head, rows) -> str:
-    """Columns padded to their widest cell, a dashed rule under the heading
-    (every status table of the gateway: readers, upstream, cards)."""
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths)).rstrip(), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    return "\n".join(lines)
-
-
-def format_status(rows: list[dict], now: float | None = None) -> str:
-    """The `status` command's table."""
-    now = _now() if now is None else now
-
-    def v(x):
-        return "-" if x is None else str(x)
-
-    def clock(r):  # from the last heartbeat's CLOCK_SYNCED flag
-        if r.get("status_flags") is None:
-            return "-"
-        return "synced" if r["status_flags"] & ST_CLOCK_SYNCED else "unsynced"
-
-    def drift(r):  # the reader's clock minus the gateway's, at the last STATUS
-        d = r.get("clock_drift_s")
-        return "-" if d is None else "%+ds" % d
-
-    head = ("reader", "building", "online", "last seen", "acked seq", "stored", "backlog", "wl version",
-            "free heap", "clock", "drift", "gaps", "legacy")
-    body = [(str(r["reader_id"]), str(r["building_id"]), "yes" if r["online"] else "no", ago(r["last_seen"], now),
-             v(r["acked_seq"]), str(r["stored"]), v(r["backlog"]), v(r["wl_version"]), v(r["free_heap"]), clock(r),
-             drift(r), str(r["open_gaps"]), str(r.get("legacy") or 0)) for r in rows]
-    return render_table(head, body)

@@ -23,71 +23,42 @@ scans every scan_interval_s.
 
 Card updates from the bank (topic .../cards) are passed, as bytes, to the
 `on_card_update` callback given to the constructor (None: ignored).
+
+The MQTT client is an mqttservice.MqttService; its tables are in schema.py
+(gateway.db, db.py); events go to the logger `liftcard.upstream` (logs.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import queue
 import sqlite3
-import ssl
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.properties import Properties
-from paho.mqtt.packettypes import PacketTypes
-
 from liftcard_protocol import upstream as uf
-from .store import ago, render_table
 from liftcard_protocol.topics import upstream_topics
 
-RIDE_COLUMNS = ("seq", "time", "uptime", "card_id", "household", "floor", "fee", "result", "flags", "boot",
-                "time_corrected")
+from .config import GatewayConfigError, load_config
+from .db import transaction
+from .logs import events
+from .mqttservice import MqttService, MqttSettings, TlsFiles
+from .schema import open_gateway_db
+from .tables import format_upstream_status
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS upstream_batches (
-    batch_id INTEGER PRIMARY KEY,
-    reader_id INTEGER NOT NULL,
-    building_id INTEGER NOT NULL,
-    first_rowid INTEGER NOT NULL,
-    last_rowid INTEGER NOT NULL,
-    first_seq INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL,
-    rides INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    acked_at REAL,
-    payload BLOB
-);
-CREATE INDEX IF NOT EXISTS upstream_batches_open ON upstream_batches(reader_id) WHERE acked_at IS NULL;
-CREATE TABLE IF NOT EXISTS upstream_readers (
-    reader_id INTEGER PRIMARY KEY,
-    sent_rowid INTEGER NOT NULL DEFAULT 0,
-    acked_rowid INTEGER NOT NULL DEFAULT 0,
-    acked_rides INTEGER NOT NULL DEFAULT 0,
-    acked_batches INTEGER NOT NULL DEFAULT 0,
-    last_ack_at REAL
-);
-CREATE INDEX IF NOT EXISTS upstream_rides_reader ON rides(reader_id);
-"""
+LOGGER = "liftcard.upstream"
 
-
-def open_db(db_path) -> sqlite3.Connection:
-    """A connection to the gateway DB with the upstream tables (created if missing)."""
-    from .store import Store
-    db_path = Path(db_path)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(db_path), isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA busy_timeout=30000")
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='rides'").fetchone() is None:
-        Store(db_path).close()  # the store's schema first
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.executescript(SCHEMA)
-    return conn
+def bank_settings(conf) -> MqttSettings:
+    """The bank broker link of an [upstream] section: TLS client certificate,
+    persistent session, MQTT 3.1.1 or 5, room for every batch in flight."""
+    return MqttSettings(conf.host, conf.port, conf.client_id, conf.keepalive, protocol=conf.protocol,
+                        username=conf.username, password=conf.password,
+                        tls=TlsFiles(conf.ca_file, conf.cert_file, conf.key_file),
+                        max_inflight=max(20, 2 * conf.max_inflight))
 
 
 @dataclass
@@ -115,20 +86,21 @@ def _published(mi) -> bool:
 
 
 class Upstream:
-    def __init__(self, conf, db_path, log=None, on_card_update=None):
-        from .daemon import JsonLog
+    """conf: the [upstream] section (config.UpstreamConf); log: the logger for
+    its events (default `liftcard.upstream`)."""
+
+    def __init__(self, conf, db_path, log: logging.Logger | None = None, on_card_update=None):
         self.conf = conf
-        self.log = log or JsonLog()
+        self.log = events(log or LOGGER)
         self.on_card_update = on_card_update
         self.db_path = Path(db_path)
         self.topics = upstream_topics(conf.gateway_id)
         self._key = conf.signing_key.value
         self._ledger_pub = conf.ledger_public_key
-        self._conn = open_db(self.db_path)
+        self._conn = open_gateway_db(self.db_path)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._connected = threading.Event()
-        self._subscribed = threading.Event()
         self._reconnected = threading.Event()
         self._acks: queue.Queue = queue.Queue()
         self._inflight: dict[int, _InFlight] = {}
@@ -137,20 +109,10 @@ class Upstream:
         self._thread: threading.Thread | None = None
         self.stats = {"batches_sent": 0, "batches_acked": 0, "rides_acked": 0, "resends": 0, "refused_acks": 0}
         self._load_state()
-        v5 = conf.protocol == "5"
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=conf.client_id,
-                                  clean_session=None if v5 else False,
-                                  protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311)
-        self.client.tls_set(ca_certs=str(conf.ca_file), certfile=str(conf.cert_file), keyfile=str(conf.key_file),
-                            cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        if conf.username is not None:
-            self.client.username_pw_set(conf.username, conf.password.value if conf.password else None)
-        self.client.reconnect_delay_set(1, 30)
-        self.client.max_inflight_messages_set(max(20, 2 * conf.max_inflight))
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = self._on_message
+        self.mqtt = MqttService(bank_settings(conf), [(self.topics["acks"], 1), (self.topics["cards"], 1)],
+                                self.log, self._handle, on_connect=self._on_connect,
+                                on_disconnect=self._connected.clear, prefix="upstream_")
+        self.client = self.mqtt.client
 
     def __repr__(self) -> str:  # no keys
         return "<Upstream %s -> %s:%d inflight=%d>" % (self.conf.gateway_id, self.conf.host, self.conf.port,
@@ -178,13 +140,7 @@ class Upstream:
     def start(self) -> "Upstream":
         self.log("upstream_starting", gateway_id=self.conf.gateway_id, host=self.conf.host, port=self.conf.port,
                  inflight=len(self._inflight))
-        kw = {}
-        if self.conf.protocol == "5":
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = 0xFFFFFFFF
-            kw = {"clean_start": False, "properties": props}
-        self.client.connect_async(self.conf.host, self.conf.port, self.conf.keepalive, **kw)
-        self.client.loop_start()
+        self.mqtt.start()
         self._thread = threading.Thread(target=self._worker, name="liftcard-upstream", daemon=True)
         self._thread.start()
         return self
@@ -194,11 +150,7 @@ class Upstream:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        try:
-            self.client.disconnect()
-        except Exception:
-            pass
-        self.client.loop_stop()
+        self.mqtt.stop()
         try:
             self._conn.close()
         except sqlite3.Error:
@@ -206,38 +158,17 @@ class Upstream:
         self.log("upstream_stopped")
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
-        return self._subscribed.wait(timeout)
+        return self.mqtt.wait_ready(timeout)
 
     @property
     def inflight(self) -> int:
         return len(self._inflight)
 
     # -- mqtt callbacks (paho's thread) -----------------------------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
-        if reason_code.is_failure:
-            self.log("upstream_broker_refused", reason=str(reason_code))
-            return
-        client.subscribe([(self.topics["acks"], 1), (self.topics["cards"], 1)])
+    def _on_connect(self, session_present: bool) -> None:
         self._connected.set()
         self._reconnected.set()
         self._wake.set()
-        self.log("upstream_connected", host=self.conf.host, port=self.conf.port,
-                 session_present=bool(getattr(flags, "session_present", False)))
-
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
-        self._subscribed.set()
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        self._connected.clear()
-        self._subscribed.clear()
-        if not self._stop.is_set():
-            self.log("upstream_disconnected", reason=str(reason_code))
-
-    def _on_message(self, client, userdata, msg):
-        try:
-            self._handle(msg.topic, bytes(msg.payload))
-        except Exception as e:  # never let one message stop the loop
-            self.log("upstream_error", topic=msg.topic, error=type(e).__name__)
 
     def _handle(self, topic: str, payload: bytes) -> None:
         if topic == self.topics["acks"]:
@@ -356,18 +287,13 @@ class Upstream:
             return None
         first_rowid, last_rowid = rows[0][0], rows[-1][0]
         now = time.time()
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(c):
             c.execute("INSERT INTO upstream_batches (batch_id, reader_id, building_id, first_rowid, last_rowid, "
                       "first_seq, last_seq, rides, created_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?)",
                       (batch_id, reader_id, building_id, first_rowid, last_rowid, rows[0][1], rows[-1][1],
                        len(rows), now, payload))
             c.execute("INSERT INTO upstream_readers (reader_id, sent_rowid) VALUES (?, ?) "
                       "ON CONFLICT(reader_id) DO UPDATE SET sent_rowid=excluded.sent_rowid", (reader_id, last_rowid))
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
         self._next_id = batch_id + 1
         self._sent_rowid[reader_id] = last_rowid
         f = _InFlight(batch_id, reader_id, rows[0][1], rows[-1][1], len(rows), last_rowid, payload)
@@ -404,8 +330,7 @@ class Upstream:
             return
         now = time.time()
         c = self._conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(c):
             for f in todo:
                 c.execute("UPDATE upstream_batches SET acked_at=?, payload=NULL WHERE batch_id=?", (now, f.batch_id))
                 c.execute("INSERT INTO upstream_readers (reader_id, sent_rowid, acked_rowid, acked_rides, "
@@ -413,10 +338,6 @@ class Upstream:
                           "acked_rowid=excluded.acked_rowid, acked_rides=acked_rides+excluded.acked_rides, "
                           "acked_batches=acked_batches+1, last_ack_at=excluded.last_ack_at",
                           (f.reader_id, f.last_rowid, f.last_rowid, f.rides, now))
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
         for f in todo:
             self._inflight.pop(f.reader_id, None)
             self.stats["batches_acked"] += 1
@@ -428,7 +349,7 @@ class Upstream:
 def upstream_status(db_path) -> list[dict]:
     """Per reader: stored rides, ledger-acked rides, backlog (stored, not acked by
     the ledger), the batch in flight and the last ack time. Safe while the daemon runs."""
-    conn = open_db(db_path)
+    conn = open_gateway_db(db_path)
     try:
         out = []
         for rid, in conn.execute("SELECT reader_id FROM readers ORDER BY reader_id").fetchall():
@@ -452,19 +373,8 @@ def upstream_backlog(db_path) -> dict[int, int]:
     return {r["reader_id"]: r["backlog"] for r in upstream_status(db_path)}
 
 
-def format_upstream_status(rows: list[dict], now: float | None = None) -> str:
-    now = time.time() if now is None else now
-    head = ("reader", "stored", "ledger acked", "backlog", "in flight", "last ack")
-    body = [(str(r["reader_id"]), str(r["stored"]), str(r["ledger_acked"]), str(r["backlog"]),
-             "-" if r["inflight_batch"] is None else "batch %d" % r["inflight_batch"],
-             ago(r["last_ack_at"], now))
-            for r in rows]
-    return render_table(head, body)
-
-
 def main(argv=None) -> int:
     """python -m liftcard_gateway.upstream status --config gw.toml"""
-    from .config import GatewayConfigError, load_config
     ap = argparse.ArgumentParser(prog="python -m liftcard_gateway.upstream")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("status", help="per-reader upstream backlog (rides not yet acked by the ledger)")

@@ -1,0 +1,145 @@
+"""The card service (docs/cards.md): what the daemon does with the card
+database (carddb.py).
+
+- `apply_update(payload)`: a signed card update from the bank (the upstream
+  hands it over, through the daemon's ingest thread); never raises for bad
+  input, returns an `ApplyResult` and logs `card_update_applied` or
+  `card_update_refused` (reason: malformed, forged, compound, stale, gap).
+- `on_status(reader_id, building_id, held_version, send)`: at every verified
+  STATUS, a reader behind the database's version gets a DELTA or its full
+  list in WHITELIST chunks (`whitelist_sent`), without a resend storm; a
+  reader ahead of it is logged once (`whitelist_ahead`).
+
+Events go to the logger `liftcard.cards` (logs.py), or the one given. Never a
+card id, key, MAC or signature.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from liftcard_protocol import link
+from liftcard_protocol.cardupdate import UpdateError
+from liftcard_protocol.delta import build_delta
+from liftcard_protocol.epoch import epoch_from_unix
+from liftcard_protocol.fields import U32
+from liftcard_protocol.whitelist import build_whitelist
+
+from .carddb import MAX_DELTA_OPS, CardDB, Plan
+from .logs import EventLog, events
+
+LOGGER = "liftcard.cards"
+DEFAULT_FULL_LIST_AFTER_OPS = MAX_DELTA_OPS
+DEFAULT_RESEND_AFTER_S = 120.0
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What became of one card update. applied: the database is now at `version`.
+    Otherwise `reason` says why it was refused (the database did not change);
+    duplicate: a stale update identical to the one applied at its version (a
+    redelivery, harmless)."""
+
+    applied: bool
+    version: int            # the database's version after this call
+    reason: str | None = None
+    message: str = ""       # one line, no card ids
+    kind: str | None = None
+    update_version: int | None = None
+    ops: int = 0            # operations in the update
+    changed: int = 0        # cards actually changed
+    duplicate: bool = False
+
+    def __bool__(self) -> bool:
+        return self.applied
+
+
+class CardService:
+    """The daemon's side: apply bank updates, bring readers up to date.
+
+    cfg: a GatewayConfig whose `cards` is set. log: the logger for its events
+    (default `liftcard.cards`). clock: monotonic seconds (tests pass their own)."""
+
+    def __init__(self, cfg, log: logging.Logger | None = None, clock=time.monotonic):
+        cc = cfg.cards
+        self.cfg = cfg
+        self.log = events(log or LOGGER)
+        self.clock = clock
+        self.max_ops = min(cc.full_list_after_ops, MAX_DELTA_OPS)
+        self.resend_after_s = cc.resend_after_s
+        self.db = CardDB(cfg.db_path, cc.bank_public_key, cc.compound_id, cc.history_versions)
+        self._keys = {rid: r.key.value for rid, r in cfg.readers.items()}
+        self._sent: dict[int, tuple] = {}     # reader -> (from, to, how, monotonic time)
+        self._ahead: dict[int, tuple] = {}    # reader -> (held, version) last logged as ahead
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- from the bank ---------------------------------------------------------------
+    def apply_update(self, payload: bytes) -> ApplyResult:
+        """Apply one signed card update (bytes as the bank sent them). Never
+        raises for bad input: returns an ApplyResult and logs
+        card_update_applied or card_update_refused."""
+        return apply_and_log(self.db, payload, self.log)
+
+    # -- to the readers ---------------------------------------------------------------
+    def on_status(self, reader_id: int, building_id: int, held: int, send) -> Plan | None:
+        """Called at each verified STATUS of a configured reader with the
+        whitelist version it reports. send(make) publishes one down message:
+        make(counter) returns its bytes. Returns the plan sent, or None."""
+        with self._lock:
+            now = self.clock()
+            plan = self.db.plan(building_id, held, self.max_ops)
+            if plan is None:
+                self._sent.pop(reader_id, None)
+                cur = self.db.version()
+                if held > cur and self._ahead.get(reader_id) != (held, cur):
+                    self._ahead[reader_id] = (held, cur)
+                    self.log("whitelist_ahead", reader_id=reader_id, held_version=held, version=cur)
+                return None
+            prev = self._sent.get(reader_id)
+            if prev is not None:
+                p_from, p_to, p_how, at = prev
+                waiting = p_from == held and now - at < self.resend_after_s
+                # The reader has not yet reported what was sent from this version:
+                # wait for the timeout, unless a small delta is outdated by a newer version.
+                if waiting and (p_to == plan.to_version or p_how == "full"):
+                    return None
+            key = self._keys[reader_id]
+            if plan.how == "delta":
+                blob = build_delta(key, reader_id, building_id, plan.from_version, plan.to_version, plan.ops)
+                send(lambda counter: link.build_delta(key, reader_id, building_id, counter, blob))
+                nbytes = link.MIN_MSG + len(blob)
+            else:
+                blob = build_whitelist(key, reader_id, building_id, plan.to_version, plan.cards,
+                                       issued=max(0, min(epoch_from_unix(int(time.time())), U32)))
+                nbytes = 0
+                for off, data in link.whitelist_chunks(blob):
+                    send(lambda counter, off=off, data=data: link.build_whitelist_chunk(
+                        key, reader_id, building_id, counter, plan.to_version, len(blob), off, data))
+                    nbytes += link.MIN_MSG + link.WLCHUNK_HEADER_LEN + len(data)
+            self._sent[reader_id] = (plan.from_version, plan.to_version, plan.how, now)
+            self.db.record_send(reader_id, building_id, plan, nbytes)
+            self.log("whitelist_sent", reader_id=reader_id, from_version=plan.from_version,
+                     to_version=plan.to_version, how=plan.how, bytes=nbytes)
+            return plan
+
+
+def apply_and_log(db: CardDB, payload: bytes, log: "logging.Logger | EventLog") -> ApplyResult:
+    """db.apply(payload), logged (card_update_applied / card_update_refused) on
+    `log`; an UpdateError becomes a refused ApplyResult."""
+    log = events(log)
+    try:
+        u, changed = db.apply(payload)
+    except UpdateError as e:
+        cur = db.version()
+        dup = bool(getattr(e, "duplicate", False))
+        log("card_update_refused", reason=e.reason, detail=str(e), version=cur, duplicate=dup)
+        return ApplyResult(False, cur, e.reason, str(e), duplicate=dup)
+    log("card_update_applied", version=u.version, kind=u.kind_name, base_version=u.base_version,
+        ops=len(u.ops), changed=changed)
+    return ApplyResult(True, u.version, None, "", u.kind_name, u.version, len(u.ops), changed)

@@ -1,0 +1,147 @@
+"""liftcard-gateway: `run`, `status`, `cards import FILE | cards status`, each
+with `--config gw.toml` (docs/gateway.md, docs/cards.md).
+
+Exit status: 0 done; 1 refused or failed (one line on stderr); 2 a bad config
+or a bad command line. `run` logs JSON lines to stderr (logs.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+from pathlib import Path
+
+from liftcard_protocol.cardupdate import INCREMENTAL, KIND_NAMES, R_GAP, UpdateError
+
+from . import logs
+from .carddb import CardDB, verify_update
+from .config import GatewayConfigError, load_config
+from .daemon import Gateway
+from .db import connect
+from .store import Store
+from .tables import format_cards_status, format_status, format_upstream_status
+from .upstream import upstream_status
+
+PROG = "liftcard-gateway"
+MAX_CARD_UPDATE_FILE = 256 * 1024 * 1024
+
+
+def _fail(msg: str, status: int = 1) -> int:
+    print("%s: %s" % (PROG, msg), file=sys.stderr)
+    return status
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=PROG, description="liftcard Raspberry Pi gateway")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name, text in (("run", "run the daemon (until SIGTERM/SIGINT)"),
+                       ("status", "print the readers table (and the upstream backlog) from the database")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", required=True, help="the gateway's TOML config")
+    # docs/cards.md: the card database fed by the bank's signed card updates
+    pc = sub.add_parser("cards", help="the card database: import a signed card update, show versions")
+    csub = pc.add_subparsers(dest="cards_cmd", required=True)
+    pi = csub.add_parser("import", help="apply a signed card update file to the database")
+    pi.add_argument("file", help="the signed update (liftcard-bank update --out ...)")
+    pi.add_argument("--config", required=True, help="the gateway's TOML config")
+    ps = csub.add_parser("status", help="database version, cards per building, readers' versions")
+    ps.add_argument("--config", required=True, help="the gateway's TOML config")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except GatewayConfigError as e:
+        return _fail("config error: %s" % e, 2)
+    if args.cmd == "cards":
+        if cfg.cards is None:
+            return _fail("config error: cards: no [cards] section in %s (no card database)" % cfg.path, 2)
+        if args.cards_cmd == "import":
+            return cards_import(cfg, Path(args.file))
+        return cards_status(cfg)
+    if args.cmd == "status":
+        return status(cfg)
+    return run(cfg)
+
+
+def run(cfg) -> int:
+    logs.setup()
+    try:
+        gw = Gateway(cfg)
+    except OSError as e:
+        return _fail("cannot open the data directory %s: %s" % (cfg.data_dir, e.strerror))
+    except sqlite3.Error as e:
+        return _fail("cannot open the database %s: %s" % (cfg.db_path, e))
+    return gw.run()
+
+
+def status(cfg) -> int:
+    """The readers table, then (with [upstream]) what the ledger has not acknowledged yet."""
+    if not cfg.db_path.exists():
+        return _fail("no database yet at %s (run the daemon first)" % cfg.db_path)
+    st = Store(cfg.db_path)
+    try:
+        print(format_status(st.status_rows()))
+    finally:
+        st.close()
+    if cfg.upstream is not None:  # docs/upstream.md
+        print("\nupstream to the ledger:")
+        print(format_upstream_status(upstream_status(cfg.db_path)))
+    return 0
+
+
+def cards_import(cfg, path: Path) -> int:
+    """Verify a signed card update file, then apply it; the database is not
+    touched (nor created) for a refused one."""
+    cc = cfg.cards
+    try:
+        with open(path, "rb") as f:
+            payload = f.read(MAX_CARD_UPDATE_FILE + 1)
+    except OSError as e:
+        return _fail("cannot read %s: %s" % (path, e.strerror or type(e).__name__))
+    try:
+        u = verify_update(cc.bank_public_key, cc.compound_id, payload)
+        if not cfg.db_path.exists() and u.kind == INCREMENTAL:
+            raise UpdateError(R_GAP, "incremental card update %d->%d, but there is no card database yet "
+                              "(import a snapshot first)" % (u.base_version, u.version))
+    except UpdateError as e:
+        return _fail("card update refused (%s): %s" % (e.reason, e))
+    try:
+        db = CardDB(cfg.db_path, cc.bank_public_key, cc.compound_id, cc.history_versions)
+    except (OSError, sqlite3.Error) as e:
+        return _fail("cannot open the database %s: %s" % (cfg.db_path, getattr(e, "strerror", None) or e))
+    try:
+        try:
+            u, changed = db.apply(payload, verified=u)
+        except UpdateError as e:
+            return _fail("card update refused (%s): %s" % (e.reason, e))
+        counts = db.counts()
+    finally:
+        db.close()
+    print("card database at version %d (%s, %d operations, %d cards changed; %d cards in %d buildings)"
+          % (u.version, KIND_NAMES[u.kind], len(u.ops), changed, sum(counts.values()), len(counts)))
+    return 0
+
+
+def cards_status(cfg) -> int:
+    cc = cfg.cards
+    if not cfg.db_path.exists():
+        return _fail("no database yet at %s (import a card update or run the daemon first)" % cfg.db_path)
+    db = CardDB(cfg.db_path, cc.bank_public_key, cc.compound_id, cc.history_versions)
+    try:
+        print(format_cards_status(db, cfg, _held_versions(cfg.db_path)))
+    finally:
+        db.close()
+    return 0
+
+
+def _held_versions(db_path) -> dict:
+    """reader_id -> the whitelist version of its last heartbeat (store.py's readers table)."""
+    con = connect(db_path, readonly=True)
+    try:
+        return dict(con.execute("SELECT reader_id, wl_version FROM readers"))
+    finally:
+        con.close()
