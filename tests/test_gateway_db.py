@@ -260,3 +260,17 @@ def test_the_ledger_database_has_a_schema_version_too(tmp_path):
         assert led.totals() == []
     finally:
         led.close()
+
+
+def test_a_database_from_a_newer_gateway_is_refused_in_one_line(tmp_path, capsys):
+    from liftcard_gateway.cli import main
+    (tmp_path / "broker.pass").write_text("pw\n")
+    (tmp_path / "broker.pass").chmod(0o600)
+    (tmp_path / "gw.toml").write_text('[gateway]\ndata_dir = "data"\n[broker]\npassword_file = "broker.pass"\n')
+    c = db.connect(tmp_path / "data" / "gateway.db")
+    c.execute("PRAGMA user_version=%d" % (len(schema.MIGRATIONS) + 1))
+    c.close()
+    assert main(["status", "--config", str(tmp_path / "gw.toml")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("liftcard-gateway: cannot open the database ") and "newer" in err
+    assert len(err.splitlines()) == 1

@@ -32,6 +32,19 @@ def _fail(msg: str, status: int = 1) -> int:
     return status
 
 
+class _CannotOpen(Exception):
+    pass
+
+
+def _open(cfg, make):
+    """make() (a store on cfg.db_path), or _CannotOpen with the one-line reason."""
+    try:
+        return make()
+    except (OSError, sqlite3.Error) as e:
+        raise _CannotOpen("cannot open the database %s: %s" % (cfg.db_path, getattr(e, "strerror", None) or e)) \
+            from None
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=PROG, description="liftcard Raspberry Pi gateway")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -56,15 +69,18 @@ def main(argv=None) -> int:
         cfg = load_config(args.config)
     except GatewayConfigError as e:
         return _fail("config error: %s" % e, 2)
-    if args.cmd == "cards":
-        if cfg.cards is None:
-            return _fail("config error: cards: no [cards] section in %s (no card database)" % cfg.path, 2)
-        if args.cards_cmd == "import":
-            return cards_import(cfg, Path(args.file))
-        return cards_status(cfg)
-    if args.cmd == "status":
-        return status(cfg)
-    return run(cfg)
+    try:
+        if args.cmd == "cards":
+            if cfg.cards is None:
+                return _fail("config error: cards: no [cards] section in %s (no card database)" % cfg.path, 2)
+            if args.cards_cmd == "import":
+                return cards_import(cfg, Path(args.file))
+            return cards_status(cfg)
+        if args.cmd == "status":
+            return status(cfg)
+        return run(cfg)
+    except _CannotOpen as e:
+        return _fail(str(e))
 
 
 def run(cfg) -> int:
@@ -82,14 +98,14 @@ def status(cfg) -> int:
     """The readers table, then (with [upstream]) what the ledger has not acknowledged yet."""
     if not cfg.db_path.exists():
         return _fail("no database yet at %s (run the daemon first)" % cfg.db_path)
-    st = Store(cfg.db_path)
+    st = _open(cfg, lambda: Store(cfg.db_path))
     try:
         print(format_status(st.status_rows()))
     finally:
         st.close()
     if cfg.upstream is not None:  # docs/upstream.md
         print("\nupstream to the ledger:")
-        print(format_upstream_status(upstream_status(cfg.db_path)))
+        print(format_upstream_status(_open(cfg, lambda: upstream_status(cfg.db_path))))
     return 0
 
 
@@ -109,10 +125,7 @@ def cards_import(cfg, path: Path) -> int:
                               "(import a snapshot first)" % (u.base_version, u.version))
     except UpdateError as e:
         return _fail("card update refused (%s): %s" % (e.reason, e))
-    try:
-        db = CardDB(cfg.db_path, cc.bank_public_key, cc.compound_id, cc.history_versions)
-    except (OSError, sqlite3.Error) as e:
-        return _fail("cannot open the database %s: %s" % (cfg.db_path, getattr(e, "strerror", None) or e))
+    db = _open(cfg, lambda: CardDB(cfg.db_path, cc.bank_public_key, cc.compound_id, cc.history_versions))
     try:
         try:
             u, changed = db.apply(payload, verified=u)
@@ -130,7 +143,7 @@ def cards_status(cfg) -> int:
     cc = cfg.cards
     if not cfg.db_path.exists():
         return _fail("no database yet at %s (import a card update or run the daemon first)" % cfg.db_path)
-    db = CardDB(cfg.db_path, cc.bank_public_key, cc.compound_id, cc.history_versions)
+    db = _open(cfg, lambda: CardDB(cfg.db_path, cc.bank_public_key, cc.compound_id, cc.history_versions))
     try:
         print(format_cards_status(db, cfg, _held_versions(cfg.db_path)))
     finally:
