@@ -165,10 +165,6 @@ class MqttService:
         """True once connected and subscribed (again, after a reconnect)."""
         return self._subscribed.wait(timeout)
 
-    @property
-    def ready(self) -> bool:
-        return self._subscribed.is_set()
-
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> mqtt.MQTTMessageInfo:
         return self.client.publish(topic, payload, qos=qos)
 
