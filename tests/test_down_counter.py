@@ -16,9 +16,14 @@ START_US = 1_795_000_000_000_000  # late 2026
 class Clock:
     def __init__(self):
         self.us = START_US
+        self.slept = 0.0
 
     def __call__(self):
         return self.us
+
+    def sleep(self, seconds):
+        self.slept += seconds
+        self.us += int(seconds * 1e6) + 1
 
 
 class Gateway:
@@ -28,7 +33,7 @@ class Gateway:
         self.path = path
         self.clock = clock
         self.store = Store(path)
-        self.counter = DownCounter(self.store, clock)
+        self.counter = DownCounter(self.store, clock, clock.sleep)
 
     def issue(self, n, step_us):
         out = []
@@ -47,7 +52,7 @@ class Gateway:
             shutil.copyfile(restore_from, self.path)
         self.clock.us += 200_000  # a process start takes longer than this
         self.store = Store(self.path)
-        self.counter = DownCounter(self.store, self.clock)
+        self.counter = DownCounter(self.store, self.clock, self.clock.sleep)
 
     def backup(self, to):
         src = sqlite3.connect(str(self.path))
@@ -72,6 +77,30 @@ def test_counters_grow_across_a_restart_with_the_clock_set_back(tmp_path):
     gw.store.close()
 
 
+def test_a_quick_restart_waits_for_the_clock_instead_of_running_ahead(tmp_path):
+    clock = Clock()
+    gw = Gateway(tmp_path / "gw.db", clock)
+    used = gw.issue(1, 1)
+    gw.restart()                      # well within the reservation
+    used += gw.issue(1, 1)
+    assert 0 < clock.slept <= RESERVE_US / 1e6
+    assert used[0] < used[1] <= clock.us
+    gw.store.close()
+
+
+def test_a_backup_restored_after_a_quick_restart_does_not_reuse_counters(tmp_path):
+    clock = Clock()
+    gw = Gateway(tmp_path / "gw.db", clock)
+    used = gw.issue(1, 1)
+    gw.restart()
+    gw.backup(tmp_path / "backup.db")
+    used += gw.issue(1, 1)
+    gw.restart(restore_from=tmp_path / "backup.db")
+    used += gw.issue(1, 1)
+    assert len(set(used)) == len(used)
+    gw.store.close()
+
+
 def test_a_restored_backup_does_not_reuse_counters(tmp_path):
     clock = Clock()
     gw = Gateway(tmp_path / "gw.db", clock)
@@ -92,7 +121,7 @@ def test_one_database_write_per_reservation(tmp_path):
     gw.store.conn.set_trace_callback(lambda sql: writes.append(sql) if "down_reserved'" in sql and
                                      sql.startswith("INSERT") else None)
     gw.issue(1000, 1000)             # one second of messages at 1 kHz
-    assert len(writes) == 1
+    assert len(writes) == 1 and RESERVE_US > 1_000_000
     gw.issue(1, RESERVE_US)          # past the reserved range: one more
     assert len(writes) == 2
     gw.store.close()

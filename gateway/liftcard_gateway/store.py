@@ -313,6 +313,12 @@ class Store:
         self.conn.execute("UPDATE readers SET online=0 WHERE reader_id=?", (reader_id,))
 
     # -- the gateway's own down counter ---------------------------------------
+    def down_counter_floor(self) -> int:
+        """The lowest down counter not reserved before in this database."""
+        got = dict(self.conn.execute("SELECT key, value FROM meta WHERE key IN ('down_reserved', 'boot')"))
+        # 'boot': databases from before reservations counted (boot << 32) | n.
+        return max(got.get("down_reserved", 0) + 1, (got["boot"] + 1) << 32 if "boot" in got else 0)
+
     def reserve_down_counters(self, at_least: int, ahead: int) -> tuple[int, int]:
         """Reserve down counters (docs/uplink.md, "The nonce rule"): returns
         (first, last), first >= at_least and above every counter reserved
@@ -320,10 +326,7 @@ class Store:
         returns, so a counter is on disk before it is used."""
         c = self.conn
         with transaction(c):
-            got = dict(c.execute("SELECT key, value FROM meta WHERE key IN ('down_reserved', 'boot')"))
-            # 'boot': databases from before reservations counted (boot << 32) | n.
-            floor = max(got.get("down_reserved", 0) + 1, (got["boot"] + 1) << 32 if "boot" in got else 0)
-            first = max(at_least, floor)
+            first = max(at_least, self.down_counter_floor())
             c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('down_reserved', ?)", (first + ahead,))
         return first, first + ahead
 
