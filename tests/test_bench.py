@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from conftest import REPO, tool
+from liftcard_testing.firmware import venv_tool as tool
+from liftcard_testing.paths import REPO
 
 DRIVER = REPO / "tools" / "bench" / "reader.py"
 

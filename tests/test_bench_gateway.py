@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from liftcard_testing.paths import REPO
 
 DRIVER = REPO / "tools" / "bench" / "gateway.py"
 

@@ -1,5 +1,6 @@
-"""The local link's broker, for real: a private Mosquitto with the generated config,
-password file and ACL (gateway/liftcard_gateway/broker.py, docs/broker.md).
+"""The local link's broker, for real: a private Mosquitto (liftcard_testing.mosquitto)
+with the generated config, password file and ACL (gateway/liftcard_gateway/broker.py,
+docs/broker.md).
 
 Non-delivery is proven without sleeps: after the forbidden message the same client
 sends a marker that IS allowed; the broker handles one connection's packets in order
@@ -20,7 +21,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 
 from liftcard_gateway import broker as B
-from liftcard_gateway.broker import GATEWAY_USER, BrokerConfig, BrokerError, MosquittoInstance
+from liftcard_gateway.broker import GATEWAY_USER, BrokerConfig, BrokerError
+from liftcard_testing.mosquitto import MosquittoInstance
 
 TIMEOUT = 30.0  # generous upper bound for anything to happen on loopback
 NOT_AUTHORIZED = 0x87

@@ -17,12 +17,14 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from liftcard_protocol import link
-from liftcard_gateway.broker import MosquittoInstance, find_tool, reader_topics
+from liftcard_gateway.broker import find_tool
 from liftcard_gateway.config import load_config
 from liftcard_gateway.daemon import Gateway
 from liftcard_protocol.delta import apply_ops, parse_delta
-
-from test_cards_db import Log, assemble, card, incremental, snapshot, write_config
+from liftcard_protocol.topics import reader_topics
+from liftcard_testing.cards import assemble, card, incremental, snapshot, write_cards_config
+from liftcard_testing.logcapture import EventLog
+from liftcard_testing.mosquitto import MosquittoInstance
 
 READERS = {7: 12, 8: 12}
 
@@ -103,9 +105,9 @@ class Reader:
 
 def test_reader_gets_full_list_then_delta_without_resend_storm(tmp_path, broker):
     keys = {rid: secrets.token_bytes(32) for rid in READERS}
-    cfg_path, _ = write_config(tmp_path, broker_host=broker.host, broker_port=broker.port,
-                               broker_password=broker.credentials["gateway"], keys=keys, readers=READERS,
-                               client_id=f"gw-{uuid.uuid4().hex[:12]}", cards_extra="resend_after_s = 3")
+    cfg_path, _ = write_cards_config(tmp_path, broker_host=broker.host, broker_port=broker.port,
+                                     broker_password=broker.credentials["gateway"], keys=keys, readers=READERS,
+                                     client_id=f"gw-{uuid.uuid4().hex[:12]}", cards_extra="resend_after_s = 3")
     cfg = load_config(cfg_path)
     b12 = [card(0x8000000000000000 + i * 104729, hh=i % 50) for i in range(700)]  # 11,248 bytes: 3 chunks
     (tmp_path / "snap.bin").write_bytes(snapshot(1, {12: b12, 13: [card(5)]}))
@@ -113,7 +115,7 @@ def test_reader_gets_full_list_then_delta_without_resend_storm(tmp_path, broker)
                           "--config", str(cfg_path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
 
-    log = Log()
+    log = EventLog()
     g = Gateway(cfg, log=log)
     t = threading.Thread(target=g.run, kwargs={"install_signals": False}, daemon=True)
     t.start()

@@ -2,95 +2,27 @@
 delta/full decision, the `liftcard-gateway cards` CLI and the `liftcard-bank` tool
 (docs/cards.md)."""
 
-import hashlib
 import json
 import os
 import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from liftcard_protocol import cardupdate as cu
 from liftcard_protocol import link
 from liftcard_gateway.carddb import CardDB
 from liftcard_gateway.cardservice import CardService
 from liftcard_gateway.config import GatewayConfigError, load_config
-from liftcard_gateway.logs import MemoryLog
 from liftcard_protocol.card import CardRecord
 from liftcard_protocol.codes import Status
 from liftcard_protocol.delta import apply_ops, parse_delta
-from liftcard_protocol.whitelist import parse_whitelist
 from liftcard_protocol import keys
+from liftcard_testing.cards import (BANK, OTHER, READERS, assemble, card, incremental, snapshot,
+                                    write_cards_config)
+from liftcard_testing.logcapture import EventLog
 from liftcard_tools import card_vectors
-
-REPO = Path(__file__).resolve().parents[1]
-BANK = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"test_cards_db bank key").digest())
-OTHER = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"test_cards_db other key").digest())
-COMPOUND = 1
-READERS = {7: 12, 8: 12, 9: 13}
-
-
-# -- helpers (also used by test_cards_daemon.py) ------------------------------------
-
-def card(cid, hh=100, floors=0b100001, status=0, klass=0, until=0xFFFF):
-    return CardRecord(cid, hh, floors, status, klass, until)
-
-
-def snapshot(version, by_building, key=BANK, compound=COMPOUND):
-    ops = [cu.CardOp.upsert(b, c) for b, cs in by_building.items() for c in cs]
-    return cu.build_update(key, cu.SNAPSHOT, compound, version, 0, ops, 1000)
-
-
-def incremental(version, base, upserts=(), removes=(), key=BANK, compound=COMPOUND):
-    ops = [cu.CardOp.upsert(b, c) for b, c in upserts] + [cu.CardOp.remove(b, cid) for b, cid in removes]
-    return cu.build_update(key, cu.INCREMENTAL, compound, version, base, ops, 1000)
-
-
-def write_config(tmp_path, *, broker_host="127.0.0.1", broker_port=1883, broker_password="x" * 16,
-                 keys=None, readers=READERS, cards_extra="", client_id="gw-cards", pub=None):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    pw = tmp_path / "broker.pass"
-    pw.write_text(broker_password + "\n")
-    os.chmod(pw, 0o600)
-    keys = keys or {rid: hashlib.sha256(b"reader key %d" % rid).digest() for rid in readers}
-    text = ""
-    for rid, bid in readers.items():
-        kf = tmp_path / f"reader-{rid}.key"
-        kf.write_text(keys[rid].hex())
-        os.chmod(kf, 0o600)
-        text += f"[[readers]]\nreader_id = {rid}\nbuilding_id = {bid}\nkey_file = \"{kf.name}\"\n"
-    pubf = tmp_path / "bank.pub"
-    pubf.write_bytes((pub or BANK.public_key()).public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    p = tmp_path / "gw.toml"
-    p.write_text(f"""
-[gateway]
-data_dir = "data"
-[broker]
-host = "{broker_host}"
-port = {broker_port}
-password_file = "broker.pass"
-client_id = "{client_id}"
-{text}
-[cards]
-bank_public_key_file = "bank.pub"
-compound_id = {COMPOUND}
-{cards_extra}
-""")
-    return p, keys
-
-
-class Log(MemoryLog):
-    def keep(self, rec):
-        json.dumps(rec)
-        super().keep(rec)
-
-    def events(self, name):
-        return [r for r in self.records if r["event"] == name]
 
 
 class Clock:
@@ -122,20 +54,6 @@ class Capture:
         return out
 
 
-def assemble(msgs, key, rid, bid, held=None):
-    """Chunks -> the LCWL file, checked as the reader checks it."""
-    assert msgs and all(m.kind == link.WHITELIST for m in msgs)
-    total = msgs[0].chunk.total
-    buf = bytearray(total)
-    pos = 0
-    for m in msgs:  # in offset order, one version
-        assert m.chunk.offset == pos and m.chunk.total == total and m.chunk.version == msgs[0].chunk.version
-        buf[pos:pos + len(m.chunk.data)] = m.chunk.data
-        pos += len(m.chunk.data)
-    assert pos == total
-    return parse_whitelist(key, bytes(buf), rid, bid, held)
-
-
 def dump(db_path):
     con = sqlite3.connect(str(db_path))
     try:
@@ -149,9 +67,9 @@ def svc(tmp_path):
     made = []
 
     def make(cards_extra="", readers=READERS):
-        path, keys = write_config(tmp_path / f"c{len(made)}", cards_extra=cards_extra, readers=readers)
+        path, keys = write_cards_config(tmp_path / f"c{len(made)}", cards_extra=cards_extra, readers=readers)
         cfg = load_config(path)
-        log, clock = Log(), Clock()
+        log, clock = EventLog(), Clock()
         s = CardService(cfg, log, clock=clock)
         made.append(s)
         return s, cfg, keys, log, clock
@@ -170,7 +88,7 @@ def building(s, bid):
 def test_vector_sequence_against_the_database(tmp_path):
     vec = card_vectors.load()
     db = CardDB(tmp_path / "gateway.db", bytes.fromhex(vec["public_key"]), vec["compound_id"])
-    log = Log()
+    log = EventLog()
     try:
         from liftcard_gateway.cardservice import apply_and_log
         for case in vec["sequence"]:
@@ -402,7 +320,7 @@ def test_reader_ahead_is_logged_once(svc):
 # -- config ------------------------------------------------------------------------------------
 
 def test_config_cards_section(tmp_path):
-    p, _ = write_config(tmp_path)
+    p, _ = write_cards_config(tmp_path)
     c = load_config(p).cards
     assert (c.compound_id, c.full_list_after_ops, c.resend_after_s, c.history_versions) == (1, 238, 120, 64)
     assert c.bank_public_key == keys.public_key_bytes(BANK.public_key())
@@ -443,7 +361,7 @@ def one_line_error(out, *words):
 
 
 def test_cli_import_status_and_bad_input(tmp_path):
-    cfg_path, keys = write_config(tmp_path)
+    cfg_path, keys = write_cards_config(tmp_path)
     cfg = load_config(cfg_path)
     # an incremental before any snapshot: a gap, and no database is created
     inc = tmp_path / "inc.bin"

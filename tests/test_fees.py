@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import VECTORS
+from liftcard_testing.paths import VECTORS
 from liftcard_protocol.card import CardRecord
 from liftcard_protocol.codes import Flag, Result
 from liftcard_protocol.epoch import month_key

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from conftest import MP_TESTS, run_micropython
+from liftcard_testing.firmware import run_micropython
+from liftcard_testing.paths import MP_TESTS
 
 
 def _collect():

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import VECTORS
+from liftcard_testing.paths import VECTORS
 from liftcard_protocol.delta import apply_ops, build_delta, build_overlay, diff_whitelists, op_id, parse_delta, parse_overlay
 from liftcard_protocol.epoch import LIFTCARD_EPOCH, local_day, month_key
 from liftcard_protocol.fields import crc16, mac16

@@ -1,6 +1,8 @@
 """The gateway daemon against a REAL private Mosquitto and a simulated reader
-(CPython, building its messages with link.py and its own broker credentials)."""
+(liftcard_testing.simreader: CPython, building its messages with link.py and
+its own broker credentials)."""
 
+import contextlib
 import json
 import os
 import queue
@@ -9,24 +11,23 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
-import uuid
-from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from liftcard_protocol import link
-from liftcard_gateway.broker import MosquittoInstance, find_tool, reader_topics
+from liftcard_gateway.broker import find_tool
 from liftcard_gateway.config import load_config
-from liftcard_gateway.daemon import Gateway
-from liftcard_gateway.logs import MemoryLog
 from liftcard_protocol.ride import RideRecord
+from liftcard_testing import procs
+from liftcard_testing.configs import write_gateway_config
+from liftcard_testing.daemonrig import daemon_broker, daemon_rig, db_acked, db_rides
+from liftcard_testing.logcapture import EventLog
+from liftcard_testing.mosquitto import MosquittoInstance
+from liftcard_testing.programs import start_gateway
+from liftcard_testing.simreader import CARD, SimReader
 
-REPO = Path(__file__).resolve().parents[1]
 READERS = {7: 12, 8: 12}
-CARD = 0xFEDCBA9876543210
 
 try:
     find_tool("mosquitto")
@@ -35,12 +36,9 @@ except Exception:  # pragma: no cover
     pytest.skip("mosquitto is not installed (scripts/setup.sh installs it)", allow_module_level=True)
 
 
-INTRUDER = "intruder"  # a client on the broker that may write anywhere: forged traffic
-
-
 @pytest.fixture(scope="module")
 def broker():
-    with MosquittoInstance(readers=READERS, extra_users={INTRUDER: ("topic readwrite lc/#",)}) as b:
+    with daemon_broker(READERS) as b:  # with INTRUDER, a client that may write anywhere: forged traffic
         yield b
 
 
@@ -49,140 +47,10 @@ def keys():
     return {rid: secrets.token_bytes(32) for rid in READERS}
 
 
-def write_config(tmp_path, broker, keys, readers_=None):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    pw = tmp_path / "broker.pass"
-    pw.write_text(broker.credentials["gateway"] + "\n")
-    os.chmod(pw, 0o600)
-    readers = ""
-    for rid, bid in (readers_ or READERS).items():
-        kf = tmp_path / f"reader-{rid}.key"
-        kf.write_text(keys[rid].hex())
-        os.chmod(kf, 0o600)
-        readers += f"[[readers]]\nreader_id = {rid}\nbuilding_id = {bid}\nkey_file = \"{kf.name}\"\n"
-    p = tmp_path / "gw.toml"
-    p.write_text(f"""
-[gateway]
-data_dir = "data"
-[broker]
-host = "{broker.host}"
-port = {broker.port}
-username = "gateway"
-password_file = "broker.pass"
-client_id = "gw-{uuid.uuid4().hex[:12]}"
-{readers}""")
-    return p
-
-
-class ListLog(MemoryLog):
-    def keep(self, rec):
-        json.dumps(rec)  # must be one JSON object
-        super().keep(rec)
-
-    def wait(self, pred, timeout=10.0):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for r in list(self.records):
-                if pred(r):
-                    return r
-            time.sleep(0.02)
-        raise AssertionError("no such log record; have %r" % self.records[-10:])
-
-
-class SimReader:
-    """A reader speaking the link format over the real broker with its own user."""
-
-    def __init__(self, broker, rid, key, boot=1, bid=None):
-        self.rid, self.bid, self.key = rid, bid if bid is not None else READERS[rid], key
-        self.topics = reader_topics(self.bid, rid)
-        self.boot, self.msgno = boot, 0
-        self.last_down = 0
-        self.acks = queue.Queue()
-        self.sun = queue.Queue()  # the entries of each down SUNCTR
-        self._sub = threading.Event()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-{rid}-{uuid.uuid4().hex[:8]}",
-                        protocol=mqtt.MQTTv311)
-        c.username_pw_set(f"reader-{rid}", broker.credentials[f"reader-{rid}"])
-        c.on_message = self._on_message
-        c.on_subscribe = lambda *a: self._sub.set()
-        c.on_connect = lambda cl, *a: cl.subscribe(self.topics["down"], qos=1)
-        c.connect(broker.host, broker.port, 30)
-        c.loop_start()
-        assert self._sub.wait(10)
-        self.client = c
-
-    def _on_message(self, client, userdata, msg):
-        m = link.parse(self.key, msg.payload, self.rid, self.bid, link.DOWN, self.last_down)
-        self.last_down = m.counter
-        if m.kind == link.SUNCTR_DOWN:
-            self.sun.put(m.sun)
-        else:
-            self.acks.put(m.seq)
-
-    def counter(self):
-        self.msgno += 1
-        return link.counter_of(self.boot, self.msgno)
-
-    def rides_msg(self, seqs, counter=None):
-        recs = [RideRecord(seq=s, time=5000 + s, uptime=s, card_id=CARD, household=7, floor=4, fee=40,
-                           result=0, flags=0, boot=self.boot) for s in seqs]
-        return link.build_rides(self.key, self.rid, self.bid, counter or self.counter(), recs)
-
-    def publish(self, payload, topic="up"):
-        self.client.publish(self.topics[topic], payload, qos=1).wait_for_publish(10)
-
-    def send(self, seqs):
-        self.publish(self.rides_msg(seqs))
-
-    def ack(self, timeout=10):
-        return self.acks.get(timeout=timeout)
-
-    def no_ack(self, wait=0.5):
-        with pytest.raises(queue.Empty):
-            self.acks.get(timeout=wait)
-
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def db_acked(cfg, rid):
-    con = sqlite3.connect(str(cfg.db_path))
-    try:
-        return con.execute("SELECT acked_seq FROM readers WHERE reader_id=?", (rid,)).fetchone()[0]
-    finally:
-        con.close()
-
-
-def db_rides(cfg, rid):
-    con = sqlite3.connect(str(cfg.db_path))
-    try:
-        return [r[0] for r in con.execute("SELECT seq FROM rides WHERE reader_id=? ORDER BY seq", (rid,))]
-    finally:
-        con.close()
-
-
 @pytest.fixture
 def gw(tmp_path, broker, keys):
-    cfg = load_config(write_config(tmp_path, broker, keys))
-    log = ListLog()
-    g = Gateway(cfg, log=log)
-    t = threading.Thread(target=g.run, kwargs={"install_signals": False}, daemon=True)
-    t.start()
-    assert g.wait_ready(10)
-    readers = []
-
-    def reader(rid, **kw):
-        r = SimReader(broker, rid, keys[rid], **kw)
-        readers.append(r)
-        return r
-
-    yield g, cfg, log, reader
-    for r in readers:
-        r.close()
-    g.stop()
-    t.join(10)
-    assert not t.is_alive()
+    with daemon_rig(tmp_path, broker, keys, EventLog()) as rig:  # (g, cfg, log, reader)
+        yield rig
 
 
 def test_store_and_ack_dedupe(gw):
@@ -287,26 +155,12 @@ def test_status_updates_readers_table(gw):
 
 # -- the real process ------------------------------------------------------------
 
-def start_proc(cfg_path, tmp_path):
-    errf = open(tmp_path / f"gw-{uuid.uuid4().hex[:6]}.log", "w+")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    p = subprocess.Popen([sys.executable, "-m", "liftcard_gateway", "run", "--config", str(cfg_path)],
-                         stdout=subprocess.DEVNULL, stderr=errf, env=env)
-    end = time.monotonic() + 20
-    while time.monotonic() < end:
-        if '"event":"subscribed"' in Path(errf.name).read_text():
-            return p, Path(errf.name)
-        assert p.poll() is None, Path(errf.name).read_text()
-        time.sleep(0.05)
-    p.kill()
-    raise AssertionError("gateway did not subscribe: " + Path(errf.name).read_text())
-
-
 def test_sigterm_clean_exit(tmp_path, broker, keys):
-    cfg = write_config(tmp_path, broker, keys)
-    p, logf = start_proc(cfg, tmp_path)
-    p.send_signal(signal.SIGTERM)
-    assert p.wait(15) == 0
+    cfg = write_gateway_config(tmp_path, broker, keys, READERS)
+    logf = tmp_path / "gw.log"
+    with procs.running(start_gateway(cfg, logf, ready="subscribed")) as p:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(15) == 0
     text = logf.read_text()
     assert "Traceback" not in text
     assert json.loads(text.strip().splitlines()[-1])["event"] == "stopped"
@@ -315,11 +169,16 @@ def test_sigterm_clean_exit(tmp_path, broker, keys):
 
 
 def test_kill9_restart_no_duplicates_acks_resume(tmp_path, broker, keys):
-    cfg_path = write_config(tmp_path, broker, keys)
+    cfg_path = write_gateway_config(tmp_path, broker, keys, READERS)
     cfg = load_config(cfg_path)
-    p, _ = start_proc(cfg_path, tmp_path)
-    r = SimReader(broker, 7, keys[7])
-    try:
+    with contextlib.ExitStack() as ends:  # the gateway processes and the reader, pass or fail
+        def started(n):
+            return ends.enter_context(procs.running(start_gateway(cfg_path, tmp_path / f"gw-{n}.log",
+                                                                  ready="subscribed")))
+
+        p = started(1)
+        r = SimReader(broker, 7, keys[7])
+        ends.callback(r.close)
         r.send(range(1, 33))
         assert r.ack() == 32
         p.kill()
@@ -327,7 +186,7 @@ def test_kill9_restart_no_duplicates_acks_resume(tmp_path, broker, keys):
         # while the gateway is dead: a resend (ack "lost") and a new batch, queued by the broker
         r.send(range(1, 33))
         r.send(range(33, 65))
-        p, logf = start_proc(cfg_path, tmp_path)
+        p = started(2)
         got = [r.ack(15), r.ack(15)]
         assert got[-1] == 64  # acks resume, with down counters still growing (SimReader checks)
         assert db_rides(cfg, 7) == list(range(1, 65))
@@ -337,10 +196,6 @@ def test_kill9_restart_no_duplicates_acks_resume(tmp_path, broker, keys):
         assert db_rides(cfg, 7) == list(range(1, 65))
         p.send_signal(signal.SIGTERM)
         assert p.wait(15) == 0
-    finally:
-        r.close()
-        if p.poll() is None:
-            p.kill()
 
 
 @pytest.mark.parametrize("body, key", [
@@ -358,7 +213,7 @@ def test_bad_config_one_line_error(tmp_path, body, key):
 
 
 def test_bad_config_secret_not_shown(tmp_path, broker, keys):
-    cfg = write_config(tmp_path, broker, keys)
+    cfg = write_gateway_config(tmp_path, broker, keys, READERS)
     os.chmod(tmp_path / "broker.pass", 0o644)
     out = subprocess.run([sys.executable, "-m", "liftcard_gateway", "status", "--config", str(cfg)],
                          capture_output=True, text=True, timeout=30)
@@ -384,25 +239,8 @@ def sun_broker():
 @pytest.fixture
 def sun_gw(tmp_path, sun_broker):
     keys = {rid: secrets.token_bytes(32) for rid in SUN_READERS}
-    cfg = load_config(write_config(tmp_path, sun_broker, keys, SUN_READERS))
-    log = ListLog()
-    g = Gateway(cfg, log=log)
-    t = threading.Thread(target=g.run, kwargs={"install_signals": False}, daemon=True)
-    t.start()
-    assert g.wait_ready(10)
-    readers = []
-
-    def reader(rid, **kw):
-        r = SimReader(sun_broker, rid, keys[rid], bid=SUN_READERS[rid], **kw)
-        readers.append(r)
-        return r
-
-    yield g, cfg, log, reader
-    for r in readers:
-        r.close()
-    g.stop()
-    t.join(10)
-    assert not t.is_alive()
+    with daemon_rig(tmp_path, sun_broker, keys, EventLog(), SUN_READERS) as rig:  # (g, cfg, log, reader)
+        yield rig
 
 
 def db_sun(cfg, bid):

@@ -1,7 +1,9 @@
 """Time sync, unsynced-ride correction and bad input, against the REAL private
-Mosquitto and the gateway daemon (harness of test_gateway_daemon.py)."""
+Mosquitto and the gateway daemon (liftcard_testing.daemonrig, as in
+test_gateway_daemon.py)."""
 
 import queue
+import secrets
 import sqlite3
 import time
 
@@ -9,14 +11,40 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from liftcard_gateway import daemon
+from liftcard_gateway.broker import find_tool
 from liftcard_protocol import link
 from liftcard_protocol.codes import Flag
 from liftcard_protocol.epoch import epoch_from_unix
 from liftcard_protocol.ride import RideRecord
 from liftcard_gateway.store import Store
+from liftcard_testing.daemonrig import INTRUDER, daemon_broker, daemon_rig, db_rides
+from liftcard_testing.logcapture import EventLog
+from liftcard_testing.simreader import CARD, SimReader
 
-from test_gateway_daemon import (  # noqa: F401  (fixtures: broker, keys, gw)
-    CARD, INTRUDER, READERS, SimReader, broker, db_rides, gw, keys)
+READERS = {7: 12, 8: 12}
+
+try:
+    find_tool("mosquitto")
+    find_tool("mosquitto_passwd")
+except Exception:  # pragma: no cover
+    pytest.skip("mosquitto is not installed (scripts/setup.sh installs it)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def broker():
+    with daemon_broker(READERS) as b:  # with INTRUDER, a client that may write anywhere: forged traffic
+        yield b
+
+
+@pytest.fixture(scope="module")
+def keys():
+    return {rid: secrets.token_bytes(32) for rid in READERS}
+
+
+@pytest.fixture
+def gw(tmp_path, broker, keys):
+    with daemon_rig(tmp_path, broker, keys, EventLog()) as rig:  # (g, cfg, log, reader)
+        yield rig
 
 
 class TimeReader(SimReader):

@@ -12,19 +12,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from liftcard_protocol import upstream as uf
-from liftcard_gateway.logs import MemoryLog
-from liftcard_gateway.pki import make_dev_pki
 from liftcard_protocol.keys import load_public_key, load_signing_key
 from liftcard_tools import ledger as L
-from liftcard_tools.upstream_rig import write_ledger_config
+from liftcard_testing.configs import write_ledger_config
+from liftcard_testing.devpki import make_dev_pki
+from liftcard_testing.logcapture import EventLog
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class ListLog(MemoryLog):
-    def keep(self, rec):
-        json.dumps(rec)
-        super().keep(rec)
 
 
 class FakeBank:  # only host/port for the config file; no connection is made here
@@ -39,7 +33,7 @@ def pki(tmp_path_factory):
 @pytest.fixture
 def ledger(tmp_path, pki):
     cfg = L.load_config(write_ledger_config(tmp_path, pki, FakeBank, ["gw1", "gw2"]))
-    log = ListLog()
+    log = EventLog()
     led = L.Ledger(cfg, log=log)
     yield led, log
     led.db.close()

@@ -5,7 +5,8 @@ import subprocess
 
 import pytest
 
-from conftest import FIRMWARE, tool
+from liftcard_testing.firmware import venv_tool as tool
+from liftcard_testing.paths import FIRMWARE
 
 SOURCES = sorted(p for p in FIRMWARE.rglob("*.py"))
 

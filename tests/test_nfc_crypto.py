@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import VECTORS
+from liftcard_testing.paths import VECTORS
 from liftcard_provisioning.nfc import credential as K
 from liftcard_provisioning.nfc import crypto as C
 from liftcard_tools.nfc import vectors as V

@@ -12,6 +12,7 @@ from liftcard_provisioning.nfc import credential as K
 from liftcard_provisioning.nfc import frames as Fr
 from liftcard_provisioning.nfc.pcd import PN532, PN532Timeout
 from liftcard_provisioning.nfc.tap import Reader
+from liftcard_testing import procs
 from liftcard_tools.nfc import cards as Cd
 from liftcard_tools.nfc.pn532emu import PN532Emulator
 
@@ -168,8 +169,8 @@ def test_cli_process(tmp_path):
                       {"name": "evil", "type": "clone", "of": "alice", "mode": "wrong_key"},
                       {"name": "bad", "type": "faulty", "uid": "04998877665544", "mode": "garbage"}]}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    p = subprocess.Popen([sys.executable, "-m", "liftcard_tools.nfc.pn532emu", "--cards", str(tmp_path / "spec.json")],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    p = procs.spawn([sys.executable, "-m", "liftcard_tools.nfc.pn532emu", "--cards", str(tmp_path / "spec.json")],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         path = p.stdout.readline().strip()
         assert path.startswith("/dev/")
@@ -196,4 +197,7 @@ def test_cli_process(tmp_path):
         pn.close()
     finally:
         p.stdin.close()
-        p.wait(10)
+        try:
+            p.wait(10)
+        finally:
+            procs.stop(p)  # killed if it did not exit on its own

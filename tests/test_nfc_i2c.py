@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from conftest import run_micropython
+from liftcard_testing.firmware import run_micropython
 from liftcard_provisioning.nfc import credential as K
 from liftcard_tools.nfc import cards as Cd
 from liftcard_tools.nfc.pn532emu import PN532Emulator

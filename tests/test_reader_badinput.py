@@ -4,89 +4,24 @@ configs, whitelists and deltas. Each is answered with one ERR line naming the
 problem, the reader keeps running, and its state is what it was."""
 
 import json
-import os
-import subprocess
 
 import pytest
 
-from conftest import FIRMWARE_RUN, HEAP, MICROPYPATH, tool
 from liftcard_protocol.card import CardRecord
 from liftcard_protocol.delta import build_delta
-from liftcard_protocol.ride import RideRecord
 from liftcard_protocol.whitelist import build_whitelist
-
-KEY = bytes(range(32))
-READER, BUILDING = 1017, 12
-CONFIG = {
-    "reader_id": READER, "building_id": BUILDING, "floors": 7, "ground_floor": 0, "key": KEY.hex(),
-    "tariff": {"fee_fen": [0, 0, 10, 20, 30, 40, 50], "free_classes": ["exempt"], "monthly_cap_fen": 3000,
-               "debounce_s": 30},
-}
-CARD = 0x1122334455667788
-CARDS = [CardRecord(CARD, 501, 0b100001), CardRecord(0x8000000000000000, 502, 0b1001)]
-
-
-class VirtualReader:
-    def __init__(self, workdir):
-        self.dir = workdir
-        env = dict(os.environ, MICROPYPATH=MICROPYPATH)
-        self.p = subprocess.Popen(
-            [tool("micropython"), "-X", f"heapsize={HEAP}", str(FIRMWARE_RUN / "main.py"),
-             "--flash", str(workdir / "fs.img"), "--log", str(workdir / "log.img")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=workdir)
-        self.until("READY")
-
-    def until(self, prefix):
-        lines = []
-        while True:
-            line = self.p.stdout.readline().decode(errors="replace")
-            assert line, "reader exited: %s" % "".join(lines)
-            lines.append(line)
-            if line.startswith(prefix):
-                return lines
-
-    def send(self, raw: bytes):
-        self.p.stdin.write(raw)
-        self.p.stdin.flush()
-
-    def command(self, text: str) -> str:
-        self.send(text.encode() + b"\n")
-        out = self.until(("OK", "ERR", "STATUS"))
-        return out[-1].strip()
-
-    def tap(self, card: int, floor: int = 0) -> RideRecord:
-        self.send(b"TAP %016x %d\n" % (card, floor))
-        line = self.until("RIDE ")[-1].split()
-        return RideRecord.unpack(bytes.fromhex(line[1]))
-
-    def status(self) -> dict:
-        return json.loads(self.command("STATUS")[len("STATUS "):])
-
-    def file(self, name: str, data: bytes) -> str:
-        path = self.dir / name
-        path.write_bytes(data)
-        return str(path)
-
-    def quit(self):
-        self.send(b"QUIT\n")
-        self.p.stdin.close()
-        rc = self.p.wait(timeout=30)
-        self.p.stdout.close()
-        return rc
+from liftcard_testing.reader import BUILDING, CARD, CARDS, CONFIG, KEY, READER, VirtualReader
 
 
 @pytest.fixture
 def reader(tmp_path):
-    r = VirtualReader(tmp_path)
-    cfg = r.file("config.json", json.dumps(CONFIG).encode())
-    assert r.command("CONFIG " + cfg).startswith("OK config reader 1017")
-    wl = r.file("wl1.bin", build_whitelist(KEY, READER, BUILDING, 1, CARDS))
-    assert r.command("WL " + wl) == "OK whitelist v1 2 cards"
-    assert r.command("TIME 91000000") == "OK time 91000000"
-    yield r
-    if r.p.poll() is None:
-        r.p.kill()
-        r.p.wait()
+    with VirtualReader(tmp_path) as r:  # killed at the end if a test left it running
+        cfg = r.file("config.json", json.dumps(CONFIG).encode())
+        assert r.command("CONFIG " + cfg).startswith("OK config reader 1017")
+        wl = r.file("wl1.bin", build_whitelist(KEY, READER, BUILDING, 1, CARDS))
+        assert r.command("WL " + wl) == "OK whitelist v1 2 cards"
+        assert r.command("TIME 91000000") == "OK time 91000000"
+        yield r
 
 
 def _state(r):
@@ -165,11 +100,9 @@ def test_bad_config_is_refused_and_the_last_good_one_stays(reader, raw, expect):
     assert reader.tap(CARD).fee == 40  # the old tariff still applies
     # And after a power cycle, too.
     assert reader.quit() == 0
-    again = VirtualReader(reader.dir)
-    try:
+    with VirtualReader(reader.dir) as again:
         s = again.status()
         assert s["reader_id"] == READER and s["whitelist_version"] == 1 and s["error"] is None
-    finally:
         assert again.quit() == 0
 
 

@@ -4,7 +4,6 @@ emulator (started in-process), emulated cards in its field. The firmware's
 own driver, crypto and tap procedure decide; every tap is one RIDE record."""
 
 import json
-import os
 import queue
 import subprocess
 import threading
@@ -12,12 +11,14 @@ import time
 
 import pytest
 
-from conftest import FIRMWARE_RUN, HEAP, MICROPYPATH, tool
 from liftcard_protocol.card import CardRecord
 from liftcard_protocol.ride import RideRecord
 from liftcard_protocol.whitelist import build_whitelist
 from liftcard_provisioning.nfc import credential as K
 from liftcard_tools.nfc import cards as Cd
+from liftcard_testing import firmware, procs
+from liftcard_testing.configs import write_gateway_config
+from liftcard_testing.mosquitto import MosquittoInstance
 from liftcard_tools.nfc.pn532emu import PN532Emulator
 
 h = bytes.fromhex
@@ -43,14 +44,15 @@ F_LEGACY_UID = 0x02
 class NfcReader:
     def __init__(self, workdir, emu):
         self.dir, self.emu = workdir, emu
-        env = dict(os.environ, MICROPYPATH=MICROPYPATH)
-        self.p = subprocess.Popen(
-            [tool("micropython"), "-X", f"heapsize={HEAP}", str(FIRMWARE_RUN / "main.py"),
-             "--flash", str(workdir / "fs.img"), "--log", str(workdir / "log.img"), "--pn532", emu.path],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+        self.p = procs.spawn(firmware.reader_argv(workdir, "--pn532", emu.path), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=firmware.reader_env(), cwd=workdir)
         self.lines = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
-        self.until("READY")
+        try:
+            self.until("READY")
+        except BaseException:
+            self.kill()
+            raise
 
     def _pump(self):
         for line in self.p.stdout:
@@ -113,19 +115,29 @@ class NfcReader:
         self.p.stdin.close()
         return self.p.wait(timeout=30)
 
+    def kill(self):
+        """SIGKILL if it still runs; reaped either way."""
+        procs.kill(self.p)
+
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory):
     emu = PN532Emulator().start()
-    r = NfcReader(tmp_path_factory.mktemp("nfc"), emu)
+    try:
+        r = NfcReader(tmp_path_factory.mktemp("nfc"), emu)
+        try:
+            yield _configured(r)
+        finally:
+            r.kill()
+    finally:
+        emu.stop()
+
+
+def _configured(r):
     assert r.command("CONFIG " + r.file("config.json", json.dumps(CONFIG).encode())).startswith("OK config")
     assert r.command("WL " + r.file("wl.bin", build_whitelist(KEY, READER, BUILDING, 1, CARDS))).startswith("OK")
     assert r.command("TIME 91000000") == "OK time 91000000"
-    yield r
-    if r.p.poll() is None:
-        r.p.kill()
-        r.p.wait()
-    emu.stop()
+    return r
 
 
 def _tap_slice(exchanges):
@@ -222,11 +234,11 @@ def test_uplink_and_nfc_together_under_the_heap_limit(tmp_path):
     # Mosquitto. Loaded from .py this combination ran out of memory at CONFIG
     # under 192K; from the .mpy build (as deployed) it configures, links up,
     # grants a genuine card and its ride reaches the broker's side.
-    from liftcard_gateway.broker import MosquittoInstance
     with MosquittoInstance(readers={READER: BUILDING}) as broker:
         emu = PN532Emulator().start()
-        r = NfcReader(tmp_path, emu)
+        r = None
         try:
+            r = NfcReader(tmp_path, emu)
             cfg = dict(CONFIG, uplink={"host": broker.host, "port": broker.port,
                                        "password": broker.credentials["reader-%d" % READER], "keepalive_s": 10})
             reply = r.command("CONFIG " + r.file("config.json", json.dumps(cfg).encode()))
@@ -248,9 +260,8 @@ def test_uplink_and_nfc_together_under_the_heap_limit(tmp_path):
             assert s["error"] is None and s["heap_free"] > 8000
             assert r.quit() == 0
         finally:
-            if r.p.poll() is None:
-                r.p.kill()
-                r.p.wait()
+            if r is not None:
+                r.kill()
             emu.stop()
 
 
@@ -259,8 +270,6 @@ def test_ntag_sun_recorded_at_one_reader_replayed_at_another_is_denied(tmp_path)
     # and uplink to a real Mosquitto, and the gateway daemon: an NTAG tapped
     # at reader A, its recorded SUN replayed at reader B -> REPLAY, since A's
     # counter reached B through the gateway (docs/uplink.md, SUNCTR).
-    import os as _os
-    from liftcard_gateway.broker import MosquittoInstance
     from liftcard_gateway.config import load_config
     from liftcard_gateway.daemon import Gateway
     from liftcard_gateway.logs import MemoryLog
@@ -269,28 +278,11 @@ def test_ntag_sun_recorded_at_one_reader_replayed_at_another_is_denied(tmp_path)
     keys = {READER: KEY, READER + 1: bytes(range(100, 132))}
     with MosquittoInstance(readers={rid: BUILDING for rid in ids}) as broker:
         gdir = tmp_path / "gw"
-        gdir.mkdir()
-        (gdir / "broker.pass").write_text(broker.credentials["gateway"] + "\n")
-        _os.chmod(gdir / "broker.pass", 0o600)
-        rtoml = ""
-        for rid in ids:
-            (gdir / f"reader-{rid}.key").write_text(keys[rid].hex())
-            _os.chmod(gdir / f"reader-{rid}.key", 0o600)
-            rtoml += f'[[readers]]\nreader_id = {rid}\nbuilding_id = {BUILDING}\nkey_file = "reader-{rid}.key"\n'
-        (gdir / "gw.toml").write_text(f"""
-[gateway]
-data_dir = "data"
-[broker]
-host = "{broker.host}"
-port = {broker.port}
-username = "gateway"
-password_file = "broker.pass"
-client_id = "gw-sun-e2e"
-{rtoml}""")
+        gw_toml = write_gateway_config(gdir, broker, keys, {rid: BUILDING for rid in ids}, client_id="gw-sun-e2e")
         log = MemoryLog()
         records = log.records
 
-        g = Gateway(load_config(gdir / "gw.toml"), log=log)
+        g = Gateway(load_config(gw_toml), log=log)
         gt = threading.Thread(target=g.run, kwargs={"install_signals": False}, daemon=True)
         gt.start()
         assert g.wait_ready(10)
@@ -337,9 +329,7 @@ client_id = "gw-sun-e2e"
                 assert r.quit() == 0
         finally:
             for r in readers:
-                if r.p.poll() is None:
-                    r.p.kill()
-                    r.p.wait()
+                r.kill()
             for emu in emus:
                 emu.stop()
             g.stop()

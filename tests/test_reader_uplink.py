@@ -1,8 +1,8 @@
 """The reader's MQTT uplink, end to end and real: a private Mosquitto
 (MosquittoInstance), the virtual reader (firmware/main.py under the real
 micropython, 192K heap) with an "uplink" section in its config, and a small
-CPython gateway in the test (paho-mqtt 2.x as user `gateway`) that verifies
-RIDES with liftcard_protocol.link and answers with ACKs.
+CPython gateway (liftcard_testing.minigateway: paho-mqtt 2.x as user
+`gateway`) that verifies RIDES with liftcard_protocol.link and answers with ACKs.
 
 Checked: rides arrive exactly as logged and acks reach the reader's log; a
 broker restart is survived (reconnect + resubscribe); a blackholed broker
@@ -21,104 +21,20 @@ import time
 
 import pytest
 
-paho = pytest.importorskip("paho.mqtt.client")
-
-from liftcard_gateway.broker import MosquittoInstance, find_tool  # noqa: E402
-from liftcard_protocol.card import CardRecord  # noqa: E402
+from liftcard_gateway.broker import find_tool
+from liftcard_protocol import link as U
+from liftcard_protocol.card import CardRecord
 from liftcard_protocol.delta import build_delta
-from liftcard_protocol.whitelist import build_whitelist
-from conftest import run_micropython  # noqa: E402
-from liftcard_protocol import link as U  # noqa: E402
-from test_reader_badinput import CARD, CARDS, CONFIG, KEY, READER, BUILDING, VirtualReader  # noqa: E402
+from liftcard_testing.firmware import run_micropython
+from liftcard_testing.minigateway import MiniGateway
+from liftcard_testing.mosquitto import MosquittoInstance
+from liftcard_testing.reader import CARD, CONFIG, KEY, READER, BUILDING, VirtualReader, configured_reader
+from liftcard_testing.wait import wait_for
 
 try:
     find_tool("mosquitto")
 except Exception:  # pragma: no cover
     pytest.skip("mosquitto not installed", allow_module_level=True)
-
-
-def wait_for(pred, timeout, what):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
-
-
-class Gateway:
-    """A minimal real gateway: verifies RIDES, keeps them by seq, acks."""
-
-    def __init__(self, broker):
-        self.rides = {}          # seq -> packed record
-        self.statuses = []
-        self.wills = []
-        self.refused = []
-        self.guard = U.ReplayGuard()
-        self.msgno = 0
-        self.lock = threading.Lock()
-        self.down = broker.topics(READER)["down"]
-        c = self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="gw-test")
-        c.username_pw_set("gateway", broker.credentials["gateway"])
-        c.reconnect_delay_set(0.2, 1)
-        c.on_connect = self._on_connect
-        c.on_message = self._on_message
-        self.connected = threading.Event()
-        c.connect(broker.host, broker.port, keepalive=10)
-        c.loop_start()
-        assert self.connected.wait(10)
-
-    def _on_connect(self, client, userdata, flags, rc, props=None):
-        client.subscribe([("lc/+/+/up", 1), ("lc/+/+/status", 1)])
-        self.connected.set()
-
-    def _on_message(self, client, userdata, m):
-        with self.lock:
-            if m.topic.endswith("/status"):
-                if m.payload[:4] == U.MAGIC:
-                    msg = U.parse(KEY, m.payload, READER, BUILDING, U.UP)
-                    self.statuses.append(msg.status)
-                else:
-                    self.wills.append(m.payload)
-                return
-            try:
-                msg = self.guard.open(KEY, m.payload, READER, BUILDING, U.UP)
-            except Exception as e:
-                self.refused.append(str(e))
-                return
-            self.guard.accept(READER, msg.counter)
-            for r in msg.rides:
-                self.rides[r.seq] = r.pack()
-            if msg.rides:
-                upto = msg.rides[-1].seq
-                self.msgno += 1
-                ack = U.build_ack(KEY, READER, BUILDING, U.counter_of(7, self.msgno), upto)
-                client.publish(self.down, ack, qos=1)
-
-    def send(self, build, *args):
-        with self.lock:
-            self.msgno += 1
-            msg = build(KEY, READER, BUILDING, U.counter_of(7, self.msgno), *args)
-        self.c.publish(self.down, msg, qos=1).wait_for_publish(5)
-        return msg
-
-    def close(self):
-        self.c.loop_stop()
-        self.c.disconnect()
-
-
-def configured_reader(tmp_path, host, port, password, keepalive=10):
-    r = VirtualReader(tmp_path)
-    cfg = dict(CONFIG, uplink={"host": host, "port": port, "password": password, "keepalive_s": keepalive})
-    path = r.file("config.json", json.dumps(cfg).encode())
-    reply = r.command("CONFIG " + path)
-    assert reply.startswith("OK config reader 1017"), reply
-    assert password not in reply
-    wl = r.file("wl1.bin", build_whitelist(KEY, READER, BUILDING, 1, CARDS))
-    assert r.command("WL " + wl) == "OK whitelist v1 2 cards"
-    assert r.command("TIME 91000000") == "OK time 91000000"
-    return r
 
 
 def dump(r):
@@ -128,12 +44,6 @@ def dump(r):
     return {int(l.split()[1][:8], 16): bytes.fromhex(l.split()[1]) for l in lines if l.startswith("REC ")}
 
 
-def kill(r):
-    if r.p.poll() is None:
-        r.p.kill()
-        r.p.wait()
-
-
 @pytest.fixture
 def broker():
     with MosquittoInstance(readers={READER: BUILDING}) as b:
@@ -141,7 +51,7 @@ def broker():
 
 
 def test_rides_acks_restart_and_last_will(broker, tmp_path):
-    gw = Gateway(broker)
+    gw = MiniGateway(broker)
     r = configured_reader(tmp_path, broker.host, broker.port, broker.credentials["reader-%d" % READER])
     try:
         assert "password" not in r.command("STATUS")
@@ -192,7 +102,7 @@ def test_rides_acks_restart_and_last_will(broker, tmp_path):
         wait_for(lambda: gw.wills, 10, "the Last Will on status")
         assert gw.wills[0] == b"offline"
     finally:
-        kill(r)
+        r.kill()
         gw.close()
 
 
@@ -251,7 +161,7 @@ def test_blackholed_broker_never_delays_a_tap(tmp_path):
         wait_for(lambda: r.status()["uplink_connects"] >= 2, 20, "a reconnect attempt")
         assert r.quit() == 0
     finally:
-        kill(r)
+        r.kill()
         hole.close()
 
 
@@ -259,7 +169,7 @@ def test_frozen_broker_never_delays_a_tap(broker, tmp_path):
     # Connected, then the broker stops answering (SIGSTOP): publishes go into
     # the kernel's buffers, no ACK/PINGRESP comes; taps go on, and the
     # keepalive declares the link dead.
-    gw = Gateway(broker)
+    gw = MiniGateway(broker)
     r = configured_reader(tmp_path, broker.host, broker.port, broker.credentials["reader-%d" % READER],
                           keepalive=4)
     pid = broker._proc.pid
@@ -277,7 +187,7 @@ def test_frozen_broker_never_delays_a_tap(broker, tmp_path):
         with gw.lock:
             assert gw.rides == dump(r)
     finally:
-        kill(r)
+        r.kill()
         gw.close()
 
 
@@ -308,7 +218,7 @@ def test_bad_uplink_config_is_refused_without_echoing_the_password(tmp_path):
         assert r.tap(CARD, 5).result == 0
         assert r.quit() == 0
     finally:
-        kill(r)
+        r.kill()
 
 
 WRAP_SCRIPT = r"""
@@ -356,7 +266,7 @@ def test_packet_id_wraps(broker, tmp_path):
 def test_a_recorded_time_cannot_be_replayed_after_a_reboot(broker, tmp_path):
     # The reader keeps the last accepted down counter on flash: a TIME captured
     # off the network and replayed after the reader restarts is refused.
-    gw = Gateway(broker)
+    gw = MiniGateway(broker)
     password = broker.credentials["reader-%d" % READER]
     r = configured_reader(tmp_path, broker.host, broker.port, password)
     try:
@@ -375,7 +285,7 @@ def test_a_recorded_time_cannot_be_replayed_after_a_reboot(broker, tmp_path):
         gw.send(U.build_time, 95000100)
         wait_for(lambda: r.status()["time"] >= 95000100, 10, "a fresh TIME applied")
     finally:
-        kill(r)
+        r.kill()
         gw.close()
 
 
@@ -385,7 +295,7 @@ def test_idle_link_lives_on_own_pings_and_a_frozen_reader_fires_its_will(broker,
     # its Last Will if it did not declare a keepalive. Here the reader idles
     # for three keepalive periods and keeps its one connection; then it is
     # frozen (SIGSTOP) and the broker, missing its pings, fires the Will.
-    gw = Gateway(broker)
+    gw = MiniGateway(broker)
     r = configured_reader(tmp_path, broker.host, broker.port, broker.credentials["reader-%d" % READER],
                           keepalive=4)
     try:
@@ -405,7 +315,7 @@ def test_idle_link_lives_on_own_pings_and_a_frozen_reader_fires_its_will(broker,
         wait_for(lambda: r.status()["uplink_connects"] > first and r.status()["uplink"] == "up", 30,
                  "the reader to reconnect after the thaw")
     finally:
-        kill(r)
+        r.kill()
         gw.close()
 
 
@@ -488,7 +398,7 @@ def test_a_broker_speaking_garbage_never_stops_the_uplink(broker, tmp_path):
     # Every malformed answer is contained (no assert reaches the reader loop,
     # no exception ends the uplink): taps are decided throughout, and once a
     # sane broker is behind the port the rides arrive and are acknowledged.
-    gw = Gateway(broker)
+    gw = MiniGateway(broker)
     proxy = GarbageThenProxy(broker)
     r = configured_reader(tmp_path, "127.0.0.1", proxy.port, broker.credentials["reader-%d" % READER],
                           keepalive=4)
@@ -502,6 +412,6 @@ def test_a_broker_speaking_garbage_never_stops_the_uplink(broker, tmp_path):
             assert gw.rides == dump(r)
         assert r.quit() == 0
     finally:
-        kill(r)
+        r.kill()
         proxy.close()
         gw.close()

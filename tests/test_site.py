@@ -3,18 +3,18 @@ upstream, through every fault, with exact totals (the issue's "done when").
 
 Everything is real, nothing is mocked:
 
-- the local broker: a private Mosquitto (liftcard_gateway.broker.MosquittoInstance,
-  its generated passwords and ACL);
+- the local broker: a private Mosquitto (liftcard_testing.mosquitto.MosquittoInstance,
+  with liftcard_gateway.broker's generated passwords and ACL);
 - the gateway daemon as its own process (`python -m liftcard_gateway run`) with
   `[upstream]` (to the bank) and `[cards]` (the bank's signed card updates);
-- the bank side: a development PKI (liftcard_gateway.pki), the TLS bank broker
-  (bank_broker.BankBroker, client certificates required, its ACL), the reference
+- the bank side: a development PKI (liftcard_testing.devpki), the TLS bank broker
+  (liftcard_testing.bankbroker.BankBroker, client certificates required, its ACL), the reference
   ledger as its own process (`python -m liftcard_tools.ledger run`), the bank's
   key and signed card updates made by `python -m liftcard_tools.bank keygen|update`
   and published by `python -m liftcard_tools.ledger publish-card`; the ledger's
   totals read with `python -m liftcard_tools.ledger totals --json`;
 - three virtual readers in one building: firmware/main.py on the real
-  micropython with a 192K heap (tests/test_reader_badinput.VirtualReader), each
+  micropython with a 192K heap (liftcard_testing.reader.VirtualReader), each
   with its own id, key and broker password, uplink configured; they start with NO
   whitelist and get it from the gateway over MQTT (WHITELIST chunks, then a DELTA).
   Taps are reader commands; DUMP reads a reader's own log.
@@ -69,21 +69,31 @@ import uuid
 import zlib
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
-mqtt = pytest.importorskip("paho.mqtt.client")
-
-from liftcard_gateway.bank_broker import BankBroker  # noqa: E402
-from liftcard_gateway.broker import MosquittoInstance  # noqa: E402
-from liftcard_protocol.card import CardRecord  # noqa: E402
+from liftcard_gateway.broker import find_tool
+from liftcard_gateway.upstream import upstream_backlog
+from liftcard_protocol.card import CardRecord
 from liftcard_protocol.codes import Result, Status
 from liftcard_protocol.ride import RideRecord
-from liftcard_gateway.pki import make_dev_pki  # noqa: E402
-from liftcard_gateway.upstream import upstream_backlog  # noqa: E402
-from liftcard_protocol.topics import upstream_topics as up_topics  # noqa: E402
-from liftcard_tools import upstream_rig as rig  # noqa: E402
-from test_integration import BUILDING, READER_IDS, Site, wait_for  # noqa: E402  (skips without mosquitto)
-from test_reader_badinput import CONFIG, VirtualReader  # noqa: E402
+from liftcard_protocol.topics import upstream_topics as up_topics
+from liftcard_testing import procs
+from liftcard_testing.bankbroker import BankBroker
+from liftcard_testing.configs import upstream_section, write_ledger_config
+from liftcard_testing.devpki import make_dev_pki
+from liftcard_testing.mosquitto import MosquittoInstance
+from liftcard_testing.programs import start_ledger
+from liftcard_testing.reader import CONFIG, VirtualReader
+from liftcard_testing.rides import ledger_counts
+from liftcard_testing.site import BUILDING, READER_IDS, Site
+from liftcard_testing.wait import wait_for
+
+try:
+    find_tool("mosquitto")
+    find_tool("mosquitto_passwd")
+except Exception:  # pragma: no cover
+    pytest.skip("mosquitto is not installed (scripts/setup.sh installs it)", allow_module_level=True)
 
 REPO = Path(__file__).resolve().parents[1]
 GW_ID = "gw1"
@@ -259,7 +269,7 @@ class Chaos:
 # -- the whole site ---------------------------------------------------------------------
 
 class BankSite(Site):
-    """test_integration.Site (local Mosquitto, gateway process, 3 virtual readers)
+    """liftcard_testing.site.Site (local Mosquitto, gateway process, 3 virtual readers)
     plus the bank: PKI, TLS bank broker, ledger process, the bank's card key;
     the gateway with [upstream] and [cards]; readers without a whitelist."""
 
@@ -293,7 +303,7 @@ class BankSite(Site):
             self._set_cards(self.entries)
             self.cfg_path = self._write_gateway_config()
             self.db_path = self.tmp / "gw" / "data" / "gateway.db"
-            self.ledger_cfg = rig.write_ledger_config(tmp_path / "ledger", self.pki, self.bank, [GW_ID])
+            self.ledger_cfg = write_ledger_config(tmp_path / "ledger", self.pki, self.bank, [GW_ID])
             self.ledger_db = tmp_path / "ledger" / "ledger-data" / "ledger.db"
             self.ledger_log = tmp_path / "ledger.log"
             self.start_ledger()
@@ -315,7 +325,7 @@ class BankSite(Site):
         p = Site._write_gateway_config(self)   # [gateway], [broker], [[readers]] with first_seq = 1
         extra = dict(batch_rides=5, ack_timeout_s=2, max_backoff_s=4, scan_interval_s=2)
         extra.update(self.upstream_extra)
-        p.write_text(p.read_text() + "\n" + rig.upstream_section(self.pki, self.bank, GW_ID, **extra)
+        p.write_text(p.read_text() + "\n" + upstream_section(self.pki, self.bank, GW_ID, **extra)
                      + '\n[cards]\nbank_public_key_file = "%s"\ncompound_id = %d\n' % (self.bank_pub, COMPOUND))
         return p
 
@@ -323,6 +333,7 @@ class BankSite(Site):
         d = self.tmp / f"reader-{rid}"
         d.mkdir()
         r = VirtualReader(d)
+        self.readers[rid] = r  # close() ends it, whatever happens next
         host, port = (self.proxy.host, self.proxy.port) if rid == CUT_READER else (self.broker.host, self.broker.port)
         cfg = dict(CONFIG, reader_id=rid, building_id=BUILDING, key=self.keys[rid].hex(),
                    uplink={"host": host, "port": port, "password": self.broker.credentials[f"reader-{rid}"],
@@ -335,12 +346,11 @@ class BankSite(Site):
     # -- the bank ---------------------------------------------------------------------
     def start_ledger(self):
         n = self.ledger_log.read_text().count('"subscribed"') if self.ledger_log.exists() else 0
-        self.ledger = rig.start_ledger(self.ledger_cfg, self.ledger_log)
+        self.ledger = start_ledger(self.ledger_cfg, self.ledger_log)
         wait_for(lambda: self.ledger_log.read_text().count('"subscribed"') > n, 30, "the ledger to subscribe")
 
     def kill_ledger(self):
-        self.ledger.kill()
-        self.ledger.wait(20)
+        procs.kill(self.ledger)
 
     def issue_cards(self, version, entries, base=None):
         """liftcard-bank update, then the ledger's publish-card over the bank broker;
@@ -414,7 +424,7 @@ class BankSite(Site):
             wait_for(done, SYNC, "the ledger to hold every ride the gateway stored")
         except AssertionError:
             raise AssertionError("ledger incomplete: %r vs backlog %r\n%s\nledger log:\n%s" % (
-                {k: v for k, v in rig.ledger_counts(self.ledger_db).items()}, upstream_backlog(self.db_path),
+                {k: v for k, v in ledger_counts(self.ledger_db).items()}, upstream_backlog(self.db_path),
                 self.gw_log_text(), self.ledger_log.read_text()[-3000:]))
 
     def check_ledger_exactly_once(self, logs):
@@ -467,21 +477,20 @@ class BankSite(Site):
         return logs
 
     def close(self):
-        for x in (self.chaos, self.proxy):
-            if x is not None:
-                x.close()
+        """Site.close() and the bank side, each even if another part fails."""
         try:
-            Site.close(self)
+            for x in (self.chaos, self.proxy):
+                if x is not None:
+                    x.close()
         finally:
-            if self.ledger is not None and self.ledger.poll() is None:
-                self.ledger.terminate()
+            try:
+                Site.close(self)
+            finally:
                 try:
-                    self.ledger.wait(20)
-                except subprocess.TimeoutExpired:
-                    self.ledger.kill()
-                    self.ledger.wait()
-            if self.bank is not None:
-                self.bank.close()
+                    procs.stop(self.ledger, 20)
+                finally:
+                    if self.bank is not None:
+                        self.bank.close()
 
 
 @pytest.fixture
@@ -601,7 +610,7 @@ def test_every_fault_exact_totals(site):
     site.chaos.replay()            # copies queue up for the dead ledger too
     site.bank.stop()
     site.taps(8, pause=live)       # the gateway stores and acks the readers, cannot forward
-    held = sum(n for n, _ in rig.ledger_counts(site.ledger_db).values())
+    held = sum(n for n, _ in ledger_counts(site.ledger_db).values())
     assert held < len(site.db_rows()[0])
     site.bank.start()
     site.taps(4, pause=live)

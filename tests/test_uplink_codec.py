@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import VECTORS
+from liftcard_testing.paths import VECTORS
 from liftcard_protocol.delta import parse_delta
 from liftcard_protocol.whitelist import parse_whitelist
 from liftcard_protocol import link as U

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from liftcard_protocol import upstream as uf
 from liftcard_gateway.config import GatewayConfigError, load_config
-from liftcard_gateway.pki import make_dev_pki
 from liftcard_protocol.keys import load_public_key, load_signing_key, write_private
 from liftcard_protocol.topics import parse_upstream_topic, upstream_topics
+from liftcard_testing.devpki import make_dev_pki
 from liftcard_tools import upstream_vectors
 
 REPO = Path(__file__).resolve().parents[1]

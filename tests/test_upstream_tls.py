@@ -18,16 +18,19 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from liftcard_protocol import upstream as uf
-from liftcard_gateway.bank_broker import BankBroker, tls_connack
 from liftcard_gateway.broker import find_tool
 from liftcard_gateway.config import load_config
-from liftcard_gateway.logs import MemoryLog
-from liftcard_gateway.pki import issue, make_ca, make_dev_pki
 from liftcard_protocol.keys import load_signing_key, write_private
 from liftcard_gateway.store import Store
 from liftcard_gateway.upstream import Upstream, upstream_status
 from liftcard_protocol.topics import upstream_topics
-from liftcard_tools import upstream_rig as rig
+from liftcard_testing import configs, procs, rides
+from liftcard_testing.bankbroker import BankBroker, render_bank_conf, tls_connack
+from liftcard_testing.configs import BrokerLogin
+from liftcard_testing.devpki import issue, make_ca, make_dev_pki
+from liftcard_testing.logcapture import EventLog
+from liftcard_testing.programs import start_ledger
+from liftcard_testing.wait import wait_for
 from liftcard_tools.ledger import LedgerDB
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,22 +40,6 @@ try:
     find_tool("mosquitto")
 except Exception:  # pragma: no cover
     pytest.skip("mosquitto is not installed (scripts/setup.sh installs it)", allow_module_level=True)
-
-
-class ListLog(MemoryLog):
-    def keep(self, rec):
-        json.dumps(rec, default=str)
-        super().keep(rec)
-
-
-def wait_for(pred, timeout=30.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +53,12 @@ def bank(pki):
         yield b
 
 
-class NoLocal:  # the upstream does not talk to the local broker
-    host, port, credentials = "127.0.0.1", 1, {"gateway": "unused-password"}
+NoLocal = BrokerLogin("127.0.0.1", 1, "unused-password")  # the upstream does not talk to the local broker
 
 
 def gateway_cfg(tmp_path, pki, bank, **extra):
-    p = rig.write_gateway_config(tmp_path / "gw", NoLocal, {r: os.urandom(32) for r in READERS}, READERS,
-                                 rig.upstream_section(pki, bank, **extra))
+    p = configs.write_gateway_config(tmp_path / "gw", NoLocal, {r: os.urandom(32) for r in READERS}, READERS,
+                                     extra=configs.upstream_section(pki, bank, **extra))
     return load_config(p)
 
 
@@ -87,34 +73,32 @@ def tls_client(pki, cert, key, **kw):
 def test_drain_exactly_once_in_gateway_order(tmp_path, pki, bank, protocol):
     cfg = gateway_cfg(tmp_path, pki, bank, batch_rides=100, protocol=protocol)
     assert cfg.upstream.protocol == protocol
-    expected = rig.prefill(cfg.db_path, READERS, 1700)
+    expected = rides.prefill(cfg.db_path, READERS, 1700)
     # Reader 9 delivers out of order: 1800..1831 is stored before 1701..1799.
     st = Store(cfg.db_path)
     c = st.last_counter(9)
-    st.store_batch(9, c + 1, [rig.ride(s, rig.fee_of(9, s)) for s in range(1800, 1832)])
-    st.store_batch(9, c + 2, [rig.ride(s, rig.fee_of(9, s)) for s in range(1701, 1800)])
+    st.store_batch(9, c + 1, [rides.ride(s, rides.fee_of(9, s)) for s in range(1800, 1832)])
+    st.store_batch(9, c + 2, [rides.ride(s, rides.fee_of(9, s)) for s in range(1701, 1800)])
     st.close()
-    expected[9] = (1831, sum(rig.fee_of(9, s) for s in range(1, 1832)))
-    led_cfg = rig.write_ledger_config(tmp_path / "ledger", pki, bank)
-    led = rig.start_ledger(led_cfg, tmp_path / "ledger.log")
-    log = ListLog()
-    up = Upstream(cfg.upstream, cfg.db_path, log)
-    try:
-        # measure from a subscribed ledger (a first-time subscriber misses what was published before it)
-        wait_for(lambda: b'"subscribed"' in (tmp_path / "ledger.log").read_bytes(), 30, "the ledger")
-        t0 = time.monotonic()
-        up.start()
-        total = sum(n for n, _ in expected.values())
-        ldb = tmp_path / "ledger" / "ledger-data" / "ledger.db"
-        wait_for(lambda: sum(n for n, _ in rig.ledger_counts(ldb).values()) == total and up.inflight == 0,
-                 60, "the drain")
-        elapsed = time.monotonic() - t0
-        print("drained %d rides in %.2fs (%.0f rides/s)" % (total, elapsed, total / elapsed))
-    finally:
-        up.stop()
-        led.terminate()
-        led.wait(20)
-    assert rig.ledger_counts(ldb) == {("gw1", r): v for r, v in expected.items()}
+    expected[9] = (1831, sum(rides.fee_of(9, s) for s in range(1, 1832)))
+    led_cfg = configs.write_ledger_config(tmp_path / "ledger", pki, bank)
+    with procs.running(start_ledger(led_cfg, tmp_path / "ledger.log"), 20):  # SIGTERM at the end, pass or fail
+        log = EventLog(json_default=str)
+        up = Upstream(cfg.upstream, cfg.db_path, log)
+        try:
+            # measure from a subscribed ledger (a first-time subscriber misses what was published before it)
+            wait_for(lambda: b'"subscribed"' in (tmp_path / "ledger.log").read_bytes(), 30, "the ledger")
+            t0 = time.monotonic()
+            up.start()
+            total = sum(n for n, _ in expected.values())
+            ldb = tmp_path / "ledger" / "ledger-data" / "ledger.db"
+            wait_for(lambda: sum(n for n, _ in rides.ledger_counts(ldb).values()) == total and up.inflight == 0,
+                     60, "the drain")
+            elapsed = time.monotonic() - t0
+            print("drained %d rides in %.2fs (%.0f rides/s)" % (total, elapsed, total / elapsed))
+        finally:
+            up.stop()
+    assert rides.ledger_counts(ldb) == {("gw1", r): v for r, v in expected.items()}
     # every reader's rides reached the ledger in the gateway's storage order
     db = LedgerDB(ldb)
     gw = Store(cfg.db_path)
@@ -138,8 +122,8 @@ def test_drain_exactly_once_in_gateway_order(tmp_path, pki, bank, protocol):
 
 def test_forged_or_unknown_acks_are_refused(tmp_path, pki, bank):
     cfg = gateway_cfg(tmp_path, pki, bank, batch_rides=50, ack_timeout_s=60)
-    rig.prefill(cfg.db_path, {7: 12}, 120)
-    log = ListLog()
+    rides.prefill(cfg.db_path, {7: 12}, 120)
+    log = EventLog(json_default=str)
     up = Upstream(cfg.upstream, cfg.db_path, log)
     acks_topic = upstream_topics("gw1")["acks"]
     # the ledger's certificate: a broker-level impostor, or a ledger whose signing key is not the registered one
@@ -242,8 +226,8 @@ def test_acl_a_gateway_speaks_only_for_itself(pki, bank):
 def test_card_updates_reach_the_callback(tmp_path, pki, bank):
     cfg = gateway_cfg(tmp_path, pki, bank)
     got = queue.Queue()
-    up = Upstream(cfg.upstream, cfg.db_path, ListLog(), on_card_update=got.put)
-    led_cfg = rig.write_ledger_config(tmp_path / "ledger", pki, bank)
+    up = Upstream(cfg.upstream, cfg.db_path, EventLog(json_default=str), on_card_update=got.put)
+    led_cfg = configs.write_ledger_config(tmp_path / "ledger", pki, bank)
     payload = os.urandom(300)
     (tmp_path / "update.bin").write_bytes(payload)
     try:
@@ -317,6 +301,5 @@ def test_a_gateway_cannot_take_over_the_ledgers_or_another_gateways_client_id(pk
 
 
 def test_bank_conf_ties_the_client_id_to_the_certificate(tmp_path, pki):
-    from liftcard_gateway.bank_broker import render_bank_conf
     lines = render_bank_conf(8883, "127.0.0.1", tmp_path, pki.ca_cert, pki.server_cert, pki.server_key).splitlines()
     assert "use_identity_as_username true" in lines and "use_username_as_clientid true" in lines
