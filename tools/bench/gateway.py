@@ -34,9 +34,7 @@ import argparse
 import json
 import os
 import platform
-import queue
 import secrets
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -55,12 +53,13 @@ for sub in ("gateway", "tools"):
 import paho.mqtt.client as mqtt  # noqa: E402
 
 from liftcard_protocol import link  # noqa: E402
-from liftcard_gateway.broker import MosquittoInstance, reader_topics  # noqa: E402
 from liftcard_protocol.ride import RideRecord  # noqa: E402
-from liftcard_gateway.bank_broker import BankBroker  # noqa: E402
-from liftcard_gateway.pki import make_dev_pki  # noqa: E402
+from liftcard_protocol.topics import reader_topics  # noqa: E402
 from liftcard_gateway.store import Store  # noqa: E402
-from liftcard_tools import upstream_rig as rig  # noqa: E402
+from liftcard_testing import configs, procs, programs, rides  # noqa: E402
+from liftcard_testing.bankbroker import BankBroker  # noqa: E402
+from liftcard_testing.devpki import make_dev_pki  # noqa: E402
+from liftcard_testing.mosquitto import MosquittoInstance  # noqa: E402
 
 BUILDING = 12
 FIRST_READER = 1001
@@ -173,37 +172,12 @@ class LoadReader:
 
 
 def write_gateway_config(d: Path, broker: MosquittoInstance, keys: dict, extra: str = "") -> Path:
-    d.mkdir(parents=True, exist_ok=True)
-    pw = d / "broker.pass"
-    pw.write_text(broker.credentials["gateway"] + "\n")
-    os.chmod(pw, 0o600)
-    readers = ""
-    for rid, key in keys.items():
-        kf = d / f"reader-{rid}.key"
-        kf.write_text(key.hex())
-        os.chmod(kf, 0o600)
-        readers += (f"[[readers]]\nreader_id = {rid}\nbuilding_id = {BUILDING}\n"
-                    f"key_file = \"{kf.name}\"\nfirst_seq = 1\n")
-    p = d / "gw.toml"
-    p.write_text(f"""[gateway]
-data_dir = "data"
-[broker]
-host = "{broker.host}"
-port = {broker.port}
-username = "gateway"
-password_file = "broker.pass"
-client_id = "gw-bench-{uuid.uuid4().hex[:8]}"
-{extra}
-{readers}""")
-    return p
+    return configs.write_gateway_config(d, broker, keys, {rid: BUILDING for rid in keys}, extra=extra,
+                                        first_seq=1, client_id=f"gw-bench-{uuid.uuid4().hex[:8]}")
 
 
 def start_gateway(cfg: Path, logdir: Path) -> subprocess.Popen:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "gateway"), str(REPO / "tools"), env.get("PYTHONPATH", "")])
-    logf = open(logdir / f"gateway-{time.monotonic_ns()}.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "liftcard_gateway", "run", "--config", str(cfg)],
-                            stdout=logf, stderr=subprocess.STDOUT, env=env)
+    return programs.start_gateway(cfg, logdir / f"gateway-{time.monotonic_ns()}.log")
 
 
 def wait_log(path_glob_dir: Path, needle: str, timeout: float) -> bool:
@@ -217,13 +191,7 @@ def wait_log(path_glob_dir: Path, needle: str, timeout: float) -> bool:
 
 
 def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    procs.stop(proc, 20)
 
 
 class MemSampler(threading.Thread):
@@ -262,27 +230,32 @@ class Upstream:
     def __init__(self, work: Path):
         self.work = work
         self.pki = make_dev_pki(work / "pki", ["gw1"])
-        self.bank = BankBroker(self.pki, ["gw1"]).start()
-        self.ledger_cfg = rig.write_ledger_config(work / "ledger", self.pki, self.bank)
-        self.ledger_db = work / "ledger" / "ledger-data" / "ledger.db"
         self.ledger = None
+        self.bank = BankBroker(self.pki, ["gw1"]).start()
+        try:
+            self.ledger_cfg = configs.write_ledger_config(work / "ledger", self.pki, self.bank)
+        except BaseException:
+            self.bank.close()
+            raise
+        self.ledger_db = work / "ledger" / "ledger-data" / "ledger.db"
 
     def section(self, **extra) -> str:
-        return rig.upstream_section(self.pki, self.bank, **extra)
+        return configs.upstream_section(self.pki, self.bank, **extra)
 
     def start_ledger(self) -> None:
-        self.ledger = rig.start_ledger(self.ledger_cfg, self.work / "ledger.log")
+        self.ledger = programs.start_ledger(self.ledger_cfg, self.work / "ledger.log")
 
     def held(self) -> int:
-        return sum(n for n, _ in rig.ledger_counts(self.ledger_db).values())
+        return sum(n for n, _ in rides.ledger_counts(self.ledger_db).values())
 
     def fees(self) -> int:
-        return sum(f for _, f in rig.ledger_counts(self.ledger_db).values())
+        return sum(f for _, f in rides.ledger_counts(self.ledger_db).values())
 
     def close(self) -> None:
-        if self.ledger is not None:
+        try:
             stop(self.ledger)
-        self.bank.close()
+        finally:
+            self.bank.close()
 
 
 def wait_until(pred, timeout: float, what: str) -> None:
@@ -361,13 +334,13 @@ def phase_backlog(work: Path, n: int, n_readers: int, up: Upstream, batch_rides:
         cfg = write_gateway_config(d, broker, keys, up.section(batch_rides=batch_rides))
         log(f"backlog {tag}: pre-filling {per * n_readers} rides")
         t = time.perf_counter()
-        rig.prefill_fast(d / "data" / "gateway.db", rids, per)
+        rides.prefill_fast(d / "data" / "gateway.db", rids, per)
         fill_s = time.perf_counter() - t
         gw = start_gateway(cfg, d)
-        mem = MemSampler(gw.pid)
-        mem.start()
-        t0 = time.perf_counter()
         try:
+            mem = MemSampler(gw.pid)
+            mem.start()
+            t0 = time.perf_counter()
             wait_until(lambda: up.held() - before >= per * n_readers, 1800, f"the ledger to drain {tag}")
             elapsed = time.perf_counter() - t0
             memo = mem.stop()

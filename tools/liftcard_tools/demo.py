@@ -41,7 +41,6 @@ import json
 import os
 import queue
 import secrets
-import shutil
 import subprocess
 import sys
 import threading
@@ -58,16 +57,15 @@ from liftcard_protocol.fields import NO_END, NO_FLOOR
 from liftcard_protocol.readerconfig import config_key, validate_config
 from liftcard_protocol.ride import RideRecord
 from liftcard_protocol.whitelist import build_whitelist, parse_whitelist
-from liftcard_provisioning.mpybuild import build as build_firmware, micropypath
+from liftcard_testing import firmware, procs
 from liftcard_tools.feemodel import FeeModel
 
 PROG = "liftcard-demo"
 WIDTH = 124  # the tap table's width
-HEAP = "192K"  # the production heap limit (docs/promises.md)
+HEAP = firmware.HEAP  # the production heap limit (docs/promises.md)
 REPLY_TIMEOUT_S = 20.0
 DUMP_PAGE = 1000
-FS_IMG = "fs.img"
-LOG_IMG = "log.img"
+FS_IMG, LOG_IMG = firmware.FS_IMG, firmware.LOG_IMG  # the reader's flash images in the work dir
 _DAY_S = 86400
 _MODEL_FLAGS = Flag.DEBOUNCED | Flag.FREE_CLASS | Flag.CAPPED
 
@@ -233,26 +231,20 @@ def find_repo() -> Path:
 
 
 def find_micropython() -> str:
-    here = Path(sys.executable).parent / "micropython"
-    if here.is_file() and os.access(here, os.X_OK):
-        return str(here)
-    found = shutil.which("micropython")
-    if not found:
-        raise DemoError("micropython not found next to %s or on PATH: run scripts/setup.sh" % sys.executable)
-    return found
+    try:
+        return firmware.micropython()
+    except firmware.ToolMissing as e:  # "micropython not found next to ... or on PATH: run scripts/setup.sh"
+        raise DemoError(str(e))
 
 
 class VirtualReader:
     """The firmware under MicroPython, spoken to line by line (the host
     board's protocol: firmware/liftcard/lineproto.py)."""
 
-    def __init__(self, micropython: str, repo: Path, workdir: Path):
-        # The firmware as a reader runs it: compiled to .mpy (liftcard_provisioning.mpybuild).
-        fw = build_firmware(firmware=repo / "firmware", out=repo / "build" / "firmware")
-        self.cmd = [micropython, "-X", "heapsize=" + HEAP, str(fw / "main.py"),
-                    "--flash", str(workdir / FS_IMG), "--log", str(workdir / LOG_IMG)]
-        self.env = dict(os.environ)
-        self.env["MICROPYPATH"] = micropypath(fw)
+    def __init__(self, micropython: str, workdir: Path):
+        # The firmware as a reader runs it: compiled to .mpy (liftcard_testing.firmware, by mpybuild).
+        self.cmd = firmware.reader_argv(workdir, heap=HEAP, binary=micropython)
+        self.env = firmware.reader_env()
         self.cwd = workdir
         self.proc = None
         self._lines = queue.Queue()
@@ -262,8 +254,9 @@ class VirtualReader:
 
     def start(self) -> None:
         try:
-            self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, env=self.env, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            # Ends with the demo, even one killed: procs.spawn ties it to this process.
+            self.proc = procs.spawn(self.cmd, cwd=self.cwd, env=self.env, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as e:
             raise DemoError("cannot start %s: %s" % (self.cmd[0], e.strerror or e))
         threading.Thread(target=self._pump, args=(self.proc.stdout, self._lines), daemon=True).start()
@@ -500,7 +493,7 @@ class Demo:
         cfg = self.cfg = self.load_or_make_config()
         self.utc = cfg["utc_offset_min"]
         key = config_key(cfg)
-        self.reader = VirtualReader(self.mp, self.repo, self.dir)
+        self.reader = VirtualReader(self.mp, self.dir)
         try:
             return self._run(cfg, key)
         finally:
