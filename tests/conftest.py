@@ -2,6 +2,9 @@
 compiled firmware, configs, the site) live in the liftcard_testing package
 (tools/liftcard_testing/); test modules import them from there, never from
 each other.
+
+liftcard_testing.leakcheck fails the run if a process it started (a broker, a
+reader, a gateway, a ledger...) is still alive at its end, and kills it.
 """
 
 import pytest
@@ -10,6 +13,8 @@ import pytest
 pytest.register_assert_rewrite("liftcard_testing")
 
 from liftcard_testing import firmware  # noqa: E402
+
+pytest_plugins = ["liftcard_testing.leakcheck"]
 
 
 @pytest.fixture
