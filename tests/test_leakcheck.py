@@ -41,8 +41,14 @@ def _run(tmp_path, leak, dist):
     pidfile = d / "pid"
     (d / "test_inner.py").write_text("PIDFILE = %r\nLEAK = %r\n" % (str(pidfile), leak) + LEAKY)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}  # not an xdist worker
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *dist, str(d)],
-                         cwd=d, env=env, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *dist, str(d)],
+        cwd=d,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     pid = int(pidfile.read_text())
     return res, pid
 

@@ -39,20 +39,36 @@ def incremental(version, base, upserts=(), removes=(), key=BANK, compound=COMPOU
     return cu.build_update(key, cu.INCREMENTAL, compound, version, base, ops, 1000)
 
 
-def write_cards_config(dir: str | os.PathLike, *, broker_host="127.0.0.1", broker_port=1883,
-                       broker_password="x" * 16, keys=None, readers=READERS, cards_extra="",
-                       client_id="gw-cards", pub=None):
+def write_cards_config(
+    dir: str | os.PathLike,
+    *,
+    broker_host="127.0.0.1",
+    broker_port=1883,
+    broker_password="x" * 16,
+    keys=None,
+    readers=READERS,
+    cards_extra="",
+    client_id="gw-cards",
+    pub=None,
+):
     """(dir/gw.toml, reader keys): a gateway config whose [cards] section (last,
     then `cards_extra`) trusts `pub` (default: BANK's public key, in
     dir/bank.pub). Reader keys derive from the reader id unless given."""
     dir = Path(dir)
     keys = keys or {rid: hashlib.sha256(b"reader key %d" % rid).digest() for rid in readers}
-    p = write_gateway_config(dir, BrokerLogin(broker_host, broker_port, broker_password), keys, readers,
-                             client_id=client_id,
-                             extra='[cards]\nbank_public_key_file = "bank.pub"\ncompound_id = %d\n%s\n'
-                                   % (COMPOUND, cards_extra))
-    (dir / "bank.pub").write_bytes((pub or BANK.public_key()).public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    p = write_gateway_config(
+        dir,
+        BrokerLogin(broker_host, broker_port, broker_password),
+        keys,
+        readers,
+        client_id=client_id,
+        extra='[cards]\nbank_public_key_file = "bank.pub"\ncompound_id = %d\n%s\n' % (COMPOUND, cards_extra),
+    )
+    (dir / "bank.pub").write_bytes(
+        (pub or BANK.public_key()).public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     return p, keys
 
 
@@ -64,7 +80,7 @@ def assemble(msgs, key, rid, bid, held=None):
     pos = 0
     for m in msgs:  # in offset order, one version
         assert m.chunk.offset == pos and m.chunk.total == total and m.chunk.version == msgs[0].chunk.version
-        buf[pos:pos + len(m.chunk.data)] = m.chunk.data
+        buf[pos : pos + len(m.chunk.data)] = m.chunk.data
         pos += len(m.chunk.data)
     assert pos == total
     return parse_whitelist(key, bytes(buf), rid, bid, held)

@@ -15,6 +15,7 @@ from pathlib import Path
 class BrokerLogin:
     """Where a gateway finds its local broker, for a config without a running
     MosquittoInstance (which has the same host, port and credentials)."""
+
     host: str = "127.0.0.1"
     port: int = 1883
     password: str = "x" * 16
@@ -29,8 +30,16 @@ def _secret(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def write_gateway_config(dir: str | os.PathLike, broker, keys: dict, readers: dict, *, extra: str = "",
-                         client_id: str | None = None, first_seq: int | None = None) -> Path:
+def write_gateway_config(
+    dir: str | os.PathLike,
+    broker,
+    keys: dict,
+    readers: dict,
+    *,
+    extra: str = "",
+    client_id: str | None = None,
+    first_seq: int | None = None,
+) -> Path:
     """dir/gw.toml (dir created): data in dir/data, the local broker `broker`
     (.host, .port, .credentials["gateway"]; password in dir/broker.pass), one
     [[readers]] per reader_id -> building_id of `readers` with its key from
@@ -39,9 +48,11 @@ def write_gateway_config(dir: str | os.PathLike, broker, keys: dict, readers: di
     dir = Path(dir)
     dir.mkdir(parents=True, exist_ok=True)
     _secret(dir / "broker.pass", broker.credentials["gateway"] + "\n")
-    text = ('[gateway]\ndata_dir = "data"\n\n[broker]\nhost = "%s"\nport = %d\nusername = "gateway"\n'
-            'password_file = "broker.pass"\nclient_id = "%s"\n\n'
-            % (broker.host, broker.port, client_id or "gw-%s" % secrets.token_hex(6)))
+    text = (
+        '[gateway]\ndata_dir = "data"\n\n[broker]\nhost = "%s"\nport = %d\nusername = "gateway"\n'
+        'password_file = "broker.pass"\nclient_id = "%s"\n\n'
+        % (broker.host, broker.port, client_id or "gw-%s" % secrets.token_hex(6))
+    )
     for rid, bid in readers.items():
         kf = dir / ("reader-%d.key" % rid)
         _secret(kf, keys[rid].hex())
@@ -59,27 +70,50 @@ def upstream_section(pki, bank, gateway_id: str = "gw1", **extra) -> str:
     certificate and signing key from `pki` (devpki.DevPKI), then `extra`
     settings (strings quoted)."""
     g = pki.gateways[gateway_id]
-    lines = ["[upstream]", 'gateway_id = "%s"' % gateway_id, 'host = "%s"' % bank.host, "port = %d" % bank.port,
-             'ca_file = "%s"' % pki.ca_cert, 'cert_file = "%s"' % g["cert"], 'key_file = "%s"' % g["key"],
-             'signing_key_file = "%s"' % g["signing_key"], 'ledger_public_key_file = "%s"' % pki.ledger_public_key]
+    lines = [
+        "[upstream]",
+        'gateway_id = "%s"' % gateway_id,
+        'host = "%s"' % bank.host,
+        "port = %d" % bank.port,
+        'ca_file = "%s"' % pki.ca_cert,
+        'cert_file = "%s"' % g["cert"],
+        'key_file = "%s"' % g["key"],
+        'signing_key_file = "%s"' % g["signing_key"],
+        'ledger_public_key_file = "%s"' % pki.ledger_public_key,
+    ]
     for k, v in extra.items():
         lines.append("%s = %s" % (k, '"%s"' % v if isinstance(v, str) else v))
     return "\n".join(lines) + "\n"
 
 
-def write_ledger_config(dir: str | os.PathLike, pki, bank, gateway_ids=("gw1",), data_dir: str = "ledger-data",
-                        client_id: str | None = None) -> Path:
+def write_ledger_config(
+    dir: str | os.PathLike, pki, bank, gateway_ids=("gw1",), data_dir: str = "ledger-data", client_id: str | None = None
+) -> Path:
     """dir/ledger.toml for the reference ledger on the bank broker `bank`,
     registering each gateway's public key from `pki`."""
     dir = Path(dir)
     dir.mkdir(parents=True, exist_ok=True)
-    gws = "".join('[[gateways]]\ngateway_id = "%s"\npublic_key_file = "%s"\n\n'
-                  % (g, pki.gateways[g]["public_key"]) for g in gateway_ids)
+    gws = "".join(
+        '[[gateways]]\ngateway_id = "%s"\npublic_key_file = "%s"\n\n' % (g, pki.gateways[g]["public_key"])
+        for g in gateway_ids
+    )
     p = dir / "ledger.toml"
-    p.write_text('[ledger]\ndata_dir = "%s"\nsigning_key_file = "%s"\n\n[broker]\nhost = "%s"\nport = %d\n'
-                 'ca_file = "%s"\ncert_file = "%s"\nkey_file = "%s"\nclient_id = "%s"\n\n'
-                 '[cards]\ncert_file = "%s"\nkey_file = "%s"\n\n%s'
-                 % (data_dir, pki.ledger_signing_key, bank.host, bank.port, pki.ca_cert, pki.ledger_cert,
-                    pki.ledger_key, client_id or "ledger-%s" % secrets.token_hex(4), pki.cards_cert, pki.cards_key,
-                    gws))
+    p.write_text(
+        '[ledger]\ndata_dir = "%s"\nsigning_key_file = "%s"\n\n[broker]\nhost = "%s"\nport = %d\n'
+        'ca_file = "%s"\ncert_file = "%s"\nkey_file = "%s"\nclient_id = "%s"\n\n'
+        '[cards]\ncert_file = "%s"\nkey_file = "%s"\n\n%s'
+        % (
+            data_dir,
+            pki.ledger_signing_key,
+            bank.host,
+            bank.port,
+            pki.ca_cert,
+            pki.ledger_cert,
+            pki.ledger_key,
+            client_id or "ledger-%s" % secrets.token_hex(4),
+            pki.cards_cert,
+            pki.cards_key,
+            gws,
+        )
+    )
     return p

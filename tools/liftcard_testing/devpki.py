@@ -34,13 +34,13 @@ from liftcard_protocol.topics import GATEWAY_ID_RE
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "liftcard"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "liftcard"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    )
 
 
 def _pem_key(k) -> bytes:
-    return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                           serialization.NoEncryption())
+    return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
 def _cert_pem(c: x509.Certificate) -> bytes:
@@ -59,31 +59,55 @@ class CA:
 def make_ca(cn: str = "liftcard test CA", days: int = 3650) -> CA:
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False),
-                           critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
     return CA(key, cert)
 
 
-def issue(ca: CA, cn: str, *, server_names: tuple[str, ...] = (), client: bool = True,
-          days: int = 825) -> tuple[bytes, bytes]:
+def issue(
+    ca: CA, cn: str, *, server_names: tuple[str, ...] = (), client: bool = True, days: int = 825
+) -> tuple[bytes, bytes]:
     """(key PEM, cert PEM) for cn signed by ca. server_names (DNS names or IP
     addresses) make it a server certificate; client adds clientAuth."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.timezone.utc)
-    usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server_names else []) + \
-             ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
-    b = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca.cert.subject)
-         .public_key(key.public_key()).serial_number(x509.random_serial_number())
-         .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
-         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-         .add_extension(x509.ExtendedKeyUsage(usages), critical=False))
+    usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server_names else []) + (
+        [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
+    )
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    )
     if server_names:
         alt = []
         for n in server_names:
@@ -99,6 +123,7 @@ def issue(ca: CA, cn: str, *, server_names: tuple[str, ...] = (), client: bool =
 @dataclass
 class DevPKI:
     """Paths of a generated development PKI (see make_dev_pki)."""
+
     dir: Path
     ca_cert: Path
     server_cert: Path
@@ -108,7 +133,7 @@ class DevPKI:
     ledger_signing_key: Path
     ledger_public_key: Path
     gateways: dict  # gateway_id -> dict(cert, key, signing_key, public_key)
-    others: dict    # identity -> dict(cert, key): the card publisher, the readiness probe, test clients
+    others: dict  # identity -> dict(cert, key): the card publisher, the readiness probe, test clients
 
     @property
     def cards_cert(self) -> Path:
@@ -119,9 +144,12 @@ class DevPKI:
         return self.others[CARDS_IDENTITY]["key"]
 
 
-def make_dev_pki(out: str | os.PathLike, gateway_ids=("gw1",),
-                 server_names: tuple[str, ...] = ("127.0.0.1", "localhost"),
-                 others: tuple[str, ...] = ()) -> DevPKI:
+def make_dev_pki(
+    out: str | os.PathLike,
+    gateway_ids=("gw1",),
+    server_names: tuple[str, ...] = ("127.0.0.1", "localhost"),
+    others: tuple[str, ...] = (),
+) -> DevPKI:
     """A CA, a broker server certificate, client certificates for the ledger and
     each gateway (CN `ledger`, `gw-<id>`), and Ed25519 signing keys for all;
     client certificates for CARDS_IDENTITY (the card publisher), PROBE_IDENTITY
@@ -146,23 +174,38 @@ def make_dev_pki(out: str | os.PathLike, gateway_ids=("gw1",),
         write_private(out / ("%s.key" % ident), k)
         write_public(out / ("%s.crt" % ident), c)
         new_signing_key(out / ("%s-signing.key" % ident), out / ("%s-signing.pub" % ident))
-        gws[gid] = {"cert": out / ("%s.crt" % ident), "key": out / ("%s.key" % ident),
-                    "signing_key": out / ("%s-signing.key" % ident),
-                    "public_key": out / ("%s-signing.pub" % ident)}
+        gws[gid] = {
+            "cert": out / ("%s.crt" % ident),
+            "key": out / ("%s.key" % ident),
+            "signing_key": out / ("%s-signing.key" % ident),
+            "public_key": out / ("%s-signing.pub" % ident),
+        }
     extra = {}
     for ident in (CARDS_IDENTITY, PROBE_IDENTITY, *others):
         k, c = issue(ca, ident)
         write_private(out / ("%s.key" % ident), k)
         write_public(out / ("%s.crt" % ident), c)
         extra[ident] = {"cert": out / ("%s.crt" % ident), "key": out / ("%s.key" % ident)}
-    return DevPKI(out, out / "ca.crt", out / "server.crt", out / "server.key", out / "ledger.crt",
-                  out / "ledger.key", out / "ledger-signing.key", out / "ledger-signing.pub", gws, extra)
+    return DevPKI(
+        out,
+        out / "ca.crt",
+        out / "server.crt",
+        out / "server.key",
+        out / "ledger.crt",
+        out / "ledger.key",
+        out / "ledger-signing.key",
+        out / "ledger-signing.pub",
+        gws,
+        extra,
+    )
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m liftcard_testing.devpki",
-                                 description="a development PKI: CA, broker server certificate, ledger, card "
-                                             "publisher, probe and gateway client certificates, signing keys")
+    ap = argparse.ArgumentParser(
+        prog="python -m liftcard_testing.devpki",
+        description="a development PKI: CA, broker server certificate, ledger, card "
+        "publisher, probe and gateway client certificates, signing keys",
+    )
     ap.add_argument("--out", required=True)
     ap.add_argument("--gateway", action="append", default=[], help="gateway id (repeatable)")
     ap.add_argument("--server-name", action="append", default=[], help="broker DNS name or IP (repeatable)")
@@ -174,8 +217,10 @@ def main(argv=None) -> int:
         p = make_dev_pki(args.out, args.gateway or ["gw1"], tuple(args.server_name) or ("127.0.0.1", "localhost"))
         print("wrote %s" % p.dir)
     except (KeyFileError, OSError) as e:
-        print("liftcard devpki: %s" % (e if isinstance(e, KeyFileError) else "%s: %s" % (e.filename, e.strerror)),
-              file=sys.stderr)
+        print(
+            "liftcard devpki: %s" % (e if isinstance(e, KeyFileError) else "%s: %s" % (e.filename, e.strerror)),
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -68,8 +68,17 @@ def reader_argv(workdir: str | os.PathLike, *extra: str, heap: str = HEAP, binar
     """The command line of a virtual reader: firmware/main.py (compiled) under
     micropython with the production heap, its flash images in workdir."""
     workdir = Path(workdir)
-    return [binary or micropython(), "-X", "heapsize=" + heap, str(build() / "main.py"),
-            "--flash", str(workdir / FS_IMG), "--log", str(workdir / LOG_IMG), *extra]
+    return [
+        binary or micropython(),
+        "-X",
+        "heapsize=" + heap,
+        str(build() / "main.py"),
+        "--flash",
+        str(workdir / FS_IMG),
+        "--log",
+        str(workdir / LOG_IMG),
+        *extra,
+    ]
 
 
 def reader_env(**extra: str) -> dict:
@@ -77,8 +86,9 @@ def reader_env(**extra: str) -> dict:
     return dict(os.environ, MICROPYPATH=micropypath(), **extra)
 
 
-def run_micropython(args, cwd, heap: str = HEAP, timeout: float = 600, stdin=None,
-                    env_extra=None) -> subprocess.CompletedProcess:
+def run_micropython(
+    args, cwd, heap: str = HEAP, timeout: float = 600, stdin=None, env_extra=None
+) -> subprocess.CompletedProcess:
     """A MicroPython script to completion (tests/firmware on the path, the test
     vectors and a scratch directory named in the environment); killed and
     reaped if it outlives timeout (subprocess.TimeoutExpired)."""
@@ -89,9 +99,14 @@ def run_micropython(args, cwd, heap: str = HEAP, timeout: float = 600, stdin=Non
     env["LIFTCARD_HEAP"] = heap
     if env_extra:
         env.update(env_extra)
-    p = procs.spawn([micropython(), "-X", f"heapsize={heap}", *args], cwd=cwd, env=env,
-                    stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = procs.spawn(
+        [micropython(), "-X", f"heapsize={heap}", *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         out, err = p.communicate(stdin, timeout=timeout)
     finally:

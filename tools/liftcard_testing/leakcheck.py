@@ -53,8 +53,11 @@ def _no_process_outlives_the_session(request):
     left = procs.leftovers(request.config.stash[_RUN])
     if left:
         procs.kill_pids(pid for pid, _ in left)
-        pytest.fail("%d process(es) started by this test session still ran after its last teardown "
-                    "(killed now):\n%s" % (len(left), _describe(left)), pytrace=False)
+        pytest.fail(
+            "%d process(es) started by this test session still ran after its last teardown "
+            "(killed now):\n%s" % (len(left), _describe(left)),
+            pytrace=False,
+        )
 
 
 @pytest.hookimpl(trylast=True)

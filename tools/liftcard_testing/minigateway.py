@@ -20,7 +20,7 @@ class MiniGateway:
 
     def __init__(self, broker, key=KEY, reader=READER, building=BUILDING):
         self.key, self.reader, self.building = key, reader, building
-        self.rides = {}          # seq -> packed record
+        self.rides = {}  # seq -> packed record
         self.statuses = []
         self.wills = []
         self.refused = []

@@ -128,8 +128,13 @@ class MosquittoProcess:
             os.close(fd)
             os.chmod(self.workdir / name, 0o600)
         self._stderr = open(self.workdir / "mosquitto.stderr", "ab")
-        self._proc = procs.spawn([self._exe, "-c", str(conf)], stdin=subprocess.DEVNULL,
-                                 stdout=self._stderr, stderr=subprocess.STDOUT, umask=0o077)
+        self._proc = procs.spawn(
+            [self._exe, "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._stderr,
+            stderr=subprocess.STDOUT,
+            umask=0o077,
+        )
         try:
             self._ready(self._start_timeout, "start")
         except BaseException:
@@ -143,8 +148,10 @@ class MosquittoProcess:
         while True:
             if self._proc is None or self._proc.poll() is not None:
                 code = None if self._proc is None else self._proc.returncode
-                raise BrokerError(f"mosquitto exited (status {code}) during {what} on "
-                                  f"{self._host}:{self._port}{self._log_tail_block()}")
+                raise BrokerError(
+                    f"mosquitto exited (status {code}) during {what} on "
+                    f"{self._host}:{self._port}{self._log_tail_block()}"
+                )
             try:
                 rc = probe()
                 if rc == 0:
@@ -153,8 +160,10 @@ class MosquittoProcess:
             except OSError as e:
                 last = f"{type(e).__name__}: {e.strerror or e}"
             if time.monotonic() >= deadline:
-                raise BrokerError(f"mosquitto not ready after {timeout:g}s during {what} on "
-                                  f"{self._host}:{self._port} ({last}){self._log_tail_block()}")
+                raise BrokerError(
+                    f"mosquitto not ready after {timeout:g}s during {what} on "
+                    f"{self._host}:{self._port} ({last}){self._log_tail_block()}"
+                )
             time.sleep(0.05)
 
     def _log_tail(self, lines: int = 15) -> str:
@@ -223,11 +232,18 @@ class MosquittoInstance(MosquittoProcess):
     ``add_reader()`` regenerates the password and ACL files and reloads them (SIGHUP).
     """
 
-    def __init__(self, readers: Mapping[int, int] | None = None, *, host: str = "127.0.0.1",
-                 port: int | None = None, workdir: str | os.PathLike | None = None,
-                 credentials: Mapping[str, str] | None = None,
-                 log_types: tuple[str, ...] | None = None, start_timeout: float = 20.0,
-                 extra_users: Mapping[str, tuple[str, ...]] | None = None):
+    def __init__(
+        self,
+        readers: Mapping[int, int] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        workdir: str | os.PathLike | None = None,
+        credentials: Mapping[str, str] | None = None,
+        log_types: tuple[str, ...] | None = None,
+        start_timeout: float = 20.0,
+        extra_users: Mapping[str, tuple[str, ...]] | None = None,
+    ):
         super().__init__(host, port, workdir, start_timeout)
         self._readers = dict(readers or {})
         # `probe` (no topics) tells when the broker is up without touching the
@@ -256,8 +272,9 @@ class MosquittoInstance(MosquittoProcess):
     # -- configuration ------------------------------------------------------
     def _config(self) -> BrokerConfig:
         kw = {} if self._log_types is None else {"log_types": self._log_types}
-        return BrokerConfig(port=self._port, bind_address=self._host,
-                            readers=dict(self._readers), extra_users=dict(self._extra), **kw)
+        return BrokerConfig(
+            port=self._port, bind_address=self._host, readers=dict(self._readers), extra_users=dict(self._extra), **kw
+        )
 
     def _write(self) -> Path:
         self._cfg = self._config()
@@ -265,8 +282,7 @@ class MosquittoInstance(MosquittoProcess):
             self._creds.setdefault(u, new_password())
         return write_broker_files(self._cfg, self.workdir, self._creds)
 
-    def add_reader(self, reader_id: int, building_id: int, password: str | None = None,
-                   timeout: float = 20.0) -> str:
+    def add_reader(self, reader_id: int, building_id: int, password: str | None = None, timeout: float = 20.0) -> str:
         """Register a reader, regenerate passwd + acl, reload a running broker (SIGHUP)
         and wait until the new credentials are accepted. Returns the reader's password."""
         check_id("reader_id", reader_id)
@@ -291,6 +307,9 @@ class MosquittoInstance(MosquittoProcess):
 
     def _wait_auth(self, user: str, timeout: float, what: str) -> None:
         """Wait until the broker accepts user's credentials (CONNACK 0)."""
-        self._wait_until(lambda: connack(self._host, self._port, user, self._creds[user], timeout=2.0),
-                         timeout, what, f" for user {user}")
-
+        self._wait_until(
+            lambda: connack(self._host, self._port, user, self._creds[user], timeout=2.0),
+            timeout,
+            what,
+            f" for user {user}",
+        )

@@ -16,15 +16,27 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 
-def connack(host: str, port: int, user: str | None = None, password: str | None = None, *,
-            tls: ssl.SSLContext | None = None, timeout: float = 2.0) -> int:
+def connack(
+    host: str,
+    port: int,
+    user: str | None = None,
+    password: str | None = None,
+    *,
+    tls: ssl.SSLContext | None = None,
+    timeout: float = 2.0,
+) -> int:
     """The CONNACK of one clean-session CONNECT: 0 when accepted, otherwise
     the refusal's reason code as paho reports it (e.g. 134 bad user name or
     password, 135 not authorised). Raises OSError (ssl.SSLError included) when
     the broker is not reachable, the TLS handshake fails, or the connection
     ends or stays silent without a CONNACK."""
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="lc-probe-%s" % secrets.token_hex(6),
-                    protocol=mqtt.MQTTv311, clean_session=True, reconnect_on_failure=False)
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id="lc-probe-%s" % secrets.token_hex(6),
+        protocol=mqtt.MQTTv311,
+        clean_session=True,
+        reconnect_on_failure=False,
+    )
     c.connect_timeout = timeout
     if user is not None:
         c.username_pw_set(user, password)
@@ -46,8 +58,7 @@ def connack(host: str, port: int, user: str | None = None, password: str | None 
         c.disconnect()  # DISCONNECT when connected; closes the socket either way
 
 
-def tls_connack(host: str, port: int, ca: Path, cert: Path | None, key: Path | None,
-                timeout: float = 2.0) -> int:
+def tls_connack(host: str, port: int, ca: Path, cert: Path | None, key: Path | None, timeout: float = 2.0) -> int:
     """connack() over TLS with the given client certificate (None: none),
     verifying the broker against `ca`."""
     ctx = ssl.create_default_context(cafile=str(ca))

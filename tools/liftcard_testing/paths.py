@@ -5,5 +5,5 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "firmware"
 TESTS = REPO / "tests"
-MP_TESTS = TESTS / "firmware"   # MicroPython test modules, run by tests/test_firmware.py
+MP_TESTS = TESTS / "firmware"  # MicroPython test modules, run by tests/test_firmware.py
 VECTORS = TESTS / "vectors"

@@ -56,6 +56,7 @@ def _die_with_parent(parent: int):
         prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl took hold
             os._exit(1)
+
     return preexec
 
 
@@ -129,6 +130,7 @@ atexit.register(stop_all)
 
 
 # -- the session marker --------------------------------------------------------------
+
 
 def _read(path: str) -> bytes | None:
     try:

@@ -18,12 +18,19 @@ def start_module(module: str, args, log_path: str | os.PathLike, cwd=REPO) -> su
     """`python -m module args...` (this interpreter), output appended to log_path."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with procs.log_file(log_path) as out:
-        return procs.spawn([sys.executable, "-m", module, *args], stdout=out, stderr=out,
-                           stdin=subprocess.DEVNULL, env=env, cwd=str(cwd))
+        return procs.spawn(
+            [sys.executable, "-m", module, *args],
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=str(cwd),
+        )
 
 
-def start_gateway(config: str | os.PathLike, log_path: str | os.PathLike, *, ready: str | None = None,
-                  timeout: float = 20.0) -> subprocess.Popen:
+def start_gateway(
+    config: str | os.PathLike, log_path: str | os.PathLike, *, ready: str | None = None, timeout: float = 20.0
+) -> subprocess.Popen:
     """The gateway daemon on `config`. With `ready` (an event name, e.g.
     "subscribed"), returns once its log holds that event; if it exits first or
     the timeout passes, it is stopped and AssertionError carries its log."""
@@ -39,8 +46,10 @@ def start_gateway(config: str | os.PathLike, log_path: str | os.PathLike, *, rea
             return p
         if p.poll() is not None or time.monotonic() >= end:
             procs.stop(p)
-            raise AssertionError("the gateway did not log %s (exit status %s): %s"
-                                 % (ready, p.returncode, log.read_text(errors="replace")[-3000:]))
+            raise AssertionError(
+                "the gateway did not log %s (exit status %s): %s"
+                % (ready, p.returncode, log.read_text(errors="replace")[-3000:])
+            )
         time.sleep(0.05)
 
 

@@ -22,9 +22,17 @@ from . import firmware, procs
 KEY = bytes(range(32))
 READER, BUILDING = 1017, 12
 CONFIG = {
-    "reader_id": READER, "building_id": BUILDING, "floors": 7, "ground_floor": 0, "key": KEY.hex(),
-    "tariff": {"fee_fen": [0, 0, 10, 20, 30, 40, 50], "free_classes": ["exempt"], "monthly_cap_fen": 3000,
-               "debounce_s": 30},
+    "reader_id": READER,
+    "building_id": BUILDING,
+    "floors": 7,
+    "ground_floor": 0,
+    "key": KEY.hex(),
+    "tariff": {
+        "fee_fen": [0, 0, 10, 20, 30, 40, 50],
+        "free_classes": ["exempt"],
+        "monthly_cap_fen": 3000,
+        "debounce_s": 30,
+    },
 }
 CARD = 0x1122334455667788
 CARDS = [CardRecord(CARD, 501, 0b100001), CardRecord(0x8000000000000000, 502, 0b1001)]
@@ -36,8 +44,14 @@ class VirtualReader:
 
     def __init__(self, workdir: str | Path):
         self.dir = Path(workdir)
-        self.p = procs.spawn(firmware.reader_argv(self.dir), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, env=firmware.reader_env(), cwd=self.dir)
+        self.p = procs.spawn(
+            firmware.reader_argv(self.dir),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=firmware.reader_env(),
+            cwd=self.dir,
+        )
         try:
             self.until("READY")
         except BaseException:
@@ -68,7 +82,7 @@ class VirtualReader:
         return RideRecord.unpack(bytes.fromhex(line[1]))
 
     def status(self) -> dict:
-        return json.loads(self.command("STATUS")[len("STATUS "):])
+        return json.loads(self.command("STATUS")[len("STATUS ") :])
 
     def file(self, name: str, data: bytes) -> str:
         path = self.dir / name
@@ -98,8 +112,7 @@ class VirtualReader:
         self.kill()
 
 
-def configured_reader(workdir: str | Path, host: str, port: int, password: str,
-                      keepalive: int = 10) -> VirtualReader:
+def configured_reader(workdir: str | Path, host: str, port: int, password: str, keepalive: int = 10) -> VirtualReader:
     """The standard test reader (CONFIG) with an uplink to host:port,
     whitelist v1 of CARDS and its clock set; killed if any step fails."""
     r = VirtualReader(workdir)

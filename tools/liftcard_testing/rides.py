@@ -13,8 +13,18 @@ from liftcard_protocol.ride import RideRecord
 
 
 def ride(seq: int, fee: int, card: int = 0x0123456789ABCDEF, flags: int = 0, boot: int = 1) -> RideRecord:
-    return RideRecord(seq=seq, time=1_000_000 + seq, uptime=100 + seq, card_id=card, household=seq % 5000,
-                      floor=1 + seq % 6, fee=fee, result=0, flags=flags, boot=boot)
+    return RideRecord(
+        seq=seq,
+        time=1_000_000 + seq,
+        uptime=100 + seq,
+        card_id=card,
+        household=seq % 5000,
+        floor=1 + seq % 6,
+        fee=fee,
+        result=0,
+        flags=flags,
+        boot=boot,
+    )
 
 
 def fee_of(reader_id: int, seq: int) -> int:
@@ -58,10 +68,28 @@ def prefill_fast(db_path: Path, readers: dict, per_reader: int, chunk: int = 100
     for lo in range(0, per_reader, chunk):
         c.execute("BEGIN")
         for rid in readers:
-            c.executemany("INSERT INTO rides (reader_id, seq, time, uptime, card_id, household, floor, fee, result, "
-                          "flags, boot, received_at, up_counter) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                          [(rid, s, 1_000_000 + s, 100 + s, "0123456789abcdef", s % 5000, 1 + s % 6, fee_of(rid, s),
-                            0, 0, 1, now, 1) for s in range(lo + 1, min(per_reader, lo + chunk) + 1)])
+            c.executemany(
+                "INSERT INTO rides (reader_id, seq, time, uptime, card_id, household, floor, fee, result, "
+                "flags, boot, received_at, up_counter) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        rid,
+                        s,
+                        1_000_000 + s,
+                        100 + s,
+                        "0123456789abcdef",
+                        s % 5000,
+                        1 + s % 6,
+                        fee_of(rid, s),
+                        0,
+                        0,
+                        1,
+                        now,
+                        1,
+                    )
+                    for s in range(lo + 1, min(per_reader, lo + chunk) + 1)
+                ],
+            )
         c.execute("COMMIT")
     c.close()
 
@@ -73,8 +101,12 @@ def ledger_counts(db_path: Path) -> dict:
     c = sqlite3.connect(str(db_path), timeout=30)
     try:
         try:
-            return {(g, r): (n, f) for g, r, n, f in c.execute(
-                "SELECT gateway_id, reader_id, count(*), COALESCE(sum(fee),0) FROM rides GROUP BY 1, 2")}
+            return {
+                (g, r): (n, f)
+                for g, r, n, f in c.execute(
+                    "SELECT gateway_id, reader_id, count(*), COALESCE(sum(fee),0) FROM rides GROUP BY 1, 2"
+                )
+            }
         except sqlite3.OperationalError:
             return {}
     finally:

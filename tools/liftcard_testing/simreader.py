@@ -29,8 +29,9 @@ class SimReader:
         self.acks = queue.Queue()
         self.sun = queue.Queue()  # the entries of each down SUNCTR
         self._sub = threading.Event()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-{rid}-{uuid.uuid4().hex[:8]}",
-                        protocol=mqtt.MQTTv311)
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-{rid}-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv311
+        )
         c.username_pw_set(f"reader-{rid}", broker.credentials[f"reader-{rid}"])
         c.on_message = self._on_message
         c.on_subscribe = lambda *a: self._sub.set()
@@ -57,8 +58,21 @@ class SimReader:
         return link.counter_of(self.boot, self.msgno)
 
     def rides_msg(self, seqs, counter=None):
-        recs = [RideRecord(seq=s, time=5000 + s, uptime=s, card_id=CARD, household=7, floor=4, fee=40,
-                           result=0, flags=0, boot=self.boot) for s in seqs]
+        recs = [
+            RideRecord(
+                seq=s,
+                time=5000 + s,
+                uptime=s,
+                card_id=CARD,
+                household=7,
+                floor=4,
+                fee=40,
+                result=0,
+                flags=0,
+                boot=self.boot,
+            )
+            for s in seqs
+        ]
         return link.build_rides(self.key, self.rid, self.bid, counter or self.counter(), recs)
 
     def publish(self, payload, topic="up"):

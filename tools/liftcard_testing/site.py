@@ -64,8 +64,9 @@ class Site:
 
     # -- setup ----------------------------------------------------------------
     def _write_gateway_config(self) -> Path:
-        return write_gateway_config(self.tmp / "gw", self.broker, self.keys,
-                                    {rid: BUILDING for rid in READER_IDS}, first_seq=1)
+        return write_gateway_config(
+            self.tmp / "gw", self.broker, self.keys, {rid: BUILDING for rid in READER_IDS}, first_seq=1
+        )
 
     def start_gateway(self):
         logf = self.tmp / ("gw-%s.log" % uuid.uuid4().hex[:6])
@@ -80,9 +81,18 @@ class Site:
         d.mkdir()
         r = VirtualReader(d)
         self.readers[rid] = r  # close() ends it, whatever happens next
-        cfg = dict(CONFIG, reader_id=rid, building_id=BUILDING, key=self.keys[rid].hex(),
-                   uplink={"host": self.broker.host, "port": self.broker.port,
-                           "password": self.broker.credentials[f"reader-{rid}"], "keepalive_s": 10})
+        cfg = dict(
+            CONFIG,
+            reader_id=rid,
+            building_id=BUILDING,
+            key=self.keys[rid].hex(),
+            uplink={
+                "host": self.broker.host,
+                "port": self.broker.port,
+                "password": self.broker.credentials[f"reader-{rid}"],
+                "keepalive_s": 10,
+            },
+        )
         reply = r.command("CONFIG " + r.file("config.json", json.dumps(cfg).encode()))
         assert reply.startswith(f"OK config reader {rid}"), reply
         wl = r.file("wl1.bin", build_whitelist(self.keys[rid], rid, BUILDING, 1, self.cards[rid]))
@@ -117,12 +127,14 @@ class Site:
 
         def done():
             return all(self.readers[rid].status()["acked"] == last[rid] for rid in last)
+
         try:
             wait_for(done, timeout, "every reader's log to be acknowledged")
         except AssertionError:
             st = {rid: r.status() for rid, r in self.readers.items()}
-            raise AssertionError("not all acked: last=%r\nreaders=%r\ngateway log tail:\n%s"
-                                 % (last, st, self.gw_log_text()[-3000:]))
+            raise AssertionError(
+                "not all acked: last=%r\nreaders=%r\ngateway log tail:\n%s" % (last, st, self.gw_log_text()[-3000:])
+            )
         return last
 
     def dump(self, rid):
@@ -160,10 +172,18 @@ class Site:
             key = (row["reader_id"], row["seq"])
             assert key not in seen, "duplicate ride in the gateway DB: %r" % (key,)
             seen.add(key)
-            rec = RideRecord(seq=row["seq"], time=row["time"], uptime=row["uptime"],
-                             card_id=int(row["card_id"], 16), household=row["household"],
-                             floor=row["floor"], fee=row["fee"], result=row["result"],
-                             flags=row["flags"], boot=row["boot"])
+            rec = RideRecord(
+                seq=row["seq"],
+                time=row["time"],
+                uptime=row["uptime"],
+                card_id=int(row["card_id"], 16),
+                household=row["household"],
+                floor=row["floor"],
+                fee=row["fee"],
+                result=row["result"],
+                flags=row["flags"],
+                boot=row["boot"],
+            )
             assert row["reader_id"] in by_reader, "a ride from an unknown reader: %r" % (key,)
             by_reader[row["reader_id"]][row["seq"]] = rec.pack()
         assert open_gaps == 0
@@ -171,9 +191,11 @@ class Site:
             log = self.dump(rid)
             assert len(log) == last[rid] >= min_rides, (rid, len(log), last[rid])
             assert sorted(log) == list(range(1, last[rid] + 1))
-            assert set(by_reader[rid]) == set(log), \
-                "reader %d: DB seqs differ from the log (missing %r, extra %r)" % (
-                    rid, sorted(set(log) - set(by_reader[rid]))[:10], sorted(set(by_reader[rid]) - set(log))[:10])
+            assert set(by_reader[rid]) == set(log), "reader %d: DB seqs differ from the log (missing %r, extra %r)" % (
+                rid,
+                sorted(set(log) - set(by_reader[rid]))[:10],
+                sorted(set(by_reader[rid]) - set(log))[:10],
+            )
             for seq, raw in log.items():
                 assert by_reader[rid][seq] == raw, "reader %d seq %d: DB record differs from the log" % (rid, seq)
             fees = sum(RideRecord.unpack(raw).fee for raw in log.values())
