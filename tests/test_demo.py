@@ -137,14 +137,14 @@ def test_text_output(tmp_path, capsys):
     for word in ("GRANTED", "DEBOUNCED", "FREE_CLASS", "CAPPED", "SUSPENDED", "UNKNOWN_CARD", "LOST",
                  "EXPIRED", "NO_FLOOR", "AUTH_FAILED", "ERR bad tap", "ERR delta MAC does not verify"):
         assert word in out, word
-    rows = [l for l in out.splitlines() if l[:2].isdigit() and l[2] == ":" and l[9:14].strip().isdigit()]
+    rows = [ln for ln in out.splitlines() if ln[:2].isdigit() and ln[2] == ":" and ln[9:14].strip().isdigit()]
     assert len(rows) == 17
     # Aligned columns: the yuan amount always ends at the same place.
-    ends = {l.index("  relay") for l in rows}
+    ends = {ln.index("  relay") for ln in rows}
     assert len(ends) == 1
     end = ends.pop()
     shown_fen = sum(int(r[end - 6 : end].strip().replace(".", "")) for r in rows)
-    total = next(l for l in out.splitlines() if l.startswith("total "))
+    total = next(ln for ln in out.splitlines() if ln.startswith("total "))
     assert total.split()[-1] == demo.yuan(shown_fen) == "1.90"
     assert "all checks passed" in out and "exit code 0" in out
 

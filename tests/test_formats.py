@@ -2,7 +2,6 @@
 tests/vectors/ and against properties over arbitrary valid inputs."""
 
 import datetime
-import json
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings

@@ -121,8 +121,9 @@ def test_cli_totals_and_bad_input(tmp_path, pki, ledger):
     led.handle("liftcard/gw/gw1/batches", uf.build_batch(k, "gw1", 1, 7, 12, rides(range(1, 4), fee=125)))
     led.handle("liftcard/gw/gw1/batches", uf.build_batch(k, "gw1", 2, 8, 12, rides([1], fee=7)))
     cfgp = str(led.cfg.path)
-    run = lambda *a: subprocess.run([sys.executable, "-m", "liftcard_tools.ledger", *a], capture_output=True,
-                                    text=True, cwd=REPO, timeout=60)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "liftcard_tools.ledger", *a], capture_output=True, text=True,
+                              cwd=REPO, timeout=60)
     r = run("totals", "--config", cfgp, "--json")
     assert r.returncode == 0
     assert [json.loads(x) for x in r.stdout.splitlines()] == [

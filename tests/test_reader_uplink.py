@@ -41,7 +41,7 @@ def dump(r):
     r.send(b"DUMP 1 100000\n")
     lines = r.until(("OK", "ERR"))
     assert lines[-1].startswith("OK"), lines[-1]
-    return {int(l.split()[1][:8], 16): bytes.fromhex(l.split()[1]) for l in lines if l.startswith("REC ")}
+    return {int(ln.split()[1][:8], 16): bytes.fromhex(ln.split()[1]) for ln in lines if ln.startswith("REC ")}
 
 
 @pytest.fixture

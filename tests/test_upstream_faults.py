@@ -53,7 +53,8 @@ def test_kill9_gateway_and_ledger_and_broker_outage_exactly_once(tmp_path):
         total = PER_READER * len(READERS)
         lcfg = configs.write_ledger_config(tmp_path / "ledger", pki, bank)
         ldb = tmp_path / "ledger" / "ledger-data" / "ledger.db"
-        n = lambda: sum(v[0] for v in rides.ledger_counts(ldb).values())
+        def n():
+            return sum(v[0] for v in rides.ledger_counts(ldb).values())
 
         # Each ledger and gateway process ends with the with block, pass or fail.
         def started_ledger():

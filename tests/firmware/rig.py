@@ -11,7 +11,7 @@ import sys
 import vfs
 
 from board_host import Board
-from hostflash import BlockDev, NorFlash, PowerLoss, Rail, create_image
+from hostflash import BlockDev, Rail, create_image
 from liftcard.mac import Mac
 from liftcard.reader import Reader
 

@@ -4,7 +4,7 @@
 import rig
 from rig import check, tap, card_id, record
 from liftcard import codes
-from hostflash import NorError, NorFlash, SECTOR
+from hostflash import NorFlash, SECTOR
 from liftcard.ridelog import JOURNAL, SLOT, SLOTS, RideLog
 
 RING = 4

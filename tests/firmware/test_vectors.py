@@ -6,11 +6,11 @@ import gc
 
 import rig
 from rig import check, unhex, vector_cases, vector_meta
-from liftcard import codes, ridelog
+from liftcard import ridelog
 from liftcard import config as configmod
 from liftcard.crc import crc16
 from liftcard.mac import Mac
-from liftcard.whitelist import WhitelistError, _check_record
+from liftcard.whitelist import _check_record
 
 
 def test_crc16_vectors():

@@ -283,7 +283,7 @@ class VirtualReader:
         except subprocess.TimeoutExpired:
             code = None
         time.sleep(0.05)  # let the stderr thread catch the last lines
-        last = next((l for l in reversed(self._stderr) if l.strip()), "")
+        last = next((ln for ln in reversed(self._stderr) if ln.strip()), "")
         return DemoError("the reader exited during %s (exit code %s)%s"
                          % (doing, code, ": " + last if last else ""))
 
