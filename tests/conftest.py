@@ -22,6 +22,7 @@ def micropython(tmp_path):
     """run(args, **kw): a MicroPython script to completion in tmp_path
     (liftcard_testing.firmware.run_micropython; the firmware is compiled once,
     the first time a test needs it)."""
+
     def run(args, **kw):
         return firmware.run_micropython(args, tmp_path, **kw)
 

@@ -15,8 +15,9 @@ DRIVER = REPO / "tools" / "bench" / "reader.py"
 
 
 def _run(*args, timeout=120):
-    return subprocess.run([sys.executable, str(DRIVER), *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(DRIVER), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,19 @@ def test_document_shape(doc):
     assert doc["datasheet"]["sector_erase_ms"]["typ"] == 45.0
     assert len(doc["results"]) == 1
     s = doc["results"][0]["summary"]
-    for key in ("cards", "median_us", "p99_us", "heap", "flash_per_ride", "rides_per_2MB", "baseline",
-                "ratios", "estimates", "lookup_fs_reads", "breakdown_median_us"):
+    for key in (
+        "cards",
+        "median_us",
+        "p99_us",
+        "heap",
+        "flash_per_ride",
+        "rides_per_2MB",
+        "baseline",
+        "ratios",
+        "estimates",
+        "lookup_fs_reads",
+        "breakdown_median_us",
+    ):
         assert key in s, key
     assert s["median_us"] > 0 and s["p99_us"] >= s["median_us"]
 

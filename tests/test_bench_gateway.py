@@ -17,8 +17,9 @@ DRIVER = REPO / "tools" / "bench" / "gateway.py"
 
 @pytest.fixture(scope="module")
 def doc():
-    res = subprocess.run([sys.executable, str(DRIVER), "--quick"], cwd=REPO, capture_output=True, text=True,
-                         timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(DRIVER), "--quick"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout)
 
@@ -37,15 +38,15 @@ def test_document_has_the_figures_and_ratios(doc):
     assert doc["baseline"]["rides"] == 3000 and doc["baseline"]["rides_per_s"] > 0
     for key in ("gateway_ack", "ledger_ack"):
         assert doc["live"][key]["rides_per_s"] > 0
-    assert set(doc["ratios"]) == {"gateway_ack_vs_baseline", "ledger_ack_vs_baseline",
-                                  "backlog_peak_rss_full_vs_tenth"}
+    assert set(doc["ratios"]) == {"gateway_ack_vs_baseline", "ledger_ack_vs_baseline", "backlog_peak_rss_full_vs_tenth"}
     small, full = doc["backlog"]
     assert full["rides"] > small["rides"]
     assert full["gateway_memory"]["peak_rss_kib"] > 0
 
 
 def test_bad_arguments_are_one_line_errors():
-    res = subprocess.run([sys.executable, str(DRIVER), "--readers", "0"], cwd=REPO, capture_output=True,
-                         text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, str(DRIVER), "--readers", "0"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 2
     assert res.stderr.strip() == "gateway bench: --readers must be at least 1"

@@ -28,20 +28,31 @@ TIMEOUT = 30.0  # generous upper bound for anything to happen on loopback
 NOT_AUTHORIZED = 0x87
 READERS = {7: 12, 8: 12, 9: 13}  # reader_id -> building_id
 
+
 class Client:
     """A paho-mqtt 2.x client with thread-safe queues for what the broker says."""
 
-    def __init__(self, broker: MosquittoInstance, user: str | None, password: str | None = None,
-                 protocol=mqtt.MQTTv5, client_id: str | None = None, will: tuple | None = None,
-                 clean_session: bool | None = None):
+    def __init__(
+        self,
+        broker: MosquittoInstance,
+        user: str | None,
+        password: str | None = None,
+        protocol=mqtt.MQTTv5,
+        client_id: str | None = None,
+        will: tuple | None = None,
+        clean_session: bool | None = None,
+    ):
         self.broker = broker
         self.protocol = protocol
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                             client_id=client_id or f"t-{user}-{secrets.token_hex(4)}",
-                             protocol=protocol, reconnect_on_failure=False, clean_session=clean_session)
+        self.c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"t-{user}-{secrets.token_hex(4)}",
+            protocol=protocol,
+            reconnect_on_failure=False,
+            clean_session=clean_session,
+        )
         if user is not None:
-            self.c.username_pw_set(user, password if password is not None
-                                   else broker.credentials[user])
+            self.c.username_pw_set(user, password if password is not None else broker.credentials[user])
         if will:
             self.c.will_set(*will)
         self.connacks: queue.Queue = queue.Queue()
@@ -147,14 +158,20 @@ def topics(broker, rid):
 # Generated files (no broker needed)
 # ---------------------------------------------------------------------------
 
+
 def test_acl_has_explicit_user_blocks_only():
     acl = B.render_acl(BrokerConfig(readers={7: 12, 9: 13}))
     lines = [ln for ln in acl.splitlines() if ln and not ln.startswith("#")]
     assert lines == [
-        "user gateway", "topic readwrite lc/#",
-        "user reader-7", "topic write lc/12/reader-7/up", "topic write lc/12/reader-7/status",
+        "user gateway",
+        "topic readwrite lc/#",
+        "user reader-7",
+        "topic write lc/12/reader-7/up",
+        "topic write lc/12/reader-7/status",
         "topic read lc/12/reader-7/down",
-        "user reader-9", "topic write lc/13/reader-9/up", "topic write lc/13/reader-9/status",
+        "user reader-9",
+        "topic write lc/13/reader-9/up",
+        "topic write lc/13/reader-9/status",
         "topic read lc/13/reader-9/down",
     ]
     assert not any(ln.startswith("pattern") or "%" in ln or "+" in ln for ln in lines)
@@ -173,11 +190,20 @@ def test_conf_plain_listener(tmp_path):
     assert sum(ln.startswith("listener") for ln in lines) == 1
 
 
-@pytest.mark.parametrize("bad", [
-    {"readers": {0: 1}}, {"readers": {1: 0}}, {"readers": {1 << 30: 1}}, {"readers": {"7": 1}},
-    {"readers": {True: 1}}, {"port": 0}, {"port": 70000}, {"bind_address": "1.2.3.4\nuser x"},
-    {"log_file": "../x.log"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"readers": {0: 1}},
+        {"readers": {1: 0}},
+        {"readers": {1 << 30: 1}},
+        {"readers": {"7": 1}},
+        {"readers": {True: 1}},
+        {"port": 0},
+        {"port": 70000},
+        {"bind_address": "1.2.3.4\nuser x"},
+        {"log_file": "../x.log"},
+    ],
+)
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         BrokerConfig(**bad)
@@ -243,6 +269,7 @@ def test_generated_files_are_private_and_hold_no_password(broker, clients):
 # The link through the real broker
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311])
 def test_reader_up_reaches_gateway_and_down_reaches_reader(broker, clients, protocol):
     g = gateway(broker, clients)
@@ -274,13 +301,15 @@ def test_reader_cannot_publish_for_another_reader_or_building(broker, clients, p
     g = gateway(broker, clients)
     own = topics(broker, 7)
     forbidden = [
-        topics(broker, 8)["up"],          # same building, another reader
+        topics(broker, 8)["up"],  # same building, another reader
         topics(broker, 8)["status"],
-        topics(broker, 9)["up"],          # another building, another reader
-        "lc/13/reader-7/up",              # its own name under another building
-        own["down"],                      # posing as the gateway to itself
-        topics(broker, 8)["down"],        # posing as the gateway to another reader
-        "lc/12/reader-7/up/extra", "lc/12", "elsewhere",
+        topics(broker, 9)["up"],  # another building, another reader
+        "lc/13/reader-7/up",  # its own name under another building
+        own["down"],  # posing as the gateway to itself
+        topics(broker, 8)["down"],  # posing as the gateway to another reader
+        "lc/12/reader-7/up/extra",
+        "lc/12",
+        "elsewhere",
     ]
     r = clients(broker, "reader-7", protocol=protocol).connected()
     for i, topic in enumerate(forbidden):
@@ -302,9 +331,18 @@ def test_reader_cannot_read_another_readers_down(broker, clients, protocol):
     # mosquitto 2.0.11's acl_file grants these SUBSCRIBEs (SUBACK "Granted QoS 1") and
     # enforces `topic read` on delivery instead; a refusal (0x80 / 0x87) is fine too.
     # Either way, nothing but the reader's own down may get through.
-    for topic in (topics(broker, 8)["down"], topics(broker, 9)["down"], "lc/13/reader-7/down",
-                  topics(broker, 8)["up"], topics(broker, 8)["status"], own["up"],
-                  "lc/#", "lc/12/+/down", "lc/+/+/up", "#"):
+    for topic in (
+        topics(broker, 8)["down"],
+        topics(broker, 9)["down"],
+        "lc/13/reader-7/down",
+        topics(broker, 8)["up"],
+        topics(broker, 8)["status"],
+        own["up"],
+        "lc/#",
+        "lc/12/+/down",
+        "lc/+/+/up",
+        "#",
+    ):
         rc = r.subscribe(topic)[0]
         assert not rc.is_failure or rc.value in (0x80, NOT_AUTHORIZED), (topic, rc)
     for rid in (8, 9):
@@ -321,10 +359,10 @@ def test_reader_cannot_read_another_readers_down(broker, clients, protocol):
 def test_wrong_password_and_anonymous_are_refused(broker, clients, protocol):
     cases = [
         ("reader-7", "not-the-password"),
-        ("reader-7", broker.credentials["reader-8"]),   # another reader's password
-        ("gateway", broker.credentials["reader-7"]),    # a reader posing as the gateway
-        ("reader-99", B.new_password()),                # unknown user
-        (None, None),                                   # anonymous
+        ("reader-7", broker.credentials["reader-8"]),  # another reader's password
+        ("gateway", broker.credentials["reader-7"]),  # a reader posing as the gateway
+        ("reader-99", B.new_password()),  # unknown user
+        (None, None),  # anonymous
     ]
     for user, pw in cases:
         rc = clients(broker, user, password=pw, protocol=protocol).connect()
@@ -387,6 +425,7 @@ def test_add_reader_at_runtime(broker, clients):
 # take over another's connection or session (docs/broker.md, "Client ids")
 # ---------------------------------------------------------------------------
 
+
 def _attack(broker, clients, user, client_id, protocol=mqtt.MQTTv311):
     """user's own credentials, someone else's client id, a clean session: the
     broker accepts it (as user's own connection) and nobody else is touched."""
@@ -405,8 +444,9 @@ def _no_disconnect(victim):
 def test_a_reader_cannot_take_over_another_readers_client_id(broker, clients, protocol):
     g = gateway(broker, clients)
     t8 = topics(broker, 8)
-    victim = clients(broker, "reader-8", client_id="reader-8", will=(t8["status"], b"offline", 1, False),
-                     protocol=mqtt.MQTTv311).connected()
+    victim = clients(
+        broker, "reader-8", client_id="reader-8", will=(t8["status"], b"offline", 1, False), protocol=mqtt.MQTTv311
+    ).connected()
     assert not victim.subscribe(t8["down"])[0].is_failure
     _attack(broker, clients, "reader-7", "reader-8", protocol)
     _no_disconnect(victim)
@@ -430,11 +470,10 @@ def test_a_reader_cannot_take_over_the_gateways_client_id_or_wipe_its_session(br
     # The session survives: messages sent while the gateway is away wait for it.
     g.c.disconnect()
     g.c.loop_stop()
-    _attack(broker, clients, "reader-7", "liftcard-gateway")   # a clean session with its id, while it is away
+    _attack(broker, clients, "reader-7", "liftcard-gateway")  # a clean session with its id, while it is away
     r = clients(broker, "reader-7").connected()
     r.publish(t7["up"], b"while-away")
-    back = clients(broker, GATEWAY_USER, client_id="liftcard-gateway", protocol=mqtt.MQTTv311,
-                   clean_session=False)
+    back = clients(broker, GATEWAY_USER, client_id="liftcard-gateway", protocol=mqtt.MQTTv311, clean_session=False)
     assert not back.connect().is_failure
     assert back.until(t7["up"], b"while-away") == [(t7["up"], b"while-away")]
 

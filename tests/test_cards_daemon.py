@@ -52,8 +52,9 @@ class Reader:
         self.down = queue.Queue()
         self.errors = []
         self._sub = threading.Event()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-{rid}-{uuid.uuid4().hex[:8]}",
-                        protocol=mqtt.MQTTv311)
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-{rid}-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv311
+        )
         c.username_pw_set(f"reader-{rid}", broker.credentials[f"reader-{rid}"])
         c.on_message = self._on_message
         c.on_subscribe = lambda *a: self._sub.set()
@@ -75,8 +76,14 @@ class Reader:
 
     def status(self, wl_version):
         self.msgno += 1
-        st = link.ReaderStatus(uptime=10 + self.msgno, free_heap=90000, backlog=0, wl_version=wl_version,
-                                 flags=link.ST_CLOCK_SYNCED, boot=1)
+        st = link.ReaderStatus(
+            uptime=10 + self.msgno,
+            free_heap=90000,
+            backlog=0,
+            wl_version=wl_version,
+            flags=link.ST_CLOCK_SYNCED,
+            boot=1,
+        )
         msg = link.build_status(self.key, self.rid, self.bid, link.counter_of(1, self.msgno), st)
         self.client.publish(self.topics["status"], msg, qos=1).wait_for_publish(10)
 
@@ -105,14 +112,34 @@ class Reader:
 
 def test_reader_gets_full_list_then_delta_without_resend_storm(tmp_path, broker):
     keys = {rid: secrets.token_bytes(32) for rid in READERS}
-    cfg_path, _ = write_cards_config(tmp_path, broker_host=broker.host, broker_port=broker.port,
-                                     broker_password=broker.credentials["gateway"], keys=keys, readers=READERS,
-                                     client_id=f"gw-{uuid.uuid4().hex[:12]}", cards_extra="resend_after_s = 3")
+    cfg_path, _ = write_cards_config(
+        tmp_path,
+        broker_host=broker.host,
+        broker_port=broker.port,
+        broker_password=broker.credentials["gateway"],
+        keys=keys,
+        readers=READERS,
+        client_id=f"gw-{uuid.uuid4().hex[:12]}",
+        cards_extra="resend_after_s = 3",
+    )
     cfg = load_config(cfg_path)
     b12 = [card(0x8000000000000000 + i * 104729, hh=i % 50) for i in range(700)]  # 11,248 bytes: 3 chunks
     (tmp_path / "snap.bin").write_bytes(snapshot(1, {12: b12, 13: [card(5)]}))
-    out = subprocess.run([sys.executable, "-m", "liftcard_gateway", "cards", "import", str(tmp_path / "snap.bin"),
-                          "--config", str(cfg_path)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "liftcard_gateway",
+            "cards",
+            "import",
+            str(tmp_path / "snap.bin"),
+            "--config",
+            str(cfg_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
 
     log = EventLog()
@@ -136,11 +163,24 @@ def test_reader_gets_full_list_then_delta_without_resend_storm(tmp_path, broker)
         r.status(1)
         r.nothing(1.0)
         # 3. the bank's incremental update imported by the CLI while the daemon runs
-        (tmp_path / "inc.bin").write_bytes(incremental(2, 1, upserts=[(12, card(42, hh=7))],
-                                                       removes=[(12, b12[3].card_id)]))
-        out = subprocess.run([sys.executable, "-m", "liftcard_gateway", "cards", "import",
-                              str(tmp_path / "inc.bin"), "--config", str(cfg_path)],
-                             capture_output=True, text=True, timeout=60)
+        (tmp_path / "inc.bin").write_bytes(
+            incremental(2, 1, upserts=[(12, card(42, hh=7))], removes=[(12, b12[3].card_id)])
+        )
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "liftcard_gateway",
+                "cards",
+                "import",
+                str(tmp_path / "inc.bin"),
+                "--config",
+                str(cfg_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         t0 = time.monotonic()
         r.status(1)
@@ -175,8 +215,9 @@ def test_reader_gets_full_list_then_delta_without_resend_storm(tmp_path, broker)
         want = [(0, 1, "full"), (1, 2, "delta"), (1, 2, "delta"), (2, 3, "delta")]
         end = time.monotonic() + 10  # the log line follows the publish on the gateway's thread
         while True:
-            hows = [(x["from_version"], x["to_version"], x["how"]) for x in log.records
-                    if x["event"] == "whitelist_sent"]
+            hows = [
+                (x["from_version"], x["to_version"], x["how"]) for x in log.records if x["event"] == "whitelist_sent"
+            ]
             if hows == want or time.monotonic() > end:
                 break
             time.sleep(0.05)
@@ -188,8 +229,12 @@ def test_reader_gets_full_list_then_delta_without_resend_storm(tmp_path, broker)
         t.join(10)
     assert not t.is_alive()
     # the status command shows the reader at the database's version
-    out = subprocess.run([sys.executable, "-m", "liftcard_gateway", "cards", "status", "--config", str(cfg_path)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "liftcard_gateway", "cards", "status", "--config", str(cfg_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     row7 = [ln.split() for ln in out.stdout.splitlines() if ln.split()[:2] == ["7", "12"]][0]
     assert row7[2:5] == ["2", "3", "behind"]  # its last heartbeat said 2; the delta to 3 was sent

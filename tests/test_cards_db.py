@@ -19,8 +19,7 @@ from liftcard_protocol.card import CardRecord
 from liftcard_protocol.codes import Status
 from liftcard_protocol.delta import apply_ops, parse_delta
 from liftcard_protocol import keys
-from liftcard_testing.cards import (BANK, OTHER, READERS, assemble, card, incremental, snapshot,
-                                    write_cards_config)
+from liftcard_testing.cards import BANK, OTHER, READERS, assemble, card, incremental, snapshot, write_cards_config
 from liftcard_testing.logcapture import EventLog
 from liftcard_tools import card_vectors
 
@@ -47,6 +46,7 @@ class Capture:
             self.counter += 1
             raw = make(self.counter)
             self.msgs.append(link.parse(self.keys[rid], raw, rid, bid, link.DOWN, self.counter - 1))
+
         return send
 
     def take(self):
@@ -85,12 +85,14 @@ def building(s, bid):
 
 # -- applying updates ------------------------------------------------------------------
 
+
 def test_vector_sequence_against_the_database(tmp_path):
     vec = card_vectors.load()
     db = CardDB(tmp_path / "gateway.db", bytes.fromhex(vec["public_key"]), vec["compound_id"])
     log = EventLog()
     try:
         from liftcard_gateway.cardservice import apply_and_log
+
         for case in vec["sequence"]:
             before = dump(db.path)
             res = apply_and_log(db, bytes.fromhex(case["hex"]), log)
@@ -108,16 +110,19 @@ def test_vector_sequence_against_the_database(tmp_path):
     assert len(log.events("card_update_applied")) == 3
 
 
-@pytest.mark.parametrize("make_bad, reason", [
-    (lambda: snapshot(3, {12: [card(1)]}), "stale"),
-    (lambda: snapshot(9, {12: [card(1)]}, key=OTHER), "forged"),
-    (lambda: incremental(9, 4, [(12, card(5))]), "gap"),
-    (lambda: snapshot(9, {12: [card(1)]})[:-3], "forged"),
-    (lambda: snapshot(9, {12: [card(1)]})[:-70], "malformed"),
-    (lambda: b"LCCU" + bytes(200), "forged"),
-    (lambda: b"{\"cards\": []}" + bytes(100), "malformed"),
-    (lambda: snapshot(9, {12: [card(1)]}, compound=2), "compound"),
-])
+@pytest.mark.parametrize(
+    "make_bad, reason",
+    [
+        (lambda: snapshot(3, {12: [card(1)]}), "stale"),
+        (lambda: snapshot(9, {12: [card(1)]}, key=OTHER), "forged"),
+        (lambda: incremental(9, 4, [(12, card(5))]), "gap"),
+        (lambda: snapshot(9, {12: [card(1)]})[:-3], "forged"),
+        (lambda: snapshot(9, {12: [card(1)]})[:-70], "malformed"),
+        (lambda: b"LCCU" + bytes(200), "forged"),
+        (lambda: b"{\"cards\": []}" + bytes(100), "malformed"),
+        (lambda: snapshot(9, {12: [card(1)]}, compound=2), "compound"),
+    ],
+)
 def test_refused_update_changes_nothing_and_is_logged(svc, make_bad, reason):
     s, cfg, keys, log, clock = svc()
     secret_card = 0x0BADC0FFEE000001
@@ -160,6 +165,7 @@ def test_apply_is_one_transaction(svc, monkeypatch):
 
 # -- the delta / full decision -------------------------------------------------------------
 
+
 def test_delta_or_full(svc):
     s, cfg, keys, log, clock = svc()
     b12 = [card(i, hh=i) for i in range(1, 11)]
@@ -167,18 +173,18 @@ def test_delta_or_full(svc):
     assert s.apply_update(incremental(2, 1, upserts=[(12, card(3, hh=333, status=Status.LOST))]))
     assert s.apply_update(incremental(3, 2, upserts=[(13, card(103))], removes=[(12, 4)]))
     db = s.db
-    assert db.plan(12, 0).how == "full"                           # holds nothing
+    assert db.plan(12, 0).how == "full"  # holds nothing
     p = db.plan(12, 1)
     assert p.how == "delta" and (p.from_version, p.to_version) == (1, 3)
     assert [(k, getattr(a, "card_id", a)) for k, a in p.ops] == [("upsert", 3), ("remove", 4)]
     assert [a.household for k, a in p.ops if k == "upsert"] == [333]
     p = db.plan(12, 2)
     assert p.how == "delta" and [k for k, _ in p.ops] == ["remove"]
-    assert db.plan(12, 3) is None                                  # current
-    assert db.plan(12, 4) is None                                  # ahead
+    assert db.plan(12, 3) is None  # current
+    assert db.plan(12, 4) is None  # ahead
     p = db.plan(13, 2)
     assert p.how == "delta" and [a.card_id for _, a in p.ops] == [103]
-    p = db.plan(13, 1)                                             # v2 did not touch building 13
+    p = db.plan(13, 1)  # v2 did not touch building 13
     assert p.how == "delta" and len(p.ops) == 1
     # a version this database never had: the full list
     assert s.apply_update(snapshot(10, {12: b12}))
@@ -207,19 +213,18 @@ def test_snapshot_after_snapshot_gives_a_minimal_delta(svc):
 def test_too_many_changes_or_beyond_history_is_a_full_list(svc):
     s, cfg, keys, log, clock = svc(cards_extra="full_list_after_ops = 5\nhistory_versions = 2")
     assert s.apply_update(snapshot(1, {12: [card(i) for i in range(1, 50)]}))
-    assert s.apply_update(incremental(2, 1, upserts=[(12, card(i, hh=2)) for i in range(1, 6)]))   # 5 changes
+    assert s.apply_update(incremental(2, 1, upserts=[(12, card(i, hh=2)) for i in range(1, 6)]))  # 5 changes
     assert s.db.plan(12, 1, s.max_ops).how == "delta"
-    assert s.apply_update(incremental(3, 2, upserts=[(12, card(i, hh=3)) for i in range(1, 7)]))   # 6 changes
+    assert s.apply_update(incremental(3, 2, upserts=[(12, card(i, hh=3)) for i in range(1, 7)]))  # 6 changes
     assert s.db.plan(12, 2, s.max_ops).how == "full"
     assert s.db.plan(12, 2, 238).how == "delta"
     # history kept for 2 versions: 3 and 4 are covered, from 2 on
     assert s.apply_update(incremental(4, 3, upserts=[(12, card(60))]))
     assert s.db.history_floor() == 2
     assert s.db.plan(12, 2, 238).how == "delta"
-    assert s.db.plan(12, 1, 238).how == "full"                     # before the history
-    n = sqlite3.connect(str(cfg.db_path)).execute(
-        "SELECT count(*) FROM card_history WHERE version <= 2").fetchone()[0]
-    assert n == 0                                                   # pruned
+    assert s.db.plan(12, 1, 238).how == "full"  # before the history
+    n = sqlite3.connect(str(cfg.db_path)).execute("SELECT count(*) FROM card_history WHERE version <= 2").fetchone()[0]
+    assert n == 0  # pruned
 
 
 def test_more_than_238_changes_never_make_a_delta(svc):
@@ -233,6 +238,7 @@ def test_more_than_238_changes_never_make_a_delta(svc):
 
 
 # -- compiled per reader ----------------------------------------------------------------------
+
 
 def test_compiled_full_list_and_delta_verify_under_the_readers_key(svc):
     s, cfg, keys, log, clock = svc()
@@ -249,14 +255,19 @@ def test_compiled_full_list_and_delta_verify_under_the_readers_key(svc):
     with pytest.raises(Exception):  # another reader's key does not verify it
         assemble(msgs, keys[8], 7, 12)
     sent = log.events("whitelist_sent")[-1]
-    assert sent == {"event": "whitelist_sent", "reader_id": 7, "from_version": 0, "to_version": 4,
-                    "how": "full", "bytes": sum(40 + 12 + len(m.chunk.data) for m in msgs)}
+    assert sent == {
+        "event": "whitelist_sent",
+        "reader_id": 7,
+        "from_version": 0,
+        "to_version": 4,
+        "how": "full",
+        "bytes": sum(40 + 12 + len(m.chunk.data) for m in msgs),
+    }
     # reader 9 of building 13 gets exactly building 13's cards
     s.on_status(9, 13, 0, cap.sender(9, 13))
     assert assemble(cap.take(), keys[9], 9, 13).cards == sorted(b13)
     # an incremental update: reader 7 at version 4 gets a DELTA that applies
-    assert s.apply_update(incremental(5, 4, upserts=[(12, card(42)), (13, card(43))],
-                                      removes=[(12, b12[10].card_id)]))
+    assert s.apply_update(incremental(5, 4, upserts=[(12, card(42)), (13, card(43))], removes=[(12, b12[10].card_id)]))
     plan = s.on_status(7, 12, 4, cap.sender(7, 12))
     assert plan.how == "delta"
     (m,) = cap.take()
@@ -284,12 +295,12 @@ def test_resend_only_after_the_timeout(svc):
     assert s.on_status(7, 12, 1, cap.sender(7, 12)).how == "delta"
     assert len(cap.take()) == 1
     clock.t += 60
-    assert s.on_status(7, 12, 1, cap.sender(7, 12)) is None        # still the old version, not yet
+    assert s.on_status(7, 12, 1, cap.sender(7, 12)) is None  # still the old version, not yet
     assert cap.take() == []
     clock.t += 61
     assert s.on_status(7, 12, 1, cap.sender(7, 12)).how == "delta"  # 121 s: resent
     assert len(cap.take()) == 1
-    assert s.on_status(7, 12, 2, cap.sender(7, 12)) is None        # applied
+    assert s.on_status(7, 12, 2, cap.sender(7, 12)) is None  # applied
     # a newer version right after a delta: sent at once (the old delta is outdated)
     assert s.apply_update(incremental(3, 2, [(12, card(3))]))
     assert s.on_status(7, 12, 2, cap.sender(7, 12)).to_version == 3
@@ -301,10 +312,16 @@ def test_resend_only_after_the_timeout(svc):
     assert s.on_status(8, 12, 0, cap.sender(8, 12)).how == "full"
     assert s.apply_update(incremental(5, 4, [(12, card(5))]))
     assert s.on_status(8, 12, 0, cap.sender(8, 12)) is None
-    p = s.on_status(8, 12, 4, cap.sender(8, 12))                    # the list landed: delta 4->5 at once
+    p = s.on_status(8, 12, 4, cap.sender(8, 12))  # the list landed: delta 4->5 at once
     assert (p.how, p.from_version, p.to_version) == ("delta", 4, 5)
     assert [(r["reader_id"], r["how"]) for r in log.events("whitelist_sent")] == [
-        (7, "delta"), (7, "delta"), (7, "delta"), (7, "delta"), (8, "full"), (8, "delta")]
+        (7, "delta"),
+        (7, "delta"),
+        (7, "delta"),
+        (7, "delta"),
+        (8, "full"),
+        (8, "delta"),
+    ]
 
 
 def test_reader_ahead_is_logged_once(svc):
@@ -318,6 +335,7 @@ def test_reader_ahead_is_logged_once(svc):
 
 
 # -- config ------------------------------------------------------------------------------------
+
 
 def test_config_cards_section(tmp_path):
     p, _ = write_cards_config(tmp_path)
@@ -341,14 +359,17 @@ def test_config_cards_section(tmp_path):
 
 # -- CLI: liftcard-gateway cards -----------------------------------------------------------------
 
+
 def gw_cli(*args):
-    return subprocess.run([sys.executable, "-m", "liftcard_gateway", *map(str, args)],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "liftcard_gateway", *map(str, args)], capture_output=True, text=True, timeout=60
+    )
 
 
 def bank_cli(*args):
-    return subprocess.run([sys.executable, "-m", "liftcard_tools.bank", *map(str, args)],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "liftcard_tools.bank", *map(str, args)], capture_output=True, text=True, timeout=60
+    )
 
 
 def one_line_error(out, *words):
@@ -387,7 +408,7 @@ def test_cli_import_status_and_bad_input(tmp_path):
     junk.write_bytes(b"hello")
     one_line_error(gw_cli("cards", "import", junk, "--config", cfg_path), "malformed")
     assert dump(cfg.db_path) == before
-    out = gw_cli("cards", "import", inc, "--config", cfg_path)   # 1 -> 2 now follows
+    out = gw_cli("cards", "import", inc, "--config", cfg_path)  # 1 -> 2 now follows
     assert out.returncode == 0 and "version 2" in out.stdout
     out = gw_cli("cards", "status", "--config", cfg_path)
     assert out.returncode == 0, out.stderr
@@ -405,6 +426,7 @@ def test_cli_import_status_and_bad_input(tmp_path):
 
 # -- the bank tool -------------------------------------------------------------------------------
 
+
 def test_bank_keygen_and_update_round_trip(tmp_path):
     out = bank_cli("keygen", "--key", tmp_path / "bank.key")
     assert out.returncode == 0, out.stderr
@@ -414,14 +436,45 @@ def test_bank_keygen_and_update_round_trip(tmp_path):
     one_line_error(bank_cli("keygen", "--key", tmp_path / "bank.key"), "already exists")
     assert (tmp_path / "bank.key").read_text() == priv_text
     pub = keys.public_key_bytes(keys.parse_public_key((tmp_path / "bank.pub").read_bytes()))
-    (tmp_path / "cards.json").write_text(json.dumps({"cards": [
-        {"building_id": 12, "card_id": "8000000000000000", "household": 101, "floors": [0, 5],
-         "status": "active", "class": "exempt", "valid_until": "2027-12-31"},
-        {"building_id": 12, "card_id": "0000000000000001", "household": 102, "floors": 3,
-         "status": "suspended", "class": "resident", "valid_until": None},
-    ]}))
-    out = bank_cli("update", "--key", tmp_path / "bank.key", "--compound", 4, "--version", 7,
-                   "--from", tmp_path / "cards.json", "--out", tmp_path / "u7.bin")
+    (tmp_path / "cards.json").write_text(
+        json.dumps(
+            {
+                "cards": [
+                    {
+                        "building_id": 12,
+                        "card_id": "8000000000000000",
+                        "household": 101,
+                        "floors": [0, 5],
+                        "status": "active",
+                        "class": "exempt",
+                        "valid_until": "2027-12-31",
+                    },
+                    {
+                        "building_id": 12,
+                        "card_id": "0000000000000001",
+                        "household": 102,
+                        "floors": 3,
+                        "status": "suspended",
+                        "class": "resident",
+                        "valid_until": None,
+                    },
+                ]
+            }
+        )
+    )
+    out = bank_cli(
+        "update",
+        "--key",
+        tmp_path / "bank.key",
+        "--compound",
+        4,
+        "--version",
+        7,
+        "--from",
+        tmp_path / "cards.json",
+        "--out",
+        tmp_path / "u7.bin",
+    )
     assert out.returncode == 0, out.stderr
     u = cu.parse_update(pub, (tmp_path / "u7.bin").read_bytes())
     assert (u.kind, u.compound_id, u.version, u.base_version) == (cu.SNAPSHOT, 4, 7, 0)
@@ -431,9 +484,23 @@ def test_bank_keygen_and_update_round_trip(tmp_path):
     (tmp_path / "changes.csv").write_text(
         "building_id,card_id,op,household,floors,status,class,valid_until\n"
         "12,0000000000000001,remove,,,,,\n"
-        "13,00000000000000aa,upsert,7,0;3,lost,visitor,2026-01-31\n")
-    out = bank_cli("update", "--key", tmp_path / "bank.key", "--compound", 4, "--version", 8, "--base", 7,
-                   "--from", tmp_path / "changes.csv", "--out", tmp_path / "u8.bin")
+        "13,00000000000000aa,upsert,7,0;3,lost,visitor,2026-01-31\n"
+    )
+    out = bank_cli(
+        "update",
+        "--key",
+        tmp_path / "bank.key",
+        "--compound",
+        4,
+        "--version",
+        8,
+        "--base",
+        7,
+        "--from",
+        tmp_path / "changes.csv",
+        "--out",
+        tmp_path / "u8.bin",
+    )
     assert out.returncode == 0, out.stderr
     u = cu.parse_update(pub, (tmp_path / "u8.bin").read_bytes())
     assert u.kind == cu.INCREMENTAL and u.base_version == 7
@@ -441,23 +508,73 @@ def test_bank_keygen_and_update_round_trip(tmp_path):
     assert u.ops[1].record == CardRecord(0xAA, 7, 0b1001, 2, 3, 761)
 
 
-@pytest.mark.parametrize("entries, words", [
-    ([{"building_id": 12, "card_id": "123", "household": 1, "floors": 1, "status": "active", "class": "staff"}],
-     ["entry 1", "card_id"]),
-    ([{"building_id": 12, "card_id": "0000000000000001", "op": "remove"}], ["entry 1", "snapshot"]),
-    ([{"building_id": 12, "card_id": "0000000000000001", "household": 1, "floors": [16], "status": "active",
-       "class": "staff"}], ["entry 1", "floors"]),
-    ([{"building_id": 12, "card_id": "0000000000000001", "household": 1, "floors": 1, "status": "gone",
-       "class": "staff"}], ["entry 1", "status"]),
-    ([{"building_id": 12, "card_id": "0000000000000001", "household": 1, "floors": 1, "status": "active",
-       "class": "staff"}] * 2, ["entry 2", "twice"]),
-    ("not json", ["not valid JSON"]),
-])
+@pytest.mark.parametrize(
+    "entries, words",
+    [
+        (
+            [{"building_id": 12, "card_id": "123", "household": 1, "floors": 1, "status": "active", "class": "staff"}],
+            ["entry 1", "card_id"],
+        ),
+        ([{"building_id": 12, "card_id": "0000000000000001", "op": "remove"}], ["entry 1", "snapshot"]),
+        (
+            [
+                {
+                    "building_id": 12,
+                    "card_id": "0000000000000001",
+                    "household": 1,
+                    "floors": [16],
+                    "status": "active",
+                    "class": "staff",
+                }
+            ],
+            ["entry 1", "floors"],
+        ),
+        (
+            [
+                {
+                    "building_id": 12,
+                    "card_id": "0000000000000001",
+                    "household": 1,
+                    "floors": 1,
+                    "status": "gone",
+                    "class": "staff",
+                }
+            ],
+            ["entry 1", "status"],
+        ),
+        (
+            [
+                {
+                    "building_id": 12,
+                    "card_id": "0000000000000001",
+                    "household": 1,
+                    "floors": 1,
+                    "status": "active",
+                    "class": "staff",
+                }
+            ]
+            * 2,
+            ["entry 2", "twice"],
+        ),
+        ("not json", ["not valid JSON"]),
+    ],
+)
 def test_bank_update_bad_input(tmp_path, entries, words):
     assert bank_cli("keygen", "--key", tmp_path / "bank.key").returncode == 0
     (tmp_path / "cards.json").write_text(entries if isinstance(entries, str) else json.dumps(entries))
-    out = bank_cli("update", "--key", tmp_path / "bank.key", "--compound", 1, "--version", 1,
-                   "--from", tmp_path / "cards.json", "--out", tmp_path / "u.bin")
+    out = bank_cli(
+        "update",
+        "--key",
+        tmp_path / "bank.key",
+        "--compound",
+        1,
+        "--version",
+        1,
+        "--from",
+        tmp_path / "cards.json",
+        "--out",
+        tmp_path / "u.bin",
+    )
     one_line_error(out, *words)
     assert not (tmp_path / "u.bin").exists()
 
@@ -466,9 +583,34 @@ def test_bank_key_must_be_0600(tmp_path):
     assert bank_cli("keygen", "--key", tmp_path / "bank.key").returncode == 0
     (tmp_path / "cards.json").write_text("[]")
     os.chmod(tmp_path / "bank.key", 0o644)
-    out = bank_cli("update", "--key", tmp_path / "bank.key", "--compound", 1, "--version", 1,
-                   "--from", tmp_path / "cards.json", "--out", tmp_path / "u.bin")
+    out = bank_cli(
+        "update",
+        "--key",
+        tmp_path / "bank.key",
+        "--compound",
+        1,
+        "--version",
+        1,
+        "--from",
+        tmp_path / "cards.json",
+        "--out",
+        tmp_path / "u.bin",
+    )
     one_line_error(out, "0600")
     assert not (tmp_path / "u.bin").exists()
-    one_line_error(bank_cli("update", "--key", tmp_path / "missing.key", "--compound", 1, "--version", 1,
-                            "--from", tmp_path / "cards.json", "--out", tmp_path / "u.bin"), "not found")
+    one_line_error(
+        bank_cli(
+            "update",
+            "--key",
+            tmp_path / "missing.key",
+            "--compound",
+            1,
+            "--version",
+            1,
+            "--from",
+            tmp_path / "cards.json",
+            "--out",
+            tmp_path / "u.bin",
+        ),
+        "not found",
+    )

@@ -21,6 +21,7 @@ VEC = card_vectors.load()
 
 # -- shared vectors ----------------------------------------------------------------
 
+
 def test_vectors_file_is_current():
     assert card_vectors.main(["--check"]) == 0
 
@@ -35,13 +36,24 @@ def test_vector_valid(case):
     pub = bytes.fromhex(VEC["public_key"])
     u = cu.parse_update(pub, bytes.fromhex(case["hex"]))
     assert (u.kind_name, u.compound_id, u.version, u.base_version, u.issued) == (
-        case["kind"], case["compound_id"], case["version"], case["base_version"], case["issued"])
+        case["kind"],
+        case["compound_id"],
+        case["version"],
+        case["base_version"],
+        case["issued"],
+    )
     assert [card_vectors.op_fields(o) for o in u.ops] == case["ops"]
     # the encoder gives the very same bytes (Ed25519 is deterministic)
     k = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(VEC["seed_hex_test_only"]))
-    again = cu.build_update(k, cu.SNAPSHOT if case["kind"] == "snapshot" else cu.INCREMENTAL, case["compound_id"],
-                            case["version"], case["base_version"],
-                            [card_vectors.op_from_fields(o) for o in case["ops"]], case["issued"])
+    again = cu.build_update(
+        k,
+        cu.SNAPSHOT if case["kind"] == "snapshot" else cu.INCREMENTAL,
+        case["compound_id"],
+        case["version"],
+        case["base_version"],
+        [card_vectors.op_from_fields(o) for o in case["ops"]],
+        case["issued"],
+    )
     assert again.hex() == case["hex"]
 
 
@@ -57,8 +69,15 @@ def test_layout_byte_exact():
     rec = CardRecord(0x0102030405060708, 0x0A0B0C, 0x0021, 1, 2, 0x1234)
     data = cu.build_update(KEY, cu.INCREMENTAL, 7, 9, 8, [cu.CardOp.upsert(12, rec), cu.CardOp.remove(13, 5)], 77)
     assert len(data) == 28 + 2 * 21 + 64
-    assert data[:28] == (b"LCCU" + bytes([1, 2, 0, 0]) + (7).to_bytes(4, "big") + (9).to_bytes(4, "big")
-                         + (8).to_bytes(4, "big") + (77).to_bytes(4, "big") + (2).to_bytes(4, "big"))
+    assert data[:28] == (
+        b"LCCU"
+        + bytes([1, 2, 0, 0])
+        + (7).to_bytes(4, "big")
+        + (9).to_bytes(4, "big")
+        + (8).to_bytes(4, "big")
+        + (77).to_bytes(4, "big")
+        + (2).to_bytes(4, "big")
+    )
     assert data[28:49] == b"\x01" + (12).to_bytes(4, "big") + rec.pack()
     assert data[49:70] == b"\x02" + (13).to_bytes(4, "big") + (5).to_bytes(8, "big") + bytes(8)
     PUB.verify(data[70:], data[:70])  # the signature covers everything before it
@@ -93,11 +112,15 @@ def test_public_and_private_key_files(tmp_path):
     raw = keys.public_key_bytes(PUB)
     assert keys.public_key_bytes(keys.parse_public_key(pem)) == raw
     assert keys.public_key_bytes(keys.parse_public_key(raw.hex().encode() + b"\n")) == raw
-    for bad in (b"", b"zz" * 32, raw.hex()[:-2].encode(), b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"):
+    for bad in (
+        b"",
+        b"zz" * 32,
+        raw.hex()[:-2].encode(),
+        b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----",
+    ):
         with pytest.raises(ValueError):
             keys.parse_public_key(bad)
-    seed = KEY.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                             serialization.NoEncryption())
+    seed = KEY.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
     with pytest.raises(ValueError) as ei:
         keys.parse_private_key(seed.hex()[:-1].encode())
     assert seed.hex()[:20] not in str(ei.value)
@@ -107,9 +130,15 @@ def test_public_and_private_key_files(tmp_path):
 
 # -- hypothesis --------------------------------------------------------------------
 
-cards = st.builds(CardRecord, card_id=st.integers(0, 2**64 - 1), household=st.integers(0, 2**24 - 1),
-                  floors=st.integers(0, 0xFFFF), status=st.integers(0, 3), klass=st.integers(0, 3),
-                  valid_until=st.integers(0, 0xFFFF))
+cards = st.builds(
+    CardRecord,
+    card_id=st.integers(0, 2**64 - 1),
+    household=st.integers(0, 2**24 - 1),
+    floors=st.integers(0, 0xFFFF),
+    status=st.integers(0, 3),
+    klass=st.integers(0, 3),
+    valid_until=st.integers(0, 0xFFFF),
+)
 buildings = st.integers(1, 2**30 - 1)
 
 

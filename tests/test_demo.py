@@ -31,8 +31,12 @@ def taps_of(doc, card_name):
 def morning(tmp_path_factory):
     # One fresh run shared by the checks below (as JSON, parsed).
     d = tmp_path_factory.mktemp("demo") / "work"
-    res = subprocess.run([sys.executable, "-m", "liftcard_tools.demo", "--json", "--dir", str(d)],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "liftcard_tools.demo", "--json", "--dir", str(d)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr + res.stdout
     return json.loads(res.stdout), d, res.stdout
 
@@ -134,8 +138,20 @@ def test_text_output(tmp_path, capsys):
     assert demo.main(["--dir", tmp_path / "w"]) == 0
     out = capsys.readouterr().out
     assert "liftcard demo" in out and demo.TAP_HEAD in out
-    for word in ("GRANTED", "DEBOUNCED", "FREE_CLASS", "CAPPED", "SUSPENDED", "UNKNOWN_CARD", "LOST",
-                 "EXPIRED", "NO_FLOOR", "AUTH_FAILED", "ERR bad tap", "ERR delta MAC does not verify"):
+    for word in (
+        "GRANTED",
+        "DEBOUNCED",
+        "FREE_CLASS",
+        "CAPPED",
+        "SUSPENDED",
+        "UNKNOWN_CARD",
+        "LOST",
+        "EXPIRED",
+        "NO_FLOOR",
+        "AUTH_FAILED",
+        "ERR bad tap",
+        "ERR delta MAC does not verify",
+    ):
         assert word in out, word
     rows = [ln for ln in out.splitlines() if ln[:2].isdigit() and ln[2] == ":" and ln[9:14].strip().isdigit()]
     assert len(rows) == 17
@@ -173,8 +189,9 @@ def test_console_script(tmp_path):
     exe = Path(sys.executable).with_name("liftcard-demo")
     if not exe.exists():
         pytest.skip("liftcard-demo is not installed next to this python")
-    res = subprocess.run([str(exe), "--quiet", "--dir", str(tmp_path / "w")], capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run(
+        [str(exe), "--quiet", "--dir", str(tmp_path / "w")], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0, res.stderr
     assert "all checks passed" in res.stdout and "DEBOUNCED" not in res.stdout
 

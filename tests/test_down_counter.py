@@ -70,7 +70,7 @@ def test_counters_grow_across_a_restart_with_the_clock_set_back(tmp_path):
     clock = Clock()
     gw = Gateway(tmp_path / "gw.db", clock)
     used = gw.issue(5, 10)
-    clock.us -= 3600 * 1_000_000      # the Pi booted without its network time: an hour behind
+    clock.us -= 3600 * 1_000_000  # the Pi booted without its network time: an hour behind
     gw.restart()
     used += gw.issue(5, 10)
     _assert_strictly_increasing(used)
@@ -81,7 +81,7 @@ def test_a_quick_restart_waits_for_the_clock_instead_of_running_ahead(tmp_path):
     clock = Clock()
     gw = Gateway(tmp_path / "gw.db", clock)
     used = gw.issue(1, 1)
-    gw.restart()                      # well within the reservation
+    gw.restart()  # well within the reservation
     used += gw.issue(1, 1)
     assert 0 < clock.slept <= RESERVE_US / 1e6
     assert used[0] < used[1] <= clock.us
@@ -118,11 +118,12 @@ def test_one_database_write_per_reservation(tmp_path):
     clock = Clock()
     gw = Gateway(tmp_path / "gw.db", clock)
     writes = []
-    gw.store.conn.set_trace_callback(lambda sql: writes.append(sql) if "down_reserved'" in sql and
-                                     sql.startswith("INSERT") else None)
-    gw.issue(1000, 1000)             # one second of messages at 1 kHz
+    gw.store.conn.set_trace_callback(
+        lambda sql: writes.append(sql) if "down_reserved'" in sql and sql.startswith("INSERT") else None
+    )
+    gw.issue(1000, 1000)  # one second of messages at 1 kHz
     assert len(writes) == 1 and RESERVE_US > 1_000_000
-    gw.issue(1, RESERVE_US)          # past the reserved range: one more
+    gw.issue(1, RESERVE_US)  # past the reserved range: one more
     assert len(writes) == 2
     gw.store.close()
 
@@ -139,13 +140,16 @@ def test_a_database_from_before_reservations_continues_above_its_boot_counters(t
     gw.store.close()
 
 
-events = st.lists(st.one_of(
-    st.tuples(st.just("issue"), st.integers(1, 30), st.integers(1, 2_000_000)),
-    st.tuples(st.just("restart"), st.just(0), st.just(0)),
-    st.tuples(st.just("backup"), st.just(0), st.just(0)),
-    st.tuples(st.just("restore"), st.integers(0, 5), st.just(0)),
-    st.tuples(st.just("clock_back"), st.integers(1, 10**10), st.just(0)),
-), max_size=25)
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("issue"), st.integers(1, 30), st.integers(1, 2_000_000)),
+        st.tuples(st.just("restart"), st.just(0), st.just(0)),
+        st.tuples(st.just("backup"), st.just(0), st.just(0)),
+        st.tuples(st.just("restore"), st.integers(0, 5), st.just(0)),
+        st.tuples(st.just("clock_back"), st.integers(1, 10**10), st.just(0)),
+    ),
+    max_size=25,
+)
 
 
 @settings(max_examples=40, deadline=None)

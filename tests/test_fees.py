@@ -47,8 +47,14 @@ def test_fee_vectors(scenario):
 def test_fee_vectors_cover_the_rules():
     taps = [t for s in FEES for t in s["taps"]]
     results = {t["expect"]["result"] for t in taps}
-    assert {Result.GRANTED, Result.UNKNOWN_CARD, Result.SUSPENDED, Result.LOST, Result.EXPIRED,
-            Result.NO_FLOOR} <= results
+    assert {
+        Result.GRANTED,
+        Result.UNKNOWN_CARD,
+        Result.SUSPENDED,
+        Result.LOST,
+        Result.EXPIRED,
+        Result.NO_FLOOR,
+    } <= results
     flags = {t["expect"]["flags"] for t in taps}
     assert {0, DEB, CAP, FREE} <= flags
     assert any(t["expect"]["flags"] == CAP and t["expect"]["fee"] > 0 for t in taps)  # partly capped
@@ -93,8 +99,10 @@ def test_denied_taps_do_not_touch_the_debounce_anchor():
 
 def test_cap_partial_then_full_and_shared_by_visitor():
     v = A + 1
-    m = FeeModel(base_config(monthly_cap_fen=100, debounce_s=0),
-                 {A: CardRecord(A, 7, HOME5), v: CardRecord(v, 7, HOME5, klass=3)})
+    m = FeeModel(
+        base_config(monthly_cap_fen=100, debounce_s=0),
+        {A: CardRecord(A, 7, HOME5), v: CardRecord(v, 7, HOME5, klass=3)},
+    )
     got = [(d.fee, d.flags) for d in (m.tap(c, 0, 0, T0) for c in (A, v, A, v))]
     assert got == [(40, 0), (40, 0), (20, CAP), (0, CAP)]
     assert m.spent(7, 202611) == 100
@@ -102,8 +110,8 @@ def test_cap_partial_then_full_and_shared_by_visitor():
 
 def test_cap_resets_at_local_midnight_not_utc():
     m = FeeModel(base_config(monthly_cap_fen=40, debounce_s=0), {A: CardRecord(A, 7, HOME5)})
-    before = local_epoch(2026, 10, 31, 23, 59, 59)   # UTC+8: still October
-    after = local_epoch(2026, 11, 1, 0, 0, 0)        # 1 November locally, 31 October 16:00 UTC
+    before = local_epoch(2026, 10, 31, 23, 59, 59)  # UTC+8: still October
+    after = local_epoch(2026, 11, 1, 0, 0, 0)  # 1 November locally, 31 October 16:00 UTC
     assert m.tap(A, 0, 0, before).fee == 40
     assert m.tap(A, 0, 0, before).flags == CAP
     assert (m.tap(A, 0, 0, after).fee, month_key(after, 480)) == (40, 202611)
@@ -111,6 +119,7 @@ def test_cap_resets_at_local_midnight_not_utc():
 
 def test_expiry_is_after_valid_until_in_local_days():
     from liftcard_protocol.epoch import local_day
+
     day = local_day(T0, 480)
     m = FeeModel(base_config(), {A: CardRecord(A, 1, HOME5, valid_until=day)})
     assert m.tap(A, 0, 0, local_epoch(2026, 11, 10, 23, 59, 59)).result == GRANTED

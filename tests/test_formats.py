@@ -8,7 +8,15 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from liftcard_testing.paths import VECTORS
-from liftcard_protocol.delta import apply_ops, build_delta, build_overlay, diff_whitelists, op_id, parse_delta, parse_overlay
+from liftcard_protocol.delta import (
+    apply_ops,
+    build_delta,
+    build_overlay,
+    diff_whitelists,
+    op_id,
+    parse_delta,
+    parse_overlay,
+)
 from liftcard_protocol.epoch import LIFTCARD_EPOCH, local_day, month_key
 from liftcard_protocol.fields import crc16, mac16
 from liftcard_protocol.readerconfig import CONFIG_DEFAULTS, config_key, validate_config
@@ -64,8 +72,11 @@ def test_crc16_vectors():
 def test_mac16_vectors():
     vs = load("mac16.json")
     # RFC 4231 test case 2, truncated: an anchor independent of our own code.
-    assert {"key": b"Jefe".hex(), "msg": b"what do ya want for nothing?".hex(),
-            "mac": "5bdcc146bf60754e6a042426089575c7"} in vs
+    assert {
+        "key": b"Jefe".hex(),
+        "msg": b"what do ya want for nothing?".hex(),
+        "mac": "5bdcc146bf60754e6a042426089575c7",
+    } in vs
     for v in vs:
         assert mac16(bytes.fromhex(v["key"]), bytes.fromhex(v["msg"])).hex() == v["mac"]
 
@@ -96,7 +107,11 @@ def test_whitelist_valid_vectors():
         wl = parse_whitelist(WL_KEY, data, WL["reader_id"], WL["building_id"], held_version=v["version"] - 1)
         cards = cards_of(v["cards"])
         assert (wl.reader_id, wl.building_id, wl.version, wl.issued) == (
-            WL["reader_id"], WL["building_id"], v["version"], v["issued"])
+            WL["reader_id"],
+            WL["building_id"],
+            v["version"],
+            v["issued"],
+        )
         assert wl.cards == cards
         assert len(data) == 48 + 16 * len(cards)
         # Building is byte-exact, and does not depend on the order cards are given in.
@@ -152,8 +167,10 @@ def test_delta_valid_vectors():
         ops = _ops_from_json(v["ops"])
         assert (d.base_version, d.new_version, d.ops) == (v["base_version"], v["new_version"], ops)
         assert len(data) == 24 + 17 * len(ops) + 16
-        assert build_delta(DL_KEY, DL["reader_id"], DL["building_id"], v["base_version"], v["new_version"],
-                             ops[::-1]) == data
+        assert (
+            build_delta(DL_KEY, DL["reader_id"], DL["building_id"], v["base_version"], v["new_version"], ops[::-1])
+            == data
+        )
         after = apply_ops(cards, d.ops)
         assert after == cards_of(v["cards_after"])
         # These deltas are minimal, so the diff of the two lists gives them back.
@@ -237,9 +254,20 @@ def test_config_invalid_vectors(v):
 
 def test_config_vectors_cover_every_rule():
     keys = {v["key"] for v in CF["invalid"]}
-    assert keys >= {"reader_id", "building_id", "floors", "ground_floor", "key", "tariff.fee_fen",
-                    "tariff.free_classes", "tariff.monthly_cap_fen", "tariff.debounce_s", "legacy_uid",
-                    "relay_ms", "utc_offset_min"}
+    assert keys >= {
+        "reader_id",
+        "building_id",
+        "floors",
+        "ground_floor",
+        "key",
+        "tariff.fee_fen",
+        "tariff.free_classes",
+        "tariff.monthly_cap_fen",
+        "tariff.debounce_s",
+        "legacy_uid",
+        "relay_ms",
+        "utc_offset_min",
+    }
     # The defaults are exercised by a valid config that omits them.
     assert any(not set(CONFIG_DEFAULTS) & set(c) for c in CF["valid"])
 
@@ -255,8 +283,15 @@ u32 = st.integers(0, 0xFFFFFFFF)
 u64 = st.integers(0, U64)
 keys = st.binary(min_size=32, max_size=32)
 
-cards = st.builds(CardRecord, card_id=u64, household=u24, floors=u16, status=st.integers(0, 3),
-                  klass=st.integers(0, 3), valid_until=u16)
+cards = st.builds(
+    CardRecord,
+    card_id=u64,
+    household=u24,
+    floors=u16,
+    status=st.integers(0, 3),
+    klass=st.integers(0, 3),
+    valid_until=u16,
+)
 card_lists = st.lists(cards, max_size=12, unique_by=lambda c: c.card_id)
 
 
@@ -266,14 +301,34 @@ def delta_ops(draw, max_size=10):
     ops = []
     for cid in ids:
         if draw(st.booleans()):
-            ops.append(("upsert", draw(cards.map(lambda c, cid=cid: CardRecord(cid, c.household, c.floors, c.status, c.klass, c.valid_until)))))
+            ops.append(
+                (
+                    "upsert",
+                    draw(
+                        cards.map(
+                            lambda c, cid=cid: CardRecord(cid, c.household, c.floors, c.status, c.klass, c.valid_until)
+                        )
+                    ),
+                )
+            )
         else:
             ops.append(("remove", cid))
     return ops
 
 
-rides = st.builds(RideRecord, seq=u32, time=u32, uptime=u32, card_id=u64, household=u24, floor=u8,
-                  fee=u16, result=u8, flags=u8, boot=u16)
+rides = st.builds(
+    RideRecord,
+    seq=u32,
+    time=u32,
+    uptime=u32,
+    card_id=u64,
+    household=u24,
+    floor=u8,
+    fee=u16,
+    result=u8,
+    flags=u8,
+    boot=u16,
+)
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -372,8 +427,11 @@ def test_wrong_key_is_refused_without_leaking_either_key(key, other, cs):
 @st.composite
 def old_and_new(draw):
     pool = draw(st.lists(u64, max_size=16, unique=True))
-    old = [CardRecord(cid, *draw(st.tuples(u24, u16, st.integers(0, 3), st.integers(0, 3), u16)))
-           for cid in pool if draw(st.booleans())]
+    old = [
+        CardRecord(cid, *draw(st.tuples(u24, u16, st.integers(0, 3), st.integers(0, 3), u16)))
+        for cid in pool
+        if draw(st.booleans())
+    ]
     new = []
     for cid in pool:
         choice = draw(st.sampled_from(["absent", "same", "changed"]))
@@ -464,17 +522,28 @@ def broken_configs(draw):
     """A valid config with one key set to a value its rule refuses."""
     cfg = vectors.base_config()
     cfg["key"] = draw(keys).hex()
-    path, bad = draw(st.sampled_from([
-        ("reader_id", st.one_of(st.integers(max_value=0), st.integers(min_value=2**30), st.text(), st.booleans())),
-        ("floors", st.one_of(st.integers(max_value=1), st.integers(min_value=17))),
-        ("key", st.text(max_size=70).filter(lambda s: len(s) != 64)),
-        ("key", st.text(alphabet="0123456789abcdefxyz+ -", min_size=64, max_size=64)
-         .filter(lambda s: not set(s) <= set("0123456789abcdef"))),
-        ("tariff.monthly_cap_fen", st.one_of(st.integers(max_value=-1), st.integers(min_value=10**7 + 1))),
-        ("tariff.debounce_s", st.one_of(st.integers(max_value=-1), st.integers(min_value=3601), st.floats())),
-        ("relay_ms", st.one_of(st.integers(max_value=99), st.integers(min_value=60001))),
-        ("utc_offset_min", st.one_of(st.integers(max_value=-721), st.integers(min_value=841))),
-    ]))
+    path, bad = draw(
+        st.sampled_from(
+            [
+                (
+                    "reader_id",
+                    st.one_of(st.integers(max_value=0), st.integers(min_value=2**30), st.text(), st.booleans()),
+                ),
+                ("floors", st.one_of(st.integers(max_value=1), st.integers(min_value=17))),
+                ("key", st.text(max_size=70).filter(lambda s: len(s) != 64)),
+                (
+                    "key",
+                    st.text(alphabet="0123456789abcdefxyz+ -", min_size=64, max_size=64).filter(
+                        lambda s: not set(s) <= set("0123456789abcdef")
+                    ),
+                ),
+                ("tariff.monthly_cap_fen", st.one_of(st.integers(max_value=-1), st.integers(min_value=10**7 + 1))),
+                ("tariff.debounce_s", st.one_of(st.integers(max_value=-1), st.integers(min_value=3601), st.floats())),
+                ("relay_ms", st.one_of(st.integers(max_value=99), st.integers(min_value=60001))),
+                ("utc_offset_min", st.one_of(st.integers(max_value=-721), st.integers(min_value=841))),
+            ]
+        )
+    )
     value = draw(bad)
     if path.startswith("tariff."):
         cfg["tariff"][path.split(".")[1]] = value

@@ -83,8 +83,21 @@ def test_reorder_gap_then_filled(gw):
 def test_rides_in_legacy_uid_mode_are_reported(gw):
     g, cfg, log, reader = gw
     r = reader(7)
-    recs = [RideRecord(seq=s, time=5000 + s, uptime=s, card_id=0xDEADBEEF, household=7, floor=4, fee=40,
-                       result=0, flags=0x02 if s != 2 else 0, boot=r.boot) for s in (1, 2, 3)]
+    recs = [
+        RideRecord(
+            seq=s,
+            time=5000 + s,
+            uptime=s,
+            card_id=0xDEADBEEF,
+            household=7,
+            floor=4,
+            fee=40,
+            result=0,
+            flags=0x02 if s != 2 else 0,
+            boot=r.boot,
+        )
+        for s in (1, 2, 3)
+    ]
     r.publish(link.build_rides(r.key, r.rid, r.bid, r.counter(), recs))
     assert r.ack() == 3
     ev = log.wait(lambda x: x["event"] == "legacy_rides")
@@ -138,12 +151,19 @@ def test_bad_payloads_refused_and_logged(gw):
 def test_status_updates_readers_table(gw):
     g, cfg, log, reader = gw
     r = reader(8)
-    r.publish(link.build_status(r.key, 8, 12, r.counter(),
-                                  link.ReaderStatus(uptime=100, free_heap=90000, backlog=17, wl_version=5)),
-              topic="status")
+    r.publish(
+        link.build_status(
+            r.key, 8, 12, r.counter(), link.ReaderStatus(uptime=100, free_heap=90000, backlog=17, wl_version=5)
+        ),
+        topic="status",
+    )
     log.wait(lambda x: x["event"] == "status" and x["reader_id"] == 8)
-    out = subprocess.run([sys.executable, "-m", "liftcard_gateway", "status", "--config", str(cfg.path)],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "liftcard_gateway", "status", "--config", str(cfg.path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     head = lines[0]
@@ -154,6 +174,7 @@ def test_status_updates_readers_table(gw):
 
 
 # -- the real process ------------------------------------------------------------
+
 
 def test_sigterm_clean_exit(tmp_path, broker, keys):
     cfg = write_gateway_config(tmp_path, broker, keys, READERS)
@@ -172,9 +193,11 @@ def test_kill9_restart_no_duplicates_acks_resume(tmp_path, broker, keys):
     cfg_path = write_gateway_config(tmp_path, broker, keys, READERS)
     cfg = load_config(cfg_path)
     with contextlib.ExitStack() as ends:  # the gateway processes and the reader, pass or fail
+
         def started(n):
-            return ends.enter_context(procs.running(start_gateway(cfg_path, tmp_path / f"gw-{n}.log",
-                                                                  ready="subscribed")))
+            return ends.enter_context(
+                procs.running(start_gateway(cfg_path, tmp_path / f"gw-{n}.log", ready="subscribed"))
+            )
 
         p = started(1)
         r = SimReader(broker, 7, keys[7])
@@ -198,15 +221,22 @@ def test_kill9_restart_no_duplicates_acks_resume(tmp_path, broker, keys):
         assert p.wait(15) == 0
 
 
-@pytest.mark.parametrize("body, key", [
-    ("[gateway]\n", "gateway.data_dir"),
-    ("not toml [[[", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "body, key",
+    [
+        ("[gateway]\n", "gateway.data_dir"),
+        ("not toml [[[", "not valid TOML"),
+    ],
+)
 def test_bad_config_one_line_error(tmp_path, body, key):
     p = tmp_path / "gw.toml"
     p.write_text(body)
-    out = subprocess.run([sys.executable, "-m", "liftcard_gateway", "run", "--config", str(p)],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "liftcard_gateway", "run", "--config", str(p)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode != 0
     assert "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and key in out.stderr
@@ -215,8 +245,12 @@ def test_bad_config_one_line_error(tmp_path, body, key):
 def test_bad_config_secret_not_shown(tmp_path, broker, keys):
     cfg = write_gateway_config(tmp_path, broker, keys, READERS)
     os.chmod(tmp_path / "broker.pass", 0o644)
-    out = subprocess.run([sys.executable, "-m", "liftcard_gateway", "status", "--config", str(cfg)],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "liftcard_gateway", "status", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 2 and "broker.password_file" in out.stderr and "0600" in out.stderr
     assert broker.credentials["gateway"] not in out.stderr + out.stdout
 

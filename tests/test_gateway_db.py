@@ -18,8 +18,9 @@ CARD = 0xFEDCBA9876543210
 
 
 def ride(seq):
-    return RideRecord(seq=seq, time=1000 + seq, uptime=seq, card_id=CARD, household=42, floor=3, fee=30,
-                      result=0, flags=0, boot=1)
+    return RideRecord(
+        seq=seq, time=1000 + seq, uptime=seq, card_id=CARD, household=42, floor=3, fee=30, result=0, flags=0, boot=1
+    )
 
 
 def fill_to_the_brim(conn):
@@ -34,6 +35,7 @@ def unlimited(conn):
 
 
 # -- a full disk, for real -----------------------------------------------------------------
+
 
 def test_a_full_disk_surfaces_as_itself_from_the_store(tmp_path):
     s = Store(tmp_path / "gw.db")
@@ -68,6 +70,7 @@ def test_a_full_disk_surfaces_as_itself_from_the_ledger(tmp_path):
 
 
 # -- a rollback that fails -----------------------------------------------------------------
+
 
 class FailingRollback:
     """A connection whose ROLLBACK (and ROLLBACK TO) fails, like one whose disk
@@ -165,6 +168,7 @@ def test_a_savepoint_that_cannot_be_undone_fails_its_transaction(conn):
 
 # -- connections ---------------------------------------------------------------------------
 
+
 def test_connect_sets_the_pragmas_every_store_relies_on(tmp_path):
     c = db.connect(tmp_path / "sub" / "x.db")  # the directory is created
     try:
@@ -189,14 +193,27 @@ def test_every_gateway_store_opens_the_same_schema(tmp_path):
     try:
         assert db.user_version(c) == len(schema.MIGRATIONS)
         names = {n for (n,) in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"rides", "readers", "gaps", "meta", "sun_counters", "cards", "card_meta", "card_history",
-                "card_updates", "card_sends", "upstream_batches", "upstream_readers"} <= names
+        assert {
+            "rides",
+            "readers",
+            "gaps",
+            "meta",
+            "sun_counters",
+            "cards",
+            "card_meta",
+            "card_history",
+            "card_updates",
+            "card_sends",
+            "upstream_batches",
+            "upstream_readers",
+        } <= names
     finally:
         c.close()
     Store(p).close()  # already current: opens as is
 
 
 # -- schema versions -----------------------------------------------------------------------
+
 
 def test_a_database_from_before_schema_versions_is_brought_up_to_date(tmp_path):
     # Older tables lacking columns: tests/test_gateway_timesync.py and
@@ -226,6 +243,7 @@ def test_migrations_run_once_in_order_and_all_or_nothing(tmp_path):
             conn.execute("CREATE TABLE m%d (x)" % n)
             if fail:
                 raise RuntimeError("migration %d failed" % n)
+
         return m
 
     p = tmp_path / "m.db"
@@ -247,11 +265,13 @@ def test_migrations_run_once_in_order_and_all_or_nothing(tmp_path):
 def test_the_ledger_database_has_a_schema_version_too(tmp_path):
     p = tmp_path / "ledger.db"
     c = sqlite3.connect(str(p))  # a ledger made before schema versions: its tables, version 0
-    c.execute("CREATE TABLE rides (gateway_id TEXT NOT NULL, reader_id INTEGER NOT NULL, seq INTEGER NOT NULL, "
-              "building_id INTEGER NOT NULL, time INTEGER NOT NULL, uptime INTEGER NOT NULL, card_id TEXT NOT NULL, "
-              "household INTEGER NOT NULL, floor INTEGER NOT NULL, fee INTEGER NOT NULL, result INTEGER NOT NULL, "
-              "flags INTEGER NOT NULL, boot INTEGER NOT NULL, time_corrected INTEGER, batch_id INTEGER NOT NULL, "
-              "stored_at REAL NOT NULL, PRIMARY KEY (gateway_id, reader_id, seq))")
+    c.execute(
+        "CREATE TABLE rides (gateway_id TEXT NOT NULL, reader_id INTEGER NOT NULL, seq INTEGER NOT NULL, "
+        "building_id INTEGER NOT NULL, time INTEGER NOT NULL, uptime INTEGER NOT NULL, card_id TEXT NOT NULL, "
+        "household INTEGER NOT NULL, floor INTEGER NOT NULL, fee INTEGER NOT NULL, result INTEGER NOT NULL, "
+        "flags INTEGER NOT NULL, boot INTEGER NOT NULL, time_corrected INTEGER, batch_id INTEGER NOT NULL, "
+        "stored_at REAL NOT NULL, PRIMARY KEY (gateway_id, reader_id, seq))"
+    )
     c.commit()
     c.close()
     led = L.LedgerDB(p)
@@ -264,6 +284,7 @@ def test_the_ledger_database_has_a_schema_version_too(tmp_path):
 
 def test_a_database_from_a_newer_gateway_is_refused_in_one_line(tmp_path, capsys):
     from liftcard_gateway.cli import main
+
     (tmp_path / "broker.pass").write_text("pw\n")
     (tmp_path / "broker.pass").chmod(0o600)
     (tmp_path / "gw.toml").write_text('[gateway]\ndata_dir = "data"\n[broker]\npassword_file = "broker.pass"\n')

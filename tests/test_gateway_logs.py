@@ -25,6 +25,7 @@ def journal():
     def setup(level=logging.INFO):
         logs.setup(out, level)
         return out
+
     yield setup
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])

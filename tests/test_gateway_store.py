@@ -11,8 +11,9 @@ from liftcard_gateway.tables import format_status
 
 
 def ride(seq, card=0xFEDCBA9876543210, fee=30):
-    return RideRecord(seq=seq, time=1000 + seq, uptime=seq, card_id=card, household=42, floor=3, fee=fee,
-                      result=0, flags=0, boot=1)
+    return RideRecord(
+        seq=seq, time=1000 + seq, uptime=seq, card_id=card, household=42, floor=3, fee=fee, result=0, flags=0, boot=1
+    )
 
 
 @pytest.fixture
@@ -108,8 +109,9 @@ NOW = LIFTCARD_EPOCH + 91000000.7  # the gateway's receive time (Unix seconds)
 
 
 def _status(time, synced=True):
-    return U.ReaderStatus(uptime=50, free_heap=90000, backlog=0, wl_version=3,
-                          flags=U.ST_CLOCK_SYNCED if synced else 0, boot=1, time=time)
+    return U.ReaderStatus(
+        uptime=50, free_heap=90000, backlog=0, wl_version=3, flags=U.ST_CLOCK_SYNCED if synced else 0, boot=1, time=time
+    )
 
 
 def test_store_status_records_the_clock_drift(store):
@@ -137,10 +139,12 @@ def test_drift_column_added_to_an_old_database(tmp_path):
 
     db = tmp_path / "old.db"
     c = sqlite3.connect(db)
-    c.execute("CREATE TABLE readers (reader_id INTEGER PRIMARY KEY, building_id INTEGER, first_seq INTEGER, "
-              "acked_seq INTEGER, max_seq INTEGER, last_up_counter INTEGER, last_seen FLOAT, online INTEGER, "
-              "uptime INTEGER, free_heap INTEGER, backlog INTEGER, wl_version INTEGER, unrecorded INTEGER, "
-              "last_error INTEGER, status_flags INTEGER, boot INTEGER, status_at FLOAT)")
+    c.execute(
+        "CREATE TABLE readers (reader_id INTEGER PRIMARY KEY, building_id INTEGER, first_seq INTEGER, "
+        "acked_seq INTEGER, max_seq INTEGER, last_up_counter INTEGER, last_seen FLOAT, online INTEGER, "
+        "uptime INTEGER, free_heap INTEGER, backlog INTEGER, wl_version INTEGER, unrecorded INTEGER, "
+        "last_error INTEGER, status_flags INTEGER, boot INTEGER, status_at FLOAT)"
+    )
     c.execute("INSERT INTO readers (reader_id, building_id, last_up_counter) VALUES (7, 12, 0)")
     c.commit()
     c.close()
@@ -167,6 +171,7 @@ def test_status_table_shows_the_drift(store):
 
 
 # -- config -----------------------------------------------------------------------
+
 
 def _secret(path, text, mode=0o600):
     path.write_text(text)
@@ -205,14 +210,17 @@ def test_config_good(tmp_path):
     assert "s3cret" not in repr(cfg) and "abab" not in repr(cfg)
 
 
-@pytest.mark.parametrize("mutate, key", [
-    (lambda s: s.replace("port = 1883", "port = 0"), "broker.port"),
-    (lambda s: s.replace('data_dir = "data"', ""), "gateway.data_dir"),
-    (lambda s: s.replace("reader_id = 7", 'reader_id = "x"'), "readers[0].reader_id"),
-    (lambda s: s + "[[readers]]\nreader_id = 7\nbuilding_id = 1\nkey_file = \"k7\"\n", "readers[1].reader_id"),
-    (lambda s: s.replace('key_file = "k7"', 'key_file = "nope"'), "readers[0].key_file"),
-    (lambda s: s.replace("[broker]", "[broker]\nbogus = 1"), "broker.bogus"),
-])
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda s: s.replace("port = 1883", "port = 0"), "broker.port"),
+        (lambda s: s.replace('data_dir = "data"', ""), "gateway.data_dir"),
+        (lambda s: s.replace("reader_id = 7", 'reader_id = "x"'), "readers[0].reader_id"),
+        (lambda s: s + "[[readers]]\nreader_id = 7\nbuilding_id = 1\nkey_file = \"k7\"\n", "readers[1].reader_id"),
+        (lambda s: s.replace('key_file = "k7"', 'key_file = "nope"'), "readers[0].key_file"),
+        (lambda s: s.replace("[broker]", "[broker]\nbogus = 1"), "broker.bogus"),
+    ],
+)
 def test_config_errors_name_the_key(tmp_path, mutate, key):
     _secret(tmp_path / "pw", "s3cret-pass")
     _secret(tmp_path / "k7", "ab" * 32)
@@ -241,20 +249,28 @@ def test_group_commit_keeps_each_message_apart(store):
     replayed counter, an unknown reader) leaves the others in, and each result
     is what store_batch would have returned in that order."""
     store.ensure_reader(8, 12)
-    res = store.store_batches([
-        (7, 1, [ride(s) for s in range(1, 4)]),
-        (8, 1, [ride(s) for s in range(1, 3)]),
-        (7, 2, [ride(s) for s in range(4, 6)]),      # same reader, later counter: in
-        (7, 2, [ride(s) for s in range(6, 8)]),      # counter repeated within the group: replay
-        (9, 1, [ride(1)]),                           # not registered
-        (7, 3, [ride(s) for s in range(3, 7)]),      # overlap: 3..5 duplicates, 6 new
-    ])
-    assert [type(r).__name__ for r in res] == ["BatchResult", "BatchResult", "BatchResult", "ReplayError",
-                                               "UnknownReader", "BatchResult"]
+    res = store.store_batches(
+        [
+            (7, 1, [ride(s) for s in range(1, 4)]),
+            (8, 1, [ride(s) for s in range(1, 3)]),
+            (7, 2, [ride(s) for s in range(4, 6)]),  # same reader, later counter: in
+            (7, 2, [ride(s) for s in range(6, 8)]),  # counter repeated within the group: replay
+            (9, 1, [ride(1)]),  # not registered
+            (7, 3, [ride(s) for s in range(3, 7)]),  # overlap: 3..5 duplicates, 6 new
+        ]
+    )
+    assert [type(r).__name__ for r in res] == [
+        "BatchResult",
+        "BatchResult",
+        "BatchResult",
+        "ReplayError",
+        "UnknownReader",
+        "BatchResult",
+    ]
     assert isinstance(res[3], ReplayError) and isinstance(res[4], UnknownReader)
     assert [r.ack_seq for r in (res[0], res[1], res[2], res[5])] == [3, 2, 5, 6]
     assert (res[5].inserted, res[5].duplicates) == (1, 3)
-    assert [r.seq for r in store.rides(7)] == list(range(1, 7))   # 7 never came in
+    assert [r.seq for r in store.rides(7)] == list(range(1, 7))  # 7 never came in
     assert [r.seq for r in store.rides(8)] == [1, 2]
     assert store.last_counter(7) == 3 and store.last_counter(8) == 1
     with pytest.raises(ReplayError):
@@ -284,8 +300,21 @@ def test_status_reports_rides_made_in_legacy_uid_mode(store):
     of its rides flagged LEGACY_UID, so the operator sees which readers accept
     copyable cards."""
     store.ensure_reader(8, 12)
-    legacy = [RideRecord(seq=s, time=1000 + s, uptime=s, card_id=0xDEADBEEF, household=42, floor=3, fee=30,
-                         result=0, flags=0x02, boot=1) for s in (2, 3)]
+    legacy = [
+        RideRecord(
+            seq=s,
+            time=1000 + s,
+            uptime=s,
+            card_id=0xDEADBEEF,
+            household=42,
+            floor=3,
+            fee=30,
+            result=0,
+            flags=0x02,
+            boot=1,
+        )
+        for s in (2, 3)
+    ]
     store.store_batch(7, 1, [ride(1)] + legacy)
     store.store_batch(8, 1, [ride(1), ride(2)])
     rows = {r["reader_id"]: r for r in store.status_rows()}

@@ -63,9 +63,14 @@ class TimeReader(SimReader):
             self.acks.put(m.seq)
 
     def status(self, uptime=100, synced=True, boot=None):
-        st = link.ReaderStatus(uptime=uptime, free_heap=90000, backlog=0, wl_version=1,
-                                 flags=link.ST_CLOCK_SYNCED if synced else 0,
-                                 boot=self.boot if boot is None else boot)
+        st = link.ReaderStatus(
+            uptime=uptime,
+            free_heap=90000,
+            backlog=0,
+            wl_version=1,
+            flags=link.ST_CLOCK_SYNCED if synced else 0,
+            boot=self.boot if boot is None else boot,
+        )
         self.publish(link.build_status(self.key, self.rid, self.bid, self.counter(), st), topic="status")
 
     def time_msg(self, timeout=10):
@@ -89,6 +94,7 @@ def treader(gw, broker, keys):
         r = TimeReader(broker, rid, keys[rid], **kw)
         made.append(r)
         return r
+
     yield make
     for r in made:
         r.close()
@@ -100,6 +106,7 @@ def n_events(log, event, **match):
 
 # -- 1. time sync -------------------------------------------------------------------
 
+
 def test_time_sent_when_unsynced(gw, treader):
     g, cfg, log, _ = gw
     r = treader(7)
@@ -110,8 +117,11 @@ def test_time_sent_when_unsynced(gw, treader):
     assert rec["why"] == "unsynced" and rec["epoch_s"] == t
     r.status(uptime=160, synced=False)  # still unsynced (the TIME was lost): sent again
     assert abs(r.time_msg() - now_epoch()) <= 2
-    row = sqlite3.connect(str(cfg.db_path)).execute(
-        "SELECT time_sent_epoch, time_sent_at FROM readers WHERE reader_id=7").fetchone()
+    row = (
+        sqlite3.connect(str(cfg.db_path))
+        .execute("SELECT time_sent_epoch, time_sent_at FROM readers WHERE reader_id=7")
+        .fetchone()
+    )
     assert row[0] is not None and row[1] is not None
 
 
@@ -145,9 +155,20 @@ def test_time_on_first_status_then_periodic(gw, treader, monkeypatch):
 
 # -- 2. unsynced rides corrected from uptime ----------------------------------------
 
+
 def ride(seq, t, uptime, unsynced, boot=1):
-    return RideRecord(seq=seq, time=t, uptime=uptime, card_id=CARD, household=7, floor=4, fee=40, result=0,
-                      flags=int(Flag.CLOCK_UNSYNCED) if unsynced else 0, boot=boot)
+    return RideRecord(
+        seq=seq,
+        time=t,
+        uptime=uptime,
+        card_id=CARD,
+        household=7,
+        floor=4,
+        fee=40,
+        result=0,
+        flags=int(Flag.CLOCK_UNSYNCED) if unsynced else 0,
+        boot=boot,
+    )
 
 
 def test_store_corrects_unsynced_rides(tmp_path):
@@ -156,8 +177,9 @@ def test_store_corrects_unsynced_rides(tmp_path):
     # boot 1: three rides before the sync (a stale clock: 100 + uptime), then synced ones
     res = s.store_batch(7, 1, [ride(1, 110, 10, True), ride(2, 150, 50, True)])
     assert res.corrected == 0
-    res = s.store_batch(7, 2, [ride(3, 190, 90, True), ride(4, 90_000_100, 100, False),
-                               ride(5, 90_000_200, 200, False)])
+    res = s.store_batch(
+        7, 2, [ride(3, 190, 90, True), ride(4, 90_000_100, 100, False), ride(5, 90_000_200, 200, False)]
+    )
     assert res.corrected == 3
     # boot 2: unsynced, never synced: stays uncorrected
     s.store_batch(7, 3, [ride(6, 30, 30, True, boot=2)])
@@ -186,9 +208,11 @@ def test_store_corrects_when_reference_came_first(tmp_path):
 def test_schema_upgrade_adds_columns(tmp_path):
     db = tmp_path / "old.db"
     con = sqlite3.connect(str(db))
-    con.execute("CREATE TABLE rides (reader_id INTEGER, seq INTEGER, time INTEGER, uptime INTEGER, "
-                "card_id TEXT, household INTEGER, floor INTEGER, fee INTEGER, result INTEGER, flags INTEGER, "
-                "boot INTEGER, received_at FLOAT, up_counter INTEGER, PRIMARY KEY (reader_id, seq))")
+    con.execute(
+        "CREATE TABLE rides (reader_id INTEGER, seq INTEGER, time INTEGER, uptime INTEGER, "
+        "card_id TEXT, household INTEGER, floor INTEGER, fee INTEGER, result INTEGER, flags INTEGER, "
+        "boot INTEGER, received_at FLOAT, up_counter INTEGER, PRIMARY KEY (reader_id, seq))"
+    )
     con.commit()
     con.close()
     s = Store(db)
@@ -210,11 +234,13 @@ def test_daemon_stores_corrected_times(gw, treader):
 
 # -- 3. bad input over the real broker ------------------------------------------------
 
+
 def gateway_client(broker):
     # An intruder that may write anywhere under lc/ (the broker fixture's extra
     # user): the gateway's own credentials would take over its session.
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="inject-%d" % time.monotonic_ns(),
-                    protocol=mqtt.MQTTv311)
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id="inject-%d" % time.monotonic_ns(), protocol=mqtt.MQTTv311
+    )
     c.username_pw_set(INTRUDER, broker.credentials[INTRUDER])
     c.connect(broker.host, broker.port, 30)
     c.loop_start()
@@ -277,13 +303,16 @@ def test_unknown_reader_and_bad_topics_refused(gw, treader, broker):
     assert r.ack() == 1 and db_rides(cfg, 7) == [1]
 
 
-@pytest.mark.parametrize("payload, reason", [
-    (b'{"rides": [1, 2', "size"),                                      # short JSON-ish garbage
-    (b'{"reader_id": 7, "rides": [' + b'{"seq": 1}, ' * 8 + b']}', "magic"),  # long enough, not LCLK
-    (b"LCLK\x02" + b"\0" * 60, "version"),
-    (b"LCLK\x01" + b"\x01" + b"\0" * 58, "mac"),
-    (b"\xff" * 40, "magic"),
-])
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b'{"rides": [1, 2', "size"),  # short JSON-ish garbage
+        (b'{"reader_id": 7, "rides": [' + b'{"seq": 1}, ' * 8 + b']}', "magic"),  # long enough, not LCLK
+        (b"LCLK\x02" + b"\0" * 60, "version"),
+        (b"LCLK\x01" + b"\x01" + b"\0" * 58, "mac"),
+        (b"\xff" * 40, "magic"),
+    ],
+)
 def test_garbage_refused_daemon_keeps_storing(gw, treader, payload, reason):
     g, cfg, log, _ = gw
     r = treader(7)

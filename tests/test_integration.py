@@ -37,8 +37,11 @@ TAPS = 30
 def site(tmp_path, request):
     s = Site(tmp_path, seed=zlib.crc32(request.node.name.encode()))
     try:
-        wait_for(lambda: all(r.status()["uplink"] == "up" for r in s.readers.values()), 30,
-                 "every reader's uplink to come up")
+        wait_for(
+            lambda: all(r.status()["uplink"] == "up" for r in s.readers.values()),
+            30,
+            "every reader's uplink to come up",
+        )
         yield s
     finally:
         s.close()
@@ -63,7 +66,7 @@ def test_happy_path_exactly_once_and_totals(site):
 def test_gateway_kill9_mid_stream(site):
     site.taps(10)
     site.kill_gateway()
-    site.taps(10)            # the readers go on tapping with no gateway
+    site.taps(10)  # the readers go on tapping with no gateway
     site.start_gateway()
     site.taps(10)
     site.check_exactly_once(TAPS)
@@ -93,11 +96,14 @@ def test_broker_gone_for_a_while(site):
     site.broker.stop()
     end = time.monotonic() + 5
     n = 0
-    while time.monotonic() < end:   # taps keep being decided with no broker at all
+    while time.monotonic() < end:  # taps keep being decided with no broker at all
         site.tap_round(pause=0.1)
         n += 1
-    wait_for(lambda: all(r.status()["uplink"] != "up" for r in site.readers.values()), 30,
-             "the readers to notice the broker is gone")
+    wait_for(
+        lambda: all(r.status()["uplink"] != "up" for r in site.readers.values()),
+        30,
+        "the readers to notice the broker is gone",
+    )
     site.broker.start()
     site.taps(max(0, 20 - n) + 3)
     site.check_exactly_once(TAPS)
@@ -114,14 +120,20 @@ def test_reconfigure_a_connected_reader(site):
         for rid, r in site.readers.items():
             reply = r.command("CONFIG " + str(r.dir / "config.json"))
             assert reply.startswith(f"OK config reader {rid}"), reply
-        wait_for(lambda: all(r.status()["uplink"] == "up" for r in site.readers.values()), 30,
-                 "every reader's uplink to come back up")
+        wait_for(
+            lambda: all(r.status()["uplink"] == "up" for r in site.readers.values()),
+            30,
+            "every reader's uplink to come back up",
+        )
         site.taps(5)
     site.check_exactly_once(15)
     # Each reader heartbeats on every new link (three links each): its STATUS
     # messages, sealed with counters that kept growing, are accepted too.
-    wait_for(lambda: site.gw_log_text().count('"event":"status"') >= 3 * len(site.readers), 60,
-             "a STATUS from every reader on each of its links")
+    wait_for(
+        lambda: site.gw_log_text().count('"event":"status"') >= 3 * len(site.readers),
+        60,
+        "a STATUS from every reader on each of its links",
+    )
     log = site.gw_log_text()
     assert '"event":"refused"' not in log, [ln for ln in log.splitlines() if '"refused"' in ln][:5]
     assert '"event":"reader_offline"' not in log

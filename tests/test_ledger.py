@@ -78,8 +78,19 @@ def test_duplicates_overlaps_and_reordering_store_once_and_ack_again(ledger, pki
     assert led.db.conn.execute("SELECT received FROM batches WHERE gateway_id='gw1' AND batch_id=2").fetchone() == (2,)
 
 
-@pytest.mark.parametrize("case", ["forged", "other_gateways_key", "names_other_gateway", "unknown_gateway",
-                                  "malformed", "truncated", "ack_on_batches", "bad_topic"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "forged",
+        "other_gateways_key",
+        "names_other_gateway",
+        "unknown_gateway",
+        "malformed",
+        "truncated",
+        "ack_on_batches",
+        "bad_topic",
+    ],
+)
 def test_refused_nothing_stored_no_ack(ledger, pki, case):
     led, log = ledger
     rs = rides([1, 2, 3])
@@ -121,14 +132,18 @@ def test_cli_totals_and_bad_input(tmp_path, pki, ledger):
     led.handle("liftcard/gw/gw1/batches", uf.build_batch(k, "gw1", 1, 7, 12, rides(range(1, 4), fee=125)))
     led.handle("liftcard/gw/gw1/batches", uf.build_batch(k, "gw1", 2, 8, 12, rides([1], fee=7)))
     cfgp = str(led.cfg.path)
+
     def run(*a):
-        return subprocess.run([sys.executable, "-m", "liftcard_tools.ledger", *a], capture_output=True, text=True,
-                              cwd=REPO, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "liftcard_tools.ledger", *a], capture_output=True, text=True, cwd=REPO, timeout=60
+        )
+
     r = run("totals", "--config", cfgp, "--json")
     assert r.returncode == 0
     assert [json.loads(x) for x in r.stdout.splitlines()] == [
         {"gateway_id": "gw1", "reader_id": 7, "rides": 3, "fees_fen": 375},
-        {"gateway_id": "gw1", "reader_id": 8, "rides": 1, "fees_fen": 7}]
+        {"gateway_id": "gw1", "reader_id": 8, "rides": 1, "fees_fen": 7},
+    ]
     r = run("totals", "--config", cfgp)
     assert r.returncode == 0 and r.stdout.splitlines()[-1].split() == ["total", "4", "382"]
     # bad input: one line, non-zero, no traceback, no secret

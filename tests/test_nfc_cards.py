@@ -44,18 +44,18 @@ def test_desfire_genuine_ev1_and_ev2():
 def test_desfire_errors_like_a_real_card():
     card = desfire()
     tx = card.transceive
-    assert tx(b"\x5A" + b"XYZ") == b"\xA0"  # application not found
-    assert tx(b"\x5A" + K.AID_LCF) == b"\x00"
-    assert tx(b"\xBD\x01\x00\x00\x00\x1A\x00\x00") == b"\xAE"  # MACed file, not authenticated
-    assert tx(b"\xAA\x05") == b"\x40"  # no such key
-    assert tx(b"\xAA") == b"\x7E"  # length error
-    assert tx(b"\x99") == b"\x1C"  # illegal command
-    assert tx(b"\xBD\x07\x00\x00\x00\x01\x00\x00") == b"\xF0"  # file not found
-    r = tx(b"\xAA\x01")
+    assert tx(b"\x5a" + b"XYZ") == b"\xa0"  # application not found
+    assert tx(b"\x5a" + K.AID_LCF) == b"\x00"
+    assert tx(b"\xbd\x01\x00\x00\x00\x1a\x00\x00") == b"\xae"  # MACed file, not authenticated
+    assert tx(b"\xaa\x05") == b"\x40"  # no such key
+    assert tx(b"\xaa") == b"\x7e"  # length error
+    assert tx(b"\x99") == b"\x1c"  # illegal command
+    assert tx(b"\xbd\x07\x00\x00\x00\x01\x00\x00") == b"\xf0"  # file not found
+    r = tx(b"\xaa\x01")
     assert r[0] == 0xAF and len(r) == 17
-    assert tx(b"\xAF" + bytes(32)) == b"\xAE"  # wrong proof: authentication error
-    assert tx(b"\x5A\x00\x00\x00") == b"\x00"
-    assert tx(b"\xCA" + K.AID_LCF + b"\x0B\x82") == b"\xDE"  # duplicate
+    assert tx(b"\xaf" + bytes(32)) == b"\xae"  # wrong proof: authentication error
+    assert tx(b"\x5a\x00\x00\x00") == b"\x00"
+    assert tx(b"\xca" + K.AID_LCF + b"\x0b\x82") == b"\xde"  # duplicate
     # key 1 may read but not write; writing needs key 0
     h_ = DesfireHost(card.transceive)
     h_.select(K.AID_LCF)
@@ -117,15 +117,15 @@ def test_ntag_counter_and_replay():
 
 def test_ntag_iso_errors():
     card = ntag()
-    assert card.transceive(b"\x00\xB0\x00\x00\x10") == b"\x69\x86"  # nothing selected
-    assert card.transceive(b"\x5A" + K.AID_LCF) == b"\x6E\x00"  # native command: CLA not supported
-    assert card.transceive(b"\x00\xA4\x00\x0C\x02\xE1\x04\x00") == b"\x6A\x82"  # app not selected
-    assert card.transceive(b"\x00\xA4\x04\x0C\x07" + K.NDEF_APP_DF_NAME + b"\x00") == b"\x90\x00"
-    assert card.transceive(b"\x00\xA4\x00\x0C\x02\xE1\x04\x00") == b"\x90\x00"
-    a = card.transceive(b"\x00\xB0\x00\x00\x10")
-    b = card.transceive(b"\x00\xB0\x00\x00\x10")
+    assert card.transceive(b"\x00\xb0\x00\x00\x10") == b"\x69\x86"  # nothing selected
+    assert card.transceive(b"\x5a" + K.AID_LCF) == b"\x6e\x00"  # native command: CLA not supported
+    assert card.transceive(b"\x00\xa4\x00\x0c\x02\xe1\x04\x00") == b"\x6a\x82"  # app not selected
+    assert card.transceive(b"\x00\xa4\x04\x0c\x07" + K.NDEF_APP_DF_NAME + b"\x00") == b"\x90\x00"
+    assert card.transceive(b"\x00\xa4\x00\x0c\x02\xe1\x04\x00") == b"\x90\x00"
+    a = card.transceive(b"\x00\xb0\x00\x00\x10")
+    b = card.transceive(b"\x00\xb0\x00\x00\x10")
     assert a == b and card.counter == 1  # one increment per selection
-    assert card.transceive(b"\x00\xB1\x00\x00\x10") == b"\x6D\x00"
+    assert card.transceive(b"\x00\xb1\x00\x00\x10") == b"\x6d\x00"
 
 
 def test_legacy_uid():

@@ -112,7 +112,7 @@ def test_link_faults_garbage_and_bad_checksum(rig):
     emu, pn, reader = rig
     emu.field.enter(Cd.make_desfire(UID, KEYS, CRED))
     assert reader.read_tap().result == "OK"
-    emu.faults.garbage(b"\x55\xAA\x13\x37")
+    emu.faults.garbage(b"\x55\xaa\x13\x37")
     emu.faults.corrupt_next()
     naks = pn.naks
     assert reader.read_tap().result == "OK"
@@ -122,6 +122,7 @@ def test_link_faults_garbage_and_bad_checksum(rig):
 def test_emulator_frame_level(rig):
     emu, pn, _reader = rig
     import os
+
     os.write(pn.fd, Fr.encode(0xD4, b"\x02"))  # asleep: ignored
     time.sleep(0.1)
     assert emu.stats.exchanges == []
@@ -142,7 +143,7 @@ def test_emulator_frame_level(rig):
     assert pn.command(0x40, b"\x01" + bytes(300))[0] == 0x00
     # InListPassiveTarget with infinite retries waits for a card; the host aborts it with an ACK
     emu.field.leave()
-    pn.command(0x32, b"\x05\xFF\x01\xFF")
+    pn.command(0x32, b"\x05\xff\x01\xff")
     with pytest.raises(PN532Timeout):
         pn.command(0x4A, b"\x01\x00", timeout=0.2)
     pn.init()
@@ -152,8 +153,9 @@ def test_emulator_frame_level(rig):
 def test_waiting_list_completes_when_card_enters(rig):
     emu, pn, _reader = rig
     import threading
+
     pn.init()
-    pn.command(0x32, b"\x05\xFF\x01\xFF")
+    pn.command(0x32, b"\x05\xff\x01\xff")
     card = Cd.make_desfire(UID, KEYS, CRED)
     threading.Timer(0.2, emu.field.enter, (card,)).start()
     t = pn.list_target()
@@ -161,16 +163,33 @@ def test_waiting_list_completes_when_card_enters(rig):
 
 
 def test_cli_process(tmp_path):
-    spec = {"building_id": 12, "read_master": KEYS.read_master.hex(), "perso_master": KEYS.perso_master.hex(),
-            "cards": [{"name": "alice", "type": "desfire", "uid": UID.hex(), "card_id": CRED.card_id.hex(),
-                       "valid_from": 800, "valid_until": 2800, "issuer": 3},
-                      {"name": "fob", "type": "ntag424", "uid": "04c0ffee123480", "card_id": "00000000000f4240"},
-                      {"name": "old", "type": "classic", "uid": "deadbeef"},
-                      {"name": "evil", "type": "clone", "of": "alice", "mode": "wrong_key"},
-                      {"name": "bad", "type": "faulty", "uid": "04998877665544", "mode": "garbage"}]}
+    spec = {
+        "building_id": 12,
+        "read_master": KEYS.read_master.hex(),
+        "perso_master": KEYS.perso_master.hex(),
+        "cards": [
+            {
+                "name": "alice",
+                "type": "desfire",
+                "uid": UID.hex(),
+                "card_id": CRED.card_id.hex(),
+                "valid_from": 800,
+                "valid_until": 2800,
+                "issuer": 3,
+            },
+            {"name": "fob", "type": "ntag424", "uid": "04c0ffee123480", "card_id": "00000000000f4240"},
+            {"name": "old", "type": "classic", "uid": "deadbeef"},
+            {"name": "evil", "type": "clone", "of": "alice", "mode": "wrong_key"},
+            {"name": "bad", "type": "faulty", "uid": "04998877665544", "mode": "garbage"},
+        ],
+    }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    p = procs.spawn([sys.executable, "-m", "liftcard_tools.nfc.pn532emu", "--cards", str(tmp_path / "spec.json")],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    p = procs.spawn(
+        [sys.executable, "-m", "liftcard_tools.nfc.pn532emu", "--cards", str(tmp_path / "spec.json")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         path = p.stdout.readline().strip()
         assert path.startswith("/dev/")
@@ -182,9 +201,13 @@ def test_cli_process(tmp_path):
             p.stdin.flush()
             return p.stdout.readline().strip()
 
-        expect = {"alice": ("OK", CRED.card_id), "fob": ("OK", h("00000000000f4240")),
-                  "old": ("LEGACY_DISABLED", h("00000000deadbeef")), "evil": ("AUTH_FAILED", None),
-                  "bad": ("CARD_GARBAGE", None)}
+        expect = {
+            "alice": ("OK", CRED.card_id),
+            "fob": ("OK", h("00000000000f4240")),
+            "old": ("LEGACY_DISABLED", h("00000000deadbeef")),
+            "evil": ("AUTH_FAILED", None),
+            "bad": ("CARD_GARBAGE", None),
+        }
         for name, want in expect.items():
             assert ctl("enter " + name) == "ok"
             assert reader.read_tap()[:2] == want, name

@@ -14,7 +14,7 @@ def pop_all(data: bytes, chunk: int = 0):
     out = []
     if chunk:
         for i in range(0, len(data), chunk):
-            r.feed(data[i:i + chunk])
+            r.feed(data[i : i + chunk])
             while (f := r.pop()) is not None:
                 out.append(f)
     else:
@@ -39,7 +39,7 @@ def test_checksums_hold():
     f = Fr.encode(0xD4, bytes(range(40)))
     n = f[3]
     assert (n + f[4]) & 0xFF == 0
-    assert sum(f[5:5 + n + 1]) & 0xFF == 0
+    assert sum(f[5 : 5 + n + 1]) & 0xFF == 0
 
 
 def test_extended_frame():
@@ -67,8 +67,10 @@ def test_round_trip_any_chunking(payloads, chunk):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.binary(max_size=40).filter(lambda g: b"\x00\xff" not in g and not g.endswith(b"\x00")),
-       st.binary(min_size=1, max_size=50))
+@given(
+    st.binary(max_size=40).filter(lambda g: b"\x00\xff" not in g and not g.endswith(b"\x00")),
+    st.binary(min_size=1, max_size=50),
+)
 def test_resync_after_garbage(garbage, payload):
     fs, r = pop_all(garbage + Fr.ACK + garbage + Fr.encode(0xD5, payload))
     assert [f.kind for f in fs] == ["ack", "info"] and fs[1].data == payload

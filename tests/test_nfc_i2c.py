@@ -94,7 +94,7 @@ def run(tmp_path, emu, *args):
     assert r.returncode == 0, text + r.stderr.decode(errors="replace")
     line = [x for x in text.splitlines() if x.startswith("RESULT ")]
     assert line, text
-    return json.loads(line[0][len("RESULT "):])
+    return json.loads(line[0][len("RESULT ") :])
 
 
 def long_resends(emu):
@@ -104,7 +104,7 @@ def long_resends(emu):
 
 def test_i2c_firmware_version_sam_and_idle_poll(tmp_path, emu):
     out = run(tmp_path, emu, "basic", 64)
-    assert out["firmware"] == "d50332010607"     # IC PN532, Ver 1, Rev 6, ISO18092/14443A/B
+    assert out["firmware"] == "d50332010607"  # IC PN532, Ver 1, Rev 6, ISO18092/14443A/B
     assert out["sam"] == "d515"
     assert out["idle"] is False
     assert out["resends"] == 0 and out["naks"] == 0

@@ -63,8 +63,23 @@ def keyfile(tmp_path):
 
 
 def personalise(emu, keyfile, *extra, card_id=CARD_ID):
-    return run("card", "personalise", "--port", emu.path, "--keys", keyfile, "--card-id", card_id,
-               "--valid-from", "2026-01-01", "--valid-until", "2027-12-31", "--issuer", "3", *extra)
+    return run(
+        "card",
+        "personalise",
+        "--port",
+        emu.path,
+        "--keys",
+        keyfile,
+        "--card-id",
+        card_id,
+        "--valid-from",
+        "2026-01-01",
+        "--valid-until",
+        "2027-12-31",
+        "--issuer",
+        "3",
+        *extra,
+    )
 
 
 def test_personalise_blank_card_then_read_back_and_tap(emu, keyfile):
@@ -75,8 +90,16 @@ def test_personalise_blank_card_then_read_back_and_tap(emu, keyfile):
     assert r.returncode == 0, r.stderr
     assert "personalised card 04A1B2C3D4E580: card id 00000000075BCD15, building 12" in r.stdout
     assert "valid 2026-01-01 .. 2027-12-31, issuer 3" in r.stdout
-    for step in ("select PICC", "create application LCF", "authenticate key 0", "change key 1",
-                 "create file 1", "write credential", "change key 0", "verify: ok"):
+    for step in (
+        "select PICC",
+        "create application LCF",
+        "authenticate key 0",
+        "change key 1",
+        "create file 1",
+        "write credential",
+        "change key 0",
+        "verify: ok",
+    ):
         assert step in r.stderr, step
 
     # the card now holds the diversified keys and the credential
@@ -120,8 +143,20 @@ def test_personalise_blank_card_then_read_back_and_tap(emu, keyfile):
 
 def test_valid_until_never(emu, keyfile):
     emu.field.enter(Cd.DesfireCard(UID))
-    r = run("card", "personalise", "--port", emu.path, "--keys", keyfile, "--card-id", CARD_ID,
-            "--valid-from", "2026-01-01", "--valid-until", "never")
+    r = run(
+        "card",
+        "personalise",
+        "--port",
+        emu.path,
+        "--keys",
+        keyfile,
+        "--card-id",
+        CARD_ID,
+        "--valid-from",
+        "2026-01-01",
+        "--valid-until",
+        "never",
+    )
     assert r.returncode == 0, r.stderr
     r = run("card", "read", "--port", emu.path, "--keys", keyfile, "--json")
     assert json.loads(r.stdout)["valid_until"] == "never"
@@ -134,8 +169,11 @@ def test_card_personalised_with_other_keys_is_refused(emu, keyfile):
     emu.field.enter(card)
     r = personalise(emu, keyfile)
     assert r.returncode == 1
-    assert r.stderr.strip().splitlines()[-1].startswith("liftcard-provision: card 04A1B2C3D4E580 is already "
-                                                        "personalised with other keys")
+    assert (
+        r.stderr.strip()
+        .splitlines()[-1]
+        .startswith("liftcard-provision: card 04A1B2C3D4E580 is already personalised with other keys")
+    )
     assert {k: [list(x) for x in a.keys] for k, a in card.apps.items()} == before
     r = run("card", "read", "--port", emu.path, "--keys", keyfile)
     assert r.returncode == 1 and "refused the read key" in r.stderr
@@ -161,15 +199,18 @@ def test_no_card_and_blank_read(emu, keyfile):
     assert r.returncode == 1 and "not a DESFire" in last_line(r)
 
 
-@pytest.mark.parametrize("args, why", [
-    (["--card-id", "00000000075BCD1"], "--card-id"),
-    (["--card-id", "00000000075BCDZZ"], "--card-id"),
-    (["--card-id", "0000000000000000"], "reserved"),
-    (["--valid-from", "2026-13-01"], "--valid-from"),
-    (["--valid-from", "26-01-01"], "--valid-from"),
-    (["--valid-until", "2025-12-31"], "after --valid-until"),
-    (["--issuer", "70000"], "--issuer"),
-])
+@pytest.mark.parametrize(
+    "args, why",
+    [
+        (["--card-id", "00000000075BCD1"], "--card-id"),
+        (["--card-id", "00000000075BCDZZ"], "--card-id"),
+        (["--card-id", "0000000000000000"], "reserved"),
+        (["--valid-from", "2026-13-01"], "--valid-from"),
+        (["--valid-from", "26-01-01"], "--valid-from"),
+        (["--valid-until", "2025-12-31"], "after --valid-until"),
+        (["--issuer", "70000"], "--issuer"),
+    ],
+)
 def test_bad_input(emu, keyfile, args, why):
     base = {"--card-id": CARD_ID, "--valid-from": "2026-01-01", "--valid-until": "2027-12-31"}
     base.update(dict(zip(args[::2], args[1::2])))

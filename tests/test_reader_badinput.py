@@ -71,7 +71,7 @@ def _config(**changes):
     cfg = json.loads(json.dumps(CONFIG))
     for k, v in changes.items():
         if k.startswith("tariff_"):
-            cfg["tariff"][k[len("tariff_"):]] = v
+            cfg["tariff"][k[len("tariff_") :]] = v
         else:
             cfg[k] = v
     return cfg

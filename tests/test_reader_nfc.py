@@ -30,13 +30,19 @@ CRED = K.Credential(h("00000000075BCD15"), BUILDING, 3, 800, 2800)
 NTAG_UID, NTAG_ID = h("04C0FFEE123480"), h("00000000000F4240")
 CLASSIC_UID = h("DEADBEEF")
 CONFIG = {
-    "reader_id": READER, "building_id": BUILDING, "floors": 7, "ground_floor": 0, "key": KEY.hex(),
+    "reader_id": READER,
+    "building_id": BUILDING,
+    "floors": 7,
+    "ground_floor": 0,
+    "key": KEY.hex(),
     "read_master": KEYS.read_master.hex(),
     "tariff": {"fee_fen": [0, 0, 10, 20, 30, 40, 50], "free_classes": [], "monthly_cap_fen": 0, "debounce_s": 0},
 }
-CARDS = [CardRecord(int.from_bytes(CRED.card_id, "big"), 501, 0b100001),
-         CardRecord(int.from_bytes(NTAG_ID, "big"), 502, 0b1001),
-         CardRecord(int.from_bytes(bytes(4) + CLASSIC_UID, "big"), 503, 0b11)]
+CARDS = [
+    CardRecord(int.from_bytes(CRED.card_id, "big"), 501, 0b100001),
+    CardRecord(int.from_bytes(NTAG_ID, "big"), 502, 0b1001),
+    CardRecord(int.from_bytes(bytes(4) + CLASSIC_UID, "big"), 503, 0b11),
+]
 GRANTED, AUTH_FAILED, REPLAY, CARD_REMOVED, CARD_GARBAGE, LEGACY_DISABLED = 0, 8, 9, 10, 11, 12
 F_LEGACY_UID = 0x02
 
@@ -44,8 +50,14 @@ F_LEGACY_UID = 0x02
 class NfcReader:
     def __init__(self, workdir, emu):
         self.dir, self.emu = workdir, emu
-        self.p = procs.spawn(firmware.reader_argv(workdir, "--pn532", emu.path), stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=firmware.reader_env(), cwd=workdir)
+        self.p = procs.spawn(
+            firmware.reader_argv(workdir, "--pn532", emu.path),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=firmware.reader_env(),
+            cwd=workdir,
+        )
         self.lines = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
         try:
@@ -83,7 +95,7 @@ class NfcReader:
         return str(path)
 
     def status(self):
-        return json.loads(self.command("STATUS")[len("STATUS "):])
+        return json.loads(self.command("STATUS")[len("STATUS ") :])
 
     def present(self, card, leave_after=None):
         """A card enters the field; -> the RIDE record of its tap. The card
@@ -145,7 +157,7 @@ def _tap_slice(exchanges):
     # card exchanges, the InRelease after them.
     first = next(i for i, e in enumerate(exchanges) if e["cmd"] == 0x40)
     last = next(i for i in range(first, len(exchanges)) if exchanges[i]["cmd"] == 0x52)
-    return exchanges[first - 1:last + 1]
+    return exchanges[first - 1 : last + 1]
 
 
 def test_genuine_desfire_granted_by_its_credential_id(rig):
@@ -154,7 +166,9 @@ def test_genuine_desfire_granted_by_its_credential_id(rig):
     assert rec.household == 501 and rec.fee == 40 and rec.floor == 5
     tap = _tap_slice(rig.last_stats)
     assert [e["cmd"] for e in tap] == [0x4A, 0x40, 0x40, 0x40, 0x40, 0x52]
-    tot = {k: sum(e[k] for e in tap) for k in ("host_frames", "host_bytes", "chip_frames", "chip_bytes", "rf_out", "rf_in")}
+    tot = {
+        k: sum(e[k] for e in tap) for k in ("host_frames", "host_bytes", "chip_frames", "chip_bytes", "rf_out", "rf_in")
+    }
     assert tot["host_frames"] == 6 and tot["chip_frames"] == 12 and tot["rf_in"] == 70
     print("DESFire tap:", tot)
 
@@ -191,13 +205,20 @@ def test_faulty_card_garbage(rig, mode):
 def test_classic_refused_unless_legacy_then_flagged(rig):
     rec = rig.present(Cd.MifareClassicCard(CLASSIC_UID))
     assert (rec.result, rec.card_id, rec.flags & F_LEGACY_UID) == (
-        LEGACY_DISABLED, int.from_bytes(CLASSIC_UID, "big"), F_LEGACY_UID)
+        LEGACY_DISABLED,
+        int.from_bytes(CLASSIC_UID, "big"),
+        F_LEGACY_UID,
+    )
     cfg = dict(CONFIG, legacy_uid=True)
     assert rig.command("CONFIG " + rig.file("legacy.json", json.dumps(cfg).encode())).startswith("OK")
     try:
         rec = rig.present(Cd.MifareClassicCard(CLASSIC_UID))
         assert (rec.result, rec.card_id, rec.flags & F_LEGACY_UID, rec.household) == (
-            GRANTED, int.from_bytes(CLASSIC_UID, "big"), F_LEGACY_UID, 503)
+            GRANTED,
+            int.from_bytes(CLASSIC_UID, "big"),
+            F_LEGACY_UID,
+            503,
+        )
         # legacy mode never reads an ISO card by its UID
         assert rig.present(Cd.MagicClone(Cd.make_desfire(UID, KEYS, CRED), "wrong_key")).result == AUTH_FAILED
     finally:
@@ -205,7 +226,7 @@ def test_classic_refused_unless_legacy_then_flagged(rig):
 
 
 def test_link_garbage_and_bad_checksum_still_granted(rig):
-    rig.emu.faults.garbage(b"\x55\xAA\x13\x37")
+    rig.emu.faults.garbage(b"\x55\xaa\x13\x37")
     rig.emu.faults.corrupt_next()
     rec = rig.present(Cd.make_desfire(UID, KEYS, CRED))
     assert rec.result == GRANTED
@@ -239,11 +260,20 @@ def test_uplink_and_nfc_together_under_the_heap_limit(tmp_path):
         r = None
         try:
             r = NfcReader(tmp_path, emu)
-            cfg = dict(CONFIG, uplink={"host": broker.host, "port": broker.port,
-                                       "password": broker.credentials["reader-%d" % READER], "keepalive_s": 10})
+            cfg = dict(
+                CONFIG,
+                uplink={
+                    "host": broker.host,
+                    "port": broker.port,
+                    "password": broker.credentials["reader-%d" % READER],
+                    "keepalive_s": 10,
+                },
+            )
             reply = r.command("CONFIG " + r.file("config.json", json.dumps(cfg).encode()))
             assert reply.startswith("OK config"), reply
-            assert r.command("WL " + r.file("wl.bin", build_whitelist(KEY, READER, BUILDING, 1, CARDS))).startswith("OK")
+            assert r.command("WL " + r.file("wl.bin", build_whitelist(KEY, READER, BUILDING, 1, CARDS))).startswith(
+                "OK"
+            )
             assert r.command("TIME 91000000") == "OK time 91000000"
             end = time.monotonic() + 15
             while r.status().get("uplink") != "up":
@@ -295,17 +325,26 @@ def test_ntag_sun_recorded_at_one_reader_replayed_at_another_is_denied(tmp_path)
                 d.mkdir()
                 r = NfcReader(d, emu)
                 readers.append(r)
-                cfg = dict(CONFIG, reader_id=rid, key=keys[rid].hex(),
-                           uplink={"host": broker.host, "port": broker.port,
-                                   "password": broker.credentials["reader-%d" % rid], "keepalive_s": 10})
+                cfg = dict(
+                    CONFIG,
+                    reader_id=rid,
+                    key=keys[rid].hex(),
+                    uplink={
+                        "host": broker.host,
+                        "port": broker.port,
+                        "password": broker.credentials["reader-%d" % rid],
+                        "keepalive_s": 10,
+                    },
+                )
                 reply = r.command("CONFIG " + r.file("config.json", json.dumps(cfg).encode()))
                 assert reply.startswith("OK config"), reply
                 wl = build_whitelist(keys[rid], rid, BUILDING, 1, CARDS)
                 assert r.command("WL " + r.file("wl.bin", wl)).startswith("OK")
                 assert r.command("TIME 91000000") == "OK time 91000000"
             end = time.monotonic() + 20
-            while not all(r.status().get("uplink") == "up" for r in readers) or \
-                    {x["reader_id"] for x in records if x["event"] == "status"} != set(ids):
+            while not all(r.status().get("uplink") == "up" for r in readers) or {
+                x["reader_id"] for x in records if x["event"] == "status"
+            } != set(ids):
                 assert time.monotonic() < end, "the uplinks did not come up"
                 time.sleep(0.1)
             a, b = readers

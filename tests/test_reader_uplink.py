@@ -86,8 +86,11 @@ def test_rides_acks_restart_and_last_will(broker, tmp_path):
         # Broker restart: the reader reconnects, resubscribes and resumes.
         connects = r.status()["uplink_connects"]
         broker.restart()
-        wait_for(lambda: r.status()["uplink_connects"] > connects and r.status()["uplink"] == "up", 40,
-                 "the reader to reconnect after a broker restart")
+        wait_for(
+            lambda: r.status()["uplink_connects"] > connects and r.status()["uplink"] == "up",
+            40,
+            "the reader to reconnect after a broker restart",
+        )
         for i in range(5):
             r.tap(CARD, 5)
         last = r.status()["next_seq"] - 1
@@ -170,8 +173,7 @@ def test_frozen_broker_never_delays_a_tap(broker, tmp_path):
     # the kernel's buffers, no ACK/PINGRESP comes; taps go on, and the
     # keepalive declares the link dead.
     gw = MiniGateway(broker)
-    r = configured_reader(tmp_path, broker.host, broker.port, broker.credentials["reader-%d" % READER],
-                          keepalive=4)
+    r = configured_reader(tmp_path, broker.host, broker.port, broker.credentials["reader-%d" % READER], keepalive=4)
     pid = broker._proc.pid
     try:
         wait_for(lambda: r.status()["uplink"] == "up", 15, "the uplink to come up")
@@ -257,8 +259,12 @@ def test_packet_id_wraps(broker, tmp_path):
     # umqtt.simple's pid grows past 65535; the wrapper keeps it in 1..65535,
     # and the broker's SUBACKs match across the wrap.
     (tmp_path / "wrap.py").write_text(WRAP_SCRIPT)
-    out = run_micropython([str(tmp_path / "wrap.py"), broker.host, str(broker.port)], tmp_path, timeout=60,
-                          env_extra={"LC_PW": broker.credentials["reader-%d" % READER]})
+    out = run_micropython(
+        [str(tmp_path / "wrap.py"), broker.host, str(broker.port)],
+        tmp_path,
+        timeout=60,
+        env_extra={"LC_PW": broker.credentials["reader-%d" % READER]},
+    )
     assert out.returncode == 0, out.stderr.decode() + out.stdout.decode()
     assert out.stdout.decode().split() == ["65535", "1", "2"]
 
@@ -296,8 +302,7 @@ def test_idle_link_lives_on_own_pings_and_a_frozen_reader_fires_its_will(broker,
     # for three keepalive periods and keeps its one connection; then it is
     # frozen (SIGSTOP) and the broker, missing its pings, fires the Will.
     gw = MiniGateway(broker)
-    r = configured_reader(tmp_path, broker.host, broker.port, broker.credentials["reader-%d" % READER],
-                          keepalive=4)
+    r = configured_reader(tmp_path, broker.host, broker.port, broker.credentials["reader-%d" % READER], keepalive=4)
     try:
         wait_for(lambda: r.status()["uplink"] == "up", 15, "the uplink to come up")
         first = r.status()["uplink_connects"]
@@ -312,8 +317,11 @@ def test_idle_link_lives_on_own_pings_and_a_frozen_reader_fires_its_will(broker,
         finally:
             os.kill(r.p.pid, signal.SIGCONT)
         # Thawed, it notices the broker dropped it and comes back by itself.
-        wait_for(lambda: r.status()["uplink_connects"] > first and r.status()["uplink"] == "up", 30,
-                 "the reader to reconnect after the thaw")
+        wait_for(
+            lambda: r.status()["uplink_connects"] > first and r.status()["uplink"] == "up",
+            30,
+            "the reader to reconnect after the thaw",
+        )
     finally:
         r.kill()
         gw.close()
@@ -325,11 +333,11 @@ class GarbageThenProxy:
     the real broker."""
 
     ANSWERS = (
-        b"\x20\x02\x00\x05",                       # CONNACK refusing: not authorised
-        b"\xff\xff\xff\xff\xff\xff\xff\xff",        # no packet at all
+        b"\x20\x02\x00\x05",  # CONNACK refusing: not authorised
+        b"\xff\xff\xff\xff\xff\xff\xff\xff",  # no packet at all
         b"\x20\x02\x00\x00\x30\xff\xff\xff\xff\x7f",  # good CONNACK, then a PUBLISH with an impossible length
-        b"\x20\x02\x00\x00\x90\x03\x00\x01",       # good CONNACK, then a truncated SUBACK
-        b"\x20\x05\x00\x00\x00\x00\x00",           # CONNACK of the wrong length
+        b"\x20\x02\x00\x00\x90\x03\x00\x01",  # good CONNACK, then a truncated SUBACK
+        b"\x20\x05\x00\x00\x00\x00\x00",  # CONNACK of the wrong length
     )
 
     def __init__(self, broker):
@@ -400,8 +408,7 @@ def test_a_broker_speaking_garbage_never_stops_the_uplink(broker, tmp_path):
     # sane broker is behind the port the rides arrive and are acknowledged.
     gw = MiniGateway(broker)
     proxy = GarbageThenProxy(broker)
-    r = configured_reader(tmp_path, "127.0.0.1", proxy.port, broker.credentials["reader-%d" % READER],
-                          keepalive=4)
+    r = configured_reader(tmp_path, "127.0.0.1", proxy.port, broker.credentials["reader-%d" % READER], keepalive=4)
     try:
         total, worst = _timed_taps(r, 20)
         assert total < 10, "20 taps took %.1f s against a garbage broker" % total

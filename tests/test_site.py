@@ -99,19 +99,26 @@ REPO = Path(__file__).resolve().parents[1]
 GW_ID = "gw1"
 CHAOS_IDENTITIES = ("chaos-listen", "chaos-replay")
 COMPOUND = 1
-OTHER_BUILDING = 13          # cards of another building: never on these readers
-CUT_READER = READER_IDS[2]   # the reader whose network is cut (through SiteProxy)
-SYNC = 90.0                  # generous: 2 busy cores
+OTHER_BUILDING = 13  # cards of another building: never on these readers
+CUT_READER = READER_IDS[2]  # the reader whose network is cut (through SiteProxy)
+SYNC = 90.0  # generous: 2 busy cores
 
 
 def _py(*args, timeout=60):
-    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=str(REPO),
-                       env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    r = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(REPO),
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
     assert r.returncode == 0, "%s: exit %d\n%s%s" % (args[:3], r.returncode, r.stdout, r.stderr)
     return r.stdout
 
 
 # -- one reader's network, cut and restored -----------------------------------------
+
 
 class SiteProxy:
     """A TCP relay between one reader and the local broker. `blackhole()`: bytes
@@ -205,6 +212,7 @@ class SiteProxy:
 
 # -- duplicate and reordered deliveries to the ledger -------------------------------
 
+
 class Chaos:
     """Captures every BATCH of the gateway on the bank broker and republishes them
     duplicated and shuffled, as the gateway (its certificate, another client id)."""
@@ -213,7 +221,7 @@ class Chaos:
         self.rng = rng
         self.topic = up_topics(GW_ID)["batches"]
         self.captured = []
-        self._seen = set()   # every distinct BATCH once (its own copies come back to it too)
+        self._seen = set()  # every distinct BATCH once (its own copies come back to it too)
         self._lock = threading.Lock()
         # Identities of their own: the broker makes the client id the
         # certificate's CN, so the ledger's or the gateway's would take over
@@ -230,8 +238,9 @@ class Chaos:
 
     @staticmethod
     def _client(ca, cert, key, name):
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="%s-%s" % (name, uuid.uuid4().hex[:8]),
-                        protocol=mqtt.MQTTv311)
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id="%s-%s" % (name, uuid.uuid4().hex[:8]), protocol=mqtt.MQTTv311
+        )
         c.tls_set(ca_certs=str(ca), certfile=str(cert), keyfile=str(key), tls_version=ssl.PROTOCOL_TLS_CLIENT)
         return c
 
@@ -244,8 +253,9 @@ class Chaos:
 
     def replay(self):
         """Republish the batches first seen since the last replay: each twice, shuffled."""
-        wait_for(lambda: self.sub.is_connected() and self.pub.is_connected(), SYNC,
-                 "the chaos clients on the bank broker")
+        wait_for(
+            lambda: self.sub.is_connected() and self.pub.is_connected(), SYNC, "the chaos clients on the bank broker"
+        )
         with self._lock:
             got, self.captured = self.captured, []
         msgs = got * 2
@@ -268,6 +278,7 @@ class Chaos:
 
 # -- the whole site ---------------------------------------------------------------------
 
+
 class BankSite(Site):
     """liftcard_testing.site.Site (local Mosquitto, gateway process, 3 virtual readers)
     plus the bank: PKI, TLS bank broker, ledger process, the bank's card key;
@@ -284,22 +295,49 @@ class BankSite(Site):
             self.keys = {rid: os.urandom(32) for rid in READER_IDS}
             self.pki = make_dev_pki(tmp_path / "pki", [GW_ID], others=CHAOS_IDENTITIES)
             batches = up_topics(GW_ID)["batches"]
-            self.bank = BankBroker(self.pki, [GW_ID], extra_acl={
-                "chaos-listen": ("topic read %s" % batches,), "chaos-replay": ("topic write %s" % batches,)}).start()
+            self.bank = BankBroker(
+                self.pki,
+                [GW_ID],
+                extra_acl={"chaos-listen": ("topic read %s" % batches,), "chaos-replay": ("topic write %s" % batches,)},
+            ).start()
             bd = tmp_path / "bank"
             bd.mkdir()
             self.bank_key = bd / "bank.key"
             _py("-m", "liftcard_tools.bank", "keygen", "--key", str(self.bank_key))
             self.bank_pub = bd / "bank.pub"
             # The building's cards (the bank's entries) and the same as CardRecords for tap_round.
-            self.entries = [{"building_id": BUILDING, "card_id": "%016x" % (0x2000000000000000 + i),
-                             "household": 500 + i, "floors": [0, 3], "status": "active", "class": "resident"}
-                            for i in range(1, 9)]
-            self.entries.append({"building_id": BUILDING, "card_id": "2000000000000099", "household": 599,
-                                 "floors": [0, 5], "status": "active", "class": "exempt"})
-            self.other_entries = [{"building_id": OTHER_BUILDING, "card_id": "%016x" % (0x3000000000000000 + i),
-                                   "household": 900 + i, "floors": [0, 2], "status": "active",
-                                   "class": "resident"} for i in range(1, 4)]
+            self.entries = [
+                {
+                    "building_id": BUILDING,
+                    "card_id": "%016x" % (0x2000000000000000 + i),
+                    "household": 500 + i,
+                    "floors": [0, 3],
+                    "status": "active",
+                    "class": "resident",
+                }
+                for i in range(1, 9)
+            ]
+            self.entries.append(
+                {
+                    "building_id": BUILDING,
+                    "card_id": "2000000000000099",
+                    "household": 599,
+                    "floors": [0, 5],
+                    "status": "active",
+                    "class": "exempt",
+                }
+            )
+            self.other_entries = [
+                {
+                    "building_id": OTHER_BUILDING,
+                    "card_id": "%016x" % (0x3000000000000000 + i),
+                    "household": 900 + i,
+                    "floors": [0, 2],
+                    "status": "active",
+                    "class": "resident",
+                }
+                for i in range(1, 4)
+            ]
             self._set_cards(self.entries)
             self.cfg_path = self._write_gateway_config()
             self.db_path = self.tmp / "gw" / "data" / "gateway.db"
@@ -317,16 +355,23 @@ class BankSite(Site):
             raise
 
     def _set_cards(self, entries):
-        recs = [CardRecord(int(e["card_id"], 16), e["household"], sum(1 << f for f in e["floors"]))
-                for e in entries if e.get("op") != "remove" and e.get("status", "active") == "active"]
+        recs = [
+            CardRecord(int(e["card_id"], 16), e["household"], sum(1 << f for f in e["floors"]))
+            for e in entries
+            if e.get("op") != "remove" and e.get("status", "active") == "active"
+        ]
         self.cards = {rid: recs for rid in READER_IDS}
 
     def _write_gateway_config(self) -> Path:
-        p = Site._write_gateway_config(self)   # [gateway], [broker], [[readers]] with first_seq = 1
+        p = Site._write_gateway_config(self)  # [gateway], [broker], [[readers]] with first_seq = 1
         extra = dict(batch_rides=5, ack_timeout_s=2, max_backoff_s=4, scan_interval_s=2)
         extra.update(self.upstream_extra)
-        p.write_text(p.read_text() + "\n" + upstream_section(self.pki, self.bank, GW_ID, **extra)
-                     + '\n[cards]\nbank_public_key_file = "%s"\ncompound_id = %d\n' % (self.bank_pub, COMPOUND))
+        p.write_text(
+            p.read_text()
+            + "\n"
+            + upstream_section(self.pki, self.bank, GW_ID, **extra)
+            + '\n[cards]\nbank_public_key_file = "%s"\ncompound_id = %d\n' % (self.bank_pub, COMPOUND)
+        )
         return p
 
     def _start_reader(self, rid):
@@ -335,13 +380,22 @@ class BankSite(Site):
         r = VirtualReader(d)
         self.readers[rid] = r  # close() ends it, whatever happens next
         host, port = (self.proxy.host, self.proxy.port) if rid == CUT_READER else (self.broker.host, self.broker.port)
-        cfg = dict(CONFIG, reader_id=rid, building_id=BUILDING, key=self.keys[rid].hex(),
-                   uplink={"host": host, "port": port, "password": self.broker.credentials[f"reader-{rid}"],
-                           "keepalive_s": 10})
+        cfg = dict(
+            CONFIG,
+            reader_id=rid,
+            building_id=BUILDING,
+            key=self.keys[rid].hex(),
+            uplink={
+                "host": host,
+                "port": port,
+                "password": self.broker.credentials[f"reader-{rid}"],
+                "keepalive_s": 10,
+            },
+        )
         reply = r.command("CONFIG " + r.file("config.json", json.dumps(cfg).encode()))
         assert reply.startswith(f"OK config reader {rid}"), reply
         assert r.command("TIME 91000000") == "OK time 91000000"
-        return r   # no WL command: the whitelist comes from the gateway
+        return r  # no WL command: the whitelist comes from the gateway
 
     # -- the bank ---------------------------------------------------------------------
     def start_ledger(self):
@@ -359,16 +413,38 @@ class BankSite(Site):
         src = self.tmp / "bank" / f"cards-v{version}.json"
         src.write_text(json.dumps({"cards": entries}))
         out = self.tmp / "bank" / f"u{version}.bin"
-        args = ["-m", "liftcard_tools.bank", "update", "--key", str(self.bank_key), "--compound", str(COMPOUND),
-                "--version", str(version), "--from", str(src), "--out", str(out)]
+        args = [
+            "-m",
+            "liftcard_tools.bank",
+            "update",
+            "--key",
+            str(self.bank_key),
+            "--compound",
+            str(COMPOUND),
+            "--version",
+            str(version),
+            "--from",
+            str(src),
+            "--out",
+            str(out),
+        ]
         if base is not None:
             args += ["--base", str(base)]
         _py(*args)
         applied = '"event":"card_update_applied","version":%d' % version
         end = time.monotonic() + SYNC
         while True:
-            _py("-m", "liftcard_tools.ledger", "publish-card", "--config", str(self.ledger_cfg),
-                "--gateway", GW_ID, "--file", str(out))
+            _py(
+                "-m",
+                "liftcard_tools.ledger",
+                "publish-card",
+                "--config",
+                str(self.ledger_cfg),
+                "--gateway",
+                GW_ID,
+                "--file",
+                str(out),
+            )
             try:
                 wait_for(lambda: applied in self.gw_log_text(), 10, "card update v%d applied" % version)
                 return
@@ -389,8 +465,12 @@ class BankSite(Site):
     def wait_whitelists(self, version):
         def done():
             gw = self.gw_readers()
-            return all(self.readers[rid].status()["whitelist_version"] == version
-                       and gw.get(rid, {}).get("wl_version") == version for rid in READER_IDS)
+            return all(
+                self.readers[rid].status()["whitelist_version"] == version
+                and gw.get(rid, {}).get("wl_version") == version
+                for rid in READER_IDS
+            )
+
         try:
             wait_for(done, SYNC, "every reader to hold whitelist v%d" % version)
         except AssertionError:
@@ -403,8 +483,10 @@ class BankSite(Site):
         c = sqlite3.connect(f"file:{self.ledger_db}?mode=ro", uri=True, timeout=30)
         try:
             c.row_factory = sqlite3.Row
-            return {(row["reader_id"], row["seq"]): dict(row) for row in c.execute(
-                "SELECT rowid AS rid_, * FROM rides WHERE gateway_id=? ORDER BY rowid", (GW_ID,))}
+            return {
+                (row["reader_id"], row["seq"]): dict(row)
+                for row in c.execute("SELECT rowid AS rid_, * FROM rides WHERE gateway_id=? ORDER BY rowid", (GW_ID,))
+            }
         except sqlite3.OperationalError:
             return {}
         finally:
@@ -412,6 +494,7 @@ class BankSite(Site):
 
     def wait_ledger_complete(self):
         """Until the ledger holds as many rides per reader as the gateway does."""
+
         def done():
             gw = {}
             for row in self.db_rows()[0]:
@@ -420,12 +503,19 @@ class BankSite(Site):
             for (rid, _), _row in self.ledger_rides().items():
                 led[rid] = led.get(rid, 0) + 1
             return gw == led and all(v == 0 for v in upstream_backlog(self.db_path).values())
+
         try:
             wait_for(done, SYNC, "the ledger to hold every ride the gateway stored")
         except AssertionError:
-            raise AssertionError("ledger incomplete: %r vs backlog %r\n%s\nledger log:\n%s" % (
-                {k: v for k, v in ledger_counts(self.ledger_db).items()}, upstream_backlog(self.db_path),
-                self.gw_log_text(), self.ledger_log.read_text()[-3000:]))
+            raise AssertionError(
+                "ledger incomplete: %r vs backlog %r\n%s\nledger log:\n%s"
+                % (
+                    {k: v for k, v in ledger_counts(self.ledger_db).items()},
+                    upstream_backlog(self.db_path),
+                    self.gw_log_text(),
+                    self.ledger_log.read_text()[-3000:],
+                )
+            )
 
     def check_ledger_exactly_once(self, logs):
         """logs: {reader_id: {seq: raw record}} (the readers' DUMPs)."""
@@ -433,12 +523,24 @@ class BankSite(Site):
         for rid in READER_IDS:
             mine = {seq: row for (r, seq), row in rides.items() if r == rid}
             assert set(mine) == set(logs[rid]), "reader %d: ledger seqs differ (missing %r, extra %r)" % (
-                rid, sorted(set(logs[rid]) - set(mine))[:10], sorted(set(mine) - set(logs[rid]))[:10])
+                rid,
+                sorted(set(logs[rid]) - set(mine))[:10],
+                sorted(set(mine) - set(logs[rid]))[:10],
+            )
             for seq, row in mine.items():
                 assert row["building_id"] == BUILDING
-                rec = RideRecord(seq=row["seq"], time=row["time"], uptime=row["uptime"],
-                                 card_id=int(row["card_id"], 16), household=row["household"], floor=row["floor"],
-                                 fee=row["fee"], result=row["result"], flags=row["flags"], boot=row["boot"])
+                rec = RideRecord(
+                    seq=row["seq"],
+                    time=row["time"],
+                    uptime=row["uptime"],
+                    card_id=int(row["card_id"], 16),
+                    household=row["household"],
+                    floor=row["floor"],
+                    fee=row["fee"],
+                    result=row["result"],
+                    flags=row["flags"],
+                    boot=row["boot"],
+                )
                 assert rec.pack() == logs[rid][seq], "reader %d seq %d: ledger ride differs from the log" % (rid, seq)
         # The ledger's own totals (its CLI), integer fen, against the readers' logs.
         out = _py("-m", "liftcard_tools.ledger", "totals", "--config", str(self.ledger_cfg), "--json")
@@ -448,8 +550,9 @@ class BankSite(Site):
             assert t["gateway_id"] == GW_ID
             assert isinstance(t["fees_fen"], int)
             totals[t["reader_id"]] = (t["rides"], t["fees_fen"])
-        want = {rid: (len(logs[rid]), sum(RideRecord.unpack(raw).fee for raw in logs[rid].values()))
-                for rid in READER_IDS}
+        want = {
+            rid: (len(logs[rid]), sum(RideRecord.unpack(raw).fee for raw in logs[rid].values())) for rid in READER_IDS
+        }
         assert totals == want, (totals, want)
         return rides
 
@@ -458,8 +561,7 @@ class BankSite(Site):
         con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
         try:
             for rid in READER_IDS:
-                gw_order = [s for (s,) in con.execute("SELECT seq FROM rides WHERE reader_id=? ORDER BY rowid",
-                                                      (rid,))]
+                gw_order = [s for (s,) in con.execute("SELECT seq FROM rides WHERE reader_id=? ORDER BY rowid", (rid,))]
                 led_order = [seq for (r, seq), _ in sorted(rides.items(), key=lambda kv: kv[1]["rid_"]) if r == rid]
                 assert led_order == gw_order, "reader %d: ledger order differs from the gateway's" % rid
                 if gw_order == sorted(gw_order):
@@ -497,11 +599,17 @@ class BankSite(Site):
 def site(tmp_path, request):
     s = BankSite(tmp_path, seed=zlib.crc32(request.node.name.encode()))
     try:
-        wait_for(lambda: all(r.status()["uplink"] == "up" for r in s.readers.values()), 30,
-                 "every reader's uplink to come up")
+        wait_for(
+            lambda: all(r.status()["uplink"] == "up" for r in s.readers.values()),
+            30,
+            "every reader's uplink to come up",
+        )
         # The gateway heard every reader's STATUS (so it holds their versions: 0).
-        wait_for(lambda: all(s.gw_readers().get(rid, {}).get("wl_version") == 0 for rid in READER_IDS), 30,
-                 "every reader's first heartbeat at the gateway")
+        wait_for(
+            lambda: all(s.gw_readers().get(rid, {}).get("wl_version") == 0 for rid in READER_IDS),
+            30,
+            "every reader's first heartbeat at the gateway",
+        )
         yield s
     finally:
         s.close()
@@ -522,15 +630,21 @@ def test_cards_flow_down(site):
     site.wait_whitelists(1)
     for rid, r in site.readers.items():
         st = r.status()
-        assert st["cards"] == len(site.entries), st       # only its own building's cards
+        assert st["cards"] == len(site.entries), st  # only its own building's cards
         assert r.tap(_card(site.entries[1]), 3).result == Result.GRANTED
         assert r.tap(_card(site.other_entries[0]), 2).result == Result.UNKNOWN_CARD
     sent = site.gw_events("whitelist_sent")
     assert {e["reader_id"] for e in sent if e["how"] == "full" and e["to_version"] == 1} == set(READER_IDS)
 
     # v2: one new card, one card lost, one removed (incremental, base 1).
-    new = {"building_id": BUILDING, "card_id": "20000000000000aa", "household": 777, "floors": [0, 4],
-           "status": "active", "class": "resident"}
+    new = {
+        "building_id": BUILDING,
+        "card_id": "20000000000000aa",
+        "household": 777,
+        "floors": [0, 4],
+        "status": "active",
+        "class": "resident",
+    }
     lost = dict(site.entries[2], status="lost")
     removed = {"building_id": BUILDING, "card_id": site.entries[3]["card_id"], "op": "remove"}
     site.issue_cards(2, [new, lost, removed], base=1)
@@ -538,12 +652,12 @@ def test_cards_flow_down(site):
     sent = site.gw_events("whitelist_sent")
     assert {e["reader_id"] for e in sent if e["how"] == "delta" and e["to_version"] == 2} == set(READER_IDS)
     for rid, r in site.readers.items():
-        assert r.status()["cards"] == len(site.entries)   # +1 new, -1 removed; the lost one stays, as lost
-        g = r.tap(_card(new), 0)   # at the ground floor: to its home floor 4, charged
+        assert r.status()["cards"] == len(site.entries)  # +1 new, -1 removed; the lost one stays, as lost
+        g = r.tap(_card(new), 0)  # at the ground floor: to its home floor 4, charged
         assert g.result == Result.GRANTED and g.floor == 4 and g.fee == CONFIG["tariff"]["fee_fen"][4], g
         assert r.tap(_card(lost), 3).result == Result.LOST
         assert r.tap(_card(removed), 3).result == Result.UNKNOWN_CARD
-        assert r.tap(_card(site.entries[1]), 3).result == Result.GRANTED   # untouched cards still work
+        assert r.tap(_card(site.entries[1]), 3).result == Result.GRANTED  # untouched cards still work
     # The gateway's card database agrees, and those rides reach the ledger exactly once.
     con = sqlite3.connect(f"file:{site.db_path}?mode=ro", uri=True, timeout=30)
     try:
@@ -567,8 +681,11 @@ def test_every_fault_exact_totals(site):
     site.taps(6, pause=live)
 
     # a. kill -9 of the gateway mid-stream; the readers go on without it.
-    wait_for(lambda: site.gw_events("stored") and site.gw_events("upstream_acked"), SYNC,
-             "rides flowing to the gateway and on to the ledger")
+    wait_for(
+        lambda: site.gw_events("stored") and site.gw_events("upstream_acked"),
+        SYNC,
+        "rides flowing to the gateway and on to the ledger",
+    )
     site.taps(5, pause=live)
     site.kill_gateway()
     site.taps(6)
@@ -582,8 +699,14 @@ def test_every_fault_exact_totals(site):
     connects = {rid: r.status()["uplink_connects"] for rid, r in site.readers.items()}
     site.broker.restart()
     site.taps(8, pause=live)
-    wait_for(lambda: all(r.status()["uplink_connects"] > connects[rid] and r.status()["uplink"] == "up"
-                         for rid, r in site.readers.items()), SYNC, "every reader back on the restarted broker")
+    wait_for(
+        lambda: all(
+            r.status()["uplink_connects"] > connects[rid] and r.status()["uplink"] == "up"
+            for rid, r in site.readers.items()
+        ),
+        SYNC,
+        "every reader back on the restarted broker",
+    )
 
     # c. one reader's network: black-holed, then cut (refused), then back.
     cut = site.readers[CUT_READER]
@@ -595,7 +718,7 @@ def test_every_fault_exact_totals(site):
     wait_for(lambda: cut.status()["uplink"] != "up", SYNC, "the cut reader to notice")
     site.taps(6, pause=0.2)
     st = cut.status()
-    assert st["backlog"] > 0 and st["next_seq"] - 1 > acked_before   # its rides wait on its flash
+    assert st["backlog"] > 0 and st["next_seq"] - 1 > acked_before  # its rides wait on its flash
     site.proxy.restore()
     site.taps(6, pause=live)
     wait_for(lambda: cut.status()["uplink"] == "up", SYNC, "the cut reader to reconnect")
@@ -607,9 +730,9 @@ def test_every_fault_exact_totals(site):
     site.kill_ledger()
     site.taps(6, pause=live)
     wait_for(lambda: sum(upstream_backlog(site.db_path).values()) > 0, 30, "a backlog at the gateway")
-    site.chaos.replay()            # copies queue up for the dead ledger too
+    site.chaos.replay()  # copies queue up for the dead ledger too
     site.bank.stop()
-    site.taps(8, pause=live)       # the gateway stores and acks the readers, cannot forward
+    site.taps(8, pause=live)  # the gateway stores and acks the readers, cannot forward
     held = sum(n for n, _ in ledger_counts(site.ledger_db).values())
     assert held < len(site.db_rows()[0])
     site.bank.start()
@@ -624,7 +747,7 @@ def test_every_fault_exact_totals(site):
     site.taps(4)
     logs = site.full_check(min_rides=90)
     time.sleep(0.5)
-    site.chaos.replay()          # whatever was captured last, once more duplicated
+    site.chaos.replay()  # whatever was captured last, once more duplicated
     # The chaos did reach the ledger: some batches were received more than once,
     # and still nothing is stored twice (checked again below).
     assert site.chaos.replayed > 0
@@ -635,6 +758,7 @@ def test_every_fault_exact_totals(site):
             return c.execute("SELECT COUNT(*) FROM batches WHERE received > 1").fetchone()[0]
         finally:
             c.close()
+
     wait_for(redelivered, 30, "duplicate deliveries recorded by the ledger")
     rides = site.check_ledger_exactly_once(logs)
     site.check_ledger_order(rides)

@@ -46,8 +46,16 @@ def test_key_derivation():
 
 def test_vector_coverage():
     kinds = {(v["kind"], v["direction"]) for v in V["valid"]}
-    assert kinds == {("rides", "up"), ("status", "up"), ("sunctr_up", "up"), ("ack", "down"), ("time", "down"),
-                     ("delta", "down"), ("whitelist", "down"), ("sunctr_down", "down")}
+    assert kinds == {
+        ("rides", "up"),
+        ("status", "up"),
+        ("sunctr_up", "up"),
+        ("ack", "down"),
+        ("time", "down"),
+        ("delta", "down"),
+        ("whitelist", "down"),
+        ("sunctr_down", "down"),
+    }
     for d in ("up", "down"):
         assert {v["reason"] for v in V["invalid"] if v["direction"] == d} == set(U.REASONS), d
     assert max(len(v["fields"].get("records", [])) for v in V["valid"]) == U.MAX_RIDES == V["max_rides"]
@@ -87,8 +95,9 @@ def test_valid_vectors(v):
         "ack": lambda: U.build_ack(*args, f["seq"]),
         "time": lambda: U.build_time(*args, f["epoch_s"]),
         "delta": lambda: U.build_delta(*args, bytes.fromhex(f["blob"])),
-        "whitelist": lambda: U.build_whitelist_chunk(*args, f["version"], f["total"], f["offset"],
-                                                     bytes.fromhex(f["data"])),
+        "whitelist": lambda: U.build_whitelist_chunk(
+            *args, f["version"], f["total"], f["offset"], bytes.fromhex(f["data"])
+        ),
         "sunctr_up": lambda: U.build_sunctr(*args, [(int(c, 16), n) for c, n in f.get("entries", [])]),
         "sunctr_down": lambda: U.build_sunctr(*args, [(int(c, 16), n) for c, n in f.get("entries", [])], down=True),
     }[v["kind"]]()

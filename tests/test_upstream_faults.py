@@ -41,18 +41,27 @@ def kill9(p):
 def test_kill9_gateway_and_ledger_and_broker_outage_exactly_once(tmp_path):
     pki = make_dev_pki(tmp_path / "pki", ["gw1"])
     keys = {r: os.urandom(32) for r in READERS}
-    with MosquittoInstance(readers=READERS) as local, BankBroker(pki, ["gw1"]) as bank, \
-            contextlib.ExitStack() as started:
+    with (
+        MosquittoInstance(readers=READERS) as local,
+        BankBroker(pki, ["gw1"]) as bank,
+        contextlib.ExitStack() as started,
+    ):
         # small batches, one in flight: a slow drain that the faults hit in the middle
         gcfg_path = configs.write_gateway_config(
-            tmp_path / "gw", local, keys, READERS,
-            extra=configs.upstream_section(pki, bank, batch_rides=10, max_inflight=1, ack_timeout_s=2,
-                                           max_backoff_s=4, scan_interval_s=3600))
+            tmp_path / "gw",
+            local,
+            keys,
+            READERS,
+            extra=configs.upstream_section(
+                pki, bank, batch_rides=10, max_inflight=1, ack_timeout_s=2, max_backoff_s=4, scan_interval_s=3600
+            ),
+        )
         cfg = load_config(gcfg_path)
         expected = rides.prefill(cfg.db_path, READERS, PER_READER)
         total = PER_READER * len(READERS)
         lcfg = configs.write_ledger_config(tmp_path / "ledger", pki, bank)
         ldb = tmp_path / "ledger" / "ledger-data" / "ledger.db"
+
         def n():
             return sum(v[0] for v in rides.ledger_counts(ldb).values())
 
@@ -70,8 +79,9 @@ def test_kill9_gateway_and_ledger_and_broker_outage_exactly_once(tmp_path):
         wait_for(lambda: n() >= 600, 60, "600 rides")
         kill9(gw)
         con = sqlite3.connect(str(cfg.db_path))
-        open_batch = con.execute("SELECT batch_id, reader_id, first_seq, last_seq, rides FROM upstream_batches "
-                                 "WHERE acked_at IS NULL").fetchone()
+        open_batch = con.execute(
+            "SELECT batch_id, reader_id, first_seq, last_seq, rides FROM upstream_batches WHERE acked_at IS NULL"
+        ).fetchone()
         con.close()
         assert n() < total
         gw = started_gateway()
@@ -91,8 +101,10 @@ def test_kill9_gateway_and_ledger_and_broker_outage_exactly_once(tmp_path):
         wait_for(lambda: n() == total, 120, "the whole drain")
         if open_batch is not None:
             ldbc = sqlite3.connect(str(ldb))
-            row = ldbc.execute("SELECT reader_id, first_seq, last_seq, rides FROM batches WHERE gateway_id='gw1' "
-                               "AND batch_id=?", (open_batch[0],)).fetchone()
+            row = ldbc.execute(
+                "SELECT reader_id, first_seq, last_seq, rides FROM batches WHERE gateway_id='gw1' AND batch_id=?",
+                (open_batch[0],),
+            ).fetchone()
             ldbc.close()
             assert row == open_batch[1:]  # same id, same rides after the restart
         assert rides.ledger_counts(ldb) == {("gw1", r): v for r, v in expected.items()}
@@ -110,8 +122,11 @@ def test_kill9_gateway_and_ledger_and_broker_outage_exactly_once(tmp_path):
         recs = [rides.ride(s, 33) for s in range(PER_READER + 1, PER_READER + 11)]
         msg = link.build_rides(keys[7], 7, 12, link.counter_of(1000, 1), recs)
         r.publish(reader_topics(12, 7)["up"], msg, qos=1).wait_for_publish(10)
-        wait_for(lambda: rides.ledger_counts(ldb).get(("gw1", 7), (0, 0))[0] == PER_READER + 10, 15,
-                 "the live batch in the ledger")
+        wait_for(
+            lambda: rides.ledger_counts(ldb).get(("gw1", 7), (0, 0))[0] == PER_READER + 10,
+            15,
+            "the live batch in the ledger",
+        )
         r.disconnect()
         r.loop_stop()
         # SIGTERM: a clean stop

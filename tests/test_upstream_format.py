@@ -36,17 +36,28 @@ def test_valid_vectors_decode_to_their_fields_and_rebuild_byte_exact():
         data = bytes.fromhex(case["hex"])
         b = uf.parse_batch(GK.public_key(), data, expect_gateway=case["gateway_id"])
         assert (b.gateway_id, b.batch_id, b.reader_id, b.building_id) == (
-            case["gateway_id"], case["batch_id"], case["reader_id"], case["building_id"])
+            case["gateway_id"],
+            case["batch_id"],
+            case["reader_id"],
+            case["building_id"],
+        )
         got = [upstream_vectors._ride_fields(r) for r in b.rides]
         assert got == case["rides"]
         rides = [uf.UpRide(**{**r, "card_id": int(r["card_id"], 16)}) for r in case["rides"]]
-        assert uf.build_batch(GK, case["gateway_id"], case["batch_id"], case["reader_id"], case["building_id"],
-                              rides) == data
+        assert (
+            uf.build_batch(GK, case["gateway_id"], case["batch_id"], case["reader_id"], case["building_id"], rides)
+            == data
+        )
         assert len(data) == 6 + len(case["gateway_id"]) + 18 + 35 * len(rides) + 64
     for case in v["acks"]:
         a = uf.parse_ack(LK.public_key(), bytes.fromhex(case["hex"]), expect_gateway=case["gateway_id"])
         assert (a.batch_id, a.reader_id, a.first_seq, a.last_seq, a.count) == (
-            case["batch_id"], case["reader_id"], case["first_seq"], case["last_seq"], case["count"])
+            case["batch_id"],
+            case["reader_id"],
+            case["first_seq"],
+            case["last_seq"],
+            case["count"],
+        )
 
 
 def test_invalid_vectors_are_refused_with_their_reason():
@@ -64,10 +75,25 @@ def test_invalid_vectors_are_refused_with_their_reason():
 
 # -- hypothesis -------------------------------------------------------------------------
 u32 = st.integers(0, 0xFFFFFFFF)
-rides_st = st.lists(st.builds(
-    uf.UpRide, seq=u32, time=u32, uptime=u32, card_id=st.integers(0, 2**64 - 1), household=st.integers(0, 2**24 - 1),
-    floor=st.integers(0, 255), fee=st.integers(0, 0xFFFF), result=st.integers(0, 255), flags=st.integers(0, 255),
-    boot=st.integers(0, 0xFFFF), time_corrected=st.none() | u32), min_size=1, max_size=40, unique_by=lambda r: r.seq)
+rides_st = st.lists(
+    st.builds(
+        uf.UpRide,
+        seq=u32,
+        time=u32,
+        uptime=u32,
+        card_id=st.integers(0, 2**64 - 1),
+        household=st.integers(0, 2**24 - 1),
+        floor=st.integers(0, 255),
+        fee=st.integers(0, 0xFFFF),
+        result=st.integers(0, 255),
+        flags=st.integers(0, 255),
+        boot=st.integers(0, 0xFFFF),
+        time_corrected=st.none() | u32,
+    ),
+    min_size=1,
+    max_size=40,
+    unique_by=lambda r: r.seq,
+)
 gid_st = st.text(alphabet="abcXYZ019_-", min_size=1, max_size=64)
 ids = st.integers(1, (1 << 30) - 1)
 
@@ -79,13 +105,32 @@ def test_batch_round_trip(gid, batch_id, reader_id, building_id, rides):
     b = uf.parse_batch(GK.public_key(), data, expect_gateway=gid)
     assert b == uf.Batch(gid, batch_id, reader_id, building_id, tuple(rides))
     # The gateway's fast path from stored rows gives the same bytes.
-    rows = [(r.seq, r.time, r.uptime, "%016x" % r.card_id, r.household, r.floor, r.fee, r.result, r.flags, r.boot,
-             r.time_corrected) for r in rides]
+    rows = [
+        (
+            r.seq,
+            r.time,
+            r.uptime,
+            "%016x" % r.card_id,
+            r.household,
+            r.floor,
+            r.fee,
+            r.result,
+            r.flags,
+            r.boot,
+            r.time_corrected,
+        )
+        for r in rides
+    ]
     assert uf.build_batch_from_rows(GK, gid, batch_id, reader_id, building_id, rows) == data
     ack = uf.ack_for(LK, b)
     a = uf.parse_ack(LK.public_key(), ack, expect_gateway=gid)
     assert (a.batch_id, a.reader_id, a.first_seq, a.last_seq, a.count) == (
-        batch_id, reader_id, rides[0].seq, rides[-1].seq, len(rides))
+        batch_id,
+        reader_id,
+        rides[0].seq,
+        rides[-1].seq,
+        len(rides),
+    )
 
 
 @settings(max_examples=150, deadline=None)
@@ -130,8 +175,11 @@ def test_forged_and_misdirected():
 
 
 def test_topics():
-    assert upstream_topics("gw1") == {"batches": "liftcard/gw/gw1/batches", "acks": "liftcard/gw/gw1/acks",
-                                "cards": "liftcard/gw/gw1/cards"}
+    assert upstream_topics("gw1") == {
+        "batches": "liftcard/gw/gw1/batches",
+        "acks": "liftcard/gw/gw1/acks",
+        "cards": "liftcard/gw/gw1/cards",
+    }
     assert parse_upstream_topic("liftcard/gw/gw1/batches") == ("gw1", "batches")
     assert parse_upstream_topic("liftcard/gw/+/batches") is None
     assert parse_upstream_topic("liftcard/gw/a/b/batches") is None
@@ -166,9 +214,15 @@ def _config(tmp_path, pki, **over):
     pw = tmp_path / "broker.pass"
     pw.write_text("x" * 20)
     os.chmod(pw, 0o600)
-    up = {"gateway_id": '"gw1"', "host": '"127.0.0.1"', "ca_file": '"%s"' % pki.ca_cert,
-          "cert_file": '"%s"' % g["cert"], "key_file": '"%s"' % g["key"], "signing_key_file": '"%s"' % g["signing_key"],
-          "ledger_public_key_file": '"%s"' % pki.ledger_public_key}
+    up = {
+        "gateway_id": '"gw1"',
+        "host": '"127.0.0.1"',
+        "ca_file": '"%s"' % pki.ca_cert,
+        "cert_file": '"%s"' % g["cert"],
+        "key_file": '"%s"' % g["key"],
+        "signing_key_file": '"%s"' % g["signing_key"],
+        "ledger_public_key_file": '"%s"' % pki.ledger_public_key,
+    }
     up.update(over)
     body = "\n".join("%s = %s" % (k, v) for k, v in up.items() if v is not None)
     p = tmp_path / "gw.toml"
@@ -180,21 +234,31 @@ def test_config_defaults(tmp_path, pki):
     cfg = load_config(_config(tmp_path, pki))
     u = cfg.upstream
     assert (u.gateway_id, u.port, u.batch_rides, u.max_inflight, u.ack_timeout_s, u.client_id, u.protocol) == (
-        "gw1", 8883, 500, 16, 10, "liftcard-gw-gw1", "3.1.1")
+        "gw1",
+        8883,
+        500,
+        16,
+        10,
+        "liftcard-gw-gw1",
+        "3.1.1",
+    )
     assert "PRIVATE" not in repr(cfg) and "Secret(<hidden>)" in repr(u.signing_key)
 
 
-@pytest.mark.parametrize("over, key", [
-    ({"gateway_id": '"gw/1"'}, "upstream.gateway_id"),
-    ({"host": None}, "upstream.host"),
-    ({"port": "0"}, "upstream.port"),
-    ({"batch_rides": "5001"}, "upstream.batch_rides"),
-    ({"max_inflight": "0"}, "upstream.max_inflight"),
-    ({"colour": '"red"'}, "upstream.colour"),
-    ({"signing_key_file": '"nope.key"'}, "upstream.signing_key_file"),
-    ({"protocol": '"4"'}, "upstream.protocol"),
-    ({"cert_file": "CA"}, "upstream.cert_file"),
-])
+@pytest.mark.parametrize(
+    "over, key",
+    [
+        ({"gateway_id": '"gw/1"'}, "upstream.gateway_id"),
+        ({"host": None}, "upstream.host"),
+        ({"port": "0"}, "upstream.port"),
+        ({"batch_rides": "5001"}, "upstream.batch_rides"),
+        ({"max_inflight": "0"}, "upstream.max_inflight"),
+        ({"colour": '"red"'}, "upstream.colour"),
+        ({"signing_key_file": '"nope.key"'}, "upstream.signing_key_file"),
+        ({"protocol": '"4"'}, "upstream.protocol"),
+        ({"cert_file": "CA"}, "upstream.cert_file"),
+    ],
+)
 def test_config_errors_name_the_key(tmp_path, pki, over, key):
     if over.get("cert_file") == "CA":
         over = {"cert_file": '"%s"' % pki.ca_cert}
@@ -208,8 +272,13 @@ def test_config_loose_key_file_one_line_exit_2(tmp_path, pki):
     k.write_bytes(pki.gateways["gw1"]["signing_key"].read_bytes())
     os.chmod(k, 0o640)
     p = _config(tmp_path, pki, signing_key_file='"%s"' % k)
-    r = subprocess.run([sys.executable, "-m", "liftcard_gateway", "status", "--config", str(p)],
-                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "liftcard_gateway", "status", "--config", str(p)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert "upstream.signing_key_file" in r.stderr and "chmod 600" in r.stderr

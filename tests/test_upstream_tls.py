@@ -57,14 +57,20 @@ NoLocal = BrokerLogin("127.0.0.1", 1, "unused-password")  # the upstream does no
 
 
 def gateway_cfg(tmp_path, pki, bank, **extra):
-    p = configs.write_gateway_config(tmp_path / "gw", NoLocal, {r: os.urandom(32) for r in READERS}, READERS,
-                                     extra=configs.upstream_section(pki, bank, **extra))
+    p = configs.write_gateway_config(
+        tmp_path / "gw",
+        NoLocal,
+        {r: os.urandom(32) for r in READERS},
+        READERS,
+        extra=configs.upstream_section(pki, bank, **extra),
+    )
     return load_config(p)
 
 
 def tls_client(pki, cert, key, **kw):
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="t-%s" % uuid.uuid4().hex[:10],
-                    protocol=mqtt.MQTTv311, **kw)
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id="t-%s" % uuid.uuid4().hex[:10], protocol=mqtt.MQTTv311, **kw
+    )
     c.tls_set(ca_certs=str(pki.ca_cert), certfile=str(cert), keyfile=str(key), tls_version=ssl.PROTOCOL_TLS_CLIENT)
     return c
 
@@ -92,8 +98,11 @@ def test_drain_exactly_once_in_gateway_order(tmp_path, pki, bank, protocol):
             up.start()
             total = sum(n for n, _ in expected.values())
             ldb = tmp_path / "ledger" / "ledger-data" / "ledger.db"
-            wait_for(lambda: sum(n for n, _ in rides.ledger_counts(ldb).values()) == total and up.inflight == 0,
-                     60, "the drain")
+            wait_for(
+                lambda: sum(n for n, _ in rides.ledger_counts(ldb).values()) == total and up.inflight == 0,
+                60,
+                "the drain",
+            )
             elapsed = time.monotonic() - t0
             print("drained %d rides in %.2fs (%.0f rides/s)" % (total, elapsed, total / elapsed))
         finally:
@@ -113,11 +122,17 @@ def test_drain_exactly_once_in_gateway_order(tmp_path, pki, bank, protocol):
     assert {r: (st[r]["backlog"], st[r]["ledger_acked"]) for r in READERS} == {r: (0, expected[r][0]) for r in READERS}
     assert not log.find(lambda r: r["event"] in ("upstream_refused", "upstream_error"))
     # totals from the command, in integer fen
-    out = subprocess.run([sys.executable, "-m", "liftcard_tools.ledger", "totals", "--config", str(led_cfg), "--json"],
-                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "liftcard_tools.ledger", "totals", "--config", str(led_cfg), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert out.returncode == 0
     assert {json.loads(x)["reader_id"]: json.loads(x)["fees_fen"] for x in out.stdout.splitlines()} == {
-        r: f for r, (_, f) in expected.items()}
+        r: f for r, (_, f) in expected.items()
+    }
 
 
 def test_forged_or_unknown_acks_are_refused(tmp_path, pki, bank):
@@ -147,8 +162,11 @@ def test_forged_or_unknown_acks_are_refused(tmp_path, pki, bank):
         ]
         for reason, payload in forged:
             c.publish(acks_topic, payload, qos=1).wait_for_publish(10)
-            wait_for(lambda: log.find(lambda r: r["event"] == "upstream_refused" and r["reason"] == reason), 10,
-                     "refusal " + reason)
+            wait_for(
+                lambda: log.find(lambda r: r["event"] == "upstream_refused" and r["reason"] == reason),
+                10,
+                "refusal " + reason,
+            )
         time.sleep(0.3)
         assert up.inflight == 1 and up_row(cfg)[0] == bid  # still not acked: the rides stay in the backlog
         assert upstream_status(cfg.db_path)[0]["backlog"] == 120
@@ -165,10 +183,12 @@ def test_forged_or_unknown_acks_are_refused(tmp_path, pki, bank):
 
 def up_row(cfg):
     import sqlite3
+
     con = sqlite3.connect(str(cfg.db_path))
     try:
-        return con.execute("SELECT batch_id, first_seq, last_seq, rides FROM upstream_batches WHERE acked_at IS NULL"
-                           ).fetchone()
+        return con.execute(
+            "SELECT batch_id, first_seq, last_seq, rides FROM upstream_batches WHERE acked_at IS NULL"
+        ).fetchone()
     finally:
         con.close()
 
@@ -233,9 +253,24 @@ def test_card_updates_reach_the_callback(tmp_path, pki, bank):
     try:
         up.start()
         assert up.wait_ready(20)
-        r = subprocess.run([sys.executable, "-m", "liftcard_tools.ledger", "publish-card", "--config", str(led_cfg),
-                            "--gateway", "gw1", "--file", str(tmp_path / "update.bin")],
-                           capture_output=True, text=True, cwd=REPO, timeout=60)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "liftcard_tools.ledger",
+                "publish-card",
+                "--config",
+                str(led_cfg),
+                "--gateway",
+                "gw1",
+                "--file",
+                str(tmp_path / "update.bin"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+        )
         assert r.returncode == 0, r.stderr
         assert got.get(timeout=10) == payload
     finally:
@@ -246,10 +281,16 @@ class Watched:
     """A paho client over TLS that records its disconnects and messages."""
 
     def __init__(self, pki, cert, key, client_id, clean_session=False):
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                             clean_session=clean_session, reconnect_on_failure=False)
-        self.c.tls_set(ca_certs=str(pki.ca_cert), certfile=str(cert), keyfile=str(key),
-                       tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        self.c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=clean_session,
+            reconnect_on_failure=False,
+        )
+        self.c.tls_set(
+            ca_certs=str(pki.ca_cert), certfile=str(cert), keyfile=str(key), tls_version=ssl.PROTOCOL_TLS_CLIENT
+        )
         self.connected, self.subscribed = threading.Event(), threading.Event()
         self.disconnects, self.msgs = queue.Queue(), queue.Queue()
         self.c.on_connect = lambda *a: self.connected.set()

@@ -45,8 +45,17 @@ def _absolute(path):
 
 
 class Board(LineProtocol):
-    def __init__(self, flash_path, log_path, fs_size=2 * 1024 * 1024, log_size=2 * 1024 * 1024,
-                 stdin=None, stdout=None, pn532=None, rail=None):
+    def __init__(
+        self,
+        flash_path,
+        log_path,
+        fs_size=2 * 1024 * 1024,
+        log_size=2 * 1024 * 1024,
+        stdin=None,
+        stdout=None,
+        pn532=None,
+        rail=None,
+    ):
         # Absolute paths: mount() changes into the reader's own filesystem.
         self.flash_path = _absolute(flash_path)
         self.log_path = _absolute(log_path)
@@ -83,18 +92,30 @@ class Board(LineProtocol):
 
     @classmethod
     def from_argv(cls, argv):
-        opts = {"--flash": "reader-fs.img", "--log": "reader-log.img", "--fs-size": "2097152", "--log-size": "2097152",
-                "--pn532": ""}
+        opts = {
+            "--flash": "reader-fs.img",
+            "--log": "reader-log.img",
+            "--fs-size": "2097152",
+            "--log-size": "2097152",
+            "--pn532": "",
+        }
         i = 1
         while i < len(argv):
             if argv[i] in opts and i + 1 < len(argv):
                 opts[argv[i]] = argv[i + 1]
                 i += 2
             else:
-                raise SystemExit("usage: micropython main.py [--flash FS.img] [--log LOG.img] [--fs-size N] [--log-size N]"
-                                 " [--pn532 SERIAL]")
-        return cls(opts["--flash"], opts["--log"], int(opts["--fs-size"]), int(opts["--log-size"]),
-                   pn532=opts["--pn532"] or None)
+                raise SystemExit(
+                    "usage: micropython main.py [--flash FS.img] [--log LOG.img] [--fs-size N] [--log-size N]"
+                    " [--pn532 SERIAL]"
+                )
+        return cls(
+            opts["--flash"],
+            opts["--log"],
+            int(opts["--fs-size"]),
+            int(opts["--log-size"]),
+            pn532=opts["--pn532"] or None,
+        )
 
     # ---- flash ----
 

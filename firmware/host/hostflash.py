@@ -27,8 +27,8 @@ class PowerLoss(BaseException):
 # garbage collector with the heap locked: so it must not allocate.
 _POWER_LOSS = PowerLoss("power cut")
 _OK = const(0)
-_TORN = const(1)   # this write is the one the cut interrupts: half done
-_LOST = const(2)   # power is already off: the write never happens
+_TORN = const(1)  # this write is the one the cut interrupts: half done
+_LOST = const(2)  # power is already off: the write never happens
 
 
 class Rail:
@@ -53,10 +53,10 @@ class _Flash:
             create_image(path, size)
         self.f = open(path, "r+b")
         self.nblocks = self.f.seek(0, 2) // SECTOR
-        self.programmed = 0      # bytes programmed
-        self.erased = 0          # sectors erased
-        self.writes = 0          # program + erase operations
-        self.reads = 0           # read operations
+        self.programmed = 0  # bytes programmed
+        self.erased = 0  # sectors erased
+        self.writes = 0  # program + erase operations
+        self.reads = 0  # read operations
         self.rail = rail or Rail()
         self._tmp = bytearray(_CHUNK)
         self._views = {}

@@ -25,7 +25,7 @@ _UART_ID = const(1)
 _UART_TX = const(17)
 _UART_RX = const(16)
 _LOG_PARTITION = "ridelog"
-_NFC_BUS = "uart"           # "uart" (PN532 HSU), "i2c", or "" (no PN532)
+_NFC_BUS = "uart"  # "uart" (PN532 HSU), "i2c", or "" (no PN532)
 _NFC_UART_ID = const(2)
 _NFC_TX = const(27)
 _NFC_RX = const(14)
@@ -43,8 +43,7 @@ def _nfc():
     if _NFC_BUS == "i2c":
         link = pn532link.I2cLink(machine.I2C(0, sda=machine.Pin(_NFC_SDA), scl=machine.Pin(_NFC_SCL), freq=400000))
     else:
-        link = pn532link.UartLink(machine.UART(_NFC_UART_ID, 115200, tx=_NFC_TX, rx=_NFC_RX, timeout=0,
-                                               rxbuf=512))
+        link = pn532link.UartLink(machine.UART(_NFC_UART_ID, 115200, tx=_NFC_TX, rx=_NFC_RX, timeout=0, rxbuf=512))
     return Nfc(PN532(link))
 
 

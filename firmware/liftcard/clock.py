@@ -5,6 +5,7 @@
 # an ESP32's RTC restarts in 2000). Uptime is kept in whole seconds so it stays
 # a small int past the 12-day wrap of ticks_ms.
 
+
 class Clock:
     def __init__(self, board):
         self._board = board

@@ -16,9 +16,19 @@ CARD_GARBAGE = const(11)
 LEGACY_DISABLED = const(12)
 
 RESULT_NAMES = (
-    "GRANTED", "UNKNOWN_CARD", "SUSPENDED", "LOST", "EXPIRED", "NO_FLOOR",
-    "NO_WHITELIST", "BAD_READ", "AUTH_FAILED", "REPLAY", "CARD_REMOVED",
-    "CARD_GARBAGE", "LEGACY_DISABLED",
+    "GRANTED",
+    "UNKNOWN_CARD",
+    "SUSPENDED",
+    "LOST",
+    "EXPIRED",
+    "NO_FLOOR",
+    "NO_WHITELIST",
+    "BAD_READ",
+    "AUTH_FAILED",
+    "REPLAY",
+    "CARD_REMOVED",
+    "CARD_GARBAGE",
+    "LEGACY_DISABLED",
 )
 
 F_CLOCK_UNSYNCED = const(0x01)
@@ -40,6 +50,6 @@ CL_VISITOR = const(3)
 CLASS_NAMES = ("resident", "exempt", "staff", "visitor")
 
 # Kinds of tap a board's card reader reports.
-TAP_CREDENTIAL = const(1)   # card id from a verified credential
-TAP_LEGACY_UID = const(2)   # bare UID (legacy mode only)
-TAP_FAILED = const(3)       # the card was seen but its credential failed: result code in the tap
+TAP_CREDENTIAL = const(1)  # card id from a verified credential
+TAP_LEGACY_UID = const(2)  # bare UID (legacy mode only)
+TAP_FAILED = const(3)  # the card was seen but its credential failed: result code in the tap

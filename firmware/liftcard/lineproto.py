@@ -91,9 +91,9 @@ class LineProtocol:
         s = self._ws
         verb = -1
         if e - s == 3:
-            if line[s] == 84 and line[s + 1] == 65 and line[s + 2] == 80:      # TAP
+            if line[s] == 84 and line[s + 1] == 65 and line[s + 2] == 80:  # TAP
                 verb = codes.TAP_CREDENTIAL
-            elif line[s] == 85 and line[s + 1] == 73 and line[s + 2] == 68:    # UID
+            elif line[s] == 85 and line[s + 1] == 73 and line[s + 2] == 68:  # UID
                 verb = codes.TAP_LEGACY_UID
         elif e - s == 4 and line[s] == 70 and line[s + 1] == 65 and line[s + 2] == 73 and line[s + 3] == 76:  # FAIL
             verb = codes.TAP_FAILED

@@ -21,7 +21,7 @@ import struct
 from micropython import const
 from umqtt.simple import MQTTClient, MQTTException
 
-_IO_TIMEOUT_S = 0.3        # any single socket read/write
+_IO_TIMEOUT_S = 0.3  # any single socket read/write
 _MAX_PACKET = const(4400)  # a down PUBLISH: topic + the largest link message
 
 

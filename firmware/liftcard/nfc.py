@@ -36,10 +36,10 @@ class Nfc:
         self.ntag = Ntag()
         self.counters = CounterTable()
         self._counters_loaded = False
-        self.master = None     # Cmac of the building's read master key
-        self.meta_dec = None   # AES decryptor of the NTAG SDMMetaRead key
+        self.master = None  # Cmac of the building's read master key
+        self.meta_dec = None  # AES decryptor of the NTAG SDMMetaRead key
         self.building_id = 0
-        self.cred_from = 0     # validity of the last DESFire credential read
+        self.cred_from = 0  # validity of the last DESFire credential read
         self.cred_until = 0xFFFF
         self._held = bytearray(10)
         self._held_len = 0

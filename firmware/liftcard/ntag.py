@@ -15,9 +15,9 @@ from .cmac import AuthError, Cmac, an10922, equal, mac_t
 from .pn532 import DIN, DOUT, Garbage
 
 READ_LEN = const(92)
-_CID = const(22)   # card id (16 hex) = SDMMACInputOffset
+_CID = const(22)  # card id (16 hex) = SDMMACInputOffset
 _PICC = const(41)  # PICCENCData (32 hex)
-_MAC = const(76)   # SDMMAC (16 hex)
+_MAC = const(76)  # SDMMAC (16 hex)
 _HEAD = b"\x00\x5a\xd1\x01\x56\x55\x04lc.invalid/t?i="  # file bytes 0..21
 
 _SEL_APP = b"\x00\xa4\x04\x0c\x07\xd2\x76\x00\x00\x85\x01\x01\x00"
@@ -83,8 +83,14 @@ class Ntag:
                 raise AuthError("not a liftcard SUN record")
         b = DIN + _PICC - 3
         e = DIN + _MAC - 3
-        if rx[b] != 0x26 or rx[b + 1] != 0x70 or rx[b + 2] != 0x3D or \
-                rx[e] != 0x26 or rx[e + 1] != 0x6D or rx[e + 2] != 0x3D:  # "&p=", "&m="
+        if (
+            rx[b] != 0x26
+            or rx[b + 1] != 0x70
+            or rx[b + 2] != 0x3D
+            or rx[e] != 0x26
+            or rx[e + 1] != 0x6D
+            or rx[e + 2] != 0x3D
+        ):  # "&p=", "&m="
             raise AuthError("not a liftcard SUN record")
         unhex(rx, DIN + _CID, 8, card)
         picc = self.picc

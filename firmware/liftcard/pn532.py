@@ -183,8 +183,8 @@ class PN532:
         self.resp_ms = resp_ms
         self.dec = Decoder()
         self.rx = self.dec.rx
-        self.out = bytearray(MAX_BODY)       # command code + parameters
-        self.tx = bytearray(MAX_BODY + 10)   # the encoded frame
+        self.out = bytearray(MAX_BODY)  # command code + parameters
+        self.tx = bytearray(MAX_BODY + 10)  # the encoded frame
         self._chunk = bytearray(64)
         self._cpos = 0
         self._clen = 0

@@ -128,8 +128,12 @@ class I2cLink:
             if not b[0] & 1:
                 return 0
             # 00 00 FF LEN LCS: a long frame needs the long read
-            if b is self._small and b[1] == 0 and b[2] == 0 and b[3] == 0xFF and (
-                (b[4] == 0xFF and b[5] == 0xFF) or (b[4] not in (0, 0xFF) and b[4] + 8 > len(b))
+            if (
+                b is self._small
+                and b[1] == 0
+                and b[2] == 0
+                and b[3] == 0xFF
+                and ((b[4] == 0xFF and b[5] == 0xFF) or (b[4] not in (0, 0xFF) and b[4] + 8 > len(b)))
             ):
                 self._next = self._big
                 try:

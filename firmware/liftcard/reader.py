@@ -60,7 +60,7 @@ class Reader:
         self.rec = bytearray(32)
         self.cfg = None
         self.error = None
-        self.unlogged = 0      # rides granted while the log was full
+        self.unlogged = 0  # rides granted while the log was full
         self.stopped = False
         self.log = None
         self.wl = None
@@ -68,9 +68,9 @@ class Reader:
         self.clock = None
         self._last_tap_ms = 0
         self._last_save_ms = 0
-        self.uplink = None     # the MQTT link, when the config has "uplink"
+        self.uplink = None  # the MQTT link, when the config has "uplink"
         self.link_codec = None  # its codec: kept for the whole boot (uplink.py)
-        self.nfc = None        # the card front end (nfc.py), once configured
+        self.nfc = None  # the card front end (nfc.py), once configured
 
     # ---- boot ----
 
@@ -173,7 +173,9 @@ class Reader:
             floor = fees.floor
             household = fees.household
         rec = self.rec
-        ridelog.pack(rec, now, clock.uptime(), self.card, household, floor, fee, result, flags, self.boot_count & 0xFFFF)
+        ridelog.pack(
+            rec, now, clock.uptime(), self.card, household, floor, fee, result, flags, self.boot_count & 0xFFFF
+        )
         granted = result == codes.GRANTED
         # Durable before the resident sees "granted" (promise 2).
         logged = self.log.append(rec)

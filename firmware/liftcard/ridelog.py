@@ -25,7 +25,7 @@ _IOCTL_BLOCK_ERASE = const(6)
 _CHUNK = const(256)
 
 CLEAN = const(0)  # erased: every byte 0xFF
-USED = const(1)   # holds records
+USED = const(1)  # holds records
 DIRTY = const(2)  # garbage or an interrupted erase: erase before use
 
 _FF_SLOT = b"\xff" * SLOT

@@ -28,9 +28,9 @@ class CounterTable:
     def __init__(self, size=128):
         self.size = size
         self.ids = bytearray(8 * size)
-        self.ctr = array("i", [-1] * size)   # -1: empty slot
-        self.used = array("i", [0] * size)   # last use, for eviction
-        self.unsent = bytearray(size)        # 1: accepted here, not yet sent to the gateway
+        self.ctr = array("i", [-1] * size)  # -1: empty slot
+        self.used = array("i", [0] * size)  # last use, for eviction
+        self.unsent = bytearray(size)  # 1: accepted here, not yet sent to the gateway
         self._clock = 0
         self.dirty = False
 

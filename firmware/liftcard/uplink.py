@@ -45,23 +45,23 @@ _ACK_WAIT_MS = const(10000)
 _STATUS_MS = const(60000)
 _BACKOFF_MIN_MS = const(1000)
 _BACKOFF_MAX_MS = const(60000)
-_MAX_IN = const(4)         # down messages handled per step
+_MAX_IN = const(4)  # down messages handled per step
 
 # state
-S_DOWN = const(0)      # waiting for the next connect attempt
-S_TCP = const(1)       # TCP connect in progress
-S_CONNACK = const(2)   # CONNECT sent, waiting for CONNACK
-S_SUBACK = const(3)    # connected, SUBSCRIBE sent
-S_UP = const(4)        # subscribed: rides and status flow
+S_DOWN = const(0)  # waiting for the next connect attempt
+S_TCP = const(1)  # TCP connect in progress
+S_CONNACK = const(2)  # CONNECT sent, waiting for CONNACK
+S_SUBACK = const(3)  # connected, SUBSCRIBE sent
+S_UP = const(4)  # subscribed: rides and status flow
 STATE_NAMES = ("down", "connecting", "connecting", "subscribing", "up")
 
 # last_error codes (STATUS byte 20)
 E_NONE = const(0)
-E_CONNECT = const(1)   # TCP connect refused / timed out, no CONNACK
-E_REFUSED = const(2)   # CONNACK with a refusal code (bad user/password)
-E_IO = const(3)        # the link broke: timeout, reset, EOF, protocol error
-E_MESSAGE = const(4)   # a down message was refused (MAC, replay, ...)
-E_APPLY = const(5)     # a down message verified but could not be applied
+E_CONNECT = const(1)  # TCP connect refused / timed out, no CONNACK
+E_REFUSED = const(2)  # CONNACK with a refusal code (bad user/password)
+E_IO = const(3)  # the link broke: timeout, reset, EOF, protocol error
+E_MESSAGE = const(4)  # a down message was refused (MAC, replay, ...)
+E_APPLY = const(5)  # a down message verified but could not be applied
 
 
 class Uplink:
@@ -89,10 +89,11 @@ class Uplink:
         else:
             codec.configure(cfg["key"], rid, bid)
         self.codec = codec
-        self.wlrecv = None     # wlrecv.WlRecv, made at the first WHITELIST chunk
+        self.wlrecv = None  # wlrecv.WlRecv, made at the first WHITELIST chunk
         name = ("reader-%d" % rid).encode()
-        c = self.client = Client(name, self.host, self.port, user=name, password=ucfg["password"].encode(),
-                                  keepalive=ucfg["keepalive_s"])
+        c = self.client = Client(
+            name, self.host, self.port, user=name, password=ucfg["password"].encode(), keepalive=ucfg["keepalive_s"]
+        )
         c.set_last_will(self.t_status, b"offline", retain=False, qos=1)
         c.set_callback(self._on_msg)
         c.inbuf_size = uc.MAX_MSG
@@ -107,7 +108,7 @@ class Uplink:
         self._deadline = 0
         self._backoff = _BACKOFF_MIN_MS
         self._sub_pid = 0
-        self._inflight = 0     # last seq of the batch in flight (0: none)
+        self._inflight = 0  # last seq of the batch in flight (0: none)
         self._sent_ms = 0
         self._last_ping = 0
         self._last_rx = 0
@@ -118,8 +119,8 @@ class Uplink:
         self.batches = 0
         self.acks = 0
         self.refused = 0
-        self.sun_sent = 0      # SUN counters sent up
-        self.sun_merged = 0    # SUN counters from the gateway that raised this reader's
+        self.sun_sent = 0  # SUN counters sent up
+        self.sun_merged = 0  # SUN counters from the gateway that raised this reader's
 
     # ---- the step ----
 
@@ -268,8 +269,17 @@ class Uplink:
         if r.log.full:
             flags |= uc.ST_LOG_FULL
         gc.collect()  # free heap as a health figure: what is really free, not garbage not yet collected
-        msg = self.codec.status(r.clock.uptime(), gc.mem_free(), r.log.backlog, r.wl.version if r.wl else 0,
-                                r.unlogged, self.last_error, flags, r.boot_count, r.clock.now())
+        msg = self.codec.status(
+            r.clock.uptime(),
+            gc.mem_free(),
+            r.log.backlog,
+            r.wl.version if r.wl else 0,
+            r.unlogged,
+            self.last_error,
+            flags,
+            r.boot_count,
+            r.clock.now(),
+        )
         self.client.publish(self.t_status, msg)
         self._status_ms = ms
 

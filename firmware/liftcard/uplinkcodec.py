@@ -24,7 +24,7 @@ VERSION = const(1)
 
 RIDES = const(0x01)
 STATUS = const(0x02)
-SUNCTR_UP = const(0x03)    # NTAG 424 SUN counters this reader accepted
+SUNCTR_UP = const(0x03)  # NTAG 424 SUN counters this reader accepted
 ACK = const(0x81)
 TIME = const(0x82)
 DELTA = const(0x83)
@@ -37,14 +37,14 @@ RIDE_LEN = const(32)
 MAX_RIDES = const(32)
 STATUS_LEN = const(28)
 MAX_BLOB = const(4096)
-MIN_DELTA = const(40)       # the smallest LCWD: header + MAC
-MIN_WHITELIST = const(48)   # the smallest LCWL: header + MAC
+MIN_DELTA = const(40)  # the smallest LCWD: header + MAC
+MIN_WHITELIST = const(48)  # the smallest LCWL: header + MAC
 WLCHUNK_HEADER_LEN = const(12)
 SUN_ENTRY_LEN = const(11)  # card_id u64, counter u24
 MAX_SUN = const(64)
 MIN_MSG = const(40)
-MAX_MSG = const(4148)       # header + 12 + 4096 + MAC
-_UP_MAX = const(1064)       # header + 32 rides + MAC
+MAX_MSG = const(4148)  # header + 12 + 4096 + MAC
+_UP_MAX = const(1064)  # header + 32 rides + MAC
 _U32 = const(0xFFFFFFFF)
 
 ST_CLOCK_SYNCED = const(0x01)
@@ -86,15 +86,15 @@ class Codec:
         self.msgno = 0
         self.last_hi = 0
         self.last_lo = 0
-        self._blk = bytearray(16)   # the CTR counter block
-        self._ks = bytearray(16)    # its keystream block
+        self._blk = bytearray(16)  # the CTR counter block
+        self._ks = bytearray(16)  # its keystream block
         self._up = bytearray(_UP_MAX)
         self._down = None  # made at the first open() that does not decrypt in place
         # Fields of the last message open() accepted, by kind.
-        self.seq = 0          # ACK: every record up to seq is acknowledged
-        self.epoch_s = 0      # TIME: liftcard epoch seconds
-        self.blob = None      # DELTA: the LCWD; WHITELIST: the chunk's data; SUNCTR_DOWN: the entries (memoryview into a reused buffer)
-        self.version = 0      # WHITELIST: version, total, offset
+        self.seq = 0  # ACK: every record up to seq is acknowledged
+        self.epoch_s = 0  # TIME: liftcard epoch seconds
+        self.blob = None  # DELTA: the LCWD; WHITELIST: the chunk's data; SUNCTR_DOWN: the entries (memoryview into a reused buffer)
+        self.version = 0  # WHITELIST: version, total, offset
         self.total = 0
         self.offset = 0
 
@@ -151,8 +151,7 @@ class Codec:
             raise UplinkError("field")  # 2**32 messages in one boot: reboot
         self.msgno += 1
         b = self._up
-        struct.pack_into(_HDR, b, 0, MAGIC, VERSION, kind, 0, self.reader_id, self.building_id,
-                         self.boot, self.msgno)
+        struct.pack_into(_HDR, b, 0, MAGIC, VERSION, kind, 0, self.reader_id, self.building_id, self.boot, self.msgno)
         self._crypt(b, HEADER_LEN, b, HEADER_LEN, end - HEADER_LEN, b)
         mv = memoryview(b)
         m = self._mac
@@ -181,8 +180,20 @@ class Codec:
     def status(self, uptime, free_heap, backlog, wl_version, unrecorded=0, last_error=0, flags=0, boot=0, time=0):
         # STATUS heartbeat; boot is the low 16 bits of the boot count, time
         # the reader's clock (liftcard epoch seconds).
-        struct.pack_into(_STATUS, self._up, HEADER_LEN, uptime, free_heap, backlog, wl_version, unrecorded,
-                         last_error, flags, boot & 0xFFFF, time)
+        struct.pack_into(
+            _STATUS,
+            self._up,
+            HEADER_LEN,
+            uptime,
+            free_heap,
+            backlog,
+            wl_version,
+            unrecorded,
+            last_error,
+            flags,
+            boot & 0xFFFF,
+            time,
+        )
         return self._seal(STATUS, HEADER_LEN + STATUS_LEN)
 
     def sunctr(self, entries):

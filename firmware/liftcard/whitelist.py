@@ -36,7 +36,7 @@ BASE = "wl/base.bin"
 BASE_NEW = "wl/base.new"
 OVERLAY = "wl/overlay.bin"
 OVERLAY_NEW = "wl/overlay.new"
-RECV = "wl/recv.new"      # a list arriving in chunks (wlrecv.py)
+RECV = "wl/recv.new"  # a list arriving in chunks (wlrecv.py)
 
 
 class WhitelistError(Exception):
@@ -83,10 +83,10 @@ class Whitelist:
     def __init__(self, key, reader_id, building_id):
         self.configure(key, reader_id, building_id)
         self.base_version = 0
-        self.version = 0          # the version held: base, or overlay on top of it
+        self.version = 0  # the version held: base, or overlay on top of it
         self.count = 0
         self.loaded = False
-        self.error = None         # why no list is loaded, for the status report
+        self.error = None  # why no list is loaded, for the status report
         self._f = None
         self.rec = bytearray(REC)
         self._ov = bytearray(OP * OVERLAY_MAX)
@@ -96,7 +96,7 @@ class Whitelist:
         self._idx = bytearray(8 * _IDX_MAX)
         self._nidx = 0
         self._step = 1
-        self._win = None          # bytearray(step * REC), sized at open
+        self._win = None  # bytearray(step * REC), sized at open
 
     def configure(self, key, reader_id, building_id):
         self._mac = Mac(key)
@@ -416,7 +416,9 @@ class Whitelist:
         return out, m
 
     def _write_overlay(self, entries, m, new):
-        hdr = struct.pack(">4sBBHIIII", b"LCWO", _FORMAT, REC, m, self.reader_id, self.building_id, self.base_version, new)
+        hdr = struct.pack(
+            ">4sBBHIIII", b"LCWO", _FORMAT, REC, m, self.reader_id, self.building_id, self.base_version, new
+        )
         body = memoryview(entries)[: m * OP]
         mac = self._mac.start()
         mac.update(hdr)

@@ -23,7 +23,7 @@ from micropython import const
 from . import replaystate, u32
 from .whitelist import RECV, WhitelistError, _remove
 
-_HDR = const(32)   # LCWL header
+_HDR = const(32)  # LCWL header
 _REC = const(16)
 _MAC = const(16)
 
@@ -31,11 +31,11 @@ _MAC = const(16)
 class WlRecv:
     def __init__(self, wl):
         self.wl = wl
-        self.version = 0   # the version being assembled (0: none)
+        self.version = 0  # the version being assembled (0: none)
         self.total = 0
-        self.held = 0      # bytes in RECV
+        self.held = 0  # bytes in RECV
         self.duplicates = 0
-        self.skipped = 0   # chunks ignored while waiting for offset 0
+        self.skipped = 0  # chunks ignored while waiting for offset 0
 
     def _drop(self):
         _remove(RECV)
@@ -58,8 +58,9 @@ class WlRecv:
                 # chunk just ended an assembly in progress).
                 self.skipped += 1
                 if dropped:
-                    raise WhitelistError("whitelist v%d chunk at %d cuts v%d short: waiting for offset 0"
-                                         % (version, offset, dropped))
+                    raise WhitelistError(
+                        "whitelist v%d chunk at %d cuts v%d short: waiting for offset 0" % (version, offset, dropped)
+                    )
                 return False
             self._check_head(version, total, data)
             self.version = version

@@ -37,9 +37,17 @@ from liftcard_protocol.topics import LOCAL_ALL, check_id, reader_topics, reader_
 
 
 __all__ = [
-    "BrokerError", "BrokerConfig", "GATEWAY_USER",
-    "reader_user", "reader_topics", "new_password", "find_tool",
-    "render_conf", "render_acl", "write_password_file", "write_broker_files",
+    "BrokerError",
+    "BrokerConfig",
+    "GATEWAY_USER",
+    "reader_user",
+    "reader_topics",
+    "new_password",
+    "find_tool",
+    "render_conf",
+    "render_acl",
+    "write_password_file",
+    "write_broker_files",
 ]
 
 GATEWAY_USER = "gateway"
@@ -61,8 +69,11 @@ def find_tool(name: str) -> str:
     """Path of a Mosquitto tool (``mosquitto`` lives in /usr/sbin, often off PATH)."""
     found = shutil.which(name) or shutil.which(name, path=os.pathsep.join(_SBIN))
     if not found:
-        raise BrokerError(_MISSING if name == "mosquitto" else
-                          f"{name} not found: install the Debian package mosquitto (scripts/setup.sh does)")
+        raise BrokerError(
+            _MISSING
+            if name == "mosquitto"
+            else f"{name} not found: install the Debian package mosquitto (scripts/setup.sh does)"
+        )
     return found
 
 
@@ -163,10 +174,13 @@ def render_acl(cfg: BrokerConfig) -> str:
     ]
     for rid in sorted(cfg.readers):
         t = reader_topics(cfg.readers[rid], rid)
-        out += ["", f"user {reader_user(rid)}",
-                f"topic write {t['up']}",
-                f"topic write {t['status']}",
-                f"topic read {t['down']}"]
+        out += [
+            "",
+            f"user {reader_user(rid)}",
+            f"topic write {t['up']}",
+            f"topic write {t['status']}",
+            f"topic read {t['down']}",
+        ]
     for user in sorted(cfg.extra_users):
         out += ["", f"user {user}", *cfg.extra_users[user]]
     return "\n".join(out) + "\n"
@@ -190,9 +204,15 @@ def write_password_file(path: str | os.PathLike, credentials: Mapping[str, str])
             if not password or any(c in password for c in "\r\n\0"):
                 raise ValueError(f"unusable password for user {user}")  # never the password
             args = [tool] + (["-c"] if i == 0 else []) + [str(tmp), user]
-            res = subprocess.run(args, input=f"{password}\n{password}\n", text=True,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=30,
-                                 preexec_fn=lambda: os.umask(0o077))
+            res = subprocess.run(
+                args,
+                input=f"{password}\n{password}\n",
+                text=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                timeout=30,
+                preexec_fn=lambda: os.umask(0o077),
+            )
             if res.returncode != 0:
                 # mosquitto_passwd's stderr never echoes the password; keep one line.
                 msg = " ".join(res.stderr.split())[:200]
@@ -203,8 +223,7 @@ def write_password_file(path: str | os.PathLike, credentials: Mapping[str, str])
         tmp.unlink(missing_ok=True)
 
 
-def write_broker_files(cfg: BrokerConfig, workdir: str | os.PathLike,
-                       credentials: Mapping[str, str]) -> Path:
+def write_broker_files(cfg: BrokerConfig, workdir: str | os.PathLike, credentials: Mapping[str, str]) -> Path:
     """Write mosquitto.conf, passwd and acl into workdir (created 0700); returns the
     config path. credentials must hold a password for every user of cfg."""
     wd = Path(workdir)

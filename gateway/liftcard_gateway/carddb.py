@@ -53,8 +53,13 @@ class Plan:
     cards: tuple = ()
 
     def __repr__(self) -> str:
-        return "Plan(%s %d->%d, ops=%d, cards=%d)" % (self.how, self.from_version, self.to_version,
-                                                     len(self.ops), len(self.cards))
+        return "Plan(%s %d->%d, ops=%d, cards=%d)" % (
+            self.how,
+            self.from_version,
+            self.to_version,
+            len(self.ops),
+            len(self.cards),
+        )
 
 
 def verify_update(public_key: bytes, compound_id: int, payload: bytes) -> CardUpdate:
@@ -62,8 +67,9 @@ def verify_update(public_key: bytes, compound_id: int, payload: bytes) -> CardUp
     raises UpdateError."""
     u = parse_update(public_key, payload)
     if u.compound_id != compound_id:
-        raise UpdateError(R_COMPOUND, "card update is for compound %d, this gateway is compound %d"
-                          % (u.compound_id, compound_id))
+        raise UpdateError(
+            R_COMPOUND, "card update is for compound %d, this gateway is compound %d" % (u.compound_id, compound_id)
+        )
     return u
 
 
@@ -75,8 +81,7 @@ class CardDB:
     """The card tables (docs/cards.md, "The database"). Thread-safe: one
     connection, one lock (the daemon's ingest thread, the CLI, tests)."""
 
-    def __init__(self, path, public_key: bytes, compound_id: int,
-                 history_versions: int = DEFAULT_HISTORY_VERSIONS):
+    def __init__(self, path, public_key: bytes, compound_id: int, history_versions: int = DEFAULT_HISTORY_VERSIONS):
         self.path = Path(path)
         self.public_key = bytes(public_key)
         self.compound_id = compound_id
@@ -114,25 +119,35 @@ class CardDB:
             return self._cards(building_id)
 
     def _cards(self, building_id: int) -> list[CardRecord]:
-        rows = self.conn.execute("SELECT card_id, %s FROM cards WHERE building_id=? ORDER BY card_id"
-                                 % ", ".join(_REC_COLS), (building_id,))
+        rows = self.conn.execute(
+            "SELECT card_id, %s FROM cards WHERE building_id=? ORDER BY card_id" % ", ".join(_REC_COLS), (building_id,)
+        )
         # card_id is 16 lowercase hex digits: text order is unsigned numeric order.
         return [_row_record(r[0], r[1:]) for r in rows]
 
     def counts(self) -> dict[int, int]:
         with self._lock:
-            return {b: n for b, n in self.conn.execute(
-                "SELECT building_id, count(*) FROM cards GROUP BY building_id ORDER BY building_id")}
+            return {
+                b: n
+                for b, n in self.conn.execute(
+                    "SELECT building_id, count(*) FROM cards GROUP BY building_id ORDER BY building_id"
+                )
+            }
 
     def updates(self, limit: int = 10) -> list[dict]:
         with self._lock:
             cols = ("version", "kind", "base_version", "ops", "changed", "applied_at")
-            return [dict(zip(cols, r)) for r in self.conn.execute(
-                "SELECT %s FROM card_updates ORDER BY version DESC LIMIT ?" % ", ".join(cols), (limit,))]
+            return [
+                dict(zip(cols, r))
+                for r in self.conn.execute(
+                    "SELECT %s FROM card_updates ORDER BY version DESC LIMIT ?" % ", ".join(cols), (limit,)
+                )
+            ]
 
     # -- applying -----------------------------------------------------------------
-    def apply(self, payload: bytes, now: float | None = None,
-              verified: CardUpdate | None = None) -> tuple[CardUpdate, int]:
+    def apply(
+        self, payload: bytes, now: float | None = None, verified: CardUpdate | None = None
+    ) -> tuple[CardUpdate, int]:
         """Verify and apply one signed update in one transaction. Returns
         (update, cards changed); raises UpdateError (database unchanged).
         `verified`: what verify_update already made of this payload."""
@@ -145,17 +160,23 @@ class CardDB:
                 cur = self._meta("version")
                 if u.version <= cur:
                     row = c.execute("SELECT sha256 FROM card_updates WHERE version=?", (u.version,)).fetchone()
-                    err = UpdateError(R_STALE, "card update version %d is not newer than the database's %d"
-                                      % (u.version, cur))
+                    err = UpdateError(
+                        R_STALE, "card update version %d is not newer than the database's %d" % (u.version, cur)
+                    )
                     err.duplicate = bool(row and row[0] == digest)
                     raise err
                 if u.kind == INCREMENTAL and u.base_version != cur:
-                    raise UpdateError(R_GAP, "incremental card update %d->%d does not follow the database's "
-                                      "version %d (the bank must send a snapshot)" % (u.base_version, u.version, cur))
+                    raise UpdateError(
+                        R_GAP,
+                        "incremental card update %d->%d does not follow the database's "
+                        "version %d (the bank must send a snapshot)" % (u.base_version, u.version, cur),
+                    )
                 changed = self._apply_ops(u, cur)
-                c.execute("INSERT INTO card_updates (version, kind, base_version, issued, ops, changed, "
-                          "applied_at, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                          (u.version, u.kind_name, u.base_version, u.issued, len(u.ops), changed, now, digest))
+                c.execute(
+                    "INSERT INTO card_updates (version, kind, base_version, issued, ops, changed, "
+                    "applied_at, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (u.version, u.kind_name, u.base_version, u.issued, len(u.ops), changed, now, digest),
+                )
                 c.execute("INSERT OR REPLACE INTO card_meta (key, value) VALUES ('version', ?)", (u.version,))
                 self._prune(cur == 0, u.version)
         return u, changed
@@ -181,22 +202,27 @@ class CardDB:
         else:
             for o in u.ops:
                 k = (o.building_id, card_id_hex(o.card_id))
-                row = c.execute("SELECT %s FROM cards WHERE building_id=? AND card_id=?"
-                                % ", ".join(_REC_COLS), k).fetchone()
+                row = c.execute(
+                    "SELECT %s FROM cards WHERE building_id=? AND card_id=?" % ", ".join(_REC_COLS), k
+                ).fetchone()
                 have = tuple(row) if row else None
                 rec = _rec_tuple(o.record) if o.op == "upsert" else None
                 if have != rec:
                     changes.append((k[0], k[1], rec))
         ups = [(b, h) + rec + (u.version,) for b, h, rec in changes if rec is not None]
         rems = [(b, h) for b, h, rec in changes if rec is None]
-        c.executemany("INSERT OR REPLACE INTO cards (building_id, card_id, %s, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                      % ", ".join(_REC_COLS), ups)
+        c.executemany(
+            "INSERT OR REPLACE INTO cards (building_id, card_id, %s, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            % ", ".join(_REC_COLS),
+            ups,
+        )
         c.executemany("DELETE FROM cards WHERE building_id=? AND card_id=?", rems)
         if record_history:
-            c.executemany("INSERT INTO card_history (building_id, version, card_id, op, %s) "
-                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)" % ", ".join(_REC_COLS),
-                          [(b, u.version, h, "upsert" if rec else "remove") + (rec or (None,) * 5)
-                           for b, h, rec in changes])
+            c.executemany(
+                "INSERT INTO card_history (building_id, version, card_id, op, %s) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)" % ", ".join(_REC_COLS),
+                [(b, u.version, h, "upsert" if rec else "remove") + (rec or (None,) * 5) for b, h, rec in changes],
+            )
         return len(changes)
 
     def _prune(self, first: bool, version: int) -> None:
@@ -205,8 +231,9 @@ class CardDB:
         if first:
             floor = version
         else:
-            row = c.execute("SELECT version FROM card_updates ORDER BY version DESC LIMIT 1 OFFSET ?",
-                            (self.history_versions,)).fetchone()
+            row = c.execute(
+                "SELECT version FROM card_updates ORDER BY version DESC LIMIT 1 OFFSET ?", (self.history_versions,)
+            ).fetchone()
             if row and row[0] > floor:
                 floor = row[0]
         c.execute("INSERT OR REPLACE INTO card_meta (key, value) VALUES ('history_floor', ?)", (floor,))
@@ -226,34 +253,44 @@ class CardDB:
                 cur = self._meta("version")
                 if cur == 0 or held >= cur:
                     return None
-                covered = (held > 0 and held >= self._meta("history_floor")
-                           and c.execute("SELECT 1 FROM card_updates WHERE version=?", (held,)).fetchone())
+                covered = (
+                    held > 0
+                    and held >= self._meta("history_floor")
+                    and c.execute("SELECT 1 FROM card_updates WHERE version=?", (held,)).fetchone()
+                )
                 if covered:
-                    ids = [r[0] for r in c.execute(
-                        "SELECT DISTINCT card_id FROM card_history WHERE building_id=? AND version>? "
-                        "AND version<=? ORDER BY card_id LIMIT ?", (building_id, held, cur, max_ops + 1))]
+                    ids = [
+                        r[0]
+                        for r in c.execute(
+                            "SELECT DISTINCT card_id FROM card_history WHERE building_id=? AND version>? "
+                            "AND version<=? ORDER BY card_id LIMIT ?",
+                            (building_id, held, cur, max_ops + 1),
+                        )
+                    ]
                     if len(ids) <= max_ops:
                         ops = []
                         for h in ids:
-                            row = c.execute("SELECT %s FROM cards WHERE building_id=? AND card_id=?"
-                                            % ", ".join(_REC_COLS), (building_id, h)).fetchone()
+                            row = c.execute(
+                                "SELECT %s FROM cards WHERE building_id=? AND card_id=?" % ", ".join(_REC_COLS),
+                                (building_id, h),
+                            ).fetchone()
                             ops.append(("upsert", _row_record(h, row)) if row else ("remove", int(h, 16)))
                         return Plan("delta", held, cur, ops=tuple(ops))
                 return Plan("full", held, cur, cards=tuple(self._cards(building_id)))
 
-    def record_send(self, reader_id: int, building_id: int, plan: Plan, nbytes: int,
-                    now: float | None = None) -> None:
+    def record_send(self, reader_id: int, building_id: int, plan: Plan, nbytes: int, now: float | None = None) -> None:
         now = time.time() if now is None else now
         with self._lock:
-            self.conn.execute("INSERT OR REPLACE INTO card_sends (reader_id, building_id, from_version, "
-                              "to_version, how, bytes, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                              (reader_id, building_id, plan.from_version, plan.to_version, plan.how, nbytes, now))
+            self.conn.execute(
+                "INSERT OR REPLACE INTO card_sends (reader_id, building_id, from_version, "
+                "to_version, how, bytes, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (reader_id, building_id, plan.from_version, plan.to_version, plan.how, nbytes, now),
+            )
 
     def sends(self) -> dict[int, dict]:
         with self._lock:
             cols = ("reader_id", "from_version", "to_version", "how", "bytes", "sent_at")
-            return {r[0]: dict(zip(cols, r)) for r in self.conn.execute(
-                "SELECT %s FROM card_sends" % ", ".join(cols))}
+            return {r[0]: dict(zip(cols, r)) for r in self.conn.execute("SELECT %s FROM card_sends" % ", ".join(cols))}
 
 
 def _rec_tuple(rec: CardRecord) -> tuple:

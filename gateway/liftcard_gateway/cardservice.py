@@ -44,13 +44,13 @@ class ApplyResult:
     redelivery, harmless)."""
 
     applied: bool
-    version: int            # the database's version after this call
+    version: int  # the database's version after this call
     reason: str | None = None
-    message: str = ""       # one line, no card ids
+    message: str = ""  # one line, no card ids
     kind: str | None = None
     update_version: int | None = None
-    ops: int = 0            # operations in the update
-    changed: int = 0        # cards actually changed
+    ops: int = 0  # operations in the update
+    changed: int = 0  # cards actually changed
     duplicate: bool = False
 
     def __bool__(self) -> bool:
@@ -72,8 +72,8 @@ class CardService:
         self.resend_after_s = cc.resend_after_s
         self.db = CardDB(cfg.db_path, cc.bank_public_key, cc.compound_id, cc.history_versions)
         self._keys = {rid: r.key.value for rid, r in cfg.readers.items()}
-        self._sent: dict[int, tuple] = {}     # reader -> (from, to, how, monotonic time)
-        self._ahead: dict[int, tuple] = {}    # reader -> (held, version) last logged as ahead
+        self._sent: dict[int, tuple] = {}  # reader -> (from, to, how, monotonic time)
+        self._ahead: dict[int, tuple] = {}  # reader -> (held, version) last logged as ahead
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -115,17 +115,32 @@ class CardService:
                 send(lambda counter: link.build_delta(key, reader_id, building_id, counter, blob))
                 nbytes = link.MIN_MSG + len(blob)
             else:
-                blob = build_whitelist(key, reader_id, building_id, plan.to_version, plan.cards,
-                                       issued=max(0, min(epoch_from_unix(int(time.time())), U32)))
+                blob = build_whitelist(
+                    key,
+                    reader_id,
+                    building_id,
+                    plan.to_version,
+                    plan.cards,
+                    issued=max(0, min(epoch_from_unix(int(time.time())), U32)),
+                )
                 nbytes = 0
                 for off, data in link.whitelist_chunks(blob):
-                    send(lambda counter, off=off, data=data: link.build_whitelist_chunk(
-                        key, reader_id, building_id, counter, plan.to_version, len(blob), off, data))
+                    send(
+                        lambda counter, off=off, data=data: link.build_whitelist_chunk(
+                            key, reader_id, building_id, counter, plan.to_version, len(blob), off, data
+                        )
+                    )
                     nbytes += link.MIN_MSG + link.WLCHUNK_HEADER_LEN + len(data)
             self._sent[reader_id] = (plan.from_version, plan.to_version, plan.how, now)
             self.db.record_send(reader_id, building_id, plan, nbytes)
-            self.log("whitelist_sent", reader_id=reader_id, from_version=plan.from_version,
-                     to_version=plan.to_version, how=plan.how, bytes=nbytes)
+            self.log(
+                "whitelist_sent",
+                reader_id=reader_id,
+                from_version=plan.from_version,
+                to_version=plan.to_version,
+                how=plan.how,
+                bytes=nbytes,
+            )
             return plan
 
 
@@ -140,6 +155,12 @@ def apply_and_log(db: CardDB, payload: bytes, log: "logging.Logger | EventLog") 
         dup = bool(getattr(e, "duplicate", False))
         log("card_update_refused", reason=e.reason, detail=str(e), version=cur, duplicate=dup)
         return ApplyResult(False, cur, e.reason, str(e), duplicate=dup)
-    log("card_update_applied", version=u.version, kind=u.kind_name, base_version=u.base_version,
-        ops=len(u.ops), changed=changed)
+    log(
+        "card_update_applied",
+        version=u.version,
+        kind=u.kind_name,
+        base_version=u.base_version,
+        ops=len(u.ops),
+        changed=changed,
+    )
     return ApplyResult(True, u.version, None, "", u.kind_name, u.version, len(u.ops), changed)

@@ -41,15 +41,18 @@ def _open(cfg, make):
     try:
         return make()
     except (OSError, sqlite3.Error) as e:
-        raise _CannotOpen("cannot open the database %s: %s" % (cfg.db_path, getattr(e, "strerror", None) or e)) \
-            from None
+        raise _CannotOpen(
+            "cannot open the database %s: %s" % (cfg.db_path, getattr(e, "strerror", None) or e)
+        ) from None
 
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=PROG, description="liftcard Raspberry Pi gateway")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name, text in (("run", "run the daemon (until SIGTERM/SIGINT)"),
-                       ("status", "print the readers table (and the upstream backlog) from the database")):
+    for name, text in (
+        ("run", "run the daemon (until SIGTERM/SIGINT)"),
+        ("status", "print the readers table (and the upstream backlog) from the database"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", required=True, help="the gateway's TOML config")
     # docs/cards.md: the card database fed by the bank's signed card updates
@@ -121,8 +124,11 @@ def cards_import(cfg, path: Path) -> int:
     try:
         u = verify_update(cc.bank_public_key, cc.compound_id, payload)
         if not cfg.db_path.exists() and u.kind == INCREMENTAL:
-            raise UpdateError(R_GAP, "incremental card update %d->%d, but there is no card database yet "
-                              "(import a snapshot first)" % (u.base_version, u.version))
+            raise UpdateError(
+                R_GAP,
+                "incremental card update %d->%d, but there is no card database yet "
+                "(import a snapshot first)" % (u.base_version, u.version),
+            )
     except UpdateError as e:
         return _fail("card update refused (%s): %s" % (e.reason, e))
     db = _open(cfg, lambda: CardDB(cfg.db_path, cc.bank_public_key, cc.compound_id, cc.history_versions))
@@ -134,8 +140,10 @@ def cards_import(cfg, path: Path) -> int:
         counts = db.counts()
     finally:
         db.close()
-    print("card database at version %d (%s, %d operations, %d cards changed; %d cards in %d buildings)"
-          % (u.version, KIND_NAMES[u.kind], len(u.ops), changed, sum(counts.values()), len(counts)))
+    print(
+        "card database at version %d (%s, %d operations, %d cards changed; %d cards in %d buildings)"
+        % (u.version, KIND_NAMES[u.kind], len(u.ops), changed, sum(counts.values()), len(counts))
+    )
     return 0
 
 

@@ -141,8 +141,9 @@ def parse_config(doc: dict, path: Path) -> GatewayConfig:
             raise GatewayConfigError(f"{pre}.key_file", f"{kf} must hold exactly 64 hex digits (a 32-byte key)")
         first = integer(r, "first_seq", pre, 1, U32) if "first_seq" in r else None
         readers[rid] = ReaderConf(rid, bid, Secret(key), kf, first)
-    return GatewayConfig(Path(path), data_dir, broker, readers, upstream=_parse_upstream(doc, base),
-                         cards=_parse_cards(doc, base))
+    return GatewayConfig(
+        Path(path), data_dir, broker, readers, upstream=_parse_upstream(doc, base), cards=_parse_cards(doc, base)
+    )
 
 
 # -- [upstream]: the link to the bank ledger (docs/upstream.md) ----------------------------
@@ -153,8 +154,8 @@ class UpstreamConf:
     port: int
     ca_file: Path
     cert_file: Path
-    key_file: Path                       # the TLS client key (mode 0600; read by the TLS library)
-    signing_key: Secret = field(repr=False, compare=False)   # Ed25519PrivateKey
+    key_file: Path  # the TLS client key (mode 0600; read by the TLS library)
+    signing_key: Secret = field(repr=False, compare=False)  # Ed25519PrivateKey
     signing_key_file: Path = field(compare=False, default=None)
     ledger_public_key: object = field(repr=False, compare=False, default=None)  # Ed25519PublicKey
     ledger_public_key_file: Path = field(compare=False, default=None)
@@ -170,9 +171,26 @@ class UpstreamConf:
     protocol: str = "3.1.1"
 
 
-_UPSTREAM_KEYS = {"gateway_id", "host", "port", "ca_file", "cert_file", "key_file", "signing_key_file",
-                  "ledger_public_key_file", "client_id", "keepalive", "batch_rides", "max_inflight",
-                  "ack_timeout_s", "max_backoff_s", "scan_interval_s", "username", "password_file", "protocol"}
+_UPSTREAM_KEYS = {
+    "gateway_id",
+    "host",
+    "port",
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "signing_key_file",
+    "ledger_public_key_file",
+    "client_id",
+    "keepalive",
+    "batch_rides",
+    "max_inflight",
+    "ack_timeout_s",
+    "max_backoff_s",
+    "scan_interval_s",
+    "username",
+    "password_file",
+    "protocol",
+}
 
 
 def _parse_upstream(doc: dict, base: Path) -> "UpstreamConf | None":
@@ -186,8 +204,10 @@ def _parse_upstream(doc: dict, base: Path) -> "UpstreamConf | None":
         raise GatewayConfigError("upstream.gateway_id", "must be 1 .. 64 of A-Z a-z 0-9 _ -")
     host = string(up, "host", pre)
     port = integer(up, "port", pre, 1, 65535, 8883)
-    files = {k: existing_file(up, k, pre, base)
-             for k in ("ca_file", "cert_file", "key_file", "signing_key_file", "ledger_public_key_file")}
+    files = {
+        k: existing_file(up, k, pre, base)
+        for k in ("ca_file", "cert_file", "key_file", "signing_key_file", "ledger_public_key_file")
+    }
     private_file(files["key_file"], "upstream.key_file")
     try:
         ctx = ssl.create_default_context(cafile=str(files["ca_file"]))
@@ -196,8 +216,11 @@ def _parse_upstream(doc: dict, base: Path) -> "UpstreamConf | None":
     try:
         ctx.load_cert_chain(str(files["cert_file"]), str(files["key_file"]))
     except (ssl.SSLError, OSError):
-        raise GatewayConfigError("upstream.cert_file", f"{files['cert_file']} and {files['key_file']} are not a "
-                                 "matching PEM certificate and unencrypted private key") from None
+        raise GatewayConfigError(
+            "upstream.cert_file",
+            f"{files['cert_file']} and {files['key_file']} are not a "
+            "matching PEM certificate and unencrypted private key",
+        ) from None
     try:
         skey = keys.load_signing_key(files["signing_key_file"])
     except keys.KeyFileError as e:
@@ -222,15 +245,34 @@ def _parse_upstream(doc: dict, base: Path) -> "UpstreamConf | None":
     protocol = string(up, "protocol", pre, "3.1.1")
     if protocol not in ("3.1.1", "5"):
         raise GatewayConfigError("upstream.protocol", 'must be "3.1.1" or "5"')
-    return UpstreamConf(gid, host, port, files["ca_file"], files["cert_file"], files["key_file"], Secret(skey),
-                        files["signing_key_file"], lpub, files["ledger_public_key_file"], client_id, keepalive,
-                        batch_rides, max_inflight, ack_timeout, max_backoff, scan, username, password, protocol)
+    return UpstreamConf(
+        gid,
+        host,
+        port,
+        files["ca_file"],
+        files["cert_file"],
+        files["key_file"],
+        Secret(skey),
+        files["signing_key_file"],
+        lpub,
+        files["ledger_public_key_file"],
+        client_id,
+        keepalive,
+        batch_rides,
+        max_inflight,
+        ack_timeout,
+        max_backoff,
+        scan,
+        username,
+        password,
+        protocol,
+    )
 
 
 # -- [cards]: the card database fed by the bank's signed updates (docs/cards.md) ------------
 @dataclass(frozen=True)
 class CardsConf:
-    bank_public_key: bytes = field(repr=False)   # raw Ed25519 public key, 32 bytes (public, not secret)
+    bank_public_key: bytes = field(repr=False)  # raw Ed25519 public key, 32 bytes (public, not secret)
     bank_public_key_file: Path = None
     compound_id: int = 0
     full_list_after_ops: int = 238
@@ -242,14 +284,19 @@ def _parse_cards(doc: dict, base: Path) -> "CardsConf | None":
     if "cards" not in doc:
         return None
     t = table(doc, "cards")
-    no_unknown_keys(t, {"bank_public_key_file", "compound_id", "full_list_after_ops", "resend_after_s",
-                        "history_versions"}, "cards")
+    no_unknown_keys(
+        t, {"bank_public_key_file", "compound_id", "full_list_after_ops", "resend_after_s", "history_versions"}, "cards"
+    )
     kf = path_field(t, "bank_public_key_file", "cards", base)
     try:
         pub = keys.public_key_bytes(keys.load_public_key(kf))
     except keys.KeyFileError as e:
         raise GatewayConfigError("cards.bank_public_key_file", str(e)) from None
-    return CardsConf(pub, kf, integer(t, "compound_id", "cards", 1, ID_MAX),
-                     integer(t, "full_list_after_ops", "cards", 0, 238, 238),
-                     integer(t, "resend_after_s", "cards", 1, 86400, 120),
-                     integer(t, "history_versions", "cards", 1, 100000, 64))
+    return CardsConf(
+        pub,
+        kf,
+        integer(t, "compound_id", "cards", 1, ID_MAX),
+        integer(t, "full_list_after_ops", "cards", 0, 238, 238),
+        integer(t, "resend_after_s", "cards", 1, 86400, 120),
+        integer(t, "history_versions", "cards", 1, 100000, 64),
+    )

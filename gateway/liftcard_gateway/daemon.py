@@ -105,8 +105,9 @@ class Gateway:
         self._inbox: queue.Queue = queue.Queue(INBOX_MAX)
         self._ingest_done = threading.Event()
         self._ingester = threading.Thread(target=self._ingest, name="ingest", daemon=True)
-        self.mqtt = MqttService(broker_settings(cfg), SUBSCRIPTIONS, self.log, self._on_message,
-                                on_connect=self._on_connect)
+        self.mqtt = MqttService(
+            broker_settings(cfg), SUBSCRIPTIONS, self.log, self._on_message, on_connect=self._on_connect
+        )
         self.client = self.mqtt.client
         # docs/cards.md: the card database and whitelist distribution ([cards]; None: none).
         self.cards = None
@@ -115,16 +116,23 @@ class Gateway:
         # The upstream to the bank ledger (docs/upstream.md), when [upstream] is configured.
         self.upstream = None
         if cfg.upstream is not None:
-            self.upstream = Upstream(cfg.upstream, cfg.db_path, log,
-                                     on_card_update=self._queue_card_update if self.cards is not None else None)
+            self.upstream = Upstream(
+                cfg.upstream,
+                cfg.db_path,
+                log,
+                on_card_update=self._queue_card_update if self.cards is not None else None,
+            )
         # reader_id -> the whitelist version its last STATUS reported: a card
         # update is pushed at once to these readers. Seeded from the database,
         # so after a restart the readers still online need not wait for their
         # next heartbeat.
         self._held: dict[int, int] = {
-            rid: v for rid, v in self.store.conn.execute(
-                "SELECT reader_id, wl_version FROM readers WHERE online=1 AND wl_version IS NOT NULL")
-            if rid in cfg.readers}
+            rid: v
+            for rid, v in self.store.conn.execute(
+                "SELECT reader_id, wl_version FROM readers WHERE online=1 AND wl_version IS NOT NULL"
+            )
+            if rid in cfg.readers
+        }
 
     # -- down counter -----------------------------------------------------------
     def _next_counter(self) -> int:
@@ -169,8 +177,9 @@ class Gateway:
         """SUNCTR down messages (<= 64 entries each) to one reader; returns how many."""
         n = 0
         for part in link.sun_batches(entries):
-            msg = link.build_sunctr(self._keys[reader_id], reader_id, building_id, self._next_counter(), part,
-                                      down=True)
+            msg = link.build_sunctr(
+                self._keys[reader_id], reader_id, building_id, self._next_counter(), part, down=True
+            )
             self.client.publish(reader_topics(building_id, reader_id)["down"], msg, qos=1)
             n += 1
         return n
@@ -202,8 +211,9 @@ class Gateway:
     # -- card database ------------------------------------------------------------
     def _offer_cards(self, reader_id: int, building_id: int, held: int) -> None:
         down = reader_topics(building_id, reader_id)["down"]
-        self.cards.on_status(reader_id, building_id, held,
-                             lambda make: self.client.publish(down, make(self._next_counter()), qos=1))
+        self.cards.on_status(
+            reader_id, building_id, held, lambda make: self.client.publish(down, make(self._next_counter()), qos=1)
+        )
 
     def _queue_card_update(self, payload: bytes) -> None:
         # From the upstream's network thread: applied on the ingest thread,
@@ -336,9 +346,16 @@ class Gateway:
                 return
             st = msg.status
             synced = bool(st.flags & link.ST_CLOCK_SYNCED)
-            self.log("status", reader_id=reader_id, backlog=st.backlog, wl_version=st.wl_version,
-                     free_heap=st.free_heap, uptime=st.uptime, clock_synced=synced,
-                     drift_s=(st.time - epoch_from_unix(int(time.time()))) if synced else None)
+            self.log(
+                "status",
+                reader_id=reader_id,
+                backlog=st.backlog,
+                wl_version=st.wl_version,
+                free_heap=st.free_heap,
+                uptime=st.uptime,
+                clock_synced=synced,
+                drift_s=(st.time - epoch_from_unix(int(time.time()))) if synced else None,
+            )
             prev = self._clock.get(reader_id)
             if prev is None or prev[1] != st.boot or st.uptime < prev[2]:
                 self._sun_synced.discard(reader_id)  # a (re)connect or a reboot: catch up
@@ -369,11 +386,17 @@ class Gateway:
             legacy = sum(1 for r in msg.rides if r.flags & Flag.LEGACY_UID)
             if legacy:  # UID-only cards: copyable; the operator should know which readers allow them
                 self.log("legacy_rides", reader_id=reader_id, rides=legacy)
-            ack = link.build_ack(self._keys[reader_id], reader_id, building_id, self._next_counter(),
-                                   res.ack_seq)
+            ack = link.build_ack(self._keys[reader_id], reader_id, building_id, self._next_counter(), res.ack_seq)
             self.client.publish(reader_topics(building_id, reader_id)["down"], ack, qos=1)
-            self.log("stored", reader_id=reader_id, rides=len(msg.rides), inserted=res.inserted,
-                     duplicates=res.duplicates, ack_seq=res.ack_seq, corrected=res.corrected)
+            self.log(
+                "stored",
+                reader_id=reader_id,
+                rides=len(msg.rides),
+                inserted=res.inserted,
+                duplicates=res.duplicates,
+                ack_seq=res.ack_seq,
+                corrected=res.corrected,
+            )
 
     # -- running ------------------------------------------------------------------
     def stop(self, *_a) -> None:

@@ -45,8 +45,13 @@ def connect(path, readonly: bool = False, timeout: float = BUSY_TIMEOUT_S) -> sq
     Creates the parent directory (not for readonly)."""
     path = Path(path)
     if readonly:
-        return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=timeout,
-                               isolation_level=None, check_same_thread=False)
+        return sqlite3.connect(
+            path.resolve().as_uri() + "?mode=ro",
+            uri=True,
+            timeout=timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
     try:
@@ -119,8 +124,10 @@ def migrate(conn, migrations: Sequence[Migration]) -> int:
     with transaction(conn):
         have = user_version(conn)  # again, under the lock: another process may have migrated
         if have > target:
-            raise SchemaError("the database's schema version %d is newer than this program's %d "
-                              "(a newer liftcard made it)" % (have, target))
+            raise SchemaError(
+                "the database's schema version %d is newer than this program's %d "
+                "(a newer liftcard made it)" % (have, target)
+            )
         for version in range(have + 1, target + 1):
             migrations[version - 1](conn)
             conn.execute("PRAGMA user_version=%d" % version)
@@ -139,6 +146,7 @@ def open_db(path, migrations: Sequence[Migration], timeout: float = BUSY_TIMEOUT
 
 
 # -- helpers for migrations -------------------------------------------------------------
+
 
 def run_statements(conn, sql: str) -> None:
     """Execute the ';'-separated statements of sql one by one (inside the

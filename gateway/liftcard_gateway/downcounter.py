@@ -35,8 +35,7 @@ def _clock_us() -> int:
 class DownCounter:
     """Thread-safe source of down counters; `store` is a store.Store."""
 
-    def __init__(self, store, clock_us: Callable[[], int] = _clock_us,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, store, clock_us: Callable[[], int] = _clock_us, sleep: Callable[[float], None] = time.sleep):
         self._store = store
         self._clock_us = clock_us
         self._sleep = sleep

@@ -36,9 +36,19 @@ import time
 ROOT = "liftcard"
 
 # Event names logged above INFO: what an operator alerts on (docs/operations.md).
-_WARNING_EVENTS = frozenset({"refused", "broker_refused", "disconnected", "gap", "time_not_sent",
-                             "card_update_refused", "upstream_refused", "upstream_broker_refused",
-                             "upstream_disconnected"})
+_WARNING_EVENTS = frozenset(
+    {
+        "refused",
+        "broker_refused",
+        "disconnected",
+        "gap",
+        "time_not_sent",
+        "card_update_refused",
+        "upstream_refused",
+        "upstream_broker_refused",
+        "upstream_disconnected",
+    }
+)
 _ERROR_EVENTS = frozenset({"error", "upstream_error"})
 
 

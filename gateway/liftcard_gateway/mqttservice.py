@@ -56,13 +56,13 @@ class MqttSettings:
     port: int
     client_id: str
     keepalive: int = 30
-    protocol: str = "3.1.1"                  # or "5"
-    persistent: bool = True                  # a session the broker keeps while the client is away
+    protocol: str = "3.1.1"  # or "5"
+    persistent: bool = True  # a session the broker keeps while the client is away
     username: str | None = None
-    password: object = field(default=None, repr=False)   # a config.Secret (or None)
+    password: object = field(default=None, repr=False)  # a config.Secret (or None)
     tls: TlsFiles | None = None
-    reconnect_delay: tuple[int, int] = (1, 30)           # seconds: first, most
-    max_inflight: int | None = None                      # paho's default (20) when None
+    reconnect_delay: tuple[int, int] = (1, 30)  # seconds: first, most
+    max_inflight: int | None = None  # paho's default (20) when None
 
 
 def _secret_value(v):
@@ -83,19 +83,28 @@ class _PahoLog(logging.LoggerAdapter):
             super().log(level, msg, *args, **kwargs)
 
 
-def make_client(s: MqttSettings, logger: logging.Logger | None = None,
-                quiet: threading.Event | None = None) -> mqtt.Client:
+def make_client(
+    s: MqttSettings, logger: logging.Logger | None = None, quiet: threading.Event | None = None
+) -> mqtt.Client:
     """A paho client set up from s (module docstring); not connected yet. paho
     logs to logger's child `paho`, unless `quiet` is set."""
     v5 = s.protocol == "5"
     if s.protocol not in ("3.1.1", "5"):
         raise ValueError('protocol must be "3.1.1" or "5"')
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id,
-                    clean_session=None if v5 else not s.persistent,
-                    protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311)
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=s.client_id,
+        clean_session=None if v5 else not s.persistent,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+    )
     if s.tls is not None:
-        c.tls_set(ca_certs=str(s.tls.ca_file), certfile=str(s.tls.cert_file), keyfile=str(s.tls.key_file),
-                  cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        c.tls_set(
+            ca_certs=str(s.tls.ca_file),
+            certfile=str(s.tls.cert_file),
+            keyfile=str(s.tls.key_file),
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
     if s.username is not None:
         c.username_pw_set(s.username, None if s.password is None else _secret_value(s.password))
     c.reconnect_delay_set(*s.reconnect_delay)
@@ -123,9 +132,16 @@ class MqttService:
     subscriptions: [(topic filter, qos), ...], subscribed at every connect.
     log: an EventLog (logs.events); event names get `prefix` in front."""
 
-    def __init__(self, settings: MqttSettings, subscriptions, log: EventLog,
-                 on_message: Callable[[str, bytes], None], on_connect: Callable[[bool], None] | None = None,
-                 on_disconnect: Callable[[], None] | None = None, prefix: str = ""):
+    def __init__(
+        self,
+        settings: MqttSettings,
+        subscriptions,
+        log: EventLog,
+        on_message: Callable[[str, bytes], None],
+        on_connect: Callable[[bool], None] | None = None,
+        on_disconnect: Callable[[], None] | None = None,
+        prefix: str = "",
+    ):
         self.settings = settings
         self.subscriptions = list(subscriptions)
         self.log = log
@@ -178,8 +194,9 @@ class MqttService:
         session_present = bool(getattr(flags, "session_present", False))
         if self._on_connect_cb is not None:
             self._on_connect_cb(session_present)
-        self.log(self.prefix + "connected", host=self.settings.host, port=self.settings.port,
-                 session_present=session_present)
+        self.log(
+            self.prefix + "connected", host=self.settings.host, port=self.settings.port, session_present=session_present
+        )
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         self._subscribed.set()

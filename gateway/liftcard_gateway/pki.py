@@ -32,8 +32,7 @@ CARDS_IDENTITY = "cards"  # the bank's card publisher: writes card updates, noth
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m liftcard_gateway.pki",
-                                 description="liftcard upstream keys")
+    ap = argparse.ArgumentParser(prog="python -m liftcard_gateway.pki", description="liftcard upstream keys")
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("signing-key", help="a new Ed25519 signing key (private PEM 0600 + public PEM)")
     s.add_argument("--out", required=True)
@@ -43,8 +42,10 @@ def main(argv=None) -> int:
         new_signing_key(args.out, args.pub)
         print("wrote %s and %s" % (args.out, args.pub))
     except (KeyFileError, OSError) as e:
-        print("liftcard pki: %s" % (e if isinstance(e, KeyFileError) else "%s: %s" % (e.filename, e.strerror)),
-              file=sys.stderr)
+        print(
+            "liftcard pki: %s" % (e if isinstance(e, KeyFileError) else "%s: %s" % (e.filename, e.strerror)),
+            file=sys.stderr,
+        )
         return 1
     return 0
 

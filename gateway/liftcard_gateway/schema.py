@@ -23,7 +23,9 @@ from .db import add_missing_columns, open_db, run_statements
 
 def _v1_store(conn) -> None:
     """The store's tables (store.py)."""
-    run_statements(conn, """
+    run_statements(
+        conn,
+        """
 CREATE TABLE IF NOT EXISTS rides (
     reader_id INTEGER NOT NULL, seq INTEGER NOT NULL, time INTEGER, uptime INTEGER, card_id TEXT,
     household INTEGER, floor INTEGER, fee INTEGER, result INTEGER, flags INTEGER, boot INTEGER,
@@ -48,7 +50,8 @@ CREATE TABLE IF NOT EXISTS sun_counters (
     PRIMARY KEY (building_id, card_id)
 );
 CREATE INDEX IF NOT EXISTS sun_recent ON sun_counters (building_id, updated_at);
-""")
+""",
+    )
 
 
 def _v2_store_columns(conn) -> None:
@@ -56,14 +59,19 @@ def _v2_store_columns(conn) -> None:
     older rows: not corrected, no TIME sent, no drift measured), and the index
     the unsynced-ride correction reads."""
     add_missing_columns(conn, "rides", {"time_corrected": "INTEGER", "time_ref_seq": "INTEGER"})
-    add_missing_columns(conn, "readers", {"time_sent_at": "REAL", "time_sent_epoch": "INTEGER",
-                                          "clock_drift_s": "INTEGER", "clock_at": "REAL"})
+    add_missing_columns(
+        conn,
+        "readers",
+        {"time_sent_at": "REAL", "time_sent_epoch": "INTEGER", "clock_drift_s": "INTEGER", "clock_at": "REAL"},
+    )
     conn.execute("CREATE INDEX IF NOT EXISTS rides_boot ON rides (reader_id, boot, seq)")
 
 
 def _v3_cards(conn) -> None:
     """The card database (carddb.py)."""
-    run_statements(conn, """
+    run_statements(
+        conn,
+        """
 CREATE TABLE IF NOT EXISTS card_meta (key TEXT PRIMARY KEY, value INTEGER);
 CREATE TABLE IF NOT EXISTS cards (
     building_id INTEGER NOT NULL, card_id TEXT NOT NULL, household INTEGER, floors INTEGER,
@@ -84,13 +92,16 @@ CREATE TABLE IF NOT EXISTS card_sends (
     reader_id INTEGER PRIMARY KEY, building_id INTEGER, from_version INTEGER, to_version INTEGER,
     how TEXT, bytes INTEGER, sent_at REAL
 );
-""")
+""",
+    )
 
 
 def _v4_upstream(conn) -> None:
     """The upstream's batches and per-reader positions (upstream.py), and the
     index it reads a reader's rides through in storage (rowid) order."""
-    run_statements(conn, """
+    run_statements(
+        conn,
+        """
 CREATE TABLE IF NOT EXISTS upstream_batches (
     batch_id INTEGER PRIMARY KEY,
     reader_id INTEGER NOT NULL,
@@ -114,7 +125,8 @@ CREATE TABLE IF NOT EXISTS upstream_readers (
     last_ack_at REAL
 );
 CREATE INDEX IF NOT EXISTS upstream_rides_reader ON rides(reader_id);
-""")
+""",
+    )
 
 
 MIGRATIONS = (_v1_store, _v2_store_columns, _v3_cards, _v4_upstream)

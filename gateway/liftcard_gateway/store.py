@@ -75,11 +75,11 @@ class UnknownReader(StoreError):
 
 @dataclass(frozen=True)
 class BatchResult:
-    ack_seq: int          # highest contiguous seq stored (0: none yet)
-    inserted: int         # new rides stored
-    duplicates: int       # rides already held (resent after a lost ack)
-    new_gaps: tuple       # ((from_seq, to_seq), ...) noticed by this batch
-    corrected: int = 0    # unsynced rides whose time_corrected this batch set
+    ack_seq: int  # highest contiguous seq stored (0: none yet)
+    inserted: int  # new rides stored
+    duplicates: int  # rides already held (resent after a lost ack)
+    new_gaps: tuple  # ((from_seq, to_seq), ...) noticed by this batch
+    corrected: int = 0  # unsynced rides whose time_corrected this batch set
 
 
 def _now() -> float:
@@ -107,15 +107,18 @@ class Store:
         with transaction(c):
             row = c.execute("SELECT first_seq, max_seq FROM readers WHERE reader_id=?", (reader_id,)).fetchone()
             if row is None:
-                c.execute("INSERT INTO readers (reader_id, building_id, first_seq, acked_seq, max_seq, "
-                          "last_up_counter, online) VALUES (?, ?, ?, ?, NULL, 0, 0)",
-                          (reader_id, building_id, first_seq,
-                           None if first_seq is None else first_seq - 1))
+                c.execute(
+                    "INSERT INTO readers (reader_id, building_id, first_seq, acked_seq, max_seq, "
+                    "last_up_counter, online) VALUES (?, ?, ?, ?, NULL, 0, 0)",
+                    (reader_id, building_id, first_seq, None if first_seq is None else first_seq - 1),
+                )
             else:
                 c.execute("UPDATE readers SET building_id=? WHERE reader_id=?", (building_id, reader_id))
                 if first_seq is not None and row[1] is None:
-                    c.execute("UPDATE readers SET first_seq=?, acked_seq=? WHERE reader_id=?",
-                              (first_seq, first_seq - 1, reader_id))
+                    c.execute(
+                        "UPDATE readers SET first_seq=?, acked_seq=? WHERE reader_id=?",
+                        (first_seq, first_seq - 1, reader_id),
+                    )
 
     def last_counter(self, reader_id: int) -> int:
         row = self.conn.execute("SELECT last_up_counter FROM readers WHERE reader_id=?", (reader_id,)).fetchone()
@@ -173,8 +176,9 @@ class Store:
     def _store_one(self, reader_id: int, counter: int, rides: list, now: float) -> BatchResult:
         """One message, inside the caller's transaction."""
         c = self.conn
-        row = c.execute("SELECT first_seq, acked_seq, max_seq, last_up_counter FROM readers "
-                        "WHERE reader_id=?", (reader_id,)).fetchone()
+        row = c.execute(
+            "SELECT first_seq, acked_seq, max_seq, last_up_counter FROM readers WHERE reader_id=?", (reader_id,)
+        ).fetchone()
         if row is None:
             raise UnknownReader("reader %d is not registered" % reader_id)
         first_seq, acked, max_seq, last_counter = row
@@ -190,8 +194,25 @@ class Store:
         c.executemany(
             "INSERT OR IGNORE INTO rides (reader_id, seq, time, uptime, card_id, household, floor, fee, "
             "result, flags, boot, received_at, up_counter) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(reader_id, r.seq, r.time, r.uptime, "%016x" % r.card_id, r.household, r.floor, r.fee,
-              r.result, r.flags, r.boot, now, counter) for r in rides])
+            [
+                (
+                    reader_id,
+                    r.seq,
+                    r.time,
+                    r.uptime,
+                    "%016x" % r.card_id,
+                    r.household,
+                    r.floor,
+                    r.fee,
+                    r.result,
+                    r.flags,
+                    r.boot,
+                    now,
+                    counter,
+                )
+                for r in rides
+            ],
+        )
         inserted = c.total_changes - before
         # Gaps: a seq beyond the highest stored + 1 leaves a hole; record it.
         new_gaps = []
@@ -202,28 +223,33 @@ class Store:
             if hi is None or s > hi:
                 hi = s
         for g in new_gaps:
-            c.execute("INSERT INTO gaps (reader_id, from_seq, to_seq, noticed_at) VALUES (?,?,?,?)",
-                      (reader_id, g[0], g[1], now))
+            c.execute(
+                "INSERT INTO gaps (reader_id, from_seq, to_seq, noticed_at) VALUES (?,?,?,?)",
+                (reader_id, g[0], g[1], now),
+            )
         # Advance the contiguous run.
         if acked is not None:
             nxt = acked + 1
-            for (s,) in c.execute("SELECT seq FROM rides WHERE reader_id=? AND seq>? ORDER BY seq",
-                                  (reader_id, acked)):
+            for (s,) in c.execute("SELECT seq FROM rides WHERE reader_id=? AND seq>? ORDER BY seq", (reader_id, acked)):
                 if s != nxt:
                     break
                 nxt += 1
             acked = nxt - 1
         # Close gaps whose every seq is now stored.
-        for gid, f, t in c.execute("SELECT id, from_seq, to_seq FROM gaps WHERE reader_id=? AND "
-                                   "filled_at IS NULL", (reader_id,)).fetchall():
-            n = c.execute("SELECT count(*) FROM rides WHERE reader_id=? AND seq BETWEEN ? AND ?",
-                          (reader_id, f, t)).fetchone()[0]
+        for gid, f, t in c.execute(
+            "SELECT id, from_seq, to_seq FROM gaps WHERE reader_id=? AND filled_at IS NULL", (reader_id,)
+        ).fetchall():
+            n = c.execute(
+                "SELECT count(*) FROM rides WHERE reader_id=? AND seq BETWEEN ? AND ?", (reader_id, f, t)
+            ).fetchone()[0]
             if n == t - f + 1:
                 c.execute("UPDATE gaps SET filled_at=? WHERE id=?", (now, gid))
         corrected = self._correct_unsynced(reader_id, {r.boot for r in rides})
-        c.execute("UPDATE readers SET first_seq=?, acked_seq=?, max_seq=?, last_up_counter=?, "
-                  "last_seen=?, online=1 WHERE reader_id=?",
-                  (first_seq, acked, hi, counter, now, reader_id))
+        c.execute(
+            "UPDATE readers SET first_seq=?, acked_seq=?, max_seq=?, last_up_counter=?, "
+            "last_seen=?, online=1 WHERE reader_id=?",
+            (first_seq, acked, hi, counter, now, reader_id),
+        )
         return BatchResult(acked or 0, inserted, len(rides) - inserted, tuple(new_gaps), corrected)
 
     def _correct_unsynced(self, reader_id: int, boots) -> int:
@@ -233,18 +259,32 @@ class Store:
         c = self.conn
         n = 0
         for boot in sorted(boots):
-            ref = c.execute("SELECT seq, time, uptime FROM rides WHERE reader_id=? AND boot=? "
-                            "AND (flags & ?)=0 ORDER BY seq LIMIT 1",
-                            (reader_id, boot, int(Flag.CLOCK_UNSYNCED))).fetchone()
+            ref = c.execute(
+                "SELECT seq, time, uptime FROM rides WHERE reader_id=? AND boot=? "
+                "AND (flags & ?)=0 ORDER BY seq LIMIT 1",
+                (reader_id, boot, int(Flag.CLOCK_UNSYNCED)),
+            ).fetchone()
             if ref is None:
                 continue
             ref_seq, ref_time, ref_uptime = ref
             before = c.total_changes
-            c.execute("UPDATE rides SET time_corrected=? - (? - uptime), time_ref_seq=? "
-                      "WHERE reader_id=? AND boot=? AND (flags & ?)!=0 AND time_corrected IS NULL "
-                      "AND seq<? AND uptime<=? AND ? - (? - uptime) >= 0",
-                      (ref_time, ref_uptime, ref_seq, reader_id, boot, int(Flag.CLOCK_UNSYNCED),
-                       ref_seq, ref_uptime, ref_time, ref_uptime))
+            c.execute(
+                "UPDATE rides SET time_corrected=? - (? - uptime), time_ref_seq=? "
+                "WHERE reader_id=? AND boot=? AND (flags & ?)!=0 AND time_corrected IS NULL "
+                "AND seq<? AND uptime<=? AND ? - (? - uptime) >= 0",
+                (
+                    ref_time,
+                    ref_uptime,
+                    ref_seq,
+                    reader_id,
+                    boot,
+                    int(Flag.CLOCK_UNSYNCED),
+                    ref_seq,
+                    ref_uptime,
+                    ref_time,
+                    ref_uptime,
+                ),
+            )
             n += c.total_changes - before
         return n
 
@@ -262,16 +302,31 @@ class Store:
         c = self.conn
         with transaction(c):
             self._check_counter(reader_id, counter)
-            c.execute("UPDATE readers SET last_up_counter=?, last_seen=?, status_at=?, online=1, uptime=?, "
-                      "free_heap=?, backlog=?, wl_version=?, unrecorded=?, last_error=?, status_flags=?, boot=?, "
-                      "clock_drift_s=?, clock_at=CASE WHEN ? IS NULL THEN clock_at ELSE ? END "
-                      "WHERE reader_id=?",
-                      (counter, now, now, status.uptime, status.free_heap, status.backlog, status.wl_version,
-                       status.unrecorded, status.last_error, status.flags, status.boot, drift, drift, now,
-                       reader_id))
+            c.execute(
+                "UPDATE readers SET last_up_counter=?, last_seen=?, status_at=?, online=1, uptime=?, "
+                "free_heap=?, backlog=?, wl_version=?, unrecorded=?, last_error=?, status_flags=?, boot=?, "
+                "clock_drift_s=?, clock_at=CASE WHEN ? IS NULL THEN clock_at ELSE ? END "
+                "WHERE reader_id=?",
+                (
+                    counter,
+                    now,
+                    now,
+                    status.uptime,
+                    status.free_heap,
+                    status.backlog,
+                    status.wl_version,
+                    status.unrecorded,
+                    status.last_error,
+                    status.flags,
+                    status.boot,
+                    drift,
+                    drift,
+                    now,
+                    reader_id,
+                ),
+            )
 
-    def merge_sun(self, reader_id: int, building_id: int, counter: int, entries,
-                  now: float | None = None) -> list:
+    def merge_sun(self, reader_id: int, building_id: int, counter: int, entries, now: float | None = None) -> list:
         """Max-merge the (card_id, counter) entries of a verified SUNCTR from
         the reader into its building's sun_counters, and record the message's
         link counter, in ONE transaction. Returns the entries that raised a
@@ -283,13 +338,17 @@ class Store:
             self._check_counter(reader_id, counter)
             for card_id, ctr in entries:
                 cid = "%016x" % card_id
-                cur = c.execute("SELECT counter FROM sun_counters WHERE building_id=? AND card_id=?",
-                                (building_id, cid)).fetchone()
+                cur = c.execute(
+                    "SELECT counter FROM sun_counters WHERE building_id=? AND card_id=?", (building_id, cid)
+                ).fetchone()
                 if cur is not None and ctr <= cur[0]:
                     continue
-                c.execute("INSERT INTO sun_counters (building_id, card_id, counter, updated_at) VALUES (?, ?, ?, ?) "
-                          "ON CONFLICT (building_id, card_id) DO UPDATE SET counter=excluded.counter, "
-                          "updated_at=excluded.updated_at", (building_id, cid, ctr, now))
+                c.execute(
+                    "INSERT INTO sun_counters (building_id, card_id, counter, updated_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (building_id, card_id) DO UPDATE SET counter=excluded.counter, "
+                    "updated_at=excluded.updated_at",
+                    (building_id, cid, ctr, now),
+                )
                 raised[card_id] = ctr
             c.execute("UPDATE readers SET last_up_counter=?, last_seen=? WHERE reader_id=?", (counter, now, reader_id))
         return list(raised.items())
@@ -306,8 +365,9 @@ class Store:
     def record_time_sent(self, reader_id: int, epoch_s: int, now: float | None = None) -> None:
         """Note that a TIME with epoch_s was published to the reader."""
         now = _now() if now is None else now
-        self.conn.execute("UPDATE readers SET time_sent_at=?, time_sent_epoch=? WHERE reader_id=?",
-                          (now, epoch_s, reader_id))
+        self.conn.execute(
+            "UPDATE readers SET time_sent_at=?, time_sent_epoch=? WHERE reader_id=?", (now, epoch_s, reader_id)
+        )
 
     def mark_offline(self, reader_id: int) -> None:
         self.conn.execute("UPDATE readers SET online=0 WHERE reader_id=?", (reader_id,))
@@ -333,8 +393,11 @@ class Store:
     # -- reading ------------------------------------------------------------
     def rides(self, reader_id: int) -> list[RideRecord]:
         out = []
-        for row in self.conn.execute("SELECT seq, time, uptime, card_id, household, floor, fee, result, flags, "
-                                     "boot FROM rides WHERE reader_id=? ORDER BY seq", (reader_id,)):
+        for row in self.conn.execute(
+            "SELECT seq, time, uptime, card_id, household, floor, fee, result, flags, "
+            "boot FROM rides WHERE reader_id=? ORDER BY seq",
+            (reader_id,),
+        ):
             vals = list(row)
             vals[3] = int(vals[3], 16)
             out.append(RideRecord(*vals))
@@ -343,8 +406,12 @@ class Store:
     def ride_times(self, reader_id: int) -> list[dict]:
         """seq, time (as logged), time_corrected, time_ref_seq, flags, boot, uptime per ride."""
         cols = ("seq", "time", "time_corrected", "time_ref_seq", "flags", "boot", "uptime")
-        return [dict(zip(cols, r)) for r in self.conn.execute(
-            "SELECT %s FROM rides WHERE reader_id=? ORDER BY seq" % ", ".join(cols), (reader_id,))]
+        return [
+            dict(zip(cols, r))
+            for r in self.conn.execute(
+                "SELECT %s FROM rides WHERE reader_id=? ORDER BY seq" % ", ".join(cols), (reader_id,)
+            )
+        ]
 
     def ride_count(self, reader_id: int | None = None) -> int:
         if reader_id is None:
@@ -355,15 +422,19 @@ class Store:
         q = "SELECT from_seq, to_seq, noticed_at, filled_at FROM gaps WHERE reader_id=?"
         if open_only:
             q += " AND filled_at IS NULL"
-        return [dict(zip(("from_seq", "to_seq", "noticed_at", "filled_at"), r))
-                for r in self.conn.execute(q + " ORDER BY id", (reader_id,))]
+        return [
+            dict(zip(("from_seq", "to_seq", "noticed_at", "filled_at"), r))
+            for r in self.conn.execute(q + " ORDER BY id", (reader_id,))
+        ]
 
     def status_rows(self) -> list[dict]:
         rows = []
         for r in self.db.query(
-                "SELECT r.*, (SELECT count(*) FROM gaps g WHERE g.reader_id=r.reader_id AND g.filled_at IS NULL) "
-                "AS open_gaps, (SELECT count(*) FROM rides x WHERE x.reader_id=r.reader_id) AS stored, "
-                "(SELECT count(*) FROM rides y WHERE y.reader_id=r.reader_id AND (y.flags & ?)!=0) AS legacy "
-                "FROM readers r ORDER BY r.reader_id", (int(Flag.LEGACY_UID),)):
+            "SELECT r.*, (SELECT count(*) FROM gaps g WHERE g.reader_id=r.reader_id AND g.filled_at IS NULL) "
+            "AS open_gaps, (SELECT count(*) FROM rides x WHERE x.reader_id=r.reader_id) AS stored, "
+            "(SELECT count(*) FROM rides y WHERE y.reader_id=r.reader_id AND (y.flags & ?)!=0) AS legacy "
+            "FROM readers r ORDER BY r.reader_id",
+            (int(Flag.LEGACY_UID),),
+        ):
             rows.append(r)
         return rows

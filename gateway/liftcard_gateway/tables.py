@@ -43,11 +43,39 @@ def format_status(rows: list[dict], now: float | None = None) -> str:
         d = r.get("clock_drift_s")
         return "-" if d is None else "%+ds" % d
 
-    head = ("reader", "building", "online", "last seen", "acked seq", "stored", "backlog", "wl version",
-            "free heap", "clock", "drift", "gaps", "legacy")
-    body = [(str(r["reader_id"]), str(r["building_id"]), "yes" if r["online"] else "no", ago(r["last_seen"], now),
-             v(r["acked_seq"]), str(r["stored"]), v(r["backlog"]), v(r["wl_version"]), v(r["free_heap"]), clock(r),
-             drift(r), str(r["open_gaps"]), str(r.get("legacy") or 0)) for r in rows]
+    head = (
+        "reader",
+        "building",
+        "online",
+        "last seen",
+        "acked seq",
+        "stored",
+        "backlog",
+        "wl version",
+        "free heap",
+        "clock",
+        "drift",
+        "gaps",
+        "legacy",
+    )
+    body = [
+        (
+            str(r["reader_id"]),
+            str(r["building_id"]),
+            "yes" if r["online"] else "no",
+            ago(r["last_seen"], now),
+            v(r["acked_seq"]),
+            str(r["stored"]),
+            v(r["backlog"]),
+            v(r["wl_version"]),
+            v(r["free_heap"]),
+            clock(r),
+            drift(r),
+            str(r["open_gaps"]),
+            str(r.get("legacy") or 0),
+        )
+        for r in rows
+    ]
     return render_table(head, body)
 
 
@@ -55,10 +83,17 @@ def format_upstream_status(rows: list[dict], now: float | None = None) -> str:
     """The upstream table of `status`, from upstream.upstream_status()."""
     now = time.time() if now is None else now
     head = ("reader", "stored", "ledger acked", "backlog", "in flight", "last ack")
-    body = [(str(r["reader_id"]), str(r["stored"]), str(r["ledger_acked"]), str(r["backlog"]),
-             "-" if r["inflight_batch"] is None else "batch %d" % r["inflight_batch"],
-             ago(r["last_ack_at"], now))
-            for r in rows]
+    body = [
+        (
+            str(r["reader_id"]),
+            str(r["stored"]),
+            str(r["ledger_acked"]),
+            str(r["backlog"]),
+            "-" if r["inflight_batch"] is None else "batch %d" % r["inflight_batch"],
+            ago(r["last_ack_at"], now),
+        )
+        for r in rows
+    ]
     return render_table(head, body)
 
 
@@ -74,8 +109,10 @@ def format_cards_status(db, cfg, held: dict, now: float | None = None) -> str:
         out.append("card database: empty (version 0): import a snapshot")
     else:
         u = ups[0] if ups else {}
-        out.append("card database: version %d (last update: %s, applied %s); deltas from version %d on"
-                   % (ver, u.get("kind", "?"), ago(u.get("applied_at"), now, "-"), db.history_floor()))
+        out.append(
+            "card database: version %d (last update: %s, applied %s); deltas from version %d on"
+            % (ver, u.get("kind", "?"), ago(u.get("applied_at"), now, "-"), db.history_floor())
+        )
     counts = db.counts()
     buildings = sorted(set(counts) | {r.building_id for r in cfg.readers.values()})
     out.append("")
@@ -96,8 +133,11 @@ def format_cards_status(db, cfg, held: dict, now: float | None = None) -> str:
         else:
             state = "behind"
         s = sends.get(rid)
-        last = "-" if not s else "%s %d->%d %s" % (s["how"], s["from_version"], s["to_version"],
-                                                     ago(s["sent_at"], now, "-"))
+        last = (
+            "-"
+            if not s
+            else "%s %d->%d %s" % (s["how"], s["from_version"], s["to_version"], ago(s["sent_at"], now, "-"))
+        )
         rows.append([str(rid), str(r.building_id), "-" if h is None else str(h), str(ver), state, last])
     out.append("")
     out.append(render_table(["reader", "building", "held", "target", "state", "last sent"], rows))

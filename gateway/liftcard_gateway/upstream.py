@@ -52,13 +52,21 @@ from .tables import format_upstream_status
 
 LOGGER = "liftcard.upstream"
 
+
 def bank_settings(conf) -> MqttSettings:
     """The bank broker link of an [upstream] section: TLS client certificate,
     persistent session, MQTT 3.1.1 or 5, room for every batch in flight."""
-    return MqttSettings(conf.host, conf.port, conf.client_id, conf.keepalive, protocol=conf.protocol,
-                        username=conf.username, password=conf.password,
-                        tls=TlsFiles(conf.ca_file, conf.cert_file, conf.key_file),
-                        max_inflight=max(20, 2 * conf.max_inflight))
+    return MqttSettings(
+        conf.host,
+        conf.port,
+        conf.client_id,
+        conf.keepalive,
+        protocol=conf.protocol,
+        username=conf.username,
+        password=conf.password,
+        tls=TlsFiles(conf.ca_file, conf.cert_file, conf.key_file),
+        max_inflight=max(20, 2 * conf.max_inflight),
+    )
 
 
 @dataclass
@@ -109,14 +117,24 @@ class Upstream:
         self._thread: threading.Thread | None = None
         self.stats = {"batches_sent": 0, "batches_acked": 0, "rides_acked": 0, "resends": 0, "refused_acks": 0}
         self._load_state()
-        self.mqtt = MqttService(bank_settings(conf), [(self.topics["acks"], 1), (self.topics["cards"], 1)],
-                                self.log, self._handle, on_connect=self._on_connect,
-                                on_disconnect=self._connected.clear, prefix="upstream_")
+        self.mqtt = MqttService(
+            bank_settings(conf),
+            [(self.topics["acks"], 1), (self.topics["cards"], 1)],
+            self.log,
+            self._handle,
+            on_connect=self._on_connect,
+            on_disconnect=self._connected.clear,
+            prefix="upstream_",
+        )
         self.client = self.mqtt.client
 
     def __repr__(self) -> str:  # no keys
-        return "<Upstream %s -> %s:%d inflight=%d>" % (self.conf.gateway_id, self.conf.host, self.conf.port,
-                                                      len(self._inflight))
+        return "<Upstream %s -> %s:%d inflight=%d>" % (
+            self.conf.gateway_id,
+            self.conf.host,
+            self.conf.port,
+            len(self._inflight),
+        )
 
     # -- state ----------------------------------------------------------------------
     def _load_state(self) -> None:
@@ -124,13 +142,15 @@ class Upstream:
         self._next_id = (c.execute("SELECT COALESCE(MAX(batch_id), 0) FROM upstream_batches").fetchone()[0]) + 1
         for rid, sent in c.execute("SELECT reader_id, sent_rowid FROM upstream_readers"):
             self._sent_rowid[rid] = sent
-        for (bid, rid, fs, ls, n, last, payload) in c.execute(
-                "SELECT batch_id, reader_id, first_seq, last_seq, rides, last_rowid, payload FROM upstream_batches "
-                "WHERE acked_at IS NULL ORDER BY batch_id"):
+        for bid, rid, fs, ls, n, last, payload in c.execute(
+            "SELECT batch_id, reader_id, first_seq, last_seq, rides, last_rowid, payload FROM upstream_batches "
+            "WHERE acked_at IS NULL ORDER BY batch_id"
+        ):
             if rid in self._inflight:  # cannot happen (one per reader), but never lose track of one
                 continue
-            self._inflight[rid] = _InFlight(bid, rid, fs, ls, n, last, bytes(payload),
-                                            backoff=float(self.conf.ack_timeout_s))
+            self._inflight[rid] = _InFlight(
+                bid, rid, fs, ls, n, last, bytes(payload), backoff=float(self.conf.ack_timeout_s)
+            )
 
     # -- public ---------------------------------------------------------------------
     def wake(self) -> None:
@@ -138,8 +158,13 @@ class Upstream:
         self._wake.set()
 
     def start(self) -> "Upstream":
-        self.log("upstream_starting", gateway_id=self.conf.gateway_id, host=self.conf.host, port=self.conf.port,
-                 inflight=len(self._inflight))
+        self.log(
+            "upstream_starting",
+            gateway_id=self.conf.gateway_id,
+            host=self.conf.host,
+            port=self.conf.port,
+            inflight=len(self._inflight),
+        )
         self.mqtt.start()
         self._thread = threading.Thread(target=self._worker, name="liftcard-upstream", daemon=True)
         self._thread.start()
@@ -273,27 +298,45 @@ class Upstream:
     def _make_batch(self, reader_id: int, building_id: int) -> _InFlight | None:
         c = self._conn
         after = self._sent_rowid.get(reader_id, 0)
-        rows = c.execute("SELECT rowid, seq, time, uptime, card_id, household, floor, fee, result, flags, boot, "
-                         "time_corrected FROM rides WHERE reader_id=? AND rowid>? ORDER BY rowid LIMIT ?",
-                         (reader_id, after, self.conf.batch_rides)).fetchall()
+        rows = c.execute(
+            "SELECT rowid, seq, time, uptime, card_id, household, floor, fee, result, flags, boot, "
+            "time_corrected FROM rides WHERE reader_id=? AND rowid>? ORDER BY rowid LIMIT ?",
+            (reader_id, after, self.conf.batch_rides),
+        ).fetchall()
         if not rows:
             return None
         batch_id = self._next_id
         try:
-            payload = uf.build_batch_from_rows(self._key, self.conf.gateway_id, batch_id, reader_id, building_id,
-                                               [r[1:] for r in rows])
+            payload = uf.build_batch_from_rows(
+                self._key, self.conf.gateway_id, batch_id, reader_id, building_id, [r[1:] for r in rows]
+            )
         except uf.UpstreamFormatError as e:
             self.log("upstream_error", where="build", reader_id=reader_id, error=e.reason)
             return None
         first_rowid, last_rowid = rows[0][0], rows[-1][0]
         now = time.time()
         with transaction(c):
-            c.execute("INSERT INTO upstream_batches (batch_id, reader_id, building_id, first_rowid, last_rowid, "
-                      "first_seq, last_seq, rides, created_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                      (batch_id, reader_id, building_id, first_rowid, last_rowid, rows[0][1], rows[-1][1],
-                       len(rows), now, payload))
-            c.execute("INSERT INTO upstream_readers (reader_id, sent_rowid) VALUES (?, ?) "
-                      "ON CONFLICT(reader_id) DO UPDATE SET sent_rowid=excluded.sent_rowid", (reader_id, last_rowid))
+            c.execute(
+                "INSERT INTO upstream_batches (batch_id, reader_id, building_id, first_rowid, last_rowid, "
+                "first_seq, last_seq, rides, created_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    batch_id,
+                    reader_id,
+                    building_id,
+                    first_rowid,
+                    last_rowid,
+                    rows[0][1],
+                    rows[-1][1],
+                    len(rows),
+                    now,
+                    payload,
+                ),
+            )
+            c.execute(
+                "INSERT INTO upstream_readers (reader_id, sent_rowid) VALUES (?, ?) "
+                "ON CONFLICT(reader_id) DO UPDATE SET sent_rowid=excluded.sent_rowid",
+                (reader_id, last_rowid),
+            )
         self._next_id = batch_id + 1
         self._sent_rowid[reader_id] = last_rowid
         f = _InFlight(batch_id, reader_id, rows[0][1], rows[-1][1], len(rows), last_rowid, payload)
@@ -309,19 +352,31 @@ class Upstream:
                 break
             f = self._inflight.get(ack.reader_id)
             if f is None or f.batch_id != ack.batch_id:
-                row = self._conn.execute("SELECT acked_at FROM upstream_batches WHERE batch_id=? AND reader_id=?",
-                                         (ack.batch_id, ack.reader_id)).fetchone()
+                row = self._conn.execute(
+                    "SELECT acked_at FROM upstream_batches WHERE batch_id=? AND reader_id=?",
+                    (ack.batch_id, ack.reader_id),
+                ).fetchone()
                 if row is not None and row[0] is not None:
                     self.log("upstream_ack_duplicate", reader_id=ack.reader_id, batch_id=ack.batch_id)
                 else:
                     self.stats["refused_acks"] += 1
-                    self.log("upstream_refused", reason="unknown_batch", reader_id=ack.reader_id,
-                             batch_id=ack.batch_id, topic=self.topics["acks"])
+                    self.log(
+                        "upstream_refused",
+                        reason="unknown_batch",
+                        reader_id=ack.reader_id,
+                        batch_id=ack.batch_id,
+                        topic=self.topics["acks"],
+                    )
                 continue
             if (ack.first_seq, ack.last_seq, ack.count) != (f.first_seq, f.last_seq, f.rides):
                 self.stats["refused_acks"] += 1
-                self.log("upstream_refused", reason="mismatch", reader_id=ack.reader_id, batch_id=ack.batch_id,
-                         topic=self.topics["acks"])
+                self.log(
+                    "upstream_refused",
+                    reason="mismatch",
+                    reader_id=ack.reader_id,
+                    batch_id=ack.batch_id,
+                    topic=self.topics["acks"],
+                )
                 continue
             if any(t.batch_id == f.batch_id for t in todo):
                 continue
@@ -333,11 +388,13 @@ class Upstream:
         with transaction(c):
             for f in todo:
                 c.execute("UPDATE upstream_batches SET acked_at=?, payload=NULL WHERE batch_id=?", (now, f.batch_id))
-                c.execute("INSERT INTO upstream_readers (reader_id, sent_rowid, acked_rowid, acked_rides, "
-                          "acked_batches, last_ack_at) VALUES (?,?,?,?,1,?) ON CONFLICT(reader_id) DO UPDATE SET "
-                          "acked_rowid=excluded.acked_rowid, acked_rides=acked_rides+excluded.acked_rides, "
-                          "acked_batches=acked_batches+1, last_ack_at=excluded.last_ack_at",
-                          (f.reader_id, f.last_rowid, f.last_rowid, f.rides, now))
+                c.execute(
+                    "INSERT INTO upstream_readers (reader_id, sent_rowid, acked_rowid, acked_rides, "
+                    "acked_batches, last_ack_at) VALUES (?,?,?,?,1,?) ON CONFLICT(reader_id) DO UPDATE SET "
+                    "acked_rowid=excluded.acked_rowid, acked_rides=acked_rides+excluded.acked_rides, "
+                    "acked_batches=acked_batches+1, last_ack_at=excluded.last_ack_at",
+                    (f.reader_id, f.last_rowid, f.last_rowid, f.rides, now),
+                )
         for f in todo:
             self._inflight.pop(f.reader_id, None)
             self.stats["batches_acked"] += 1
@@ -352,17 +409,29 @@ def upstream_status(db_path) -> list[dict]:
     conn = open_gateway_db(db_path)
     try:
         out = []
-        for rid, in conn.execute("SELECT reader_id FROM readers ORDER BY reader_id").fetchall():
-            row = conn.execute("SELECT acked_rowid, acked_rides, acked_batches, last_ack_at FROM upstream_readers "
-                               "WHERE reader_id=?", (rid,)).fetchone() or (0, 0, 0, None)
-            backlog = conn.execute("SELECT count(*) FROM rides WHERE reader_id=? AND rowid>?",
-                                   (rid, row[0])).fetchone()[0]
+        for (rid,) in conn.execute("SELECT reader_id FROM readers ORDER BY reader_id").fetchall():
+            row = conn.execute(
+                "SELECT acked_rowid, acked_rides, acked_batches, last_ack_at FROM upstream_readers WHERE reader_id=?",
+                (rid,),
+            ).fetchone() or (0, 0, 0, None)
+            backlog = conn.execute(
+                "SELECT count(*) FROM rides WHERE reader_id=? AND rowid>?", (rid, row[0])
+            ).fetchone()[0]
             stored = conn.execute("SELECT count(*) FROM rides WHERE reader_id=?", (rid,)).fetchone()[0]
-            inflight = conn.execute("SELECT batch_id FROM upstream_batches WHERE reader_id=? AND acked_at IS NULL",
-                                    (rid,)).fetchone()
-            out.append({"reader_id": rid, "stored": stored, "ledger_acked": row[1], "backlog": backlog,
-                        "acked_batches": row[2], "inflight_batch": inflight[0] if inflight else None,
-                        "last_ack_at": row[3]})
+            inflight = conn.execute(
+                "SELECT batch_id FROM upstream_batches WHERE reader_id=? AND acked_at IS NULL", (rid,)
+            ).fetchone()
+            out.append(
+                {
+                    "reader_id": rid,
+                    "stored": stored,
+                    "ledger_acked": row[1],
+                    "backlog": backlog,
+                    "acked_batches": row[2],
+                    "inflight_batch": inflight[0] if inflight else None,
+                    "last_ack_at": row[3],
+                }
+            )
         return out
     finally:
         conn.close()

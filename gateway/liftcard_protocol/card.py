@@ -18,12 +18,12 @@ class CardRecord:
     Construction validates every field, so a CardRecord always packs. Ordering
     compares card_id first, which is the whitelist sort order (unsigned)."""
 
-    card_id: int                 # u64
-    household: int = 0           # u24, the paying household
-    floors: int = 0              # u16 mask, bit n = floor index n allowed
+    card_id: int  # u64
+    household: int = 0  # u24, the paying household
+    floors: int = 0  # u16 mask, bit n = floor index n allowed
     status: int = Status.ACTIVE  # 0..3
     klass: int = Klass.RESIDENT  # 0..3
-    valid_until: int = NO_END    # u16 local day; 0xFFFF = no end
+    valid_until: int = NO_END  # u16 local day; 0xFFFF = no end
 
     def __post_init__(self):
         need_uint("card_id", self.card_id, U64)

@@ -59,11 +59,11 @@ MAX_OPS = 4_000_000  # about 84 MB; far above any compound
 MAX_LEN = HEADER_LEN + OP_LEN * MAX_OPS + SIG_LEN
 
 # UpdateError reasons (stable strings: logs and tests/vectors/cards.jsonl name them).
-R_MALFORMED = "malformed"   # not a well-formed update (size, magic, format, fields, order)
-R_FORGED = "forged"         # the signature does not verify with the bank's public key
-R_COMPOUND = "compound"     # signed for another compound (gateway)
-R_STALE = "stale"           # version not newer than the database's
-R_GAP = "gap"               # incremental whose base_version is not the database's version
+R_MALFORMED = "malformed"  # not a well-formed update (size, magic, format, fields, order)
+R_FORGED = "forged"  # the signature does not verify with the bank's public key
+R_COMPOUND = "compound"  # signed for another compound (gateway)
+R_STALE = "stale"  # version not newer than the database's
+R_GAP = "gap"  # incremental whose base_version is not the database's version
 REASONS = (R_MALFORMED, R_FORGED, R_COMPOUND, R_STALE, R_GAP)
 
 
@@ -80,7 +80,7 @@ class UpdateError(ValueError):
 class CardOp:
     """One operation: an upsert carries the record, a remove only the card id."""
 
-    op: str                       # "upsert" | "remove"
+    op: str  # "upsert" | "remove"
     building_id: int
     card_id: int
     record: CardRecord | None = field(default=None, compare=True)
@@ -115,7 +115,12 @@ class CardUpdate:
 
     def __repr__(self) -> str:
         return "CardUpdate(%s, compound=%d, version=%d, base=%d, ops=%d)" % (
-            KIND_NAMES.get(self.kind, "?"), self.compound_id, self.version, self.base_version, len(self.ops))
+            KIND_NAMES.get(self.kind, "?"),
+            self.compound_id,
+            self.version,
+            self.base_version,
+            len(self.ops),
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -146,10 +151,21 @@ def _int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def encode_unsigned(kind: int, compound_id: int, version: int, base_version: int, issued: int,
-                    ops: Iterable[CardOp], *, check: bool = True, magic: bytes = MAGIC,
-                    fmt: int = FORMAT, reserved: int = 0, count: int | None = None,
-                    sort: bool = True) -> bytes:
+def encode_unsigned(
+    kind: int,
+    compound_id: int,
+    version: int,
+    base_version: int,
+    issued: int,
+    ops: Iterable[CardOp],
+    *,
+    check: bool = True,
+    magic: bytes = MAGIC,
+    fmt: int = FORMAT,
+    reserved: int = 0,
+    count: int | None = None,
+    sort: bool = True,
+) -> bytes:
     """The bytes an update's signature covers. check=False (with the keyword
     overrides) builds deliberately malformed updates for the test vectors."""
     ops = list(ops)
@@ -163,16 +179,20 @@ def encode_unsigned(kind: int, compound_id: int, version: int, base_version: int
         if kind == SNAPSHOT:
             _need(base_version == 0, "a snapshot has base_version 0")
         else:
-            _need(_int(base_version) and 0 <= base_version < version,
-                  "an incremental update's base_version must be below its version")
+            _need(
+                _int(base_version) and 0 <= base_version < version,
+                "an incremental update's base_version must be below its version",
+            )
         _need(len(ops) <= MAX_OPS, "more than %d operations" % MAX_OPS)
         prev = None
         for o in ops:
             _need(isinstance(o, CardOp) and o.op in ("upsert", "remove"), "operations must be CardOps")
             _need(_int(o.building_id) and 1 <= o.building_id <= ID_MAX, "building_id must be 1 .. 2^30-1")
             if o.op == "upsert":
-                _need(isinstance(o.record, CardRecord) and o.record.card_id == o.card_id,
-                      "an upsert needs its card record")
+                _need(
+                    isinstance(o.record, CardRecord) and o.record.card_id == o.card_id,
+                    "an upsert needs its card record",
+                )
             else:
                 _need(kind == INCREMENTAL, "a snapshot holds upserts only")
                 _need(_int(o.card_id) and 0 <= o.card_id < 1 << 64, "card_id must be a u64")
@@ -188,8 +208,15 @@ def sign(private_key: Ed25519PrivateKey, unsigned: bytes) -> bytes:
     return bytes(unsigned) + private_key.sign(bytes(unsigned))
 
 
-def build_update(private_key: Ed25519PrivateKey, kind: int, compound_id: int, version: int,
-                 base_version: int, ops: Iterable[CardOp], issued: int = 0) -> bytes:
+def build_update(
+    private_key: Ed25519PrivateKey,
+    kind: int,
+    compound_id: int,
+    version: int,
+    base_version: int,
+    ops: Iterable[CardOp],
+    issued: int = 0,
+) -> bytes:
     """A complete signed update; refuses (UpdateError malformed) what parse would refuse."""
     return sign(private_key, encode_unsigned(kind, compound_id, version, base_version, issued, ops))
 
@@ -239,8 +266,7 @@ def parse_update(public_key, data: bytes) -> CardUpdate:
         cid = int.from_bytes(rec[:8], "big")
         _need(1 <= bid <= ID_MAX, "operation %d: building_id out of range" % (i + 1))
         key = (bid, cid)
-        _need(prev is None or key > prev,
-              "operation %d: not sorted by (building, card) or a duplicate" % (i + 1))
+        _need(prev is None or key > prev, "operation %d: not sorted by (building, card) or a duplicate" % (i + 1))
         prev = key
         if op == Op.UPSERT:
             try:

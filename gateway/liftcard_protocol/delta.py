@@ -11,8 +11,22 @@ from typing import Iterable, Sequence
 
 from .card import CardRecord, check_sorted
 from .codes import Op
-from .errors import (R_BUILDING, R_FIELD, R_FORMAT, R_GAP, R_MAC, R_MAGIC, R_OP, R_ORDER, R_READER, R_RECORD_SIZE,
-                     R_SIZE, R_STALE, R_VERSION, FormatError)
+from .errors import (
+    R_BUILDING,
+    R_FIELD,
+    R_FORMAT,
+    R_GAP,
+    R_MAC,
+    R_MAGIC,
+    R_OP,
+    R_ORDER,
+    R_READER,
+    R_RECORD_SIZE,
+    R_SIZE,
+    R_STALE,
+    R_VERSION,
+    FormatError,
+)
 from .fields import CARD_LEN, MAC_LEN, U16, U32, U64, card_id_hex, mac16, need_key, need_uint
 from .whitelist import WL_FORMAT
 
@@ -23,6 +37,7 @@ _WD_HDR = struct.Struct(">4sBBHIIII")  # magic fmt recsize count reader building
 WD_HEADER_LEN = _WD_HDR.size  # 24
 OP_LEN = 1 + CARD_LEN
 assert WD_HEADER_LEN == 24
+
 
 @dataclass(frozen=True)
 class Delta:
@@ -60,9 +75,19 @@ def _op_bytes(op) -> bytes:
     return bytes((Op.REMOVE,)) + arg.to_bytes(8, "big") + bytes(8)
 
 
-def seal_delta(key: bytes, reader_id: int, building_id: int, base_version: int,
-                new_version: int, raw_ops: Sequence[bytes], *, magic: bytes = WD_MAGIC,
-                fmt: int = WL_FORMAT, record_size: int = CARD_LEN, count: int | None = None) -> bytes:
+def seal_delta(
+    key: bytes,
+    reader_id: int,
+    building_id: int,
+    base_version: int,
+    new_version: int,
+    raw_ops: Sequence[bytes],
+    *,
+    magic: bytes = WD_MAGIC,
+    fmt: int = WL_FORMAT,
+    record_size: int = CARD_LEN,
+    count: int | None = None,
+) -> bytes:
     # Raw writer (see _seal_whitelist): raw_ops are 17-byte operations, unchecked.
     n = len(raw_ops) if count is None else count
     hdr = _WD_HDR.pack(magic, fmt, record_size, n, reader_id, building_id, base_version, new_version)
@@ -70,23 +95,35 @@ def seal_delta(key: bytes, reader_id: int, building_id: int, base_version: int,
     return body + mac16(key, body)
 
 
-def build_delta(key: bytes, reader_id: int, building_id: int, base_version: int,
-                new_version: int, ops: Iterable, *, magic: bytes = WD_MAGIC) -> bytes:
+def build_delta(
+    key: bytes,
+    reader_id: int,
+    building_id: int,
+    base_version: int,
+    new_version: int,
+    ops: Iterable,
+    *,
+    magic: bytes = WD_MAGIC,
+) -> bytes:
     """An LCWD delta. ops: ("upsert", CardRecord) / ("remove", card_id), in any
     order (sorted here); two operations on one card id are refused."""
     key = need_key(key)
-    for name, v in (("reader_id", reader_id), ("building_id", building_id),
-                    ("base_version", base_version), ("new_version", new_version)):
+    for name, v in (
+        ("reader_id", reader_id),
+        ("building_id", building_id),
+        ("base_version", base_version),
+        ("new_version", new_version),
+    ):
         need_uint(name, v, U32)
     if new_version <= base_version:
-        raise FormatError(R_VERSION, "delta new_version %d is not greater than base_version %d"
-                          % (new_version, base_version))
+        raise FormatError(
+            R_VERSION, "delta new_version %d is not greater than base_version %d" % (new_version, base_version)
+        )
     norm = sorted((_norm_op(o) for o in ops), key=op_id)
     check_sorted([op_id(o) for o in norm], "delta")
     if len(norm) > U16:
         raise FormatError(R_SIZE, "delta has more than 65535 operations")
-    return seal_delta(key, reader_id, building_id, base_version, new_version,
-                       [_op_bytes(o) for o in norm], magic=magic)
+    return seal_delta(key, reader_id, building_id, base_version, new_version, [_op_bytes(o) for o in norm], magic=magic)
 
 
 def _parse_ops(key: bytes, data: bytes, magic: bytes, what: str, reader_id, building_id) -> Delta:
@@ -133,8 +170,13 @@ def _parse_ops(key: bytes, data: bytes, magic: bytes, what: str, reader_id, buil
     return Delta(reader, building, base, new, ops)
 
 
-def parse_delta(key: bytes, data: bytes, reader_id: int | None = None,
-                building_id: int | None = None, held_version: int | None = None) -> Delta:
+def parse_delta(
+    key: bytes,
+    data: bytes,
+    reader_id: int | None = None,
+    building_id: int | None = None,
+    held_version: int | None = None,
+) -> Delta:
     """Checks an LCWD delta (same order as parse_whitelist, then operations) and,
     when held_version is given: new_version <= held -> "stale" (replay), else
     base_version != held -> "gap" (the gateway must send a full list or the
@@ -142,26 +184,36 @@ def parse_delta(key: bytes, data: bytes, reader_id: int | None = None,
     d = _parse_ops(key, data, WD_MAGIC, "delta", reader_id, building_id)
     if held_version is not None:
         if d.new_version <= held_version:
-            raise FormatError(R_STALE, "stale delta %d->%d (holding %d)" % (d.base_version, d.new_version, held_version))
+            raise FormatError(
+                R_STALE, "stale delta %d->%d (holding %d)" % (d.base_version, d.new_version, held_version)
+            )
         if d.base_version != held_version:
-            raise FormatError(R_GAP, "delta %d->%d does not follow held version %d"
-                              % (d.base_version, d.new_version, held_version))
+            raise FormatError(
+                R_GAP, "delta %d->%d does not follow held version %d" % (d.base_version, d.new_version, held_version)
+            )
     return d
 
 
-def build_overlay(key: bytes, reader_id: int, building_id: int, base_list_version: int,
-                  new_version: int, ops: Iterable) -> bytes:
+def build_overlay(
+    key: bytes, reader_id: int, building_id: int, base_list_version: int, new_version: int, ops: Iterable
+) -> bytes:
     """The reader-local LCWO overlay: a delta layout from the base list's version."""
     return build_delta(key, reader_id, building_id, base_list_version, new_version, ops, magic=WO_MAGIC)
 
 
-def parse_overlay(key: bytes, data: bytes, reader_id: int | None = None,
-                  building_id: int | None = None, base_list_version: int | None = None) -> Delta:
+def parse_overlay(
+    key: bytes,
+    data: bytes,
+    reader_id: int | None = None,
+    building_id: int | None = None,
+    base_list_version: int | None = None,
+) -> Delta:
     """An overlay whose base_version is not the base list's version is stale."""
     d = _parse_ops(key, data, WO_MAGIC, "overlay", reader_id, building_id)
     if base_list_version is not None and d.base_version != base_list_version:
-        raise FormatError(R_STALE, "overlay applies to list version %d, base list is %d"
-                          % (d.base_version, base_list_version))
+        raise FormatError(
+            R_STALE, "overlay applies to list version %d, base list is %d" % (d.base_version, base_list_version)
+        )
     return d
 
 

@@ -26,6 +26,7 @@ class KeyFileError(ValueError):
 
 # -- secret files -------------------------------------------------------------------
 
+
 def write_private(path: str | os.PathLike, data: bytes) -> Path:
     """Write bytes atomically (new file, fsync, rename) with mode 0600."""
     path = Path(path)
@@ -80,6 +81,7 @@ def read_key_file(path: str | os.PathLike) -> bytes:
 
 
 # -- Ed25519 ----------------------------------------------------------------------
+
 
 def _raw32(data: bytes) -> bytes | None:
     if len(data) == 32:
@@ -165,8 +167,10 @@ def public_pem(key: Ed25519PublicKey) -> bytes:
 def new_signing_key(priv_path, pub_path=None) -> Ed25519PublicKey:
     """Generate an Ed25519 key pair (OS CSPRNG): private PEM 0600, public PEM."""
     key = Ed25519PrivateKey.generate()
-    write_private(priv_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+    write_private(
+        priv_path,
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
     pub = key.public_key()
     if pub_path is not None:
         write_public(pub_path, public_pem(pub))

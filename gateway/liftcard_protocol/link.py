@@ -39,17 +39,25 @@ VERSION = 1
 # Kinds. Bit 7 set = down (gateway -> reader).
 RIDES = 0x01
 STATUS = 0x02
-SUNCTR_UP = 0x03     # NTAG 424 SUN counters a reader accepted (docs/uplink.md)
+SUNCTR_UP = 0x03  # NTAG 424 SUN counters a reader accepted (docs/uplink.md)
 ACK = 0x81
 TIME = 0x82
 DELTA = 0x83
 WHITELIST = 0x84
-SUNCTR_DOWN = 0x85   # the same body, forwarded by the gateway to the building's other readers
+SUNCTR_DOWN = 0x85  # the same body, forwarded by the gateway to the building's other readers
 
 UP_KINDS = (RIDES, STATUS, SUNCTR_UP)
 DOWN_KINDS = (ACK, TIME, DELTA, WHITELIST, SUNCTR_DOWN)
-KIND_NAMES = {RIDES: "rides", STATUS: "status", SUNCTR_UP: "sunctr_up", ACK: "ack", TIME: "time", DELTA: "delta",
-              WHITELIST: "whitelist", SUNCTR_DOWN: "sunctr_down"}
+KIND_NAMES = {
+    RIDES: "rides",
+    STATUS: "status",
+    SUNCTR_UP: "sunctr_up",
+    ACK: "ack",
+    TIME: "time",
+    DELTA: "delta",
+    WHITELIST: "whitelist",
+    SUNCTR_DOWN: "sunctr_down",
+}
 KINDS_BY_NAME = {v: k for k, v in KIND_NAMES.items()}
 
 UP = "up"
@@ -59,40 +67,40 @@ _HDR = struct.Struct(">4sBBHIIQ")  # magic version kind reserved reader building
 HEADER_LEN = _HDR.size  # 24
 assert HEADER_LEN == 24
 
-MAX_RIDES = 32                     # rides per RIDES message (umqtt on an ESP32)
-MAX_BLOB = 4096                    # DELTA blob / WHITELIST chunk data
-MIN_DELTA = 24 + MAC_LEN           # the smallest LCWD (no operations)
-MIN_WHITELIST = 32 + MAC_LEN       # the smallest LCWL (no cards)
+MAX_RIDES = 32  # rides per RIDES message (umqtt on an ESP32)
+MAX_BLOB = 4096  # DELTA blob / WHITELIST chunk data
+MIN_DELTA = 24 + MAC_LEN  # the smallest LCWD (no operations)
+MIN_WHITELIST = 32 + MAC_LEN  # the smallest LCWL (no cards)
 _STATUS = struct.Struct(">IIIIIBBHI")  # uptime heap backlog wl_version unrecorded last_error flags boot time
 STATUS_LEN = _STATUS.size  # 28
-_WLCHUNK = struct.Struct(">III")   # version total offset
+_WLCHUNK = struct.Struct(">III")  # version total offset
 WLCHUNK_HEADER_LEN = _WLCHUNK.size  # 12
-SUN_ENTRY_LEN = 11                 # SUNCTR entry: card_id u64, counter u24 (the NTAG SDMReadCtr)
-MAX_SUN = 64                       # entries per SUNCTR message
+SUN_ENTRY_LEN = 11  # SUNCTR entry: card_id u64, counter u24 (the NTAG SDMReadCtr)
+MAX_SUN = 64  # entries per SUNCTR message
 SUN_MAX_COUNTER = 0xFFFFFF
 MAX_BODY = WLCHUNK_HEADER_LEN + MAX_BLOB
-MIN_MSG = HEADER_LEN + MAC_LEN                # 40: an empty body
-MAX_MSG = HEADER_LEN + MAX_BODY + MAC_LEN     # 4148
+MIN_MSG = HEADER_LEN + MAC_LEN  # 40: an empty body
+MAX_MSG = HEADER_LEN + MAX_BODY + MAC_LEN  # 4148
 MAX_UP_MSG = HEADER_LEN + MAX_RIDES * RIDE_LEN + MAC_LEN  # 1064
 
 # STATUS flags
 ST_CLOCK_SYNCED = 0x01  # the reader's clock was set by a TIME since this boot
-ST_LOG_FULL = 0x02      # the ride log is full (rides granted free and unrecorded)
+ST_LOG_FULL = 0x02  # the ride log is full (rides granted free and unrecorded)
 ST_FLAGS = ST_CLOCK_SYNCED | ST_LOG_FULL
 
 ENC_LABEL = b"liftcard uplink enc"
 MAC_LABEL = b"liftcard uplink mac"
 
 # FormatError reasons used here (stable strings: the vectors name them).
-R_SIZE = "size"          # message or body shorter / longer than the format says
+R_SIZE = "size"  # message or body shorter / longer than the format says
 R_MAGIC = "magic"
-R_VERSION = "version"    # unsupported header version
-R_KIND = "kind"          # unknown kind, or a kind of the other direction
-R_READER = "reader"      # for another reader
+R_VERSION = "version"  # unsupported header version
+R_KIND = "kind"  # unknown kind, or a kind of the other direction
+R_READER = "reader"  # for another reader
 R_BUILDING = "building"  # for another building
-R_MAC = "mac"            # MAC does not verify (forged, corrupted, wrong key)
-R_REPLAY = "replay"      # counter not greater than the last one accepted
-R_FIELD = "field"        # a field out of range (reserved bits, ride CRC, chunk bounds)
+R_MAC = "mac"  # MAC does not verify (forged, corrupted, wrong key)
+R_REPLAY = "replay"  # counter not greater than the last one accepted
+R_FIELD = "field"  # a field out of range (reserved bits, ride CRC, chunk bounds)
 
 REASONS = (R_SIZE, R_MAGIC, R_VERSION, R_KIND, R_READER, R_BUILDING, R_MAC, R_REPLAY, R_FIELD)
 
@@ -150,26 +158,44 @@ def _mac(keys: LinkKeys, data: bytes) -> bytes:
 class ReaderStatus:
     """STATUS body: the reader's heartbeat (28 bytes)."""
 
-    uptime: int            # u32 seconds since this boot
-    free_heap: int         # u32 bytes
-    backlog: int           # u32 ride records not yet acknowledged
-    wl_version: int        # u32 whitelist version held (0: none)
-    unrecorded: int = 0    # u32 rides granted free and unrecorded while the log was full
-    last_error: int = 0    # u8 last error code (0: none)
-    flags: int = 0         # u8 ST_* bits
-    boot: int = 0          # u16 boot counter (low 16 bits)
-    time: int = 0          # u32 the reader's clock, liftcard epoch seconds (its best guess unless CLOCK_SYNCED)
+    uptime: int  # u32 seconds since this boot
+    free_heap: int  # u32 bytes
+    backlog: int  # u32 ride records not yet acknowledged
+    wl_version: int  # u32 whitelist version held (0: none)
+    unrecorded: int = 0  # u32 rides granted free and unrecorded while the log was full
+    last_error: int = 0  # u8 last error code (0: none)
+    flags: int = 0  # u8 ST_* bits
+    boot: int = 0  # u16 boot counter (low 16 bits)
+    time: int = 0  # u32 the reader's clock, liftcard epoch seconds (its best guess unless CLOCK_SYNCED)
 
     def __post_init__(self):
-        for name, hi in (("uptime", U32), ("free_heap", U32), ("backlog", U32), ("wl_version", U32),
-                         ("unrecorded", U32), ("last_error", U8), ("flags", U8), ("boot", U16), ("time", U32)):
+        for name, hi in (
+            ("uptime", U32),
+            ("free_heap", U32),
+            ("backlog", U32),
+            ("wl_version", U32),
+            ("unrecorded", U32),
+            ("last_error", U8),
+            ("flags", U8),
+            ("boot", U16),
+            ("time", U32),
+        ):
             object.__setattr__(self, name, int(need_uint(name, getattr(self, name), hi)))
         if self.flags & ~ST_FLAGS:
             raise FormatError(R_FIELD, "status flags has undefined bits set")
 
     def pack(self) -> bytes:
-        return _STATUS.pack(self.uptime, self.free_heap, self.backlog, self.wl_version,
-                            self.unrecorded, self.last_error, self.flags, self.boot, self.time)
+        return _STATUS.pack(
+            self.uptime,
+            self.free_heap,
+            self.backlog,
+            self.wl_version,
+            self.unrecorded,
+            self.last_error,
+            self.flags,
+            self.boot,
+            self.time,
+        )
 
     @classmethod
     def unpack(cls, b: bytes) -> "ReaderStatus":
@@ -178,8 +204,20 @@ class ReaderStatus:
         return cls(*_STATUS.unpack(b))
 
     def to_fields(self) -> dict:
-        return {k: getattr(self, k) for k in ("uptime", "free_heap", "backlog", "wl_version", "unrecorded",
-                                               "last_error", "flags", "boot", "time")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "uptime",
+                "free_heap",
+                "backlog",
+                "wl_version",
+                "unrecorded",
+                "last_error",
+                "flags",
+                "boot",
+                "time",
+            )
+        }
 
 
 @dataclass(frozen=True, repr=False)
@@ -195,7 +233,11 @@ class WhitelistChunk:
 
     def __repr__(self) -> str:
         return "WhitelistChunk(version=%d, total=%d, offset=%d, len=%d)" % (
-            self.version, self.total, self.offset, len(self.data))
+            self.version,
+            self.total,
+            self.offset,
+            len(self.data),
+        )
 
 
 @dataclass(frozen=True, repr=False)
@@ -241,7 +283,12 @@ class Message:
         elif self.kind in (SUNCTR_UP, SUNCTR_DOWN):
             detail = ", entries=%d" % len(self.sun)
         return "Message(%s, reader=%d, building=%d, counter=%d%s)" % (
-            KIND_NAMES.get(self.kind, "?"), self.reader_id, self.building_id, self.counter, detail)
+            KIND_NAMES.get(self.kind, "?"),
+            self.reader_id,
+            self.building_id,
+            self.counter,
+            detail,
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -249,8 +296,18 @@ class Message:
 # ---------------------------------------------------------------------------
 
 
-def seal(key, kind: int, reader_id: int, building_id: int, counter: int, body: bytes, *,
-         magic: bytes = MAGIC, version: int = VERSION, reserved: int = 0) -> bytes:
+def seal(
+    key,
+    kind: int,
+    reader_id: int,
+    building_id: int,
+    counter: int,
+    body: bytes,
+    *,
+    magic: bytes = MAGIC,
+    version: int = VERSION,
+    reserved: int = 0,
+) -> bytes:
     """One message around a plain body: encrypt, then MAC. Checks only the
     header field ranges (the keyword overrides exist to build invalid test
     vectors with a valid MAC)."""
@@ -309,12 +366,14 @@ def build_delta(key, reader_id: int, building_id: int, counter: int, blob: bytes
     return seal(key, DELTA, reader_id, building_id, counter, blob)
 
 
-def build_whitelist_chunk(key, reader_id: int, building_id: int, counter: int, version: int, total: int,
-                          offset: int, data: bytes) -> bytes:
+def build_whitelist_chunk(
+    key, reader_id: int, building_id: int, counter: int, version: int, total: int, offset: int, data: bytes
+) -> bytes:
     """WHITELIST (down): one chunk (1..4096 bytes) of an LCWL file of `total` bytes."""
     data = bytes(data)
-    _check_chunk(need_uint("version", version, U32), need_uint("total", total, U32),
-                 need_uint("offset", offset, U32), len(data))
+    _check_chunk(
+        need_uint("version", version, U32), need_uint("total", total, U32), need_uint("offset", offset, U32), len(data)
+    )
     return seal(key, WHITELIST, reader_id, building_id, counter, _WLCHUNK.pack(version, total, offset) + data)
 
 
@@ -382,8 +441,14 @@ def _check_outer(data: bytes) -> None:
         raise FormatError(R_VERSION, "unsupported link message version %d" % data[4])
 
 
-def parse(key, data: bytes, reader_id: int | None = None, building_id: int | None = None,
-          direction: str | None = None, last_counter: int | None = None) -> Message:
+def parse(
+    key,
+    data: bytes,
+    reader_id: int | None = None,
+    building_id: int | None = None,
+    direction: str | None = None,
+    last_counter: int | None = None,
+) -> Message:
     """Verifies, decrypts and decodes one message.
 
     key: the reader's 32-byte key or its LinkKeys. reader_id / building_id: the
@@ -448,8 +513,10 @@ def _parse_sun(body: bytes) -> tuple:
     n = len(body) // SUN_ENTRY_LEN
     if not 1 <= n <= MAX_SUN:
         raise FormatError(R_SIZE, "a SUNCTR message carries 1..%d entries, got %d" % (MAX_SUN, n))
-    return tuple((int.from_bytes(body[p : p + 8], "big"), int.from_bytes(body[p + 8 : p + 11], "big"))
-                 for p in range(0, len(body), SUN_ENTRY_LEN))
+    return tuple(
+        (int.from_bytes(body[p : p + 8], "big"), int.from_bytes(body[p + 8 : p + 11], "big"))
+        for p in range(0, len(body), SUN_ENTRY_LEN)
+    )
 
 
 def _parse_rides(body: bytes) -> tuple:
@@ -485,15 +552,17 @@ class ReplayGuard:
     def check(self, reader_id: int, counter: int) -> None:
         last = self.last(reader_id)
         if counter <= last:
-            raise FormatError(R_REPLAY, "reader %d counter %d is not greater than the last accepted %d"
-                              % (reader_id, counter, last))
+            raise FormatError(
+                R_REPLAY, "reader %d counter %d is not greater than the last accepted %d" % (reader_id, counter, last)
+            )
 
     def accept(self, reader_id: int, counter: int) -> None:
         self.check(reader_id, counter)
         self._last[reader_id] = counter
 
-    def open(self, key, data: bytes, reader_id: int, building_id: int | None = None,
-             direction: str | None = UP) -> Message:
+    def open(
+        self, key, data: bytes, reader_id: int, building_id: int | None = None, direction: str | None = UP
+    ) -> Message:
         """parse() with this guard's last counter for the reader (does not accept)."""
         return parse(key, data, reader_id, building_id, direction, self.last(reader_id))
 

@@ -71,8 +71,9 @@ def validate_config(obj: Mapping) -> dict:
         raise ConfigError("tariff.free_classes", "config: tariff.free_classes must be a list")
     for c in free:
         if c not in CLASS_NAMES:
-            raise ConfigError("tariff.free_classes",
-                              "config: tariff.free_classes may hold only %s" % ", ".join(CLASS_NAMES))
+            raise ConfigError(
+                "tariff.free_classes", "config: tariff.free_classes may hold only %s" % ", ".join(CLASS_NAMES)
+            )
     out["tariff"] = {
         "fee_fen": list(fees),
         "free_classes": [c for c in CLASS_NAMES if c in free],
@@ -101,8 +102,9 @@ def _validate_uplink(u) -> dict:
     if not isinstance(u, Mapping):
         raise ConfigError("uplink", "config: uplink must be an object")
     if not _printable(u.get("host"), 1, 253, space=False):
-        raise ConfigError("uplink.host",
-                          "config: uplink.host must be a host name or IP address (1..253 printable characters)")
+        raise ConfigError(
+            "uplink.host", "config: uplink.host must be a host name or IP address (1..253 printable characters)"
+        )
     if not _printable(u.get("password"), 1, 128, space=True):
         raise ConfigError("uplink.password", "config: uplink.password must be 1..128 printable ASCII characters")
     return {

@@ -13,35 +13,46 @@ from .fields import U8, U16, U24, U32, U64, card_id_hex, crc16, need_uint
 
 RIDE_LEN = 32
 EMPTY_SLOT = b"\xff" * RIDE_LEN
-_RIDE_HEAD = struct.Struct(">IIIQ")   # seq time uptime card_id      (bytes 0..19)
+_RIDE_HEAD = struct.Struct(">IIIQ")  # seq time uptime card_id      (bytes 0..19)
 _RIDE_TAIL = struct.Struct(">BHBBH")  # floor fee result flags boot  (bytes 23..29)
 
 
 @dataclass(frozen=True)
 class RideRecord:
-    seq: int         # u32, per reader, strictly increasing
-    time: int        # u32 epoch seconds (reader's best guess when CLOCK_UNSYNCED)
-    uptime: int      # u32 seconds since this boot
-    card_id: int     # u64
-    household: int   # u24, 0 when the card is unknown
-    floor: int       # u8 destination, 0xFF when none
-    fee: int         # u16 fen charged
-    result: int      # u8, Result (0 granted)
-    flags: int       # u8, Flag bits
-    boot: int        # u16 boot counter (wraps)
+    seq: int  # u32, per reader, strictly increasing
+    time: int  # u32 epoch seconds (reader's best guess when CLOCK_UNSYNCED)
+    uptime: int  # u32 seconds since this boot
+    card_id: int  # u64
+    household: int  # u24, 0 when the card is unknown
+    floor: int  # u8 destination, 0xFF when none
+    fee: int  # u16 fen charged
+    result: int  # u8, Result (0 granted)
+    flags: int  # u8, Flag bits
+    boot: int  # u16 boot counter (wraps)
 
     def __post_init__(self):
-        for name, hi in (("seq", U32), ("time", U32), ("uptime", U32), ("card_id", U64),
-                         ("household", U24), ("floor", U8), ("fee", U16), ("result", U8),
-                         ("flags", U8), ("boot", U16)):
+        for name, hi in (
+            ("seq", U32),
+            ("time", U32),
+            ("uptime", U32),
+            ("card_id", U64),
+            ("household", U24),
+            ("floor", U8),
+            ("fee", U16),
+            ("result", U8),
+            ("flags", U8),
+            ("boot", U16),
+        ):
             v = need_uint(name, getattr(self, name), hi)
             # Plain ints (a Result or Flag member is welcome as input).
             object.__setattr__(self, name, int(v))
 
     def pack(self) -> bytes:
-        body = (_RIDE_HEAD.pack(self.seq, self.time, self.uptime, self.card_id)
-                + self.household.to_bytes(3, "big")
-                + _RIDE_TAIL.pack(self.floor, self.fee, self.result, self.flags, self.boot))
+        body = (
+            _RIDE_HEAD.pack(self.seq, self.time, self.uptime, self.card_id)
+            + self.household.to_bytes(3, "big")
+            + _RIDE_TAIL.pack(self.floor, self.fee, self.result, self.flags, self.boot)
+        )
         return body + crc16(body).to_bytes(2, "big")
 
     @classmethod
@@ -60,17 +71,32 @@ class RideRecord:
         # range checks cannot fail here; skipping them halves the gateway's
         # time per ride batch (tools/bench/gateway.py).
         rec = object.__new__(cls)
-        rec.__dict__.update(seq=seq, time=time, uptime=uptime, card_id=card_id,
-                            household=int.from_bytes(b[20:23], "big"), floor=floor, fee=fee,
-                            result=result, flags=flags, boot=boot)
+        rec.__dict__.update(
+            seq=seq,
+            time=time,
+            uptime=uptime,
+            card_id=card_id,
+            household=int.from_bytes(b[20:23], "big"),
+            floor=floor,
+            fee=fee,
+            result=result,
+            flags=flags,
+            boot=boot,
+        )
         return rec
 
     def to_fields(self) -> dict:
         return {
-            "seq": self.seq, "time": self.time, "uptime": self.uptime,
-            "card_id": card_id_hex(self.card_id), "household": self.household,
-            "floor": self.floor, "fee": self.fee, "result": self.result,
-            "flags": self.flags, "boot": self.boot,
+            "seq": self.seq,
+            "time": self.time,
+            "uptime": self.uptime,
+            "card_id": card_id_hex(self.card_id),
+            "household": self.household,
+            "floor": self.floor,
+            "fee": self.fee,
+            "result": self.result,
+            "flags": self.flags,
+            "boot": self.boot,
         }
 
     @classmethod
@@ -78,8 +104,18 @@ class RideRecord:
         cid = d["card_id"]
         if isinstance(cid, str):
             cid = int(cid, 16)
-        return cls(d["seq"], d["time"], d["uptime"], cid, d["household"], d["floor"],
-                   d["fee"], d["result"], d["flags"], d["boot"])
+        return cls(
+            d["seq"],
+            d["time"],
+            d["uptime"],
+            cid,
+            d["household"],
+            d["floor"],
+            d["fee"],
+            d["result"],
+            d["flags"],
+            d["boot"],
+        )
 
 
 def is_empty_slot(b: bytes) -> bool:

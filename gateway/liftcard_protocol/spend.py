@@ -17,9 +17,9 @@ SP_HEADER_LEN = _SP_HDR.size  # 14
 
 @dataclass(frozen=True)
 class SpendCheckpoint:
-    month_key: int                              # year*100+month the spend belongs to
-    last_seq: int                               # ride records up to this seq are included
-    spent: dict = field(default_factory=dict)   # household (u24) -> fen spent (u32)
+    month_key: int  # year*100+month the spend belongs to
+    last_seq: int  # ride records up to this seq are included
+    spent: dict = field(default_factory=dict)  # household (u24) -> fen spent (u32)
 
     def pack(self) -> bytes:
         need_uint("month_key", self.month_key, U32)
@@ -44,8 +44,9 @@ class SpendCheckpoint:
             raise FormatError(R_MAGIC, "not a spend checkpoint (bad magic)")
         end = SP_HEADER_LEN + 8 * count
         if len(b) != end + 2:
-            raise FormatError(R_SIZE, "spend checkpoint is %d bytes, its count of %d needs %d"
-                              % (len(b), count, end + 2))
+            raise FormatError(
+                R_SIZE, "spend checkpoint is %d bytes, its count of %d needs %d" % (len(b), count, end + 2)
+            )
         if crc16(b[:end]) != int.from_bytes(b[end:], "big"):
             raise FormatError(R_CRC, "spend checkpoint CRC does not match")
         spent = {}

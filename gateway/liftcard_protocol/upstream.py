@@ -65,7 +65,13 @@ assert _RIDE.size == RIDE_LEN
 
 # Refusal reasons (also the `reason` of the ledger's / gateway's `refused` logs).
 R_SIZE, R_MAGIC, R_VERSION, R_GATEWAY, R_FIELD, R_SIGNATURE = (
-    "size", "magic", "version", "gateway", "field", "signature")
+    "size",
+    "magic",
+    "version",
+    "gateway",
+    "field",
+    "signature",
+)
 
 
 class UpstreamFormatError(ValueError):
@@ -89,9 +95,18 @@ class UpRide:
     time_corrected: int | None = None
 
     def __post_init__(self):
-        for name, hi in (("seq", 0xFFFFFFFF), ("time", 0xFFFFFFFF), ("uptime", 0xFFFFFFFF),
-                         ("card_id", 0xFFFFFFFFFFFFFFFF), ("household", 0xFFFFFF), ("floor", 0xFF),
-                         ("fee", 0xFFFF), ("result", 0xFF), ("flags", 0xFF), ("boot", 0xFFFF)):
+        for name, hi in (
+            ("seq", 0xFFFFFFFF),
+            ("time", 0xFFFFFFFF),
+            ("uptime", 0xFFFFFFFF),
+            ("card_id", 0xFFFFFFFFFFFFFFFF),
+            ("household", 0xFFFFFF),
+            ("floor", 0xFF),
+            ("fee", 0xFFFF),
+            ("result", 0xFF),
+            ("flags", 0xFF),
+            ("boot", 0xFFFF),
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
                 raise UpstreamFormatError(R_FIELD, "%s out of range" % name)
@@ -101,9 +116,20 @@ class UpRide:
 
     def pack(self) -> bytes:
         tc = self.time_corrected
-        return _RIDE.pack(self.seq, self.time, self.uptime, self.card_id, self.household.to_bytes(3, "big"),
-                          self.floor, self.fee, self.result, self.flags, self.boot,
-                          0 if tc is None else XF_TIME_CORRECTED, 0 if tc is None else tc)
+        return _RIDE.pack(
+            self.seq,
+            self.time,
+            self.uptime,
+            self.card_id,
+            self.household.to_bytes(3, "big"),
+            self.floor,
+            self.fee,
+            self.result,
+            self.flags,
+            self.boot,
+            0 if tc is None else XF_TIME_CORRECTED,
+            0 if tc is None else tc,
+        )
 
     @classmethod
     def unpack_from(cls, buf, off: int) -> "UpRide":
@@ -170,31 +196,57 @@ def batch_body(gateway_id: str, batch_id: int, reader_id: int, building_id: int,
     _check("count", len(rides), 1, MAX_RIDES)
     if len({r.seq for r in rides}) != len(rides):
         raise UpstreamFormatError(R_FIELD, "seqs in a batch must be distinct")
-    return b"".join([_head(BATCH_MAGIC, gateway_id), _BATCH_HEAD.pack(batch_id, reader_id, building_id, len(rides)),
-                     *(r.pack() for r in rides)])
+    return b"".join(
+        [
+            _head(BATCH_MAGIC, gateway_id),
+            _BATCH_HEAD.pack(batch_id, reader_id, building_id, len(rides)),
+            *(r.pack() for r in rides),
+        ]
+    )
 
 
-def build_batch(key: Ed25519PrivateKey, gateway_id: str, batch_id: int, reader_id: int, building_id: int,
-                rides) -> bytes:
+def build_batch(
+    key: Ed25519PrivateKey, gateway_id: str, batch_id: int, reader_id: int, building_id: int, rides
+) -> bytes:
     body = batch_body(gateway_id, batch_id, reader_id, building_id, rides)
     return body + key.sign(body)
 
 
-def build_batch_from_rows(key: Ed25519PrivateKey, gateway_id: str, batch_id: int, reader_id: int,
-                          building_id: int, rows) -> bytes:
+def build_batch_from_rows(
+    key: Ed25519PrivateKey, gateway_id: str, batch_id: int, reader_id: int, building_id: int, rows
+) -> bytes:
     """Fast path for the gateway: rows are tuples in RIDE order (card_id as 16 hex
     digits, time_corrected None or int), already range-checked by the store."""
     rows = list(rows)
     _check("count", len(rows), 1, MAX_RIDES)
-    parts = [_head(BATCH_MAGIC, gateway_id), _BATCH_HEAD.pack(_check("batch_id", batch_id, 1, BATCH_ID_MAX),
-                                                              _check("reader_id", reader_id, 1, ID_MAX),
-                                                              _check("building_id", building_id, 1, ID_MAX),
-                                                              len(rows))]
+    parts = [
+        _head(BATCH_MAGIC, gateway_id),
+        _BATCH_HEAD.pack(
+            _check("batch_id", batch_id, 1, BATCH_ID_MAX),
+            _check("reader_id", reader_id, 1, ID_MAX),
+            _check("building_id", building_id, 1, ID_MAX),
+            len(rows),
+        ),
+    ]
     pack = _RIDE.pack
     try:
-        for (seq, t, up, card, hh, floor, fee, result, flags, boot, tc) in rows:
-            parts.append(pack(seq, t, up, int(card, 16), hh.to_bytes(3, "big"), floor, fee, result, flags, boot,
-                              0 if tc is None else XF_TIME_CORRECTED, 0 if tc is None else tc))
+        for seq, t, up, card, hh, floor, fee, result, flags, boot, tc in rows:
+            parts.append(
+                pack(
+                    seq,
+                    t,
+                    up,
+                    int(card, 16),
+                    hh.to_bytes(3, "big"),
+                    floor,
+                    fee,
+                    result,
+                    flags,
+                    boot,
+                    0 if tc is None else XF_TIME_CORRECTED,
+                    0 if tc is None else tc,
+                )
+            )
     except (struct.error, OverflowError, TypeError, ValueError):
         raise UpstreamFormatError(R_FIELD, "a stored ride does not fit the batch format") from None
     body = b"".join(parts)
@@ -212,7 +264,7 @@ def _split_head(data: bytes, magic: bytes, min_rest: int) -> tuple[str, int]:
     if data[4] != VERSION:
         raise UpstreamFormatError(R_VERSION, "unsupported version %d" % data[4])
     n = data[5]
-    raw = bytes(data[6:6 + n])
+    raw = bytes(data[6 : 6 + n])
     try:
         gid = raw.decode("ascii")
     except UnicodeDecodeError:
@@ -271,15 +323,17 @@ def ack_body(gateway_id: str, batch_id: int, reader_id: int, first_seq: int, las
     return _head(ACK_MAGIC, gateway_id) + _ACK_BODY.pack(batch_id, reader_id, first_seq, last_seq, count)
 
 
-def build_ack(key: Ed25519PrivateKey, gateway_id: str, batch_id: int, reader_id: int, first_seq: int,
-              last_seq: int, count: int) -> bytes:
+def build_ack(
+    key: Ed25519PrivateKey, gateway_id: str, batch_id: int, reader_id: int, first_seq: int, last_seq: int, count: int
+) -> bytes:
     body = ack_body(gateway_id, batch_id, reader_id, first_seq, last_seq, count)
     return body + key.sign(body)
 
 
 def ack_for(key: Ed25519PrivateKey, batch: Batch) -> bytes:
-    return build_ack(key, batch.gateway_id, batch.batch_id, batch.reader_id, batch.first_seq, batch.last_seq,
-                     len(batch.rides))
+    return build_ack(
+        key, batch.gateway_id, batch.batch_id, batch.reader_id, batch.first_seq, batch.last_seq, len(batch.rides)
+    )
 
 
 def parse_ack(pub: Ed25519PublicKey | None, data: bytes, expect_gateway: str | None = None) -> Ack:

@@ -9,8 +9,19 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from .card import CardRecord, check_sorted
-from .errors import (R_BUILDING, R_FORMAT, R_HEADER, R_MAC, R_MAGIC, R_ORDER, R_READER, R_RECORD_SIZE, R_SIZE,
-                     R_STALE, FormatError)
+from .errors import (
+    R_BUILDING,
+    R_FORMAT,
+    R_HEADER,
+    R_MAC,
+    R_MAGIC,
+    R_ORDER,
+    R_READER,
+    R_RECORD_SIZE,
+    R_SIZE,
+    R_STALE,
+    FormatError,
+)
 from .fields import CARD_LEN, MAC_LEN, U32, card_id_hex, mac16, need_key, need_uint
 
 
@@ -34,10 +45,21 @@ class Whitelist:
         return len(self.cards)
 
 
-def seal_whitelist(key: bytes, reader_id: int, building_id: int, version: int,
-                    records: Sequence[bytes], issued: int = 0, *, magic: bytes = WL_MAGIC,
-                    fmt: int = WL_FORMAT, record_size: int = CARD_LEN, flags: int = 0,
-                    reserved: int = 0, count: int | None = None) -> bytes:
+def seal_whitelist(
+    key: bytes,
+    reader_id: int,
+    building_id: int,
+    version: int,
+    records: Sequence[bytes],
+    issued: int = 0,
+    *,
+    magic: bytes = WL_MAGIC,
+    fmt: int = WL_FORMAT,
+    record_size: int = CARD_LEN,
+    flags: int = 0,
+    reserved: int = 0,
+    count: int | None = None,
+) -> bytes:
     """Raw writer: no checks on the records, every header field settable. The
     test vectors use it to make files that are wrong in one way but carry a
     valid MAC; everything else uses build_whitelist."""
@@ -47,12 +69,12 @@ def seal_whitelist(key: bytes, reader_id: int, building_id: int, version: int,
     return body + mac16(key, body)
 
 
-def build_whitelist(key: bytes, reader_id: int, building_id: int, version: int,
-                    cards: Iterable[CardRecord], issued: int = 0) -> bytes:
+def build_whitelist(
+    key: bytes, reader_id: int, building_id: int, version: int, cards: Iterable[CardRecord], issued: int = 0
+) -> bytes:
     """A complete LCWL file: cards sorted by id; duplicate ids are refused."""
     key = need_key(key)
-    for name, v in (("reader_id", reader_id), ("building_id", building_id),
-                    ("version", version), ("issued", issued)):
+    for name, v in (("reader_id", reader_id), ("building_id", building_id), ("version", version), ("issued", issued)):
         need_uint(name, v, U32)
     recs = sorted(cards, key=lambda c: c.card_id)
     check_sorted([c.card_id for c in recs], "whitelist")
@@ -61,8 +83,13 @@ def build_whitelist(key: bytes, reader_id: int, building_id: int, version: int,
     return seal_whitelist(key, reader_id, building_id, version, [c.pack() for c in recs], issued)
 
 
-def parse_whitelist(key: bytes, data: bytes, reader_id: int | None = None,
-                    building_id: int | None = None, held_version: int | None = None) -> Whitelist:
+def parse_whitelist(
+    key: bytes,
+    data: bytes,
+    reader_id: int | None = None,
+    building_id: int | None = None,
+    held_version: int | None = None,
+) -> Whitelist:
     """Checks an LCWL file in full and returns it.
 
     reader_id / building_id: the reader's own (None: not checked). held_version:

@@ -119,8 +119,9 @@ def load_keys(path: str, need_perso: bool) -> tuple[K.BuildingKeys, int]:
     if not stat.S_ISREG(st.st_mode):
         raise Fail("keys file %s is not a regular file" % path, 2)
     if os.name == "posix" and st.st_mode & 0o077:
-        raise Fail("keys file %s is mode %04o: it holds master keys, chmod 600 it"
-                   % (path, stat.S_IMODE(st.st_mode)), 2)
+        raise Fail(
+            "keys file %s is mode %04o: it holds master keys, chmod 600 it" % (path, stat.S_IMODE(st.st_mode)), 2
+        )
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
@@ -181,8 +182,7 @@ def pick_port(port: str, ports=None) -> str:
         return likely[0][0]
     if not likely:
         seen = ", ".join(p[0] for p in ports) or "none"
-        raise Fail("--port auto: no likely PN532 USB adapter (CH340/CP210x/FTDI/PL2303) found; "
-                   "serial ports: %s" % seen)
+        raise Fail("--port auto: no likely PN532 USB adapter (CH340/CP210x/FTDI/PL2303) found; serial ports: %s" % seen)
     raise Fail("--port auto: several candidates: %s; pass --port" % ", ".join(p[0] for p in likely))
 
 
@@ -194,8 +194,7 @@ class SerialPN532(pcd.PN532):
         import serial
 
         try:
-            self.ser = serial.Serial(port, BAUD, bytesize=8, parity="N", stopbits=1, timeout=0.01,
-                                     write_timeout=2)
+            self.ser = serial.Serial(port, BAUD, bytesize=8, parity="N", stopbits=1, timeout=0.01, write_timeout=2)
         except (serial.SerialException, OSError, ValueError) as e:
             msg = getattr(e, "strerror", None) or str(e).split(":")[0]
             raise Fail("cannot open serial port %s: %s" % (port, msg)) from None
@@ -237,8 +236,8 @@ class SerialPN532(pcd.PN532):
         fw = self.command(0x02)
         if len(fw) != 4 or fw[0] != 0x32:
             raise pcd.PN532Error("not a PN532 (GetFirmwareVersion %s)" % fw.hex())
-        self.command(0x32, b"\x05\xFF\x01\x00")  # MxRtyPassiveActivation 0: InListPassiveTarget returns at once
-        self.command(0x32, b"\x02\x00\x0B\x0E")  # InDataExchange time-out 0E (~820 ms)
+        self.command(0x32, b"\x05\xff\x01\x00")  # MxRtyPassiveActivation 0: InListPassiveTarget returns at once
+        self.command(0x32, b"\x02\x00\x0b\x0e")  # InDataExchange time-out 0E (~820 ms)
         self.need_init = False
 
 
@@ -270,8 +269,11 @@ def find_card(pn: SerialPN532, wait: float) -> pcd.Target:
         if t is not None:
             break
         if time.monotonic() >= deadline:
-            raise Fail("no card in the field" + (" after %g s" % wait if wait else "")
-                       + " (put the card on the PN532 antenna; --wait N to wait for one)")
+            raise Fail(
+                "no card in the field"
+                + (" after %g s" % wait if wait else "")
+                + " (put the card on the PN532 antenna; --wait N to wait for one)"
+            )
         time.sleep(0.1)
     if not t.iso_dep:
         raise Fail("card %s is not ISO 14443-4 (SAK %02X): not a DESFire" % (t.uid.hex().upper(), t.sak))
@@ -281,8 +283,12 @@ def find_card(pn: SerialPN532, wait: float) -> pcd.Target:
     return t
 
 
-_STEPS = {0xCA: "create application LCF (4C4346), AES, 2 keys", 0xAA: "authenticate key 0 (factory key)",
-          0xCD: "create file 1 (std data, MAC, 26 bytes)", 0x3D: "write credential"}
+_STEPS = {
+    0xCA: "create application LCF (4C4346), AES, 2 keys",
+    0xAA: "authenticate key 0 (factory key)",
+    0xCD: "create file 1 (std data, MAC, 26 bytes)",
+    0x3D: "write credential",
+}
 
 
 def _label(frame: bytes) -> str | None:
@@ -305,11 +311,28 @@ def read_credential(pn, t, keys: K.BuildingKeys) -> K.Credential:
 
 def explain(e: Exception, what: str) -> Fail:
     if isinstance(e, CardStatus):
-        names = {0xAE: "authentication refused", 0x9D: "permission denied", 0xA0: "application not found",
-                 0xDE: "duplicate", 0x1E: "integrity error", 0x7E: "length error", 0x1C: "illegal command",
-                 0x40: "no such key", 0xBE: "boundary error", 0xF0: "file not found", 0x9E: "parameter error"}
-        return Fail("%s: card answered %02X (%s)%s" % (what, e.code, names.get(e.code, "error"),
-                                                         " in " + str(e).split(" in ", 1)[1] if " in " in str(e) else ""))
+        names = {
+            0xAE: "authentication refused",
+            0x9D: "permission denied",
+            0xA0: "application not found",
+            0xDE: "duplicate",
+            0x1E: "integrity error",
+            0x7E: "length error",
+            0x1C: "illegal command",
+            0x40: "no such key",
+            0xBE: "boundary error",
+            0xF0: "file not found",
+            0x9E: "parameter error",
+        }
+        return Fail(
+            "%s: card answered %02X (%s)%s"
+            % (
+                what,
+                e.code,
+                names.get(e.code, "error"),
+                " in " + str(e).split(" in ", 1)[1] if " in " in str(e) else "",
+            )
+        )
     if isinstance(e, C.AuthError):
         return Fail("%s: cryptographic check failed (%s)" % (what, e))
     if isinstance(e, Garbage):
@@ -352,17 +375,17 @@ def cmd_ports(args) -> int:
 def cmd_personalise(args) -> int:
     keys, key_version = load_keys(args.keys, need_perso=True)
     if args.valid_from > args.valid_until:
-        raise Fail("--valid-from %s is after --valid-until %s"
-                   % (day_to_str(args.valid_from), day_to_str(args.valid_until)), 2)
-    cred = K.Credential(args.card_id, keys.building_id, args.issuer, args.valid_from, args.valid_until,
-                        key_version)
+        raise Fail(
+            "--valid-from %s is after --valid-until %s" % (day_to_str(args.valid_from), day_to_str(args.valid_until)), 2
+        )
+    cred = K.Credential(args.card_id, keys.building_id, args.issuer, args.valid_from, args.valid_until, key_version)
     pn = open_chip(args.port)
     try:
         t = find_card(pn, args.wait)
         tx = lambda d: pn.exchange(t.tg, d)  # noqa: E731
         # already personalised? (the LCF application exists)
         try:
-            r = tx(b"\x5A" + K.AID_LCF)
+            r = tx(b"\x5a" + K.AID_LCF)
         except CARD_ERRORS as e:
             raise explain(e, "select application LCF") from None
         if r == b"\x00":
@@ -375,11 +398,15 @@ def cmd_personalise(args) -> int:
             except CARD_ERRORS as e:
                 raise explain(e, "check existing application") from None
             if mine:
-                raise Fail("card %s is already personalised for building %d with these keys "
-                           "(use 'card read' to see it)" % (t.uid.hex().upper(), keys.building_id))
-            raise Fail("card %s is already personalised with other keys (an LCF application exists); "
-                       "not touched" % t.uid.hex().upper())
-        if r != b"\xA0":
+                raise Fail(
+                    "card %s is already personalised for building %d with these keys "
+                    "(use 'card read' to see it)" % (t.uid.hex().upper(), keys.building_id)
+                )
+            raise Fail(
+                "card %s is already personalised with other keys (an LCF application exists); "
+                "not touched" % t.uid.hex().upper()
+            )
+        if r != b"\xa0":
             raise Fail("card %s answered %s to SelectApplication: not a DESFire EV1+" % (t.uid.hex().upper(), r.hex()))
 
         def logged(d: bytes) -> bytes:
@@ -411,9 +438,18 @@ def cmd_personalise(args) -> int:
         if got != cred:
             raise Fail("verify: the credential read back differs from the one written")
         progress("  verify: ok (read key 1 and master key 0 diversified, credential MAC checked)")
-        print("personalised card %s: card id %s, building %d, valid %s .. %s, issuer %d, key version %d"
-              % (t.uid.hex().upper(), cred.card_id.hex().upper(), cred.building_id,
-                 day_to_str(cred.valid_from), day_to_str(cred.valid_until), cred.issuer, cred.key_version))
+        print(
+            "personalised card %s: card id %s, building %d, valid %s .. %s, issuer %d, key version %d"
+            % (
+                t.uid.hex().upper(),
+                cred.card_id.hex().upper(),
+                cred.building_id,
+                day_to_str(cred.valid_from),
+                day_to_str(cred.valid_until),
+                cred.issuer,
+                cred.key_version,
+            )
+        )
         return 0
     finally:
         _release(pn)
@@ -430,26 +466,36 @@ def cmd_read(args) -> int:
             cred = read_credential(pn, t, keys)
         except CardStatus as e:
             if e.code == 0xA0:
-                raise Fail("card %s has no liftcard application: blank or not a liftcard card"
-                           % t.uid.hex().upper()) from None
+                raise Fail(
+                    "card %s has no liftcard application: blank or not a liftcard card" % t.uid.hex().upper()
+                ) from None
             if e.code == 0xAE:
-                raise Fail("card %s refused the read key: personalised for another building or key "
-                           "generation" % t.uid.hex().upper()) from None
+                raise Fail(
+                    "card %s refused the read key: personalised for another building or key "
+                    "generation" % t.uid.hex().upper()
+                ) from None
             raise explain(e, "read") from None
         except C.AuthError as e:
             raise Fail("credential MAC did NOT verify (%s): forged, altered or other keys" % e) from None
         except CARD_ERRORS as e:
             raise explain(e, "read") from None
         if cred.building_id != keys.building_id:
-            raise Fail("credential is for building %d, the keys file is building %d"
-                       % (cred.building_id, keys.building_id))
+            raise Fail(
+                "credential is for building %d, the keys file is building %d" % (cred.building_id, keys.building_id)
+            )
         today = (datetime.date.today() - EPOCH_DATE).days
-        state = ("not yet valid" if today < cred.valid_from else
-                 "expired" if today > cred.valid_until else "valid")
-        out = {"uid": t.uid.hex().upper(), "card_id": cred.card_id.hex().upper(),
-               "building_id": cred.building_id, "issuer": cred.issuer,
-               "valid_from": day_to_str(cred.valid_from), "valid_until": day_to_str(cred.valid_until),
-               "key_version": cred.key_version, "mac": "verified", "status_today": state}
+        state = "not yet valid" if today < cred.valid_from else "expired" if today > cred.valid_until else "valid"
+        out = {
+            "uid": t.uid.hex().upper(),
+            "card_id": cred.card_id.hex().upper(),
+            "building_id": cred.building_id,
+            "issuer": cred.issuer,
+            "valid_from": day_to_str(cred.valid_from),
+            "valid_until": day_to_str(cred.valid_until),
+            "key_version": cred.key_version,
+            "mac": "verified",
+            "status_today": state,
+        }
         if args.json:
             print(json.dumps(out))
         else:
@@ -471,19 +517,24 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, "%s: %s (see %s --help)\n" % (PROG, message, self.prog))
 
 
-KEYS_HELP = ("building keys JSON, mode 0600: {\"building_id\": N, \"read_master\": \"32 hex\", "
-             "\"perso_master\": \"32 hex\", \"key_version\": 1}")
+KEYS_HELP = (
+    "building keys JSON, mode 0600: {\"building_id\": N, \"read_master\": \"32 hex\", "
+    "\"perso_master\": \"32 hex\", \"key_version\": 1}"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog=PROG, description="liftcard technicians' tool: personalise and read DESFire cards "
-               "through a USB PN532 (HSU, 115200 baud).",
-               epilog="Examples:\n  %(prog)s ports\n"
-               "  %(prog)s card personalise --port auto --keys building-12.json --card-id 00000000075BCD15 \\\n"
-               "      --valid-from 2026-01-01 --valid-until 2027-12-31\n"
-               "  %(prog)s card read --port /dev/ttyUSB0 --keys building-12.json\n"
-               "Errors are one line on stderr and a non-zero exit (2: bad input, 1: chip/card).",
-               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(
+        prog=PROG,
+        description="liftcard technicians' tool: personalise and read DESFire cards "
+        "through a USB PN532 (HSU, 115200 baud).",
+        epilog="Examples:\n  %(prog)s ports\n"
+        "  %(prog)s card personalise --port auto --keys building-12.json --card-id 00000000075BCD15 \\\n"
+        "      --valid-from 2026-01-01 --valid-until 2027-12-31\n"
+        "  %(prog)s card read --port /dev/ttyUSB0 --keys building-12.json\n"
+        "Errors are one line on stderr and a non-zero exit (2: bad input, 1: chip/card).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     sp = sub.add_parser("ports", help="list serial ports, marking likely PN532 USB adapters")
@@ -493,28 +544,43 @@ def build_parser() -> argparse.ArgumentParser:
     csub.required = True
 
     def common(q):
-        q.add_argument("--port", required=True,
-                       help="serial port of the PN532 (/dev/ttyUSB0, COM3) or 'auto': the single likely adapter")
+        q.add_argument(
+            "--port",
+            required=True,
+            help="serial port of the PN532 (/dev/ttyUSB0, COM3) or 'auto': the single likely adapter",
+        )
         q.add_argument("--keys", required=True, metavar="FILE", help=KEYS_HELP)
-        q.add_argument("--wait", type=float, default=0.0, metavar="S",
-                       help="wait up to S seconds for a card in the field (default: 0, fail at once)")
+        q.add_argument(
+            "--wait",
+            type=float,
+            default=0.0,
+            metavar="S",
+            help="wait up to S seconds for a card in the field (default: 0, fail at once)",
+        )
 
-    pe = csub.add_parser("personalise", aliases=["personalize"],
-                         help="personalise a blank DESFire EV1+: application LCF, diversified keys, credential",
-                         description="Create application LCF (AES, 2 keys), set key 1 (read) and key 0 "
-                         "(master) diversified from the building's masters (AN10922), create file 1 and "
-                         "write the 26-byte credential (docs/nfc.md), then read it back as a reader does. "
-                         "The card must be blank (factory keys); a card with an LCF application is refused.")
+    pe = csub.add_parser(
+        "personalise",
+        aliases=["personalize"],
+        help="personalise a blank DESFire EV1+: application LCF, diversified keys, credential",
+        description="Create application LCF (AES, 2 keys), set key 1 (read) and key 0 "
+        "(master) diversified from the building's masters (AN10922), create file 1 and "
+        "write the 26-byte credential (docs/nfc.md), then read it back as a reader does. "
+        "The card must be blank (factory keys); a card with an LCF application is refused.",
+    )
     common(pe)
-    pe.add_argument("--card-id", required=True, type=card_id_arg, metavar="HEX16",
-                    help="the whitelist card id, 16 hex digits")
+    pe.add_argument(
+        "--card-id", required=True, type=card_id_arg, metavar="HEX16", help="the whitelist card id, 16 hex digits"
+    )
     pe.add_argument("--valid-from", required=True, type=day_arg, metavar="YYYY-MM-DD")
     pe.add_argument("--valid-until", required=True, type=until_arg, metavar="YYYY-MM-DD|never")
     pe.add_argument("--issuer", type=issuer_arg, default=0, metavar="N", help="issuer number 0..65535 (default 0)")
     pe.set_defaults(func=cmd_personalise)
-    pr = csub.add_parser("read", help="read and verify a card's credential with the building's read key",
-                         description="Authenticate with the diversified read key 1 and read the credential "
-                         "with its MAC checked, as a reader does. Needs only read_master in the keys file.")
+    pr = csub.add_parser(
+        "read",
+        help="read and verify a card's credential with the building's read key",
+        description="Authenticate with the diversified read key 1 and read the credential "
+        "with its MAC checked, as a reader does. Needs only read_master in the keys file.",
+    )
     common(pr)
     pr.add_argument("--json", action="store_true", help="print one JSON object")
     pr.set_defaults(func=cmd_read)

@@ -64,7 +64,9 @@ def index_url() -> str:
     try:
         out = subprocess.run(
             [sys.executable, "-m", "pip", "config", "get", "global.index-url"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip().rstrip("/")
@@ -123,8 +125,10 @@ def fetch_all(dest: Path = DEST, lock: Path = LOCK, quiet: bool = False) -> None
     for entry in read_lock(lock):
         files = fetch_one(entry, index, dest)
         if not quiet:
-            print(f"micropython-lib: {entry.name} {entry.version} verified -> "
-                  + ", ".join(str(p.relative_to(dest)) for p in files))
+            print(
+                f"micropython-lib: {entry.name} {entry.version} verified -> "
+                + ", ".join(str(p.relative_to(dest)) for p in files)
+            )
     (dest / ".lock-sha256").write_text(hashlib.sha256(lock.read_bytes()).hexdigest())
 
 

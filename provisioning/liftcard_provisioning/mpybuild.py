@@ -70,9 +70,11 @@ def _mpy_cross() -> str:
 
 # ---- what goes where ----
 
+
 @dataclass
 class Manifest:
     """What firmware/manifest.py puts onto a board."""
+
     packages: list[str] = field(default_factory=list)
     modules: list[str] = field(default_factory=list)
     requires: list[str] = field(default_factory=list)
@@ -104,8 +106,14 @@ def read_manifest(firmware: Path = FIRMWARE) -> Manifest:
     def metadata(**_kw):
         pass
 
-    env = {"include": include, "package": package, "module": module, "require": require,
-           "metadata": metadata, "__file__": str(path)}
+    env = {
+        "include": include,
+        "package": package,
+        "module": module,
+        "require": require,
+        "metadata": metadata,
+        "__file__": str(path),
+    }
     try:
         exec(compile(path.read_text(), str(path), "exec"), env)
     except FileNotFoundError:
@@ -148,8 +156,9 @@ def board_files(firmware: Path = FIRMWARE) -> list[tuple[Path, Path]]:
 
 def host_files(firmware: Path = FIRMWARE) -> list[tuple[Path, Path]]:
     """(source, path in the host tree): the host-only modules of firmware/host/."""
-    return [(p, p.relative_to(firmware / "host").with_suffix(".mpy"))
-            for p in sorted((firmware / "host").rglob("*.py"))]
+    return [
+        (p, p.relative_to(firmware / "host").with_suffix(".mpy")) for p in sorted((firmware / "host").rglob("*.py"))
+    ]
 
 
 def host_out(out: Path = DEFAULT_OUT) -> Path:
@@ -166,6 +175,7 @@ def micropypath(out: Path = DEFAULT_OUT, extra=()) -> str:
 
 # ---- the build ----
 
+
 def _stamp(files: list[tuple[Path, Path]], cross_version: str) -> str:
     h = hashlib.sha256()
     h.update(cross_version.encode())
@@ -181,8 +191,7 @@ def _top(rel: Path) -> str:
     return parts[1] if parts[0] == "lib" and len(parts) > 1 else parts[0]
 
 
-def _build_tree(out: Path, files: list[tuple[Path, Path]], cross: str, want: str, firmware: Path,
-                quiet: bool) -> None:
+def _build_tree(out: Path, files: list[tuple[Path, Path]], cross: str, want: str, firmware: Path, quiet: bool) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / (out.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -232,13 +241,18 @@ def build(out: Path = DEFAULT_OUT, firmware: Path = FIRMWARE, quiet: bool = True
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m liftcard_provisioning.mpybuild",
-                                 description="compile the firmware to .mpy (cached)")
-    ap.add_argument("--out", default=str(DEFAULT_OUT),
-                    help="the board tree (default build/firmware); host modules go to 'host' beside it")
+    ap = argparse.ArgumentParser(
+        prog="python -m liftcard_provisioning.mpybuild", description="compile the firmware to .mpy (cached)"
+    )
+    ap.add_argument(
+        "--out",
+        default=str(DEFAULT_OUT),
+        help="the board tree (default build/firmware); host modules go to 'host' beside it",
+    )
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress")
-    ap.add_argument("--micropypath", action="store_true",
-                    help="print the MICROPYPATH that runs the build on this computer")
+    ap.add_argument(
+        "--micropypath", action="store_true", help="print the MICROPYPATH that runs the build on this computer"
+    )
     args = ap.parse_args(argv)
     try:
         out = build(Path(args.out), quiet=args.quiet)

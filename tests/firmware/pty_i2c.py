@@ -30,9 +30,9 @@ class PtyI2C:
         # counters for the tests
         self.writes = 0
         self.reads = 0
-        self.status_reads = 0   # 1-byte reads (the status alone)
-        self.not_ready = 0      # reads whose status byte said "not ready"
-        self.max_read = 0       # longest read asked for
+        self.status_reads = 0  # 1-byte reads (the status alone)
+        self.not_ready = 0  # reads whose status byte said "not ready"
+        self.max_read = 0  # longest read asked for
 
     def _head(self, op, addr, n):
         if addr != self._addr:

@@ -31,7 +31,12 @@ CONFIG = {
     "floors": 7,
     "ground_floor": 0,
     "key": KEY_HEX,
-    "tariff": {"fee_fen": [0, 0, 10, 20, 30, 40, 50], "free_classes": ["exempt"], "monthly_cap_fen": 3000, "debounce_s": 30},
+    "tariff": {
+        "fee_fen": [0, 0, 10, 20, 30, 40, 50],
+        "free_classes": ["exempt"],
+        "monthly_cap_fen": 3000,
+        "debounce_s": 30,
+    },
     "legacy_uid": False,
     "relay_ms": 4000,
     "utc_offset_min": 480,
@@ -68,8 +73,18 @@ def card_id(i):
 
 
 def record(cid, household, floors=0b1000001, status=0, klass=0, until=0xFFFF):
-    return cid + bytes((household >> 16, (household >> 8) & 255, household & 255, floors >> 8, floors & 255,
-                        (status << 4) | klass, until >> 8, until & 255))
+    return cid + bytes(
+        (
+            household >> 16,
+            (household >> 8) & 255,
+            household & 255,
+            floors >> 8,
+            floors & 255,
+            (status << 4) | klass,
+            until >> 8,
+            until & 255,
+        )
+    )
 
 
 def write_whitelist(fname, records, version, reader_id=READER_ID, building_id=BUILDING_ID, key=KEY):
@@ -175,8 +190,14 @@ def child(module, function, *args, heap=None):
     # Only test-data builders, which never run a reader, may ask for more heap.
     log = path("child.log")
     cmd = "%s -X heapsize=%s %s/mprun.py %s %s %s > %s 2>&1" % (
-        sys.executable, heap or HEAP, HERE, module, function,
-        " ".join(str(a) for a in args), log)
+        sys.executable,
+        heap or HEAP,
+        HERE,
+        module,
+        function,
+        " ".join(str(a) for a in args),
+        log,
+    )
     status = os.system(cmd)
     if status != 0:
         with open(log) as f:
@@ -199,8 +220,9 @@ def snapshot(prefix, to):
     copy_file(path(prefix + "-log.img"), path(to + "-log.img"))
 
 
-def configured_reader(prefix="r", cards=None, version=1, cfg=None, keep_output=True, board_cls=Board, key=KEY,
-                      log_size=MB2):
+def configured_reader(
+    prefix="r", cards=None, version=1, cfg=None, keep_output=True, board_cls=Board, key=KEY, log_size=MB2
+):
     # Fresh images, config and whitelist installed through the reader's commands.
     # cards: a list of records, or the name of a whitelist file already written.
     # Test data is written out and dropped before the reader boots: 192K is

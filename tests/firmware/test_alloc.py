@@ -17,8 +17,8 @@ def _reader():
     cards = [record(card_id(i), 300 + i % 3, HOME5) for i in range(1, 40)]
     cards.append(record(card_id(50), 350, HOME5, klass=codes.CL_EXEMPT))
     cards.append(record(card_id(51), 351, HOME5, status=codes.ST_LOST))
-    cards.append(record(card_id(52), 352, 0b100000))                  # floor 5, not the ground
-    cards.append(record(card_id(53), 353, HOME5, until=10))          # expired long ago
+    cards.append(record(card_id(52), 352, 0b100000))  # floor 5, not the ground
+    cards.append(record(card_id(53), 353, HOME5, until=10))  # expired long ago
     return rig.configured_reader(cfg=cfg, cards=cards, keep_output=False)
 
 
@@ -38,8 +38,18 @@ def _round(r, ids, card):
 def test_tap_path_does_not_allocate():
     r = _reader()
     card = r.board.card
-    ids = [card_id(1), card_id(1), card_id(2), card_id(3), card_id(50), card_id(99), card_id(51),
-           card_id(53), card_id(52), card_id(4)]
+    ids = [
+        card_id(1),
+        card_id(1),
+        card_id(2),
+        card_id(3),
+        card_id(50),
+        card_id(99),
+        card_id(51),
+        card_id(53),
+        card_id(52),
+        card_id(4),
+    ]
     _round(r, ids, card)  # warm-up: first-time paths (month roll, table slots)
     gc.collect()
     gc.disable()

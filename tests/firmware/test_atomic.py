@@ -12,7 +12,7 @@ from hostflash import BlockDev, PowerLoss, Rail, create_image
 from liftcard import atomic, u32
 
 _MNT = "/atomic"
-_OLD = b"old " * 300   # bigger than a littlefs inline file: blocks of its own
+_OLD = b"old " * 300  # bigger than a littlefs inline file: blocks of its own
 _NEW = b"new content " * 150
 
 

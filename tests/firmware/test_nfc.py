@@ -79,8 +79,10 @@ def test_nfc_ev1_auth_vectors():
         d.rnd = unhex(v["rnd_a"])
         d.key[:] = unhex(v.get("reader_key") or v["key"])
         if v["ok"]:
-            frames = [{"send": "aa01", "recv": "af" + v["ek_rnd_b"]},
-                      {"send": "af" + v["token"], "recv": "00" + v["ek_rnd_a1"]}]
+            frames = [
+                {"send": "aa01", "recv": "af" + v["ek_rnd_b"]},
+                {"send": "af" + v["token"], "recv": "00" + v["ek_rnd_a1"]},
+            ]
             ks = d._authenticate(FakePN(frames, bytes(7)))
             check(rig.hexs(ks) == v["session_key"], v["source"])
             # a card answering with another RndA' does not prove the key
@@ -158,8 +160,11 @@ def test_nfc_sun_vectors():
     full = bytearray(16)
     t = bytearray(8)
     for _, v in vector_cases("nfc.jsonl", "sdmmac"):
-        sv = bytes((0x3C, 0xC3, 0, 1, 0, 0x80)) + unhex(v["uid"]) + bytes(
-            (v["counter"] & 255, (v["counter"] >> 8) & 255, v["counter"] >> 16))
+        sv = (
+            bytes((0x3C, 0xC3, 0, 1, 0, 0x80))
+            + unhex(v["uid"])
+            + bytes((v["counter"] & 255, (v["counter"] >> 8) & 255, v["counter"] >> 16))
+        )
         Cmac(unhex(v["file_key"])).mac(sv, 0, 16, full)
         check(rig.hexs(full) == v["session_key"], v["source"])
         m = unhex(v["mac_input"])
@@ -199,8 +204,13 @@ def test_nfc_pn532_frame_vectors():
         n += 1
     check(n >= 5)
     d = P.Decoder()
-    for name, want in (("0000ff00ff00", P.F_ACK), ("0000ffff0000", P.F_NACK), ("0000ff01ff7f8100", P.F_ERROR),
-                       ("0000ff06fad50332010607e900", P.F_BAD), ("0000ff06fbd50332010607e800", P.F_BAD)):
+    for name, want in (
+        ("0000ff00ff00", P.F_ACK),
+        ("0000ffff0000", P.F_NACK),
+        ("0000ff01ff7f8100", P.F_ERROR),
+        ("0000ff06fad50332010607e900", P.F_BAD),
+        ("0000ff06fbd50332010607e800", P.F_BAD),
+    ):
         got = 0
         for b in unhex(name):
             got = got or d.feed(b)
@@ -346,7 +356,7 @@ def test_nfc_counter_table_bounded_and_persisted():
         check(t.fresh(ids[i], 5))
         t.accept(ids[i], 5)
     check(not t.fresh(ids[0], 5) and t.fresh(ids[0], 6))
-    t.accept(ids[0], 7)           # ids[1] is now the least recently used
+    t.accept(ids[0], 7)  # ids[1] is now the least recently used
     t.accept(ids[4], 1)
     check(t.find(ids[1]) < 0 and not t.fresh(ids[0], 7) and not t.fresh(ids[4], 1))
     t.save()
@@ -377,8 +387,12 @@ def test_nfc_config_read_master():
     good = dict(rig.CONFIG, read_master="00112233445566778899aabbccddeeff")
     check(configmod.validate(good)["read_master"] == unhex("00112233445566778899aabbccddeeff"))
     check("read_master" not in configmod.validate(rig.CONFIG))
-    for bad in ("00112233445566778899aabbccddeef", "zz112233445566778899aabbccddeeff", 12,
-                "00112233445566778899aabbccddeeff00"):
+    for bad in (
+        "00112233445566778899aabbccddeef",
+        "zz112233445566778899aabbccddeeff",
+        12,
+        "00112233445566778899aabbccddeeff00",
+    ):
         msg = rig.expect_error(configmod.validate, dict(rig.CONFIG, read_master=bad))
         check("read_master must be 32 hex digits" in msg, msg)
         check(type(bad) is not str or bad[4:] not in msg, "the key leaked into %r" % msg)

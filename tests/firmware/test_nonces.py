@@ -17,7 +17,7 @@ from hostflash import PowerLoss, Rail
 from liftcard.reader import Reader
 
 KEY2_HEX = "11" * 32
-LOG = "nonces.bin"   # key (16) | counter block (16), one per AES block encrypted
+LOG = "nonces.bin"  # key (16) | counter block (16), one per AES block encrypted
 
 
 class _RecordingAes:
@@ -74,15 +74,15 @@ def _send(r):
 def prepare():
     r = rig.configured_reader(prefix="n", cards=[record(card_id(1), 101)], cfg=_cfg(), keep_output=False)
     _send(r)
-    _configure(r, _cfg())                 # the same config again: a technician's configure
+    _configure(r, _cfg())  # the same config again: a technician's configure
     _send(r)
-    _configure(r, _cfg(KEY2_HEX))         # a new key
+    _configure(r, _cfg(KEY2_HEX))  # a new key
     _send(r)
-    _configure(r, _cfg())                 # back to the first key
+    _configure(r, _cfg())  # back to the first key
     _send(r)
-    _configure(r, _cfg(uplink=False))     # the uplink dropped...
+    _configure(r, _cfg(uplink=False))  # the uplink dropped...
     check(r.uplink is None)
-    _configure(r, _cfg())                 # ... and back
+    _configure(r, _cfg())  # ... and back
     _send(r)
     rig.shutdown(r)
 

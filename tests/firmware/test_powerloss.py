@@ -69,9 +69,9 @@ def _burst(r, signalled, acked):
             r.command("ACK %d" % upto)
             acked.append(upto)
             _quiet(r)
-            r.idle()      # checkpoint the spend table
+            r.idle()  # checkpoint the spend table
             _quiet(r)
-            r.idle()      # erase ahead
+            r.idle()  # erase ahead
 
 
 def cut_burst(cut):
@@ -230,7 +230,7 @@ def _lost_card():
 def _delta_versions():
     v1 = _cards(300)
     v2 = [c for c in v1]
-    v2[3] = _lost_card()                                    # one card lost
+    v2[3] = _lost_card()  # one card lost
     # v2 -> v3: 236 cards move household and 20 leave: a full delta (256
     # operations) that, merged with the overlay's one, forces a compaction.
     v3 = []

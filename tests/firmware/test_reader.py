@@ -8,15 +8,15 @@ HOME5 = 0b0100001  # ground + floor 5
 
 def _cards():
     return [
-        record(card_id(1), 101, HOME5),                        # resident, floor 5
-        record(card_id(2), 102, 0b0001001),                    # resident, floor 3
-        record(card_id(3), 103, HOME5, status=1),              # suspended
-        record(card_id(4), 104, HOME5, status=2),              # lost
-        record(card_id(5), 105, HOME5, status=3),              # expired status
-        record(card_id(6), 106, HOME5, klass=1),               # exempt
-        record(card_id(7), 107, HOME5, until=10),              # valid_until long past
-        record(card_id(8), 101, HOME5, klass=3),               # visitor of household 101
-        record(card_id(9), 109, 0b0100000),                    # floor 5 only, no ground
+        record(card_id(1), 101, HOME5),  # resident, floor 5
+        record(card_id(2), 102, 0b0001001),  # resident, floor 3
+        record(card_id(3), 103, HOME5, status=1),  # suspended
+        record(card_id(4), 104, HOME5, status=2),  # lost
+        record(card_id(5), 105, HOME5, status=3),  # expired status
+        record(card_id(6), 106, HOME5, klass=1),  # exempt
+        record(card_id(7), 107, HOME5, until=10),  # valid_until long past
+        record(card_id(8), 101, HOME5, klass=3),  # visitor of household 101
+        record(card_id(9), 109, 0b0100000),  # floor 5 only, no ground
     ]
 
 
@@ -32,8 +32,8 @@ def test_decisions_and_fees():
     check(tap(r, card_id(7), 0) == codes.EXPIRED)
     check(tap(r, card_id(99), 0) == codes.UNKNOWN_CARD)
     check(tap(r, card_id(9), 3) == codes.NO_FLOOR)  # boarding at 3: ground not allowed
-    check(tap(r, card_id(1), 0) == codes.GRANTED)   # debounced re-tap
-    check(tap(r, card_id(8), 5) == codes.GRANTED)   # visitor riding down from 5
+    check(tap(r, card_id(1), 0) == codes.GRANTED)  # debounced re-tap
+    check(tap(r, card_id(8), 5) == codes.GRANTED)  # visitor riding down from 5
     recs = rig.all_records(r)
     check(len(recs) == 11, "every tap is logged: %d" % len(recs))
     seqs = [rig.seq(x) for x in recs]

@@ -160,10 +160,10 @@ def test_nor_rules_are_enforced_by_the_emulator():
     rig.make_images("n", log_size=LOG_SIZE)
     nor = NorFlash(rig.path("n-log.img"))
     nor.writeblocks(3, b"\x0f" * 32, 64)
-    nor.writeblocks(3, b"\x05" * 32, 64)       # 1 -> 0 only: allowed
+    nor.writeblocks(3, b"\x05" * 32, 64)  # 1 -> 0 only: allowed
     msg = rig.expect_error(nor.writeblocks, 3, b"\xf0" * 32, 64)
     check("set bits" in msg, msg)
-    nor.ioctl(6, 3)                            # a whole-sector erase
+    nor.ioctl(6, 3)  # a whole-sector erase
     nor.writeblocks(3, b"\xf0" * 32, 64)
     check(nor.erased == 1 and nor.programmed == 96)
     nor.close()

@@ -62,8 +62,9 @@ class Gateway:
         self.n += 1
         msg = self.msg
         n = len(body)
-        struct.pack_into(">4sBBHIIII", msg, 0, uc.MAGIC, 1, uc.SUNCTR_DOWN, 0, rig.READER_ID, rig.BUILDING_ID, 9,
-                         self.n)
+        struct.pack_into(
+            ">4sBBHIIII", msg, 0, uc.MAGIC, 1, uc.SUNCTR_DOWN, 0, rig.READER_ID, rig.BUILDING_ID, 9, self.n
+        )
         self.c._crypt(body, 0, msg, uc.HEADER_LEN, n, msg)
         m = self.c._mac
         m.start()

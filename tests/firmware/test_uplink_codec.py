@@ -51,8 +51,17 @@ def test_encode_up_vectors():
             got = c.sunctr((unhex(e[0]), e[1]) for e in f["entries"])
         else:
             check(v["kind"] == "status", v["kind"])
-            got = c.status(f["uptime"], f["free_heap"], f["backlog"], f["wl_version"], f["unrecorded"],
-                           f["last_error"], f["flags"], f["boot"], f["time"])
+            got = c.status(
+                f["uptime"],
+                f["free_heap"],
+                f["backlog"],
+                f["wl_version"],
+                f["unrecorded"],
+                f["last_error"],
+                f["flags"],
+                f["boot"],
+                f["time"],
+            )
         check(bytes(got) == unhex(v["hex"]), "encoding of: " + v["why"])
         v = f = got = None
         gc.collect()
@@ -111,8 +120,17 @@ def test_decode_down_vectors():
         _set_down_last(c, v["last_counter"])
         kind = c.open(unhex(v["hex"]))
         f = v["fields"]
-        check(kind == {"ack": uc.ACK, "time": uc.TIME, "delta": uc.DELTA, "whitelist": uc.WHITELIST,
-                       "sunctr_down": uc.SUNCTR_DOWN}[v["kind"]], "kind of: " + v["why"])
+        check(
+            kind
+            == {
+                "ack": uc.ACK,
+                "time": uc.TIME,
+                "delta": uc.DELTA,
+                "whitelist": uc.WHITELIST,
+                "sunctr_down": uc.SUNCTR_DOWN,
+            }[v["kind"]],
+            "kind of: " + v["why"],
+        )
         if kind == uc.ACK:
             check(c.seq == f["seq"], v["why"])
         elif kind == uc.TIME:

@@ -55,8 +55,18 @@ def test_ride_record_vectors():
         b = unhex(v["hex"])
         if group == "valid":
             f = v["fields"]
-            ridelog.pack(rec, f["time"], f["uptime"], unhex(f["card_id"]), f["household"], f["floor"],
-                         f["fee"], f["result"], f["flags"], f["boot"])
+            ridelog.pack(
+                rec,
+                f["time"],
+                f["uptime"],
+                unhex(f["card_id"]),
+                f["household"],
+                f["floor"],
+                f["fee"],
+                f["result"],
+                f["flags"],
+                f["boot"],
+            )
             ridelog.seal(rec, f["seq"])
             check(bytes(rec) == b, "record %s encodes as %s" % (v["hex"], rig.hexs(rec)))
             check(ridelog.valid(b) and ridelog.seq_of(b) == f["seq"])
@@ -114,8 +124,14 @@ def _fresh_reader(cfg, key, held_version):
     # A reader holding a valid list of the given version (or none).
     r = rig.configured_reader(cfg=cfg, keep_output=False)
     if held_version is not None:
-        held = rig.write_whitelist(rig.path("held.bin"), [rig.record(rig.card_id(1), 7)], held_version,
-                                   cfg["reader_id"], cfg["building_id"], key)
+        held = rig.write_whitelist(
+            rig.path("held.bin"),
+            [rig.record(rig.card_id(1), 7)],
+            held_version,
+            cfg["reader_id"],
+            cfg["building_id"],
+            key,
+        )
         check(r.command("WL " + held).startswith("OK"))
     return r
 
@@ -199,8 +215,13 @@ def test_fee_vectors():
             rig.tap(r, unhex(t["card_id"]), t["at"])
             rec = r.rec
             e = t["expect"]
-            got = {"result": rec[26], "fee": rig.fee(rec), "flags": rec[27], "floor": rec[23],
-                   "household": (rec[20] << 16) | (rec[21] << 8) | rec[22]}
+            got = {
+                "result": rec[26],
+                "fee": rig.fee(rec),
+                "flags": rec[27],
+                "floor": rec[23],
+                "household": (rec[20] << 16) | (rec[21] << 8) | rec[22],
+            }
             check(got == e, "%s tap %d (%s): expected %r, got %r" % (name, i, t["note"], e, got))
             check(rig.seq(rec) == r.log.last_seq, "every tap is logged")
         rig.shutdown(r)

@@ -194,7 +194,7 @@ def test_a_gap_drops_the_partial_file_and_waits_for_offset_0():
     send(r, gw, v2, (4096, 2048))  # the rest of that stream: waited out quietly
     _ok(r)
     check(not _exists(RECV) and u.wlrecv.skipped == 2 and r.wl.version == 1)
-    send(r, gw, v2)                # the gateway starts over
+    send(r, gw, v2)  # the gateway starts over
     _ok(r)
     check(r.wl.version == 2 and _holds(r, 300, 1000) and not _exists(RECV))
     rig.shutdown(r)
@@ -206,10 +206,10 @@ def test_a_new_version_mid_stream_starts_over():
     r = _reader()
     gw = Gateway(r)
     send(r, gw, v2, (0, 1024))
-    send(r, gw, v3, (0, 1024))     # offset 0 of v3: v2's partial is dropped
+    send(r, gw, v3, (0, 1024))  # offset 0 of v3: v2's partial is dropped
     _ok(r)
     check(_size(RECV) == 2048 and r.uplink.wlrecv.version == 3)
-    send(r, gw, v2, (2048,))       # v2 again, mid-stream: v3's partial dropped
+    send(r, gw, v2, (2048,))  # v2 again, mid-stream: v3's partial dropped
     check(r.uplink.last_error == 5 and not _exists(RECV))
     send(r, gw, v3, (2048, 3072))  # waits for offset 0
     check(not _exists(RECV) and r.wl.version == 1 and _holds(r, 20))
@@ -225,7 +225,7 @@ def test_a_stale_version_is_refused_without_touching_anything():
     r = _reader()
     check(r.command("WL " + v2).startswith("OK whitelist v2"))
     gw = Gateway(r)
-    send(r, gw, v3, (0,))          # an assembly of v3 in progress
+    send(r, gw, v3, (0,))  # an assembly of v3 in progress
     for stale, offsets in ((v2, (0,)), (v1, (0,)), (v2, (1024, 4096))):
         send(r, gw, stale, offsets)
         u = r.uplink
@@ -278,6 +278,7 @@ def test_a_list_larger_than_the_heap_is_assembled_on_flash():
 
 
 # ---- power cut at every flash write of a chunked list ----
+
 
 def wl_prepare():
     _write(rig.path("v1.bin"), 40, 1)

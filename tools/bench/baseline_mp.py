@@ -50,8 +50,16 @@ class CountingBlockDev(BlockDev):
 
 
 def parse(argv):
-    opts = {"dir": None, "config": None, "wl": None, "taps": None, "fs-size": "2097152",
-            "count-taps": "300", "time": "91000000", "capacity": "1"}
+    opts = {
+        "dir": None,
+        "config": None,
+        "wl": None,
+        "taps": None,
+        "fs-size": "2097152",
+        "count-taps": "300",
+        "time": "91000000",
+        "capacity": "1",
+    }
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -143,7 +151,7 @@ class Baseline:
         ridelog.seal(rec, self.seq)
         self.seq += 1
         self.f.write(rec)
-        self.f.flush()     # durable before "granted"
+        self.f.flush()  # durable before "granted"
         fees.commit(card, ms)
         return fees.result
 
@@ -174,7 +182,9 @@ def main():
         wl = None
         gc.collect()
         out["fits"] = False
-        out["error"] = "MemoryError while loading the JSON whitelist into a dict: %s" % (e or "memory allocation failed")
+        out["error"] = "MemoryError while loading the JSON whitelist into a dict: %s" % (
+            e or "memory allocation failed"
+        )
         print(json.dumps(out))
         return
     out["load_ms"] = time.ticks_diff(time.ticks_ms(), t0)
@@ -278,8 +288,12 @@ def main():
         except OSError:
             pass
         umount(dev)
-        out["capacity"] = {"fs_bytes": fs_size, "file_bytes": written, "rides": written // 32,
-                           "note": "one file on an otherwise empty littlefs; the list and config would share it"}
+        out["capacity"] = {
+            "fs_bytes": fs_size,
+            "file_bytes": written,
+            "rides": written // 32,
+            "note": "one file on an otherwise empty littlefs; the list and config would share it",
+        }
     print(json.dumps(out))
 
 

@@ -101,8 +101,18 @@ def fs_type(path: Path) -> str:
 
 def ride(seq: int, boot: int = 1) -> RideRecord:
     # Fees vary so the totals are a real check; every ride is synced.
-    return RideRecord(seq=seq, time=91_000_000 + seq, uptime=seq, card_id=0x1000_0000_0000_0000 + seq % 997,
-                      household=1 + seq % 50, floor=1 + seq % 6, fee=seq % 4 * 10, result=0, flags=0, boot=boot)
+    return RideRecord(
+        seq=seq,
+        time=91_000_000 + seq,
+        uptime=seq,
+        card_id=0x1000_0000_0000_0000 + seq % 997,
+        household=1 + seq % 50,
+        floor=1 + seq % 6,
+        fee=seq % 4 * 10,
+        result=0,
+        flags=0,
+        boot=boot,
+    )
 
 
 # -- simulated readers ------------------------------------------------------------
@@ -115,7 +125,7 @@ class LoadReader:
         self.rid, self.key = rid, key
         self.topics = reader_topics(BUILDING, rid)
         self.window = threading.Semaphore(window)
-        self.pending: deque = deque()   # last seq of each unacked message
+        self.pending: deque = deque()  # last seq of each unacked message
         self.lock = threading.Lock()
         self.acked = 0
         self.last_down = 0
@@ -124,11 +134,13 @@ class LoadReader:
         self.msgs = []
         for i, first in enumerate(range(1, rides + 1, PER_MSG)):
             seqs = range(first, min(first + PER_MSG, rides + 1))
-            self.msgs.append((seqs[-1], link.build_rides(key, rid, BUILDING, link.counter_of(1, i + 1),
-                                                           [ride(s) for s in seqs])))
+            self.msgs.append(
+                (seqs[-1], link.build_rides(key, rid, BUILDING, link.counter_of(1, i + 1), [ride(s) for s in seqs]))
+            )
         self._sub = threading.Event()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-{rid}-{uuid.uuid4().hex[:6]}",
-                        protocol=mqtt.MQTTv311)
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-{rid}-{uuid.uuid4().hex[:6]}", protocol=mqtt.MQTTv311
+        )
         c.username_pw_set(f"reader-{rid}", broker.credentials[f"reader-{rid}"])
         c.on_message = self._on_message
         c.on_subscribe = lambda *a: self._sub.set()
@@ -172,8 +184,15 @@ class LoadReader:
 
 
 def write_gateway_config(d: Path, broker: MosquittoInstance, keys: dict, extra: str = "") -> Path:
-    return configs.write_gateway_config(d, broker, keys, {rid: BUILDING for rid in keys}, extra=extra,
-                                        first_seq=1, client_id=f"gw-bench-{uuid.uuid4().hex[:8]}")
+    return configs.write_gateway_config(
+        d,
+        broker,
+        keys,
+        {rid: BUILDING for rid in keys},
+        extra=extra,
+        first_seq=1,
+        client_id=f"gw-bench-{uuid.uuid4().hex[:8]}",
+    )
 
 
 def start_gateway(cfg: Path, logdir: Path) -> subprocess.Popen:
@@ -216,8 +235,11 @@ class MemSampler(threading.Thread):
         m = proc_mem(self.pid)
         self._halt.set()
         self.join(2)
-        return {"peak_rss_kib": max(self.peak_rss, m.get("VmRSS", 0)), "vm_hwm_kib": m.get("VmHWM"),
-                "samples": self.samples}
+        return {
+            "peak_rss_kib": max(self.peak_rss, m.get("VmRSS", 0)),
+            "vm_hwm_kib": m.get("VmHWM"),
+            "samples": self.samples,
+        }
 
 
 # -- phases ---------------------------------------------------------------------
@@ -266,8 +288,7 @@ def wait_until(pred, timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
-def phase_live(work: Path, n_readers: int, rides: int, window: int, up: Upstream | None,
-               batch_rides: int) -> dict:
+def phase_live(work: Path, n_readers: int, rides: int, window: int, up: Upstream | None, batch_rides: int) -> dict:
     per = max(1, rides // n_readers)
     total = per * n_readers
     rids = [FIRST_READER + i for i in range(n_readers)]
@@ -306,15 +327,28 @@ def phase_live(work: Path, n_readers: int, rides: int, window: int, up: Upstream
             stored = st.ride_count()
         finally:
             st.close()
-    out = {"readers": n_readers, "rides": total, "window": window, "rides_per_message": PER_MSG,
-           "gateway_ack": {"seconds": round(t_gw, 3), "rides_per_s": round(total / t_gw, 1),
-                           "messages_per_s": round(total / PER_MSG / t_gw, 1)},
-           "stored": stored, "gateway_exactly_once": stored == total, "gateway_memory": memo}
+    out = {
+        "readers": n_readers,
+        "rides": total,
+        "window": window,
+        "rides_per_message": PER_MSG,
+        "gateway_ack": {
+            "seconds": round(t_gw, 3),
+            "rides_per_s": round(total / t_gw, 1),
+            "messages_per_s": round(total / PER_MSG / t_gw, 1),
+        },
+        "stored": stored,
+        "gateway_exactly_once": stored == total,
+        "gateway_memory": memo,
+    }
     if up is not None:
         held = up.held()
         want_fees = sum(ride(s).fee for s in range(1, per + 1)) * n_readers
-        out["ledger_ack"] = {"seconds": round(t_ledger, 3), "rides_per_s": round(total / t_ledger, 1),
-                             "batch_rides": batch_rides}
+        out["ledger_ack"] = {
+            "seconds": round(t_ledger, 3),
+            "rides_per_s": round(total / t_ledger, 1),
+            "batch_rides": batch_rides,
+        }
         out["ledger_exactly_once"] = held == total
         out["ledger_fees_match"] = up.fees() == want_fees
     return out
@@ -346,16 +380,24 @@ def phase_backlog(work: Path, n: int, n_readers: int, up: Upstream, batch_rides:
             memo = mem.stop()
         finally:
             stop(gw)
-    return {"rides": per * n_readers, "readers": n_readers, "batch_rides": batch_rides,
-            "prefill_seconds": round(fill_s, 2), "drain_seconds": round(elapsed, 2),
-            "rides_per_s": round(per * n_readers / elapsed, 1), "gateway_memory": memo,
-            "ledger_exactly_once": up.held() - before == per * n_readers}
+    return {
+        "rides": per * n_readers,
+        "readers": n_readers,
+        "batch_rides": batch_rides,
+        "prefill_seconds": round(fill_s, 2),
+        "drain_seconds": round(elapsed, 2),
+        "rides_per_s": round(per * n_readers / elapsed, 1),
+        "gateway_memory": memo,
+        "ledger_exactly_once": up.held() - before == per * n_readers,
+    }
 
 
-RIDES_DDL = ("CREATE TABLE rides (reader_id INTEGER NOT NULL, seq INTEGER NOT NULL, time INTEGER, uptime INTEGER, "
-             "card_id TEXT, household INTEGER, floor INTEGER, fee INTEGER, result INTEGER, flags INTEGER, "
-             "boot INTEGER, received_at FLOAT, up_counter INTEGER, time_corrected INTEGER, time_ref_seq INTEGER, "
-             "PRIMARY KEY (reader_id, seq))")
+RIDES_DDL = (
+    "CREATE TABLE rides (reader_id INTEGER NOT NULL, seq INTEGER NOT NULL, time INTEGER, uptime INTEGER, "
+    "card_id TEXT, household INTEGER, floor INTEGER, fee INTEGER, result INTEGER, flags INTEGER, "
+    "boot INTEGER, received_at FLOAT, up_counter INTEGER, time_corrected INTEGER, time_ref_seq INTEGER, "
+    "PRIMARY KEY (reader_id, seq))"
+)
 
 
 def phase_baseline(work: Path, n_readers: int, rides: int) -> dict:
@@ -371,20 +413,41 @@ def phase_baseline(work: Path, n_readers: int, rides: int) -> dict:
         rid = FIRST_READER + i
         for s in range(1, per + 1):
             r = ride(s)
-            rows.append((rid, s, r.time, r.uptime, "%016x" % r.card_id, r.household, r.floor, r.fee, r.result,
-                         r.flags, r.boot, 0.0, 1))
+            rows.append(
+                (
+                    rid,
+                    s,
+                    r.time,
+                    r.uptime,
+                    "%016x" % r.card_id,
+                    r.household,
+                    r.floor,
+                    r.fee,
+                    r.result,
+                    r.flags,
+                    r.boot,
+                    0.0,
+                    1,
+                )
+            )
     t0 = time.perf_counter()
     for k in range(0, len(rows), PER_MSG):
         conn.execute("BEGIN")
-        conn.executemany("INSERT OR IGNORE INTO rides (reader_id, seq, time, uptime, card_id, household, floor, "
-                         "fee, result, flags, boot, received_at, up_counter) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                         rows[k:k + PER_MSG])
+        conn.executemany(
+            "INSERT OR IGNORE INTO rides (reader_id, seq, time, uptime, card_id, household, floor, "
+            "fee, result, flags, boot, received_at, up_counter) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows[k : k + PER_MSG],
+        )
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - t0
     n = conn.execute("SELECT count(*) FROM rides").fetchone()[0]
     conn.close()
-    return {"rides": n, "transactions": (len(rows) + PER_MSG - 1) // PER_MSG, "seconds": round(elapsed, 3),
-            "rides_per_s": round(n / elapsed, 1)}
+    return {
+        "rides": n,
+        "transactions": (len(rows) + PER_MSG - 1) // PER_MSG,
+        "seconds": round(elapsed, 3),
+        "rides_per_s": round(n / elapsed, 1),
+    }
 
 
 def main(argv=None) -> int:
@@ -392,11 +455,16 @@ def main(argv=None) -> int:
     ap.add_argument("--readers", type=int, default=20, help="simulated readers in the live phase (default 20)")
     ap.add_argument("--rides", type=int, default=100_000, help="rides in the live phase (default 100,000)")
     ap.add_argument("--window", type=int, default=4, help="unacked RIDES messages per reader (default 4)")
-    ap.add_argument("--backlog", type=int, default=1_000_000,
-                    help="rides in the backlog phase (default 1,000,000; also run with a tenth; 0: skip)")
+    ap.add_argument(
+        "--backlog",
+        type=int,
+        default=1_000_000,
+        help="rides in the backlog phase (default 1,000,000; also run with a tenth; 0: skip)",
+    )
     ap.add_argument("--batch-rides", type=int, default=500, help="rides per ledger batch (default 500)")
-    ap.add_argument("--quick", action="store_true",
-                    help="small run for the tests: 3 readers, 3,000 rides, backlog 20,000")
+    ap.add_argument(
+        "--quick", action="store_true", help="small run for the tests: 3 readers, 3,000 rides, backlog 20,000"
+    )
     ap.add_argument("--tmp", help="directory for the databases and brokers (default: the system temp dir)")
     args = ap.parse_args(argv)
     if args.quick:
@@ -409,10 +477,17 @@ def main(argv=None) -> int:
         print("gateway bench: --backlog must be 0 or more", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="lc-gwbench-", dir=args.tmp))
-    doc = {"benchmark": "gateway", "command": " ".join(["tools/bench/gateway.py", *(argv or sys.argv[1:])]),
-           "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
-                       "tmp_fs": fs_type(work)},
-           "targets": {"rides_per_s": 10_000, "backlog": 1_000_000}}
+    doc = {
+        "benchmark": "gateway",
+        "command": " ".join(["tools/bench/gateway.py", *(argv or sys.argv[1:])]),
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "tmp_fs": fs_type(work),
+        },
+        "targets": {"rides_per_s": 10_000, "backlog": 1_000_000},
+    }
     up = None
     try:
         log("baseline: plain sqlite3 inserts")
@@ -424,17 +499,21 @@ def main(argv=None) -> int:
         base = doc["baseline"]["rides_per_s"]
         doc["ratios"] = {
             "gateway_ack_vs_baseline": round(doc["live"]["gateway_ack"]["rides_per_s"] / base, 3),
-            "ledger_ack_vs_baseline": round(doc["live"]["ledger_ack"]["rides_per_s"] / base, 3)}
+            "ledger_ack_vs_baseline": round(doc["live"]["ledger_ack"]["rides_per_s"] / base, 3),
+        }
         if args.backlog:
             small = max(args.readers, args.backlog // 10)
-            doc["backlog"] = [phase_backlog(work, small, args.readers, up, args.batch_rides, "small"),
-                              phase_backlog(work, args.backlog, args.readers, up, args.batch_rides, "full")]
+            doc["backlog"] = [
+                phase_backlog(work, small, args.readers, up, args.batch_rides, "small"),
+                phase_backlog(work, args.backlog, args.readers, up, args.batch_rides, "full"),
+            ]
             a, b = (x["gateway_memory"]["peak_rss_kib"] for x in doc["backlog"])
             doc["ratios"]["backlog_peak_rss_full_vs_tenth"] = round(b / a, 3)
     finally:
         if up is not None:
             up.close()
         import shutil
+
         shutil.rmtree(work, ignore_errors=True)
     json.dump(doc, sys.stdout, indent=2)
     print()

@@ -76,7 +76,9 @@ def run_taps(repeat: int) -> dict:
         reader = Reader(pn, K.BuildingKeys(BUILDING, KEYS.read_master), legacy_uid=True)
         assert reader.read_tap().result == "NO_CARD"  # init the chip (not counted)
         cards = {
-            "desfire": lambda: Cd.make_desfire(DESFIRE_UID, KEYS, K.Credential(h("00000000075BCD15"), BUILDING, 3, 800, 2800)),
+            "desfire": lambda: Cd.make_desfire(
+                DESFIRE_UID, KEYS, K.Credential(h("00000000075BCD15"), BUILDING, 3, 800, 2800)
+            ),
             "ntag424": lambda: Cd.make_ntag424(NTAG_UID, KEYS, h("00000000000F4240")),
             "uid": lambda: Cd.MifareClassicCard(CLASSIC_UID),
             "idle": lambda: None,
@@ -104,8 +106,10 @@ def run_taps(repeat: int) -> dict:
 
 
 def estimate(kind: str, exchanges: list[dict]) -> dict:
-    t = {k: sum(e[k] for e in exchanges) for k in ("host_frames", "host_bytes", "chip_frames", "chip_bytes",
-                                                     "rf_out", "rf_in")}
+    t = {
+        k: sum(e[k] for e in exchanges)
+        for k in ("host_frames", "host_bytes", "chip_frames", "chip_bytes", "rf_out", "rf_in")
+    }
     t["commands"] = len(exchanges)
     t["card_exchanges"] = sum(1 for e in exchanges if e["cmd"] in (0x40, 0x42))
     t["commands_list"] = ["%02X" % e["cmd"] for e in exchanges]
@@ -130,10 +134,16 @@ def estimate(kind: str, exchanges: list[dict]) -> dict:
     return {
         "counts": t,
         "rf_bytes_with_framing": {"out": rf_out, "in": rf_in, "frames": rf_frames},
-        "ms": {"uart_115200": r2(uart_ms), "i2c_400k": r2(i2c_ms), "rf_air": r2(air_ms),
-               "rf_frame_delays": r2(delays_ms), "card_processing_assumed": r2(card_ms),
-               "pn532_processing_assumed": r2(pn_ms),
-               "total_uart": r2(total_uart), "total_i2c": r2(total_i2c)},
+        "ms": {
+            "uart_115200": r2(uart_ms),
+            "i2c_400k": r2(i2c_ms),
+            "rf_air": r2(air_ms),
+            "rf_frame_delays": r2(delays_ms),
+            "card_processing_assumed": r2(card_ms),
+            "pn532_processing_assumed": r2(pn_ms),
+            "total_uart": r2(total_uart),
+            "total_i2c": r2(total_i2c),
+        },
     }
 
 
@@ -158,16 +168,24 @@ def target(doc: Path = TARGETS_DOC) -> dict:
         name = str(doc.resolve().relative_to(REPO))
     except ValueError:
         name = str(doc)
-    return {"what": "tap to relay on a real ESP32 + PN532, DESFire AES credential", "ms": TARGET_MS,
-            "source": name + " targets table" + ("" if row else " (row not found there)"),
-            "row": row}
+    return {
+        "what": "tap to relay on a real ESP32 + PN532, DESFire AES credential",
+        "ms": TARGET_MS,
+        "source": name + " targets table" + ("" if row else " (row not found there)"),
+        "row": row,
+    }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one tap per kind instead of 5")
-    ap.add_argument("--targets", type=Path, default=TARGETS_DOC, metavar="FILE",
-                    help="Markdown file whose '| tap to relay' row is quoted (default: docs/benchmarks.md)")
+    ap.add_argument(
+        "--targets",
+        type=Path,
+        default=TARGETS_DOC,
+        metavar="FILE",
+        help="Markdown file whose '| tap to relay' row is quoted (default: docs/benchmarks.md)",
+    )
     args = ap.parse_args(argv)
     taps = run_taps(1 if args.quick else 5)
     results = {kind: estimate(kind, ex) for kind, ex in taps.items()}
@@ -183,24 +201,28 @@ def main(argv=None) -> int:
         "model": {
             "uart": "bytes * 10 bits / 115200 (8N1)",
             "i2c": "host frame: (addr + bytes) * 9 bits + 2 (START/STOP); chip frame: status poll "
-                   "(addr + status) * 9 + 2, then read (addr + status + bytes) * 9 + 2; at 400 kHz",
+            "(addr + status) * 9 + 2, then read (addr + status + bytes) * 9 + 2; at 400 kHz",
             "rf_air": "(INF bytes + 3 per I-block (PCB + CRC_A) + activation bytes) * 9 bits (8 + parity) "
-                      "+ 2 bits per frame (SOF/EOF), / 105.9 kbit/s (fc/128)",
+            "+ 2 bits per frame (SOF/EOF), / 105.9 kbit/s (fc/128)",
             "rf_frame_delays": "per card exchange and activation step: 1236/fc (card answer delay) "
-                               "+ 6780/fc (before the next command) = 0.59 ms",
+            "+ 6780/fc (before the next command) = 0.59 ms",
             "activation": "ISO 14443-3 frames of InListPassiveTarget modelled (REQA, anticollision and "
-                          "SELECT per cascade level, RATS/ATS): " + json.dumps(ACTIVATION),
+            "SELECT per cascade level, RATS/ATS): " + json.dumps(ACTIVATION),
             "card_processing": "ASSUMPTION, ms per command: %s; no public DESFire EV1 / NTAG 424 per-command "
-                               "timing found (MF3ICD81 datasheet under NDA). For scale: 5 EV1 commands via "
-                               "PN532+libnfc measured at 92.8 ms with host overhead (stackoverflow 50622564)"
-                               % json.dumps(CARD_MS),
-            "pn532_processing": "ASSUMPTION: %.1f ms per PN532 command, + %.1f ms activation" % (PN532_CMD_MS, ACTIVATION_MS),
+            "timing found (MF3ICD81 datasheet under NDA). For scale: 5 EV1 commands via "
+            "PN532+libnfc measured at 92.8 ms with host overhead (stackoverflow 50622564)" % json.dumps(CARD_MS),
+            "pn532_processing": "ASSUMPTION: %.1f ms per PN532 command, + %.1f ms activation"
+            % (PN532_CMD_MS, ACTIVATION_MS),
         },
-        "targets": {"tap_to_relay": dict(tgt, desfire_estimate_uart_ms=d["total_uart"],
-                                          desfire_estimate_i2c_ms=d["total_i2c"],
-                                          met_by_link_and_air=d["total_uart"] <= TARGET_MS,
-                                          note="excludes the ESP32's own AES/CMAC and MicroPython time, "
-                                               "the whitelist lookup, fee and log append")},
+        "targets": {
+            "tap_to_relay": dict(
+                tgt,
+                desfire_estimate_uart_ms=d["total_uart"],
+                desfire_estimate_i2c_ms=d["total_i2c"],
+                met_by_link_and_air=d["total_uart"] <= TARGET_MS,
+                note="excludes the ESP32's own AES/CMAC and MicroPython time, the whitelist lookup, fee and log append",
+            )
+        },
     }
     print(json.dumps(doc, indent=1))
     return 0

@@ -58,19 +58,19 @@ except ImportError:  # not installed into this interpreter: use the checkout
 
 from liftcard_provisioning.mpybuild import build as build_firmware, micropypath  # noqa: E402
 
-HEAP = "192K"              # the production limit (docs/promises.md)
+HEAP = "192K"  # the production limit (docs/promises.md)
 BASELINE_BIG_HEAP = "64M"  # only for the baseline's timings when its dict does not fit
 READER_ID = 1017
 BUILDING_ID = 12
-TIME_SET = 91000000        # liftcard epoch seconds the reader is set to (2026-11-18)
-RECORD = 32                # ride record size, docs/formats.md
+TIME_SET = 91000000  # liftcard epoch seconds the reader is set to (2026-11-18)
+RECORD = 32  # ride record size, docs/formats.md
 MB2 = 2 * 1024 * 1024
 KNOWN_SHARE = 0.8
 
 # W25Q32JV datasheet (Winbond, rev. I), AC characteristics: typical and maximum.
 W25Q32JV = {
     "part": "Winbond W25Q32JV",
-    "page_program_ms": {"typ": 0.4, "max": 3.0},    # tPP, up to 256 bytes in one page
+    "page_program_ms": {"typ": 0.4, "max": 3.0},  # tPP, up to 256 bytes in one page
     "sector_erase_ms": {"typ": 45.0, "max": 400.0},  # tSE, 4 KB
     "page_bytes": 256,
     "sector_bytes": 4096,
@@ -81,8 +81,7 @@ ESP32_SLOWDOWN = (40, 70)
 ESP32_FLASH_READ_BYTES_PER_S = 10_000_000  # SPI flash at 40 MHz, dual I/O: an assumption, labelled as such
 
 DEFAULTS = {"cards": [1000, 10000, 100000], "taps": 2000}
-QUICK = {"cards": [300], "taps": 200, "probe": 40, "count": 100, "breakdown": 100,
-         "wrap_log": 32768, "wrap_taps": 900}
+QUICK = {"cards": [300], "taps": 200, "probe": 40, "count": 100, "breakdown": 100, "wrap_log": 32768, "wrap_taps": 900}
 FULL = {"probe": 100, "count": 300, "breakdown": 500, "wrap_log": 65536, "wrap_taps": 4000}
 
 
@@ -120,17 +119,25 @@ def _taps(text: str) -> int:
 
 
 def parse_args(argv):
-    p = _Parser(prog="tools/bench/reader.py", description="Reader decision-path benchmark (firmware vs naive baseline).")
+    p = _Parser(
+        prog="tools/bench/reader.py", description="Reader decision-path benchmark (firmware vs naive baseline)."
+    )
     p.add_argument("--cards", type=_card_list, default=None, help="whitelist sizes, e.g. 1000,10000,100000 (default)")
     p.add_argument("--taps", type=_taps, default=None, help="timed taps per size (default 2000)")
     p.add_argument("--quick", action="store_true", help="a small, fast run (300 cards, 200 taps): for tests")
     p.add_argument("--no-baseline", action="store_true", help="skip the naive baseline")
-    p.add_argument("--micropython", default=None, help="the micropython binary (default: beside this python, or on PATH)")
+    p.add_argument(
+        "--micropython", default=None, help="the micropython binary (default: beside this python, or on PATH)"
+    )
     p.add_argument("--seed", type=int, default=1, help="tap mix seed (default 1)")
     p.add_argument("--keep", default=None, metavar="DIR", help="work in DIR and keep the images and inputs there")
-    p.add_argument("--tmp", default=None, metavar="DIR",
-                   help="where the flash images go (default: /dev/shm if present; a disk directory adds the host's "
-                        "fsync latency to every emulated flash write)")
+    p.add_argument(
+        "--tmp",
+        default=None,
+        metavar="DIR",
+        help="where the flash images go (default: /dev/shm if present; a disk directory adds the host's "
+        "fsync latency to every emulated flash write)",
+    )
     a = p.parse_args(argv)
     plan = dict(QUICK if a.quick else FULL)
     plan["cards"] = a.cards or (QUICK["cards"] if a.quick else DEFAULTS["cards"])
@@ -157,6 +164,7 @@ def _find_micropython():
 
 # ---- inputs ----
 
+
 def card_id(i: int) -> int:
     # Spread over the whole u64 range (as the firmware tests do): a bijection, so
     # ids never collide; unknown cards use indexes past N.
@@ -174,8 +182,9 @@ def card(i: int) -> CardRecord:
     home = 2 + i % 5
     # 16 households: a walk-up block; enough rides per household that some
     # reach the monthly cap, so the cap path is exercised too.
-    return CardRecord(card_id(i), household=1 + i % 16, floors=1 | (1 << home),
-                        status=status, klass=klass, valid_until=until)
+    return CardRecord(
+        card_id(i), household=1 + i % 16, floors=1 | (1 << home), status=status, klass=klass, valid_until=until
+    )
 
 
 def expected_result(c: CardRecord | None) -> str:
@@ -204,11 +213,20 @@ def fs_size_for(n: int) -> int:
 def prepare(tmp: Path, n: int, taps: int, seed: int, key: bytes) -> dict:
     tmp.mkdir(parents=True, exist_ok=True)
     cfg = {
-        "reader_id": READER_ID, "building_id": BUILDING_ID, "floors": 7, "ground_floor": 0,
+        "reader_id": READER_ID,
+        "building_id": BUILDING_ID,
+        "floors": 7,
+        "ground_floor": 0,
         "key": key.hex(),
-        "tariff": {"fee_fen": [0, 0, 10, 20, 30, 40, 50], "free_classes": ["exempt"],
-                   "monthly_cap_fen": 3000, "debounce_s": 30},
-        "legacy_uid": False, "relay_ms": 4000, "utc_offset_min": 480,
+        "tariff": {
+            "fee_fen": [0, 0, 10, 20, 30, 40, 50],
+            "free_classes": ["exempt"],
+            "monthly_cap_fen": 3000,
+            "debounce_s": 30,
+        },
+        "legacy_uid": False,
+        "relay_ms": 4000,
+        "utc_offset_min": 480,
     }
     cfg_path = tmp / "config.json"
     cfg_path.write_text(json.dumps(cfg))
@@ -218,8 +236,11 @@ def prepare(tmp: Path, n: int, taps: int, seed: int, key: bytes) -> dict:
     wl_path.write_bytes(build_whitelist(key, READER_ID, BUILDING_ID, 1, cards, issued=TIME_SET))
     json_path = tmp / "whitelist.json"
     with open(json_path, "w") as f:
-        json.dump({"%016x" % c.card_id: [c.household, c.floors, c.status, c.klass, c.valid_until] for c in cards},
-                  f, separators=(",", ":"))
+        json.dump(
+            {"%016x" % c.card_id: [c.household, c.floors, c.status, c.klass, c.valid_until] for c in cards},
+            f,
+            separators=(",", ":"),
+        )
     rng = random.Random(seed * 1_000_003 + n)
     ids = bytearray()
     expect: dict[str, int] = {}
@@ -235,13 +256,23 @@ def prepare(tmp: Path, n: int, taps: int, seed: int, key: bytes) -> dict:
         expect[r] = expect.get(r, 0) + 1
     taps_path = tmp / "taps.bin"
     taps_path.write_bytes(bytes(ids))
-    return {"config": cfg_path, "wl": wl_path, "json": json_path, "taps": taps_path, "expect": expect,
-            "wl_bytes": wl_path.stat().st_size, "json_bytes": json_path.stat().st_size}
+    return {
+        "config": cfg_path,
+        "wl": wl_path,
+        "json": json_path,
+        "taps": taps_path,
+        "expect": expect,
+        "wl_bytes": wl_path.stat().st_size,
+        "json_bytes": json_path.stat().st_size,
+    }
 
 
 # ---- running MicroPython ----
 
-def run_mp(plan: dict, script: Path, args: list[str], heap: str, cwd: Path, timeout: float = 3600) -> tuple[dict, float]:
+
+def run_mp(
+    plan: dict, script: Path, args: list[str], heap: str, cwd: Path, timeout: float = 3600
+) -> tuple[dict, float]:
     env = dict(os.environ)
     env["MICROPYPATH"] = micropypath(build_firmware())  # as a reader runs it: .mpy
     cmd = [plan["micropython"], "-X", f"heapsize={heap}", str(script), *args]
@@ -266,6 +297,7 @@ def run_mp(plan: dict, script: Path, args: list[str], heap: str, cwd: Path, time
 
 # ---- figures ----
 
+
 def _div(a, b):
     if a is None or b is None:
         return None
@@ -287,8 +319,10 @@ def _r(x, nd=2):
 def device_time_ms(pages: float, erases: float) -> dict:
     pp = W25Q32JV["page_program_ms"]
     se = W25Q32JV["sector_erase_ms"]
-    return {"typ": round(pages * pp["typ"] + erases * se["typ"], 3),
-            "max": round(pages * pp["max"] + erases * se["max"], 3)}
+    return {
+        "typ": round(pages * pp["typ"] + erases * se["typ"], 3),
+        "max": round(pages * pp["max"] + erases * se["max"], 3),
+    }
 
 
 def summarize(n: int, fs_size: int, rd: dict, bl_small: dict | None, bl_big: dict | None, inputs: dict) -> dict:
@@ -297,7 +331,9 @@ def summarize(n: int, fs_size: int, rd: dict, bl_small: dict | None, bl_big: dic
     cnt = rd["counts"]
     ours_bytes = fl["nor_bytes_programmed"] / rides + fl["fs_bytes_programmed"] / rides
     ours_erases = (fl["nor_sectors_erased"] + fl["fs_sectors_erased"]) / rides
-    ours_pages = cnt["nor_pages_programmed_per_tap"] + (fl["fs_bytes_programmed"] and cnt["fs_bytes_programmed_per_tap"] / 256)
+    ours_pages = cnt["nor_pages_programmed_per_tap"] + (
+        fl["fs_bytes_programmed"] and cnt["fs_bytes_programmed_per_tap"] / 256
+    )
     emu = cnt["host_emulator_us_per_tap"]
     read_ms = cnt["fs_read_bytes_per_tap"] / ESP32_FLASH_READ_BYTES_PER_S * 1000
     flash_t = device_time_ms(ours_pages, ours_erases)
@@ -321,16 +357,20 @@ def summarize(n: int, fs_size: int, rd: dict, bl_small: dict | None, bl_big: dic
             "of_which_bench_data": rd["heap"]["bench_data_bytes"],
             # The reader itself: its modules, objects, buffers, littlefs caches and
             # the mounted filesystems; not the benchmark's code or data.
-            "reader_live_bytes": rd["heap"]["live_after_loop"] - rd["heap"]["bench_data_bytes"]
-                                 - rd["heap"]["bench_script_bytes"],
+            "reader_live_bytes": rd["heap"]["live_after_loop"]
+            - rd["heap"]["bench_data_bytes"]
+            - rd["heap"]["bench_script_bytes"],
             "peak_alloc_in_tap_loop_incl_garbage": rd["heap"]["peak_in_loop"],
             "free_at_end_of_loop": rd["heap"]["free_at_end"],
             "alloc_bytes_per_tap": rd["alloc_per_tap"]["mean_bytes"],
             "gc_runs_in_loop": rd["heap"]["gc_runs_in_loop"],
         },
-        "lookup_fs_reads": {"found": cnt["lookup_fs_reads_found"], "missing": cnt["lookup_fs_reads_missing"],
-                            "log2_n": round(math.log2(n), 2) if n > 1 else 0.0,
-                            "fs_read_bytes_per_tap": cnt["fs_read_bytes_per_tap"]},
+        "lookup_fs_reads": {
+            "found": cnt["lookup_fs_reads_found"],
+            "missing": cnt["lookup_fs_reads_missing"],
+            "log2_n": round(math.log2(n), 2) if n > 1 else 0.0,
+            "fs_read_bytes_per_tap": cnt["fs_read_bytes_per_tap"],
+        },
         "flash_per_ride": {
             "reader_bytes_programmed": ours_bytes,
             "reader_sectors_erased": ours_erases,
@@ -344,14 +384,15 @@ def summarize(n: int, fs_size: int, rd: dict, bl_small: dict | None, bl_big: dic
         "host_emulator_us_per_tap_approx": round(emu, 1),
         "estimates": {
             "label": "ESTIMATES, not measurements. Flash: W25Q32JV datasheet tPP/tSE (typ, max) applied to the counted "
-                     "page programs and sector erases. ESP32 decision time: the whole host median x 40..70 (docs/promises.md's "
-                     "bytecode slowdown; pessimistic, since it also scales the host's Python flash emulators and "
-                     "littlefs's C code) + flash program time (typ) + littlefs read bytes at 10 MB/s (SPI flash, "
-                     "40 MHz dual I/O; command overhead not included).",
+            "page programs and sector erases. ESP32 decision time: the whole host median x 40..70 (docs/promises.md's "
+            "bytecode slowdown; pessimistic, since it also scales the host's Python flash emulators and "
+            "littlefs's C code) + flash program time (typ) + littlefs read bytes at 10 MB/s (SPI flash, "
+            "40 MHz dual I/O; command overhead not included).",
             "reader_flash_ms_per_ride": flash_t,
             "reader_flash_read_ms_per_tap": round(read_ms, 3),
-            "reader_esp32_decision_ms": [round(rd["tap_us"]["median"] * k / 1000 + flash_t["typ"] + read_ms, 1)
-                                         for k in ESP32_SLOWDOWN],
+            "reader_esp32_decision_ms": [
+                round(rd["tap_us"]["median"] * k / 1000 + flash_t["typ"] + read_ms, 1) for k in ESP32_SLOWDOWN
+            ],
         },
     }
     bl = bl_small if bl_small and bl_small.get("fits") else bl_big
@@ -384,14 +425,19 @@ def summarize(n: int, fs_size: int, rd: dict, bl_small: dict | None, bl_big: dic
         base_t = s["estimates"]["baseline_flash_ms_per_ride"]
         s["ratios"] = {
             "note": "baseline / reader, same run; > 1 means the reader is better. "
-                    + ("Baseline timings ran with a %s heap (its dict does not fit 192K)." % BASELINE_BIG_HEAP
-                       if bl is not bl_small else "Both ran under 192K."),
+            + (
+                "Baseline timings ran with a %s heap (its dict does not fit 192K)." % BASELINE_BIG_HEAP
+                if bl is not bl_small
+                else "Both ran under 192K."
+            ),
             "bytes_programmed_per_ride": _r(_div(b_bytes, ours_bytes)),
             "sectors_erased_per_ride": _r(_div(b_erases, ours_erases)),
             "median_us": _r(_div(b["median_us"], s["median_us"])),
             "p99_us": _r(_div(b["p99_us"], s["p99_us"])),
             "est_flash_ms_per_ride_typ": _r(_div(base_t["typ"], ours_t["typ"])),
-            "rides_per_2MB_reader_over_baseline": _r(_div(s["rides_per_2MB"]["reader"], s["rides_per_2MB"].get("baseline"))),
+            "rides_per_2MB_reader_over_baseline": _r(
+                _div(s["rides_per_2MB"]["reader"], s["rides_per_2MB"].get("baseline"))
+            ),
         }
     return s
 
@@ -401,43 +447,77 @@ def targets(results: list[dict]) -> list[dict]:
     big = [r for r in results if r["summary"]["cards"] >= 100000]
     if big:
         med = max(r["summary"]["median_us"] for r in big)
-        out.append({"target": "decision path median <= 2 ms on host MicroPython, 100k-card whitelist",
-                    "measured": f"{med / 1000:.3f} ms", "met": med <= 2000})
+        out.append(
+            {
+                "target": "decision path median <= 2 ms on host MicroPython, 100k-card whitelist",
+                "measured": f"{med / 1000:.3f} ms",
+                "met": med <= 2000,
+            }
+        )
     else:
-        out.append({"target": "decision path median <= 2 ms on host MicroPython, 100k-card whitelist",
-                    "measured": "not run (no N >= 100000)", "met": None})
+        out.append(
+            {
+                "target": "decision path median <= 2 ms on host MicroPython, 100k-card whitelist",
+                "measured": "not run (no N >= 100000)",
+                "met": None,
+            }
+        )
     heap_ok = all(r["reader"].get("ok") for r in results)
     live = max(r["summary"]["heap"]["reader_live_bytes"] for r in results)
-    out.append({"target": "reader runs with -X heapsize=192K",
-                "measured": f"every size ran under {HEAP} (no MemoryError); live heap of the reader "
-                            f"(its modules included; the benchmark's code and data excluded) at most {live} bytes",
-                "met": heap_ok})
-    reads = ", ".join(f"N={r['summary']['cards']}: {r['summary']['lookup_fs_reads']['found']:.1f} reads "
-                      f"(log2 N = {r['summary']['lookup_fs_reads']['log2_n']})" for r in results)
+    out.append(
+        {
+            "target": "reader runs with -X heapsize=192K",
+            "measured": f"every size ran under {HEAP} (no MemoryError); live heap of the reader "
+            f"(its modules included; the benchmark's code and data excluded) at most {live} bytes",
+            "met": heap_ok,
+        }
+    )
+    reads = ", ".join(
+        f"N={r['summary']['cards']}: {r['summary']['lookup_fs_reads']['found']:.1f} reads "
+        f"(log2 N = {r['summary']['lookup_fs_reads']['log2_n']})"
+        for r in results
+    )
     # Whole list never in RAM: the reader's live heap does not grow with N.
     # O(log n) reads: the reads per binary-search step must stay a constant
     # (here: at most 2 block-device reads per step at every size).
     lives = [r["summary"]["heap"]["reader_live_bytes"] for r in results]
     flat_heap = max(lives) - min(lives) < 4096
-    per_step = [r["summary"]["lookup_fs_reads"]["found"] / max(math.ceil(math.log2(r["summary"]["cards"] + 1)), 1)
-                for r in results]
+    per_step = [
+        r["summary"]["lookup_fs_reads"]["found"] / max(math.ceil(math.log2(r["summary"]["cards"] + 1)), 1)
+        for r in results
+    ]
     log_reads = max(per_step) <= 2.0
-    out.append({"target": "whitelist lookup: O(log n) reads from flash, never the whole list in RAM",
-                "measured": "littlefs block-device reads per lookup of a listed card: " + reads
-                            + "; reads per binary-search step: " + ", ".join(f"{x:.1f}" for x in per_step)
-                            + "; reader live heap by N: " + ", ".join(str(x) for x in lives),
-                "met": flat_heap and log_reads,
-                "parts": {"never_in_ram": flat_heap, "reads_per_step_constant": log_reads}})
+    out.append(
+        {
+            "target": "whitelist lookup: O(log n) reads from flash, never the whole list in RAM",
+            "measured": "littlefs block-device reads per lookup of a listed card: "
+            + reads
+            + "; reads per binary-search step: "
+            + ", ".join(f"{x:.1f}" for x in per_step)
+            + "; reader live heap by N: "
+            + ", ".join(str(x) for x in lives),
+            "met": flat_heap and log_reads,
+            "parts": {"never_in_ram": flat_heap, "reads_per_step_constant": log_reads},
+        }
+    )
     cap = min(r["summary"]["rides_per_2MB"]["reader"] or 0 for r in results)
     out.append({"target": ">= 50,000 rides buffered on 2 MB", "measured": cap, "met": cap >= 50000})
     worst = max(r["summary"]["flash_per_ride"]["reader_bytes_programmed"] for r in results)
-    tap_erases = sum(r["reader"]["flash"]["nor_sectors_erased"] + r["reader"]["flash"]["fs_sectors_erased"]
-                     + (r["reader"].get("wrap") or {}).get("nor_erases_on_tap_path", 0)
-                     + (r["reader"].get("wrap") or {}).get("fs_erases_on_tap_path", 0) for r in results)
-    out.append({"target": "flash per ride <= 2 x 32 bytes programmed, no sector erase on the tap path",
-                "measured": f"{worst:g} bytes per ride; {tap_erases} erases on the tap path "
-                            "(fresh log and wrapped ring with idle erase-ahead)",
-                "met": worst <= 2 * RECORD and tap_erases == 0})
+    tap_erases = sum(
+        r["reader"]["flash"]["nor_sectors_erased"]
+        + r["reader"]["flash"]["fs_sectors_erased"]
+        + (r["reader"].get("wrap") or {}).get("nor_erases_on_tap_path", 0)
+        + (r["reader"].get("wrap") or {}).get("fs_erases_on_tap_path", 0)
+        for r in results
+    )
+    out.append(
+        {
+            "target": "flash per ride <= 2 x 32 bytes programmed, no sector erase on the tap path",
+            "measured": f"{worst:g} bytes per ride; {tap_erases} erases on the tap path "
+            "(fresh log and wrapped ring with idle erase-ahead)",
+            "met": worst <= 2 * RECORD and tap_erases == 0,
+        }
+    )
     return out
 
 
@@ -475,32 +555,81 @@ def main(argv=None) -> int:
             inputs = prepare(d, n, plan["taps"], a.seed, key)
             fs_size = fs_size_for(n)
             log(f"N={n}: reader (heap {HEAP}, littlefs {fs_size // 1024 // 1024} MB)")
-            rd, wall = run_mp(plan, READER_MP, [
-                "--dir", str(d), "--config", str(inputs["config"]), "--wl", str(inputs["wl"]),
-                "--taps", str(inputs["taps"]), "--fs-size", str(fs_size), "--log-size", str(MB2),
-                "--probe", str(plan["probe"]), "--count-taps", str(plan["count"]),
-                "--breakdown", str(plan["breakdown"]), "--wrap-log-size", str(plan["wrap_log"]),
-                "--wrap-taps", str(plan["wrap_taps"]), "--time", str(TIME_SET)], HEAP, d)
+            rd, wall = run_mp(
+                plan,
+                READER_MP,
+                [
+                    "--dir",
+                    str(d),
+                    "--config",
+                    str(inputs["config"]),
+                    "--wl",
+                    str(inputs["wl"]),
+                    "--taps",
+                    str(inputs["taps"]),
+                    "--fs-size",
+                    str(fs_size),
+                    "--log-size",
+                    str(MB2),
+                    "--probe",
+                    str(plan["probe"]),
+                    "--count-taps",
+                    str(plan["count"]),
+                    "--breakdown",
+                    str(plan["breakdown"]),
+                    "--wrap-log-size",
+                    str(plan["wrap_log"]),
+                    "--wrap-taps",
+                    str(plan["wrap_taps"]),
+                    "--time",
+                    str(TIME_SET),
+                ],
+                HEAP,
+                d,
+            )
             if not rd.get("ok"):
                 raise RuntimeError(f"reader benchmark failed at N={n}: {rd.get('error')}")
             log(f"N={n}: reader median {rd['tap_us']['median']} us, p99 {rd['tap_us']['p99']} us ({wall:.0f} s)")
             bl_small = bl_big = None
             if not a.no_baseline:
-                bargs = ["--dir", str(d), "--config", str(inputs["config"]), "--wl", str(inputs["json"]),
-                         "--taps", str(inputs["taps"]), "--fs-size", str(MB2), "--count-taps", str(plan["count"]),
-                         "--time", str(TIME_SET)]
+                bargs = [
+                    "--dir",
+                    str(d),
+                    "--config",
+                    str(inputs["config"]),
+                    "--wl",
+                    str(inputs["json"]),
+                    "--taps",
+                    str(inputs["taps"]),
+                    "--fs-size",
+                    str(MB2),
+                    "--count-taps",
+                    str(plan["count"]),
+                    "--time",
+                    str(TIME_SET),
+                ]
                 log(f"N={n}: baseline (heap {HEAP})")
                 bl_small, _ = run_mp(plan, BASELINE_MP, bargs, HEAP, d)
                 if not bl_small.get("fits"):
-                    log(f"N={n}: baseline does not fit {HEAP}: {bl_small.get('error')}; rerunning with {BASELINE_BIG_HEAP}")
+                    log(
+                        f"N={n}: baseline does not fit {HEAP}: {bl_small.get('error')}; rerunning with {BASELINE_BIG_HEAP}"
+                    )
                     bl_big, _ = run_mp(plan, BASELINE_MP, bargs, BASELINE_BIG_HEAP, d)
                     bl_big["heap_label"] = f"{BASELINE_BIG_HEAP}: NOT the production heap; timings only"
                 bl = bl_small if bl_small.get("fits") else bl_big
                 if bl and bl.get("fits"):
                     log(f"N={n}: baseline median {bl['tap_us']['median']} us")
             s = summarize(n, fs_size, rd, bl_small, bl_big, inputs)
-            results.append({"summary": s, "reader": rd, "baseline_192K": bl_small, "baseline_large_heap": bl_big,
-                            "expected_results": inputs["expect"], "json_whitelist_bytes": inputs["json_bytes"]})
+            results.append(
+                {
+                    "summary": s,
+                    "reader": rd,
+                    "baseline_192K": bl_small,
+                    "baseline_large_heap": bl_big,
+                    "expected_results": inputs["expect"],
+                    "json_whitelist_bytes": inputs["json_bytes"],
+                }
+            )
     except (RuntimeError, subprocess.TimeoutExpired) as e:
         print(f"tools/bench/reader.py: error: {e}", file=sys.stderr)
         return 1
@@ -516,7 +645,7 @@ def main(argv=None) -> int:
         "heap": HEAP,
         "taps_per_size": plan["taps"],
         "tap_mix": f"{int(KNOWN_SHARE * 100)}% cards on the list (some suspended, lost or expired), "
-                   f"{100 - int(KNOWN_SHARE * 100)}% unknown; every tap at the ground floor",
+        f"{100 - int(KNOWN_SHARE * 100)}% unknown; every tap at the ground floor",
         "datasheet": W25Q32JV,
         "notes": [
             "Timings are host wall-clock (time.ticks_us) on a shared machine: noisy. Flash and heap counts are exact.",

@@ -116,9 +116,17 @@ class SkewBoard(Board):
 
 def parse(argv):
     opts = {
-        "dir": None, "config": None, "wl": None, "taps": None,
-        "fs-size": "2097152", "log-size": "2097152", "probe": "100",
-        "count-taps": "300", "breakdown": "500", "wrap-log-size": "65536", "wrap-taps": "3000",
+        "dir": None,
+        "config": None,
+        "wl": None,
+        "taps": None,
+        "fs-size": "2097152",
+        "log-size": "2097152",
+        "probe": "100",
+        "count-taps": "300",
+        "breakdown": "500",
+        "wrap-log-size": "65536",
+        "wrap-taps": "3000",
         "time": "91000000",
     }
     i = 0
@@ -246,7 +254,10 @@ def main():
     gc.collect()
     heap_total = gc.mem_alloc() + gc.mem_free()
     bench_alloc = gc.mem_alloc() - modules_alloc
-    out = {"ok": True, "implementation": "%s %s" % (sys.implementation.name, ".".join(str(x) for x in sys.implementation.version[:3]))}
+    out = {
+        "ok": True,
+        "implementation": "%s %s" % (sys.implementation.name, ".".join(str(x) for x in sys.implementation.version[:3])),
+    }
 
     # ---- set-up: the reader's own commands ----
     make_images(fs_img, log_img, fs_size, log_size)
@@ -262,8 +273,12 @@ def main():
     install_ms = time.ticks_diff(time.ticks_ms(), t0)
     install_programmed = board.fs_dev.programmed - fs0
     must(reader.command("TIME " + t_set), "TIME")
-    out["whitelist"] = {"reply": reply, "cards": reader.wl.count, "install_ms": install_ms,
-                        "install_bytes_programmed": install_programmed}
+    out["whitelist"] = {
+        "reply": reply,
+        "cards": reader.wl.count,
+        "install_ms": install_ms,
+        "install_bytes_programmed": install_programmed,
+    }
     gc.collect()
     after_setup = gc.mem_alloc()
 
@@ -412,7 +427,7 @@ def main():
                 wl.lookup(card)
             elif part == "log_append":
                 t0 = ticks_us()
-                log.append(rec)   # re-appends the last record under a new seq
+                log.append(rec)  # re-appends the last record under a new seq
             else:
                 t0 = ticks_us()
                 ridelog.seal(scratch, i)
@@ -437,8 +452,19 @@ def main():
     card = board.card
     fsd = board.fs_dev
     nor = board.nor
-    c0 = (fsd.reads, fsd.read_bytes, fsd.programmed, fsd.erased, fsd.pages, nor.reads, nor.programmed, nor.erased, nor.pages,
-          fsd.us, nor.us)
+    c0 = (
+        fsd.reads,
+        fsd.read_bytes,
+        fsd.programmed,
+        fsd.erased,
+        fsd.pages,
+        nor.reads,
+        nor.programmed,
+        nor.erased,
+        nor.pages,
+        fsd.us,
+        nor.us,
+    )
     known = unknown = 0
     tap_total = 0
     for i in range(count_n):
@@ -446,8 +472,19 @@ def main():
         t0 = time.ticks_us()
         reader.tap(TAP, 0)
         tap_total += time.ticks_diff(time.ticks_us(), t0)
-    c1 = (fsd.reads, fsd.read_bytes, fsd.programmed, fsd.erased, fsd.pages, nor.reads, nor.programmed, nor.erased, nor.pages,
-          fsd.us, nor.us)
+    c1 = (
+        fsd.reads,
+        fsd.read_bytes,
+        fsd.programmed,
+        fsd.erased,
+        fsd.pages,
+        nor.reads,
+        nor.programmed,
+        nor.erased,
+        nor.pages,
+        fsd.us,
+        nor.us,
+    )
     # Lookups alone: reads per binary search (found and not found).
     r0 = fsd.reads
     steps_found = steps_missing = 0

@@ -86,8 +86,7 @@ def keygen(key_path: Path, pub_path: Path) -> None:
         if p.exists():
             raise InputError("%s already exists: not overwriting a key" % p)
     k = Ed25519PrivateKey.generate()  # OpenSSL's CSPRNG
-    priv = k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                           serialization.NoEncryption())
+    priv = k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     pub = k.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     try:
         _write_new(key_path, priv, 0o600)
@@ -178,7 +177,7 @@ def _card_id(v) -> int:
 def entry_to_op(e, kind: int, csv_mode: bool = False) -> CardOp:
     if not isinstance(e, dict):
         raise InputError("must be an object")
-    op = (e.get("op") or "upsert")
+    op = e.get("op") or "upsert"
     op = op.strip().lower() if isinstance(op, str) else op
     if op not in ("upsert", "remove"):
         raise InputError('op must be "upsert" or "remove"')
@@ -195,9 +194,14 @@ def entry_to_op(e, kind: int, csv_mode: bool = False) -> CardOp:
     if klass is None:
         raise InputError("class is missing")
     try:
-        rec = CardRecord(cid, _int_field(e["household"], "household", 0, 0xFFFFFF), _floors(e["floors"], csv_mode),
-                         _named(e["status"], "status", STATUS_NAMES), _named(klass, "class", CLASS_NAMES),
-                         _valid_until(e.get("valid_until")))
+        rec = CardRecord(
+            cid,
+            _int_field(e["household"], "household", 0, 0xFFFFFF),
+            _floors(e["floors"], csv_mode),
+            _named(e["status"], "status", STATUS_NAMES),
+            _named(klass, "class", CLASS_NAMES),
+            _valid_until(e.get("valid_until")),
+        )
     except FormatError as x:
         raise InputError(str(x)) from None
     return CardOp.upsert(bid, rec)
@@ -241,8 +245,9 @@ def read_cards(path: Path, kind: int) -> list[CardOp]:
 # ---------------------------------------------------------------------------
 
 
-def make_update(key_path: Path, compound: int, version: int, base: int | None, cards_path: Path,
-                issued: int | None = None) -> bytes:
+def make_update(
+    key_path: Path, compound: int, version: int, base: int | None, cards_path: Path, issued: int | None = None
+) -> bytes:
     kind = SNAPSHOT if base is None else INCREMENTAL
     if not 1 <= compound <= ID_MAX:
         raise InputError("--compound must be 1 .. 2^30-1")

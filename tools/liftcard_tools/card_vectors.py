@@ -87,8 +87,7 @@ def generate_obj() -> dict:
     k = bank_key()
     other = Ed25519PrivateKey.from_private_bytes(OTHER_SEED)
     a, b, c, d = _cards()
-    snap_ops = [cu.CardOp.upsert(B1, a), cu.CardOp.upsert(B1, b), cu.CardOp.upsert(B1, c),
-                cu.CardOp.upsert(B2, a)]
+    snap_ops = [cu.CardOp.upsert(B1, a), cu.CardOp.upsert(B1, b), cu.CardOp.upsert(B1, c), cu.CardOp.upsert(B2, a)]
     b_lost = CardRecord(b.card_id, b.household, b.floors, Status.LOST, b.klass, b.valid_until)
     inc_ops = [cu.CardOp.upsert(B1, b_lost), cu.CardOp.remove(B1, c.card_id), cu.CardOp.upsert(B2, d)]
 
@@ -101,21 +100,31 @@ def generate_obj() -> dict:
 
     def valid_case(data: bytes, why: str) -> dict:
         u = cu.parse_update(k.public_key(), data)
-        return {"hex": data.hex(), "why": why, "kind": u.kind_name, "compound_id": u.compound_id,
-                "version": u.version, "base_version": u.base_version, "issued": u.issued,
-                "ops": [op_fields(o) for o in u.ops]}
+        return {
+            "hex": data.hex(),
+            "why": why,
+            "kind": u.kind_name,
+            "compound_id": u.compound_id,
+            "version": u.version,
+            "base_version": u.base_version,
+            "issued": u.issued,
+            "ops": [op_fields(o) for o in u.ops],
+        }
 
     valid = [
         valid_case(snap5, "snapshot, version 5, two buildings, card ids sorted unsigned per building"),
         valid_case(inc6, "incremental 5->6: an upsert (lost), a remove, a new card in another building"),
         valid_case(empty_snap, "empty snapshot (no cards): 92 bytes"),
-        valid_case(upd(cu.INCREMENTAL, 0xFFFFFFFF, 0xFFFFFFFE, [cu.CardOp.remove(cu.ID_MAX, 0)]),
-                   "largest version and building id"),
+        valid_case(
+            upd(cu.INCREMENTAL, 0xFFFFFFFF, 0xFFFFFFFE, [cu.CardOp.remove(cu.ID_MAX, 0)]),
+            "largest version and building id",
+        ),
     ]
 
     def raw(kind=cu.INCREMENTAL, version=6, base=5, ops=inc_ops, key=k, **kw):
-        return cu.sign(key, cu.encode_unsigned(kind, kw.pop("compound", COMPOUND), version, base, ISSUED, ops,
-                                               check=False, **kw))
+        return cu.sign(
+            key, cu.encode_unsigned(kind, kw.pop("compound", COMPOUND), version, base, ISSUED, ops, check=False, **kw)
+        )
 
     u_inc = cu.encode_unsigned(cu.INCREMENTAL, COMPOUND, 6, 5, ISSUED, inc_ops)
     remove_with_record = bytearray(u_inc)
@@ -130,11 +139,14 @@ def generate_obj() -> dict:
         {"hex": _flip(inc6, len(inc6) - 1), "why": "last signature byte flipped", "reason": "forged"},
         {"hex": _flip(inc6, 12 + 3), "why": "version byte flipped (6 -> 7) after signing", "reason": "forged"},
         {"hex": _flip(inc6, cu.HEADER_LEN + 5 + 10), "why": "a card record byte flipped", "reason": "forged"},
-        {"hex": upd(cu.INCREMENTAL, 6, 5, inc_ops, key=other).hex(), "why": "signed by another key",
-         "reason": "forged"},
-        {"hex": (inc6[:-cu.SIG_LEN] + bytes(cu.SIG_LEN)).hex(), "why": "zero signature", "reason": "forged"},
+        {
+            "hex": upd(cu.INCREMENTAL, 6, 5, inc_ops, key=other).hex(),
+            "why": "signed by another key",
+            "reason": "forged",
+        },
+        {"hex": (inc6[: -cu.SIG_LEN] + bytes(cu.SIG_LEN)).hex(), "why": "zero signature", "reason": "forged"},
         {"hex": inc6[:-1].hex(), "why": "truncated by one byte (signature no longer verifies)", "reason": "forged"},
-        {"hex": inc6[:cu.MIN_LEN - 1].hex(), "why": "shorter than header + signature", "reason": "malformed"},
+        {"hex": inc6[: cu.MIN_LEN - 1].hex(), "why": "shorter than header + signature", "reason": "malformed"},
         {"hex": "", "why": "empty", "reason": "malformed"},
         {"hex": raw(magic=b"LCCX").hex(), "why": "bad magic (validly signed)", "reason": "malformed"},
         {"hex": raw(fmt=2).hex(), "why": "format 2 (validly signed)", "reason": "malformed"},
@@ -142,28 +154,37 @@ def generate_obj() -> dict:
         {"hex": raw(reserved=1).hex(), "why": "reserved field not zero (validly signed)", "reason": "malformed"},
         {"hex": raw(compound=0).hex(), "why": "compound_id 0 (validly signed)", "reason": "malformed"},
         {"hex": raw(version=5, base=5).hex(), "why": "incremental with base_version == version", "reason": "malformed"},
-        {"hex": raw(kind=cu.SNAPSHOT, version=0, base=0, ops=snap_ops).hex(), "why": "version 0",
-         "reason": "malformed"},
-        {"hex": raw(kind=cu.SNAPSHOT, version=6, base=5, ops=snap_ops).hex(),
-         "why": "snapshot with a base_version", "reason": "malformed"},
-        {"hex": raw(kind=cu.SNAPSHOT, version=6, base=0).hex(), "why": "snapshot with a remove",
-         "reason": "malformed"},
-        {"hex": raw(count=4).hex(), "why": "count larger than the operations (validly signed)",
-         "reason": "malformed"},
-        {"hex": raw(count=2).hex(), "why": "count smaller than the operations (validly signed)",
-         "reason": "malformed"},
-        {"hex": raw(ops=list(reversed(inc_ops)), sort=False).hex(), "why": "operations not sorted by building",
-         "reason": "malformed"},
-        {"hex": raw(ops=[cu.CardOp.upsert(B1, b_lost), cu.CardOp.upsert(B1, a)], sort=False).hex(),
-         "why": "card ids not sorted unsigned within a building (2^63-1 after 0x0123...)",
-         "reason": "malformed"},
-        {"hex": raw(ops=[cu.CardOp.upsert(B1, b), cu.CardOp.remove(B1, b.card_id)], sort=False).hex(),
-         "why": "two operations on one card", "reason": "malformed"},
+        {
+            "hex": raw(kind=cu.SNAPSHOT, version=0, base=0, ops=snap_ops).hex(),
+            "why": "version 0",
+            "reason": "malformed",
+        },
+        {
+            "hex": raw(kind=cu.SNAPSHOT, version=6, base=5, ops=snap_ops).hex(),
+            "why": "snapshot with a base_version",
+            "reason": "malformed",
+        },
+        {"hex": raw(kind=cu.SNAPSHOT, version=6, base=0).hex(), "why": "snapshot with a remove", "reason": "malformed"},
+        {"hex": raw(count=4).hex(), "why": "count larger than the operations (validly signed)", "reason": "malformed"},
+        {"hex": raw(count=2).hex(), "why": "count smaller than the operations (validly signed)", "reason": "malformed"},
+        {
+            "hex": raw(ops=list(reversed(inc_ops)), sort=False).hex(),
+            "why": "operations not sorted by building",
+            "reason": "malformed",
+        },
+        {
+            "hex": raw(ops=[cu.CardOp.upsert(B1, b_lost), cu.CardOp.upsert(B1, a)], sort=False).hex(),
+            "why": "card ids not sorted unsigned within a building (2^63-1 after 0x0123...)",
+            "reason": "malformed",
+        },
+        {
+            "hex": raw(ops=[cu.CardOp.upsert(B1, b), cu.CardOp.remove(B1, b.card_id)], sort=False).hex(),
+            "why": "two operations on one card",
+            "reason": "malformed",
+        },
         {"hex": raw(ops=[cu.CardOp.remove(0, 1)]).hex(), "why": "building_id 0", "reason": "malformed"},
-        {"hex": raw(ops=[cu.CardOp.remove(cu.ID_MAX + 1, 1)]).hex(), "why": "building_id 2^30",
-         "reason": "malformed"},
-        {"hex": cu.sign(k, bytes(remove_with_record)).hex(), "why": "remove carrying a record",
-         "reason": "malformed"},
+        {"hex": raw(ops=[cu.CardOp.remove(cu.ID_MAX + 1, 1)]).hex(), "why": "building_id 2^30", "reason": "malformed"},
+        {"hex": cu.sign(k, bytes(remove_with_record)).hex(), "why": "remove carrying a record", "reason": "malformed"},
         {"hex": cu.sign(k, bytes(bad_status)).hex(), "why": "upsert with status 4", "reason": "malformed"},
         {"hex": cu.sign(k, bytes(bad_op)).hex(), "why": "unknown operation 3", "reason": "malformed"},
     ]
@@ -194,12 +215,19 @@ def generate_obj() -> dict:
         result = _apply_model(k, state, version, data)
         if result == "applied":
             version = cu.parse_update(k.public_key(), data).version
-        sequence.append({"hex": data.hex(), "why": why, "result": result, "version": version,
-                         "cards": _state_fields(state)})
+        sequence.append(
+            {"hex": data.hex(), "why": why, "result": result, "version": version, "cards": _state_fields(state)}
+        )
         assert result == why.rsplit(": ", 1)[1], why
 
-    return {"public_key": public_hex(k), "seed_hex_test_only": SEED.hex(), "compound_id": COMPOUND,
-            "valid": valid, "invalid": invalid, "sequence": sequence}
+    return {
+        "public_key": public_hex(k),
+        "seed_hex_test_only": SEED.hex(),
+        "compound_id": COMPOUND,
+        "valid": valid,
+        "invalid": invalid,
+        "sequence": sequence,
+    }
 
 
 def _apply_model(k, state: dict, version: int, data: bytes) -> str:
@@ -242,8 +270,7 @@ def main(argv=None) -> int:
     path = args.dir / NAME
     if args.check:
         if not path.exists() or path.read_text(encoding="utf-8") != text:
-            print("card_vectors: %s is out of date (run python -m liftcard_tools.card_vectors)" % path,
-                  file=sys.stderr)
+            print("card_vectors: %s is out of date (run python -m liftcard_tools.card_vectors)" % path, file=sys.stderr)
             return 1
         print("card_vectors: %s up to date" % path)
         return 0

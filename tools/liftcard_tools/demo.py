@@ -80,7 +80,7 @@ class DemoError(Exception):
 
 READER_ID = 1017
 BUILDING_ID = 12
-FLOORS = 7             # floor indexes 0 (ground) .. 6
+FLOORS = 7  # floor indexes 0 (ground) .. 6
 FEE_FEN = [0, 0, 10, 20, 30, 40, 50]
 MONTHLY_CAP_FEN = 120  # set low so one family reaches it in a morning
 DEBOUNCE_S = 30
@@ -99,11 +99,11 @@ class Card:
     card_id: int
     household: int
     holder: str
-    floors: tuple            # allowed floor indexes
+    floors: tuple  # allowed floor indexes
     status: int = Status.ACTIVE
     klass: int = Klass.RESIDENT
     valid_days: int | None = None  # valid until the demo day + this (None: no end)
-    listed: bool = True      # on the first whitelist (False: issued later, or never)
+    listed: bool = True  # on the first whitelist (False: issued later, or never)
 
     def record(self, day: int) -> CardRecord:
         mask = 0
@@ -122,12 +122,10 @@ CARDS = {
     "chen_lan": Card(0x6217001206010005, 601, "Chen Lan (elderly)", (0, 6), klass=Klass.EXEMPT),
     "wang_jun": Card(0x6217001205020001, 502, "Wang Jun", (0, 5)),
     "wang_jun_new": Card(0x6217001205020002, 502, "Wang Jun (new card)", (0, 5), listed=False),
-    "wang_carer": Card(0x6217001205020009, 502, "Wang's carer (visitor)", (0, 5),
-                       klass=Klass.VISITOR, valid_days=-1),
+    "wang_carer": Card(0x6217001205020009, 502, "Wang's carer (visitor)", (0, 5), klass=Klass.VISITOR, valid_days=-1),
     "zhao_gang": Card(0x6217001204020001, 402, "Zhao Gang", (0, 4), status=Status.SUSPENDED),
     "liu_fang": Card(0x6217001203010001, 301, "Liu Fang", (0, 3)),
-    "liu_nurse": Card(0x6217001203010009, 301, "Liu's nurse (visitor)", (3,),
-                      klass=Klass.VISITOR, valid_days=30),
+    "liu_nurse": Card(0x6217001203010009, 301, "Liu's nurse (visitor)", (3,), klass=Klass.VISITOR, valid_days=30),
     "sun_li_old": Card(0x6217001202020001, 202, "Sun Li (old card)", (0, 2), status=Status.LOST),
     "sun_li": Card(0x6217001202020002, 202, "Sun Li", (0, 2)),
     # A card of the next block (building 13): not on this reader's list.
@@ -138,45 +136,47 @@ CARDS = {
 # (None: the board does not know it). "fail": a card whose credential failed.
 # "raw": a line the card front-end mangled. "forged" / "lost": gateway deltas.
 SCRIPT = [
-    ("06:52:00", "tap", "wang_jun", 5),      # leaves for work: riding down is free
-    ("07:05:00", "tap", "zhang_wei", 0),     # back from the night shift
-    ("07:12:00", "tap", "chen_lan", 0),      # exempt: rides free
+    ("06:52:00", "tap", "wang_jun", 5),  # leaves for work: riding down is free
+    ("07:05:00", "tap", "zhang_wei", 0),  # back from the night shift
+    ("07:12:00", "tap", "chen_lan", 0),  # exempt: rides free
     ("07:20:00", "tap", "liu_fang", 0),
-    ("07:20:06", "tap", "liu_fang", 0),      # taps again at once: debounced, not charged
+    ("07:20:06", "tap", "liu_fang", 0),  # taps again at once: debounced, not charged
     ("07:26:00", "tap", "li_na", 0),
-    ("07:31:00", "tap", "zhao_gang", 0),     # household has not paid
+    ("07:31:00", "tap", "zhao_gang", 0),  # household has not paid
     ("07:35:00", "tap", "stranger", 0),
-    ("07:38:00", "tap", "zhang_hao", 0),     # the Zhang household reaches its monthly cap
-    ("07:44:00", "tap", "sun_li_old", 0),    # the card Sun Li lost last week
-    ("07:47:00", "tap", "wang_carer", 0),    # visitor pass ended yesterday
-    ("07:52:00", "tap", "liu_nurse", 5),     # wants the ground floor; card names floor 3 only
+    ("07:38:00", "tap", "zhang_hao", 0),  # the Zhang household reaches its monthly cap
+    ("07:44:00", "tap", "sun_li_old", 0),  # the card Sun Li lost last week
+    ("07:47:00", "tap", "wang_carer", 0),  # visitor pass ended yesterday
+    ("07:52:00", "tap", "liu_nurse", 5),  # wants the ground floor; card names floor 3 only
     ("07:55:00", "raw", "TAP 62170012O6010001 0"),  # a letter O in the card id
-    ("07:58:00", "fail", 8, 0),              # a cloned card fails authentication
-    ("08:03:00", "tap", "zhang_xin", 0),     # cap already reached: rides free
-    ("08:10:00", "forged", None),            # a delta MAC'd with the wrong key
-    ("08:10:30", "lost", None),              # Wang Jun reports his card lost: delta
-    ("08:14:00", "tap", "wang_jun", 0),      # someone found it and tries it
+    ("07:58:00", "fail", 8, 0),  # a cloned card fails authentication
+    ("08:03:00", "tap", "zhang_xin", 0),  # cap already reached: rides free
+    ("08:10:00", "forged", None),  # a delta MAC'd with the wrong key
+    ("08:10:30", "lost", None),  # Wang Jun reports his card lost: delta
+    ("08:14:00", "tap", "wang_jun", 0),  # someone found it and tries it
     ("08:30:00", "tap", "wang_jun_new", 0),  # Wang Jun with his new card
-    ("08:41:00", "tap", "sun_li", None),     # the board does not know the floor
+    ("08:41:00", "tap", "sun_li", None),  # the board does not know the floor
 ]
 
 
 def make_config(key_hex: str) -> dict:
-    return validate_config({
-        "reader_id": READER_ID,
-        "building_id": BUILDING_ID,
-        "floors": FLOORS,
-        "ground_floor": 0,
-        "key": key_hex,
-        "tariff": {
-            "fee_fen": FEE_FEN,
-            "free_classes": ["exempt"],
-            "monthly_cap_fen": MONTHLY_CAP_FEN,
-            "debounce_s": DEBOUNCE_S,
-        },
-        "relay_ms": 4000,
-        "utc_offset_min": 480,
-    })
+    return validate_config(
+        {
+            "reader_id": READER_ID,
+            "building_id": BUILDING_ID,
+            "floors": FLOORS,
+            "ground_floor": 0,
+            "key": key_hex,
+            "tariff": {
+                "fee_fen": FEE_FEN,
+                "free_classes": ["exempt"],
+                "monthly_cap_fen": MONTHLY_CAP_FEN,
+                "debounce_s": DEBOUNCE_S,
+            },
+            "relay_ms": 4000,
+            "utc_offset_min": 480,
+        }
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -225,8 +225,10 @@ def floor_text(f) -> str:
 def find_repo() -> Path:
     repo = Path(__file__).resolve().parents[2]
     if not (repo / "firmware" / "main.py").is_file():
-        raise DemoError("the reader firmware is not at %s: liftcard-demo runs from a source checkout"
-                        % (repo / "firmware" / "main.py"))
+        raise DemoError(
+            "the reader firmware is not at %s: liftcard-demo runs from a source checkout"
+            % (repo / "firmware" / "main.py")
+        )
     return repo
 
 
@@ -255,8 +257,14 @@ class VirtualReader:
     def start(self) -> None:
         try:
             # Ends with the demo, even one killed: procs.spawn ties it to this process.
-            self.proc = procs.spawn(self.cmd, cwd=self.cwd, env=self.env, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.proc = procs.spawn(
+                self.cmd,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
         except OSError as e:
             raise DemoError("cannot start %s: %s" % (self.cmd[0], e.strerror or e))
         threading.Thread(target=self._pump, args=(self.proc.stdout, self._lines), daemon=True).start()
@@ -284,8 +292,7 @@ class VirtualReader:
             code = None
         time.sleep(0.05)  # let the stderr thread catch the last lines
         last = next((ln for ln in reversed(self._stderr) if ln.strip()), "")
-        return DemoError("the reader exited during %s (exit code %s)%s"
-                         % (doing, code, ": " + last if last else ""))
+        return DemoError("the reader exited during %s (exit code %s)%s" % (doing, code, ": " + last if last else ""))
 
     def _next(self, doing: str) -> str:
         try:
@@ -385,8 +392,17 @@ class VirtualReader:
 # Output
 # ---------------------------------------------------------------------------
 
-TAP_HEAD = ("%-8s %5s  %-8s  %-27s %-6s %-14s %-10s %6s  %s"
-            % ("time", "seq", "card", "household / holder", "at>to", "decision", "flags", "yuan", "resident sees"))
+TAP_HEAD = "%-8s %5s  %-8s  %-27s %-6s %-14s %-10s %6s  %s" % (
+    "time",
+    "seq",
+    "card",
+    "household / holder",
+    "at>to",
+    "decision",
+    "flags",
+    "yuan",
+    "resident sees",
+)
 
 
 class Output:
@@ -412,8 +428,8 @@ class Demo:
         self.dir = Path(args.dir).expanduser() if args.dir else self.repo / "var" / "demo"
         self.dir = self.dir.resolve()
         self.problems = []
-        self.taps = []        # one dict per tap line sent
-        self.events = []      # gateway / reader events
+        self.taps = []  # one dict per tap line sent
+        self.events = []  # gateway / reader events
         self.report = {}
 
     # ---- the work dir ----
@@ -421,8 +437,10 @@ class Demo:
     def prepare_dir(self) -> None:
         d = self.dir
         if any(c.isspace() for c in str(d)):
-            raise DemoError("the work dir %s contains a space; the reader's commands take space-separated "
-                            "paths: choose another --dir" % d)
+            raise DemoError(
+                "the work dir %s contains a space; the reader's commands take space-separated "
+                "paths: choose another --dir" % d
+            )
         if len(str(d)) > 300:
             raise DemoError("the work dir path is too long for the reader's 512-byte command line")
         if d.exists() and not d.is_dir():
@@ -473,8 +491,9 @@ class Demo:
         self.problems.append(text)
 
     def event(self, epoch_s, who: str, text: str, reply: str) -> None:
-        self.events.append({"time": epoch_s, "clock": clock_of(epoch_s, self.utc), "who": who, "what": text,
-                            "reader": reply})
+        self.events.append(
+            {"time": epoch_s, "clock": clock_of(epoch_s, self.utc), "who": who, "what": text, "reader": reply}
+        )
         self.out.line("%-8s %5s  %-8s  %s -> reader: %s" % (clock_of(epoch_s, self.utc), "", who, text, reply))
 
     def set_time(self, epoch_s: int) -> None:
@@ -513,21 +532,46 @@ class Demo:
 
         out.line("liftcard demo: a virtual reader (the real firmware under MicroPython, heap %s)" % HEAP, True)
         out.line("=" * WIDTH, True)
-        out.line("work dir    %s (%s)" % (self.dir, "kept images" if self.args.keep and booted["boot"] > 1 else "fresh reader"), True)
-        out.line("reader      %d in building %d, firmware %s, boot #%d, next ride seq %d, log capacity %d"
-                 % (cfg["reader_id"], cfg["building_id"], booted.get("fw"), booted.get("boot"),
-                    booted.get("next_seq"), booted.get("log_capacity")), True)
+        out.line(
+            "work dir    %s (%s)"
+            % (self.dir, "kept images" if self.args.keep and booted["boot"] > 1 else "fresh reader"),
+            True,
+        )
+        out.line(
+            "reader      %d in building %d, firmware %s, boot #%d, next ride seq %d, log capacity %d"
+            % (
+                cfg["reader_id"],
+                cfg["building_id"],
+                booted.get("fw"),
+                booted.get("boot"),
+                booted.get("next_seq"),
+                booted.get("log_capacity"),
+            ),
+            True,
+        )
         t = cfg["tariff"]
-        out.line("tariff      fee per floor (yuan) %s; free: %s; monthly cap %s yuan per household; debounce %d s"
-                 % (" ".join("%d:%s" % (i, yuan(f)) for i, f in enumerate(t["fee_fen"])),
-                    ", ".join(t["free_classes"]) or "none", yuan(t["monthly_cap_fen"]), t["debounce_s"]), True)
+        out.line(
+            "tariff      fee per floor (yuan) %s; free: %s; monthly cap %s yuan per household; debounce %d s"
+            % (
+                " ".join("%d:%s" % (i, yuan(f)) for i, f in enumerate(t["fee_fen"])),
+                ", ".join(t["free_classes"]) or "none",
+                yuan(t["monthly_cap_fen"]),
+                t["debounce_s"],
+            ),
+            True,
+        )
         out.line("morning of  %s (UTC%+d)" % (date_of_day(self.day).strftime("%A %d %B %Y"), self.utc // 60), True)
         if prior:
-            out.line("flash       %d rides from earlier runs, seq %d..%d: the reader resumes at seq %d"
-                     % (len(prior), prior[0].seq, prior[-1].seq, booted["next_seq"]), True)
+            out.line(
+                "flash       %d rides from earlier runs, seq %d..%d: the reader resumes at seq %d"
+                % (len(prior), prior[0].seq, prior[-1].seq, booted["next_seq"]),
+                True,
+            )
         for line in rd.boot_lines:
-            out.line("boot        reader said: %s%s" % (line, " (a fresh reader: the gateway configures it next)"
-                                                          if "no config.json" in line else ""))
+            out.line(
+                "boot        reader said: %s%s"
+                % (line, " (a fresh reader: the gateway configures it next)" if "no config.json" in line else "")
+            )
 
         # ---- the gateway sets the reader up ----
         out.line()
@@ -544,7 +588,9 @@ class Demo:
         wl_path = self.write("whitelist-v%d.lcwl" % version, wl)
         self.write_cards_json()
         reply, _ = rd.command("WL %s" % wl_path)
-        self.event(start, "gateway", "whitelist v%d: %d cards, %d bytes, MAC checked" % (version, len(cards), len(wl)), reply)
+        self.event(
+            start, "gateway", "whitelist v%d: %d cards, %d bytes, MAC checked" % (version, len(cards), len(wl)), reply
+        )
         if reply != "OK whitelist v%d %d cards" % (version, len(cards)):
             raise DemoError("the reader refused the demo whitelist: %s" % reply)
         self.model = FeeModel(cfg, {c.card_id: c for c in cards})
@@ -563,8 +609,9 @@ class Demo:
             if kind == "tap":
                 c = CARDS[step[2]]
                 floor = step[3]
-                self.do_tap(when, "TAP %016x%s" % (c.card_id, "" if floor is None else " %d" % floor),
-                            c.card_id, floor, None)
+                self.do_tap(
+                    when, "TAP %016x%s" % (c.card_id, "" if floor is None else " %d" % floor), c.card_id, floor, None
+                )
             elif kind == "fail":
                 self.do_tap(when, "FAIL %d %d" % (step[2], step[3]), 0, step[3], step[2])
             elif kind == "raw":
@@ -596,11 +643,18 @@ class Demo:
         rows = []
         for name, c in CARDS.items():
             rec = c.record(self.day)
-            rows.append({"name": name, "holder": c.holder, "household": c.household,
-                         "household_name": HOUSEHOLDS.get(c.household, "(other building)"),
-                         "on_first_list": c.listed, **rec.to_fields(),
-                         "status_name": Status(rec.status).name.lower(),
-                         "class_name": Klass(rec.klass).name.lower()})
+            rows.append(
+                {
+                    "name": name,
+                    "holder": c.holder,
+                    "household": c.household,
+                    "household_name": HOUSEHOLDS.get(c.household, "(other building)"),
+                    "on_first_list": c.listed,
+                    **rec.to_fields(),
+                    "status_name": Status(rec.status).name.lower(),
+                    "class_name": Klass(rec.klass).name.lower(),
+                }
+            )
         (self.dir / "cards.json").write_text(json.dumps(rows, indent=2) + "\n")
 
     # ---- gateway deltas ----
@@ -608,8 +662,14 @@ class Demo:
     def send_forged_delta(self, when: int) -> None:
         cfg = self.cfg
         c = CARDS["wang_jun"]
-        forged = build_delta(secrets.token_bytes(32), cfg["reader_id"], cfg["building_id"], self.held,
-                             self.held + 1, [("remove", c.card_id)])
+        forged = build_delta(
+            secrets.token_bytes(32),
+            cfg["reader_id"],
+            cfg["building_id"],
+            self.held,
+            self.held + 1,
+            [("remove", c.card_id)],
+        )
         p = self.write("forged-delta-v%d-v%d.lcwd" % (self.held, self.held + 1), forged)
         reply, _ = self.reader.command("DELTA %s" % p)
         self.event(when, "intruder", "forged delta: remove %s's card (wrong key)" % c.holder.split(" (")[0], reply)
@@ -628,8 +688,12 @@ class Demo:
         parse_delta(key, delta, cfg["reader_id"], cfg["building_id"], held_version=base)
         p = self.write("delta-v%d-v%d.lcwd" % (base, newv), delta)
         reply, _ = self.reader.command("DELTA %s" % p)
-        self.event(when, "gateway", "delta v%d->v%d (%d bytes): %s's card lost, new card issued"
-                   % (base, newv, len(delta), old.holder), reply)
+        self.event(
+            when,
+            "gateway",
+            "delta v%d->v%d (%d bytes): %s's card lost, new card issued" % (base, newv, len(delta), old.holder),
+            reply,
+        )
         if reply != "OK whitelist v%d" % newv:
             raise DemoError("the reader refused the lost-card delta: %s" % reply)
         self.held = newv
@@ -647,9 +711,10 @@ class Demo:
             entry["reader"] = err
             if not garbled:
                 self.problem("the reader answered %r with %s" % (line, err))
-            self.out.line("%-8s %5s  %-8s  %-27s %-6s %-14s %-10s %6s  %s"
-                          % (clock_of(when, self.utc), "-", "?", "(garbled tap line)", "", "no record", "",
-                             "", err))
+            self.out.line(
+                "%-8s %5s  %-8s  %-27s %-6s %-14s %-10s %6s  %s"
+                % (clock_of(when, self.utc), "-", "?", "(garbled tap line)", "", "no record", "", "", err)
+            )
             return
         rec = RideRecord.unpack(bytes.fromhex(ride_hex))
         granted = rec.result == Result.GRANTED
@@ -660,12 +725,23 @@ class Demo:
             holder = "(not on the whitelist)"
         else:
             holder = "%d %s" % (card.household, card.holder)
-        entry.update({"record": ride_hex, "logged": logged, "seq": rec.seq, "card_id": "%016x" % rec.card_id,
-                      "holder": holder, "household": rec.household, "at": floor,
-                      "floor": None if rec.floor == NO_FLOOR else rec.floor,
-                      "result": result_name(rec.result),
-                      "flags": flag_names(rec.flags), "fee_fen": rec.fee, "fee_yuan": yuan(rec.fee),
-                      "signals": signals})
+        entry.update(
+            {
+                "record": ride_hex,
+                "logged": logged,
+                "seq": rec.seq,
+                "card_id": "%016x" % rec.card_id,
+                "holder": holder,
+                "household": rec.household,
+                "at": floor,
+                "floor": None if rec.floor == NO_FLOOR else rec.floor,
+                "result": result_name(rec.result),
+                "flags": flag_names(rec.flags),
+                "fee_fen": rec.fee,
+                "fee_yuan": yuan(rec.fee),
+                "signals": signals,
+            }
+        )
         # What the resident saw must match the decision.
         want = ["RELAY ON", "LED GREEN", "BEEP OK"] if granted else ["LED RED", "BEEP DENY"]
         if signals != want:
@@ -686,8 +762,9 @@ class Demo:
         got = (rec.result, rec.fee, rec.flags & _MODEL_FLAGS, rec.floor, rec.household)
         entry["model_agrees"] = got == expect
         if got != expect:
-            self.problem("seq %d: reader decided result/fee/flags/floor/household %s, the fee model %s"
-                         % (rec.seq, got, expect))
+            self.problem(
+                "seq %d: reader decided result/fee/flags/floor/household %s, the fee model %s" % (rec.seq, got, expect)
+            )
         if card_id is not None and rec.card_id != card_id:
             self.problem("seq %d: record names card %016x, tapped %016x" % (rec.seq, rec.card_id, card_id))
         # As signalled by the board, not as decided.
@@ -697,9 +774,20 @@ class Demo:
         if not logged:
             seen += "  (NOT LOGGED)"
         route = "%s>%s" % (floor_text(floor), floor_text(rec.floor))
-        self.out.line("%-8s %5d  %-8s  %-27s %-6s %-14s %-10s %6s  %s"
-                      % (clock_of(rec.time, self.utc), rec.seq, short_id(rec.card_id), holder[:27], route,
-                         entry["result"], ",".join(entry["flags"]), yuan(rec.fee), seen))
+        self.out.line(
+            "%-8s %5d  %-8s  %-27s %-6s %-14s %-10s %6s  %s"
+            % (
+                clock_of(rec.time, self.utc),
+                rec.seq,
+                short_id(rec.card_id),
+                holder[:27],
+                route,
+                entry["result"],
+                ",".join(entry["flags"]),
+                yuan(rec.fee),
+                seen,
+            )
+        )
 
     # ---- the log summary ----
 
@@ -735,21 +823,31 @@ class Demo:
         for r in log:
             if r.result == Result.GRANTED and month_key(r.time, self.utc) == month:
                 month_fen[r.household] += r.fee
-        out.line("%-22s %6s %6s %8s %10s %10s  %s" % ("household", "taps", "rides", "charged", "fen", "yuan",
-                                                     "this month"), True)
+        out.line(
+            "%-22s %6s %6s %8s %10s %10s  %s" % ("household", "taps", "rides", "charged", "fen", "yuan", "this month"),
+            True,
+        )
         rows = []
         for hh in sorted(per, key=lambda h: (h == 0, -h)):
             h = per[hh]
-            name = "%d %s" % (hh, HOUSEHOLDS[hh]) if hh in HOUSEHOLDS else ("(unknown / failed)" if hh == 0 else str(hh))
+            name = (
+                "%d %s" % (hh, HOUSEHOLDS[hh]) if hh in HOUSEHOLDS else ("(unknown / failed)" if hh == 0 else str(hh))
+            )
             note = ""
             if hh:
                 note = "%s yuan%s" % (yuan(month_fen[hh]), ", cap reached" if cap and month_fen[hh] >= cap else "")
             rows.append({"household": hh, "name": name, **h, "yuan": yuan(h["fen"]), "month_fen": month_fen[hh]})
-            out.line("%-22s %6d %6d %8d %10d %10s  %s" % (name, h["taps"], h["rides"], h["charged"], h["fen"],
-                                                         yuan(h["fen"]), note), True)
+            out.line(
+                "%-22s %6d %6d %8d %10d %10s  %s"
+                % (name, h["taps"], h["rides"], h["charged"], h["fen"], yuan(h["fen"]), note),
+                True,
+            )
         tot = {k: sum(h[k] for h in per.values()) for k in ("taps", "rides", "charged", "fen")}
-        out.line("%-22s %6d %6d %8d %10d %10s" % ("total", tot["taps"], tot["rides"], tot["charged"], tot["fen"],
-                                                  yuan(tot["fen"])), True)
+        out.line(
+            "%-22s %6d %6d %8d %10d %10s"
+            % ("total", tot["taps"], tot["rides"], tot["charged"], tot["fen"], yuan(tot["fen"])),
+            True,
+        )
         out.line("", True)
         # This run's records against what was shown per tap, byte for byte.
         shown = {t["seq"]: t for t in self.taps if "seq" in t}
@@ -757,7 +855,9 @@ class Demo:
         mismatched = [r.seq for r in run_log if r.seq not in shown or shown[r.seq]["record"] != r.pack().hex()]
         missing = sorted(set(shown) - {r.seq for r in run_log})
         if mismatched or missing:
-            self.problem("log records differ from the reported rides: seq %s, missing %s" % (mismatched[:5], missing[:5]))
+            self.problem(
+                "log records differ from the reported rides: seq %s, missing %s" % (mismatched[:5], missing[:5])
+            )
         shown_fen = sum(t["fee_fen"] for t in shown.values())
         log_fen = sum(r.fee for r in run_log)
         if shown_fen != log_fen:
@@ -766,25 +866,56 @@ class Demo:
             self.problem("the per-household totals do not add up to the log's fees")
         agree = sum(1 for t in shown.values() if t.get("model_agrees"))
         boots = sorted({r.boot for r in log})
-        out.line("records     %d on flash, seq %d..%d%s, boot%s %s; this run: %d records, seq %d..%d"
-                 % (len(log), seqs[0], seqs[-1], "" if gaps else " (no gaps)", "s" if len(boots) > 1 else "",
-                    ",".join(map(str, boots)), len(run_log), run_log[0].seq if run_log else 0,
-                    run_log[-1].seq if run_log else 0), True)
-        out.line("fees        this run's log: %d fen = %s yuan; shown per tap: %d fen = %s yuan: %s"
-                 % (log_fen, yuan(log_fen), shown_fen, yuan(shown_fen), "equal" if log_fen == shown_fen else "DIFFERENT"),
-                 True)
-        out.line("records     %d/%d reported rides match their log record byte for byte; %d/%d decisions agree "
-                 "with the reference fee model" % (len(shown) - len(mismatched) - len(missing), len(shown), agree,
-                                                   len(shown)), True)
-        self.report.update({
-            "households": rows, "totals": tot,
-            "log": {"records": len(log), "seq_first": seqs[0], "seq_last": seqs[-1], "gaps": gaps,
-                    "boots": boots, "fen": sum(r.fee for r in log)},
-            "run": {"records": len(run_log), "seq_first": self.run_first_seq,
+        out.line(
+            "records     %d on flash, seq %d..%d%s, boot%s %s; this run: %d records, seq %d..%d"
+            % (
+                len(log),
+                seqs[0],
+                seqs[-1],
+                "" if gaps else " (no gaps)",
+                "s" if len(boots) > 1 else "",
+                ",".join(map(str, boots)),
+                len(run_log),
+                run_log[0].seq if run_log else 0,
+                run_log[-1].seq if run_log else 0,
+            ),
+            True,
+        )
+        out.line(
+            "fees        this run's log: %d fen = %s yuan; shown per tap: %d fen = %s yuan: %s"
+            % (log_fen, yuan(log_fen), shown_fen, yuan(shown_fen), "equal" if log_fen == shown_fen else "DIFFERENT"),
+            True,
+        )
+        out.line(
+            "records     %d/%d reported rides match their log record byte for byte; %d/%d decisions agree "
+            "with the reference fee model"
+            % (len(shown) - len(mismatched) - len(missing), len(shown), agree, len(shown)),
+            True,
+        )
+        self.report.update(
+            {
+                "households": rows,
+                "totals": tot,
+                "log": {
+                    "records": len(log),
+                    "seq_first": seqs[0],
+                    "seq_last": seqs[-1],
+                    "gaps": gaps,
+                    "boots": boots,
+                    "fen": sum(r.fee for r in log),
+                },
+                "run": {
+                    "records": len(run_log),
+                    "seq_first": self.run_first_seq,
                     "seq_last": run_log[-1].seq if run_log else None,
-                    "log_fen": log_fen, "shown_fen": shown_fen, "model_agrees": agree},
-            "month": month, "status": status,
-        })
+                    "log_fen": log_fen,
+                    "shown_fen": shown_fen,
+                    "model_agrees": agree,
+                },
+                "month": month,
+                "status": status,
+            }
+        )
 
     def finish(self) -> int:
         out = self.out
@@ -794,8 +925,16 @@ class Demo:
         out.line("result      %s" % ("all checks passed" if ok else "%d problem(s)" % len(self.problems)), True)
         if out.mode == "json":
             cfg = {k: v for k, v in self.cfg.items() if k != "key"}  # the key stays secret
-            doc = {"ok": ok, "dir": str(self.dir), "day": date_of_day(self.day).isoformat(), "config": cfg,
-                   "events": self.events, "taps": self.taps, **self.report, "problems": self.problems}
+            doc = {
+                "ok": ok,
+                "dir": str(self.dir),
+                "day": date_of_day(self.day).isoformat(),
+                "config": cfg,
+                "events": self.events,
+                "taps": self.taps,
+                **self.report,
+                "problems": self.problems,
+            }
             print(json.dumps(doc, indent=2))
         return 0 if ok else 1
 
@@ -804,12 +943,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="A virtual elevator-card reader (the real firmware under MicroPython) lives through a "
-                    "scripted morning: every tap's decision and fee, then the ride log summed per household.")
-    p.add_argument("--dir", help="work dir for the building's files and the reader's flash images "
-                                 "(default: var/demo under the repo)")
-    p.add_argument("--keep", action="store_true",
-                   help="keep the reader's flash from the last run: it resumes its sequence numbers "
-                        "(default: start a fresh reader)")
+        "scripted morning: every tap's decision and fee, then the ride log summed per household.",
+    )
+    p.add_argument(
+        "--dir",
+        help="work dir for the building's files and the reader's flash images (default: var/demo under the repo)",
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the reader's flash from the last run: it resumes its sequence numbers "
+        "(default: start a fresh reader)",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quiet", action="store_true", help="print only the header and the log summary")
     g.add_argument("--json", action="store_true", help="print one JSON document instead of the table")

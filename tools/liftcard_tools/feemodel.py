@@ -70,15 +70,20 @@ _STATUS_DENIAL = {
 
 @dataclass(frozen=True)
 class Decision:
-    result: int     # Result code, 0 = granted
-    fee: int        # fen charged (integer)
-    flags: int      # Flag bits (DEBOUNCED / FREE_CLASS / CAPPED only)
-    floor: int      # destination floor index, 0xFF when not known
+    result: int  # Result code, 0 = granted
+    fee: int  # fen charged (integer)
+    flags: int  # Flag bits (DEBOUNCED / FREE_CLASS / CAPPED only)
+    floor: int  # destination floor index, 0xFF when not known
     household: int  # the card's household, 0 for an unknown card
 
     def to_fields(self) -> dict:
-        return {"result": self.result, "fee": self.fee, "flags": self.flags,
-                "floor": self.floor, "household": self.household}
+        return {
+            "result": self.result,
+            "fee": self.fee,
+            "flags": self.flags,
+            "floor": self.floor,
+            "household": self.household,
+        }
 
 
 def home_floor(mask: int, ground: int) -> int:
@@ -112,8 +117,8 @@ class FeeModel:
         self.cap = tariff["monthly_cap_fen"]
         self.window_ms = tariff["debounce_s"] * 1000
         self.cards = dict(cards)
-        self._anchor_ms: dict[int, int] = {}              # card_id -> mono_ms of the debounce anchor
-        self._spent: dict[tuple[int, int], int] = {}      # (household, month_key) -> fen
+        self._anchor_ms: dict[int, int] = {}  # card_id -> mono_ms of the debounce anchor
+        self._spent: dict[tuple[int, int], int] = {}  # (household, month_key) -> fen
 
     def spent(self, household: int, month: int) -> int:
         """Fen charged to a household in a month (month = year*100+month)."""

@@ -123,10 +123,14 @@ def load_config(config_path) -> LedgerConfig:
     private_file(files["key_file"], "broker.key_file")
     try:
         ssl.create_default_context(cafile=str(files["ca_file"])).load_cert_chain(
-            str(files["cert_file"]), str(files["key_file"]))
+            str(files["cert_file"]), str(files["key_file"])
+        )
     except (ssl.SSLError, OSError):
-        raise ConfigError("broker.cert_file", "%s, %s and %s are not a PEM CA, certificate and matching "
-                          "unencrypted key" % (files["ca_file"], files["cert_file"], files["key_file"])) from None
+        raise ConfigError(
+            "broker.cert_file",
+            "%s, %s and %s are not a PEM CA, certificate and matching "
+            "unencrypted key" % (files["ca_file"], files["cert_file"], files["key_file"]),
+        ) from None
     client_id = string(br, "client_id", "broker", "liftcard-ledger")
     keepalive = integer(br, "keepalive", "broker", 5, 3600, 30)
     cards = {}
@@ -153,12 +157,27 @@ def load_config(config_path) -> LedgerConfig:
             gws[gid] = keys.load_public_key(path(g, "public_key_file", pre, base))
         except keys.KeyFileError as e:
             raise ConfigError(pre + ".public_key_file", str(e)) from None
-    return LedgerConfig(config_path, data_dir, Secret(skey), host, port, files["ca_file"], files["cert_file"],
-                        files["key_file"], client_id, keepalive, gws, cards.get("cert_file"), cards.get("key_file"))
+    return LedgerConfig(
+        config_path,
+        data_dir,
+        Secret(skey),
+        host,
+        port,
+        files["ca_file"],
+        files["cert_file"],
+        files["key_file"],
+        client_id,
+        keepalive,
+        gws,
+        cards.get("cert_file"),
+        cards.get("key_file"),
+    )
 
 
 def _v1_tables(conn) -> None:
-    run_statements(conn, """
+    run_statements(
+        conn,
+        """
 CREATE TABLE IF NOT EXISTS rides (
     gateway_id TEXT NOT NULL, reader_id INTEGER NOT NULL, seq INTEGER NOT NULL,
     building_id INTEGER NOT NULL, time INTEGER NOT NULL, uptime INTEGER NOT NULL, card_id TEXT NOT NULL,
@@ -173,7 +192,8 @@ CREATE TABLE IF NOT EXISTS batches (
     first_seen REAL NOT NULL, last_seen REAL NOT NULL, received INTEGER NOT NULL,
     PRIMARY KEY (gateway_id, batch_id)
 );
-""")
+""",
+    )
 
 
 # ledger.db's schema versions (liftcard_gateway.db.migrate). Version 1 is also
@@ -201,33 +221,67 @@ class LedgerDB:
                 "INSERT OR IGNORE INTO rides (gateway_id, reader_id, seq, building_id, time, uptime, card_id, "
                 "household, floor, fee, result, flags, boot, time_corrected, batch_id, stored_at) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(b.gateway_id, b.reader_id, r.seq, b.building_id, r.time, r.uptime, "%016x" % r.card_id,
-                  r.household, r.floor, r.fee, r.result, r.flags, r.boot, r.time_corrected, b.batch_id, now)
-                 for r in b.rides])
+                [
+                    (
+                        b.gateway_id,
+                        b.reader_id,
+                        r.seq,
+                        b.building_id,
+                        r.time,
+                        r.uptime,
+                        "%016x" % r.card_id,
+                        r.household,
+                        r.floor,
+                        r.fee,
+                        r.result,
+                        r.flags,
+                        r.boot,
+                        r.time_corrected,
+                        b.batch_id,
+                        now,
+                    )
+                    for r in b.rides
+                ],
+            )
             inserted = c.total_changes - before
-            c.execute("INSERT INTO batches (gateway_id, batch_id, reader_id, first_seq, last_seq, rides, inserted, "
-                      "first_seen, last_seen, received) VALUES (?,?,?,?,?,?,?,?,?,1) "
-                      "ON CONFLICT(gateway_id, batch_id) DO UPDATE SET last_seen=excluded.last_seen, "
-                      "received=received+1, inserted=inserted+excluded.inserted",
-                      (b.gateway_id, b.batch_id, b.reader_id, b.first_seq, b.last_seq, len(b.rides), inserted,
-                       now, now))
+            c.execute(
+                "INSERT INTO batches (gateway_id, batch_id, reader_id, first_seq, last_seq, rides, inserted, "
+                "first_seen, last_seen, received) VALUES (?,?,?,?,?,?,?,?,?,1) "
+                "ON CONFLICT(gateway_id, batch_id) DO UPDATE SET last_seen=excluded.last_seen, "
+                "received=received+1, inserted=inserted+excluded.inserted",
+                (b.gateway_id, b.batch_id, b.reader_id, b.first_seq, b.last_seq, len(b.rides), inserted, now, now),
+            )
         return inserted
 
     def totals(self) -> list[dict]:
-        return [{"gateway_id": g, "reader_id": r, "rides": n, "fees_fen": f} for g, r, n, f in self.conn.execute(
-            "SELECT gateway_id, reader_id, count(*), COALESCE(sum(fee), 0) FROM rides "
-            "GROUP BY gateway_id, reader_id ORDER BY gateway_id, reader_id")]
+        return [
+            {"gateway_id": g, "reader_id": r, "rides": n, "fees_fen": f}
+            for g, r, n, f in self.conn.execute(
+                "SELECT gateway_id, reader_id, count(*), COALESCE(sum(fee), 0) FROM rides "
+                "GROUP BY gateway_id, reader_id ORDER BY gateway_id, reader_id"
+            )
+        ]
 
     def seqs_in_storage_order(self, gateway_id: str, reader_id: int) -> list[int]:
-        return [s for (s,) in self.conn.execute("SELECT seq FROM rides WHERE gateway_id=? AND reader_id=? "
-                                                "ORDER BY rowid", (gateway_id, reader_id))]
+        return [
+            s
+            for (s,) in self.conn.execute(
+                "SELECT seq FROM rides WHERE gateway_id=? AND reader_id=? ORDER BY rowid", (gateway_id, reader_id)
+            )
+        ]
 
 
 def broker_settings(cfg: LedgerConfig) -> MqttSettings:
     """The ledger's link to the bank broker: TLS client certificate, persistent session."""
-    return MqttSettings(cfg.host, cfg.port, cfg.client_id, cfg.keepalive,
-                        tls=TlsFiles(cfg.ca_file, cfg.cert_file, cfg.key_file),
-                        reconnect_delay=(1, 10), max_inflight=100)
+    return MqttSettings(
+        cfg.host,
+        cfg.port,
+        cfg.client_id,
+        cfg.keepalive,
+        tls=TlsFiles(cfg.ca_file, cfg.cert_file, cfg.key_file),
+        reconnect_delay=(1, 10),
+        max_inflight=100,
+    )
 
 
 class Ledger:
@@ -268,8 +322,15 @@ class Ledger:
             self.log("refused", reason=e.reason, gateway_id=gid, topic=topic)
             return None
         inserted = self.db.store(batch)
-        self.log("stored", gateway_id=gid, batch_id=batch.batch_id, reader_id=batch.reader_id,
-                 rides=len(batch.rides), inserted=inserted, duplicates=len(batch.rides) - inserted)
+        self.log(
+            "stored",
+            gateway_id=gid,
+            batch_id=batch.batch_id,
+            reader_id=batch.reader_id,
+            rides=len(batch.rides),
+            inserted=inserted,
+            duplicates=len(batch.rides) - inserted,
+        )
         return upstream_topics(gid)["acks"], uf.ack_for(self._key, batch)
 
     def stop(self, *_a):
@@ -296,10 +357,18 @@ def publish_card(cfg: LedgerConfig, gateway_id: str, payload: bytes, timeout: fl
     after the broker's PUBACK, as the card publisher ([cards] in the config).
     Raises RuntimeError (one line) on failure."""
     if cfg.cards_cert_file is None:
-        raise RuntimeError("%s has no [cards] cert_file and key_file: card updates are published with the card "
-                           "publisher's certificate, not the ledger's" % cfg.path)
-    s = MqttSettings(cfg.host, cfg.port, "liftcard-cards", cfg.keepalive, persistent=False,
-                     tls=TlsFiles(cfg.ca_file, cfg.cards_cert_file, cfg.cards_key_file))
+        raise RuntimeError(
+            "%s has no [cards] cert_file and key_file: card updates are published with the card "
+            "publisher's certificate, not the ledger's" % cfg.path
+        )
+    s = MqttSettings(
+        cfg.host,
+        cfg.port,
+        "liftcard-cards",
+        cfg.keepalive,
+        persistent=False,
+        tls=TlsFiles(cfg.ca_file, cfg.cards_cert_file, cfg.cards_key_file),
+    )
     c = make_client(s, logging.getLogger(LOGGER))
     try:
         c.connect(s.host, s.port, s.keepalive, **connect_kwargs(s))

@@ -42,44 +42,119 @@ def _pub_hex(k: Ed25519PrivateKey) -> str:
 
 
 def _ride_fields(r: uf.UpRide) -> dict:
-    return {"seq": r.seq, "time": r.time, "uptime": r.uptime, "card_id": "%016x" % r.card_id,
-            "household": r.household, "floor": r.floor, "fee": r.fee, "result": r.result, "flags": r.flags,
-            "boot": r.boot, "time_corrected": r.time_corrected}
+    return {
+        "seq": r.seq,
+        "time": r.time,
+        "uptime": r.uptime,
+        "card_id": "%016x" % r.card_id,
+        "household": r.household,
+        "floor": r.floor,
+        "fee": r.fee,
+        "result": r.result,
+        "flags": r.flags,
+        "boot": r.boot,
+        "time_corrected": r.time_corrected,
+    }
 
 
 def _rides():
     yield "one ride", [uf.UpRide(1, 100, 5, 0x0123456789ABCDEF, 42, 5, 40, 0, 0, 1)]
-    yield "extremes and a corrected time", [
-        uf.UpRide(0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF, 0xFFFFFF, 0xFF, 0xFFFF, 0xFF, 0xFF, 0xFFFF,
-                  0xFFFFFFFF),
-        uf.UpRide(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-        uf.UpRide(7, 1000, 3, 0x8000000000000000, 1, 0xFF, 0, 3, 0x01, 2, None)]
-    yield "storage order, not seq order", [
-        uf.UpRide(s, 91_000_000 + s, 60 + s, 0x7FFFFFFFFFFFFFFF - s, 1000 + s, 1 + s % 6, 25 * (s % 3), 0, 0, 9,
-                  None if s % 2 else 90_999_000 + s) for s in (5, 3, 4, 9, 8)]
+    yield (
+        "extremes and a corrected time",
+        [
+            uf.UpRide(
+                0xFFFFFFFF,
+                0xFFFFFFFF,
+                0xFFFFFFFF,
+                0xFFFFFFFFFFFFFFFF,
+                0xFFFFFF,
+                0xFF,
+                0xFFFF,
+                0xFF,
+                0xFF,
+                0xFFFF,
+                0xFFFFFFFF,
+            ),
+            uf.UpRide(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+            uf.UpRide(7, 1000, 3, 0x8000000000000000, 1, 0xFF, 0, 3, 0x01, 2, None),
+        ],
+    )
+    yield (
+        "storage order, not seq order",
+        [
+            uf.UpRide(
+                s,
+                91_000_000 + s,
+                60 + s,
+                0x7FFFFFFFFFFFFFFF - s,
+                1000 + s,
+                1 + s % 6,
+                25 * (s % 3),
+                0,
+                0,
+                9,
+                None if s % 2 else 90_999_000 + s,
+            )
+            for s in (5, 3, 4, 9, 8)
+        ],
+    )
 
 
 def generate() -> str:
     gk, lk, ok = _key(GW_SEED), _key(LEDGER_SEED), _key(OTHER_SEED)
-    lines = [{"meta": {"gateway_id": GATEWAY_ID, "gateway_seed": GW_SEED.hex(), "gateway_public": _pub_hex(gk),
-                       "ledger_seed": LEDGER_SEED.hex(), "ledger_public": _pub_hex(lk),
-                       "other_seed": OTHER_SEED.hex(), "ride_len": uf.RIDE_LEN, "max_rides": uf.MAX_RIDES}}]
+    lines = [
+        {
+            "meta": {
+                "gateway_id": GATEWAY_ID,
+                "gateway_seed": GW_SEED.hex(),
+                "gateway_public": _pub_hex(gk),
+                "ledger_seed": LEDGER_SEED.hex(),
+                "ledger_public": _pub_hex(lk),
+                "other_seed": OTHER_SEED.hex(),
+                "ride_len": uf.RIDE_LEN,
+                "max_rides": uf.MAX_RIDES,
+            }
+        }
+    ]
     valid_batch = None
     for i, (why, rides) in enumerate(_rides()):
         bid = [1, 0x7FFFFFFFFFFFFFFF, 4711][i]
         rid, bld = [(7, 12), ((1 << 30) - 1, (1 << 30) - 1), (1017, 12)][i]
         data = uf.build_batch(gk, GATEWAY_ID, bid, rid, bld, rides)
         valid_batch = valid_batch or data
-        lines.append({"group": "batches", "case": {
-            "why": why, "hex": data.hex(), "gateway_id": GATEWAY_ID, "batch_id": bid, "reader_id": rid,
-            "building_id": bld, "rides": [_ride_fields(r) for r in rides]}})
+        lines.append(
+            {
+                "group": "batches",
+                "case": {
+                    "why": why,
+                    "hex": data.hex(),
+                    "gateway_id": GATEWAY_ID,
+                    "batch_id": bid,
+                    "reader_id": rid,
+                    "building_id": bld,
+                    "rides": [_ride_fields(r) for r in rides],
+                },
+            }
+        )
         b = uf.parse_batch(gk.public_key(), data)
         ack = uf.ack_for(lk, b)
-        lines.append({"group": "acks", "case": {
-            "why": "ack of: " + why, "hex": ack.hex(), "gateway_id": GATEWAY_ID, "batch_id": bid, "reader_id": rid,
-            "first_seq": b.first_seq, "last_seq": b.last_seq, "count": len(b.rides)}})
+        lines.append(
+            {
+                "group": "acks",
+                "case": {
+                    "why": "ack of: " + why,
+                    "hex": ack.hex(),
+                    "gateway_id": GATEWAY_ID,
+                    "batch_id": bid,
+                    "reader_id": rid,
+                    "first_seq": b.first_seq,
+                    "last_seq": b.last_seq,
+                    "count": len(b.rides),
+                },
+            }
+        )
     ack = bytes.fromhex(lines[2]["case"]["hex"])
-    body = valid_batch[:-uf.SIG_LEN]
+    body = valid_batch[: -uf.SIG_LEN]
     one = uf.UpRide(1, 100, 5, 0x0123456789ABCDEF, 42, 5, 40, 0, 0, 1)
 
     def resign(b: bytes, key=gk) -> str:
@@ -102,19 +177,48 @@ def generate() -> str:
         ("batch", "an ACK is not a BATCH", ack.hex(), "magic"),
         ("batch", "version 2", resign(body[:4] + b"\x02" + body[5:]), "version"),
         ("batch", "gateway id with a slash", resign(body[:6] + b"gw/0001" + body[head_len:]), "gateway"),
-        ("batch", "count 0", resign(uf._head(uf.BATCH_MAGIC, GATEWAY_ID) + uf._BATCH_HEAD.pack(1, 7, 12, 0)),
-         "field"),
-        ("batch", "reader id 0", resign(uf._head(uf.BATCH_MAGIC, GATEWAY_ID) + uf._BATCH_HEAD.pack(1, 0, 12, 1)
-                                        + one.pack()), "field"),
-        ("batch", "batch id 0", resign(uf._head(uf.BATCH_MAGIC, GATEWAY_ID) + uf._BATCH_HEAD.pack(0, 7, 12, 1)
-                                       + one.pack()), "field"),
-        ("batch", "a seq twice", resign(uf._head(uf.BATCH_MAGIC, GATEWAY_ID) + uf._BATCH_HEAD.pack(1, 7, 12, 2)
-                                        + one.pack() + one.pack()), "field"),
-        ("batch", "time_corrected set without its xflag",
-         resign(uf._head(uf.BATCH_MAGIC, GATEWAY_ID) + uf._BATCH_HEAD.pack(1, 7, 12, 1) + one.pack()[:-4]
-                + b"\x00\x00\x00\x05"), "field"),
-        ("batch", "unknown xflags bit", resign(uf._head(uf.BATCH_MAGIC, GATEWAY_ID) + uf._BATCH_HEAD.pack(1, 7, 12, 1)
-                                               + one.pack()[:-5] + b"\x02" + one.pack()[-4:]), "field"),
+        ("batch", "count 0", resign(uf._head(uf.BATCH_MAGIC, GATEWAY_ID) + uf._BATCH_HEAD.pack(1, 7, 12, 0)), "field"),
+        (
+            "batch",
+            "reader id 0",
+            resign(uf._head(uf.BATCH_MAGIC, GATEWAY_ID) + uf._BATCH_HEAD.pack(1, 0, 12, 1) + one.pack()),
+            "field",
+        ),
+        (
+            "batch",
+            "batch id 0",
+            resign(uf._head(uf.BATCH_MAGIC, GATEWAY_ID) + uf._BATCH_HEAD.pack(0, 7, 12, 1) + one.pack()),
+            "field",
+        ),
+        (
+            "batch",
+            "a seq twice",
+            resign(uf._head(uf.BATCH_MAGIC, GATEWAY_ID) + uf._BATCH_HEAD.pack(1, 7, 12, 2) + one.pack() + one.pack()),
+            "field",
+        ),
+        (
+            "batch",
+            "time_corrected set without its xflag",
+            resign(
+                uf._head(uf.BATCH_MAGIC, GATEWAY_ID)
+                + uf._BATCH_HEAD.pack(1, 7, 12, 1)
+                + one.pack()[:-4]
+                + b"\x00\x00\x00\x05"
+            ),
+            "field",
+        ),
+        (
+            "batch",
+            "unknown xflags bit",
+            resign(
+                uf._head(uf.BATCH_MAGIC, GATEWAY_ID)
+                + uf._BATCH_HEAD.pack(1, 7, 12, 1)
+                + one.pack()[:-5]
+                + b"\x02"
+                + one.pack()[-4:]
+            ),
+            "field",
+        ),
         ("ack", "signed by another key", (ack[:-64] + ok.sign(ack[:-64])).hex(), "signature"),
         ("ack", "signed by the gateway's key", (ack[:-64] + gk.sign(ack[:-64])).hex(), "signature"),
         ("ack", "batch id bit flipped", flip(ack, head_len + 7), "signature"),
@@ -156,8 +260,10 @@ def main(argv=None) -> int:
     text = generate()
     if args.check:
         if not args.file.exists() or args.file.read_text(encoding="utf-8") != text:
-            print("upstream vectors: %s is out of date (run python -m liftcard_tools.upstream_vectors)" % args.file,
-                  file=sys.stderr)
+            print(
+                "upstream vectors: %s is out of date (run python -m liftcard_tools.upstream_vectors)" % args.file,
+                file=sys.stderr,
+            )
             return 1
         print("upstream vectors: up to date")
         return 0

@@ -45,7 +45,9 @@ CRED_VERSION = 1
 CRED_LEN = 26
 # file access rights, 16-bit value Read(15..12) Write(11..8) RW(7..4) Change(3..0); sent LSB first
 CRED_ACCESS = 0x1000  # read: key 1; write, read&write, change: key 0
-APP_KEY_SETTINGS = 0x0B  # change MK allowed, free listing, no free create/delete, config changeable; keys changed with MK
+APP_KEY_SETTINGS = (
+    0x0B  # change MK allowed, free listing, no free create/delete, config changeable; keys changed with MK
+)
 APP_NUM_KEYS = 2
 
 NTAG_DIV_TAG = b"LCN"
@@ -79,8 +81,12 @@ class Credential:
     def encode(self) -> bytes:
         if len(self.card_id) != 8:
             raise CredentialError("card_id must be 8 bytes")
-        body = (CRED_MAGIC + bytes([CRED_VERSION, self.key_version]) + bytes(self.card_id)
-                + struct.pack(">IHHH", self.building_id, self.issuer, self.valid_from, self.valid_until))
+        body = (
+            CRED_MAGIC
+            + bytes([CRED_VERSION, self.key_version])
+            + bytes(self.card_id)
+            + struct.pack(">IHHH", self.building_id, self.issuer, self.valid_from, self.valid_until)
+        )
         return body + struct.pack(">H", crc16(body))
 
     @classmethod
@@ -112,7 +118,7 @@ def ntag_div_input(uid: bytes, building_id: int, key_no: int) -> bytes:
 
 
 def ntag_meta_div_input(building_id: int) -> bytes:
-    return NTAG_DIV_TAG + _b32(building_id) + b"\xFF"
+    return NTAG_DIV_TAG + _b32(building_id) + b"\xff"
 
 
 @dataclass(frozen=True)
@@ -186,18 +192,18 @@ def parse_sun_ndef(data: bytes) -> tuple[bytes, bytes, bytes, bytes]:
     tmpl, lay = ndef_template(bytes(8))
     if nlen != len(tmpl) - 2 or len(data) < lay.length:
         raise CredentialError("NDEF length is not the liftcard SUN record")
-    msg = bytes(data[:lay.length])
-    if msg[2:2 + 4 + 1 + len(URL_HOST) + 2] != tmpl[2:2 + 4 + 1 + len(URL_HOST) + 2]:
+    msg = bytes(data[: lay.length])
+    if msg[2 : 2 + 4 + 1 + len(URL_HOST) + 2] != tmpl[2 : 2 + 4 + 1 + len(URL_HOST) + 2]:
         raise CredentialError("not a liftcard SUN record")
-    if msg[lay.picc_off - 3:lay.picc_off] != b"&p=" or msg[lay.mac_off - 3:lay.mac_off] != b"&m=":
+    if msg[lay.picc_off - 3 : lay.picc_off] != b"&p=" or msg[lay.mac_off - 3 : lay.mac_off] != b"&m=":
         raise CredentialError("not a liftcard SUN record")
     try:
-        card_id = _unhex(msg[lay.card_id_off:lay.card_id_off + 16])
-        picc = _unhex(msg[lay.picc_off:lay.picc_off + 32])
-        mac = _unhex(msg[lay.mac_off:lay.mac_off + 16])
+        card_id = _unhex(msg[lay.card_id_off : lay.card_id_off + 16])
+        picc = _unhex(msg[lay.picc_off : lay.picc_off + 32])
+        mac = _unhex(msg[lay.mac_off : lay.mac_off + 16])
     except ValueError:
         raise CredentialError("SUN fields are not upper-case hex") from None
-    return card_id, picc, mac, msg[lay.card_id_off:lay.mac_off]
+    return card_id, picc, mac, msg[lay.card_id_off : lay.mac_off]
 
 
 def _unhex(b: bytes) -> bytes:

@@ -123,7 +123,7 @@ def cmac_iv(key: bytes, msg: bytes, iv: bytes = ZERO16) -> bytes:
     else:
         r = len(msg) % 16
         body = msg[: len(msg) - r]
-        tail = msg[len(msg) - r:] + b"\x80" + bytes(15 - r)
+        tail = msg[len(msg) - r :] + b"\x80" + bytes(15 - r)
         last = xor(tail, k2)
     return cbc_encrypt(key, iv, body + last)[-16:]
 
@@ -279,7 +279,7 @@ class EV1Session:
             raise AuthError("enciphered data is not whole blocks")
         plain = cbc_decrypt(self.key, self.iv, ct)
         self.iv = ct[-16:]
-        data, crc, pad = plain[:data_len], plain[data_len:data_len + 4], plain[data_len + 4:]
+        data, crc, pad = plain[:data_len], plain[data_len : data_len + 4], plain[data_len + 4 :]
         if len(crc) != 4 or any(pad) or not ct_equal(crc, crc32_desfire(bytes(cmd_and_header) + data)):
             raise AuthError("enciphered data CRC mismatch")
         return data
@@ -304,8 +304,8 @@ def ev2_session_keys(key: bytes, rnd_a: bytes, rnd_b: bytes) -> tuple[bytes, byt
     SVx = label || 00 01 00 80 || RndA[0:2] || (RndA[2:8] ^ RndB[0:6]) || RndB[6:16] || RndA[8:16],
     label A5 5A for ENC, 5A A5 for MAC (bytes written MSB first as in AN12196)."""
     ctx = rnd_a[0:2] + xor(rnd_a[2:8], rnd_b[0:6]) + rnd_b[6:16] + rnd_a[8:16]
-    sv1 = b"\xA5\x5A\x00\x01\x00\x80" + ctx
-    sv2 = b"\x5A\xA5\x00\x01\x00\x80" + ctx
+    sv1 = b"\xa5\x5a\x00\x01\x00\x80" + ctx
+    sv2 = b"\x5a\xa5\x00\x01\x00\x80" + ctx
     return cmac(key, sv1), cmac(key, sv2)
 
 
@@ -318,13 +318,13 @@ class EV2Session:
         self.cmd_ctr = 0
 
     def cmd_mac(self, cmd: int, header_and_data: bytes) -> bytes:
-        return mac_t(cmac(self.mac_key, bytes([cmd]) + struct.pack("<H", self.cmd_ctr) + self.ti
-                          + bytes(header_and_data)))
+        return mac_t(
+            cmac(self.mac_key, bytes([cmd]) + struct.pack("<H", self.cmd_ctr) + self.ti + bytes(header_and_data))
+        )
 
     def resp_mac(self, status: int, data: bytes) -> bytes:
         """MAC over the response; call after the command counter was incremented."""
-        return mac_t(cmac(self.mac_key, bytes([status]) + struct.pack("<H", self.cmd_ctr) + self.ti
-                          + bytes(data)))
+        return mac_t(cmac(self.mac_key, bytes([status]) + struct.pack("<H", self.cmd_ctr) + self.ti + bytes(data)))
 
 
 class EV2FirstPCD:
@@ -393,7 +393,7 @@ def ctr_le3(counter: int) -> bytes:
 def sdm_session_mac_key(file_read_key: bytes, uid: bytes, counter: int) -> bytes:
     """SesSDMFileReadMACKey = CMAC(K_SDMFileRead, SV2),
     SV2 = 3C C3 00 01 00 80 || UID (7) || SDMReadCtr (3, LSB first)."""
-    return cmac(file_read_key, b"\x3C\xC3\x00\x01\x00\x80" + bytes(uid) + ctr_le3(counter))
+    return cmac(file_read_key, b"\x3c\xc3\x00\x01\x00\x80" + bytes(uid) + ctr_le3(counter))
 
 
 def sdmmac(file_read_key: bytes, uid: bytes, counter: int, mac_input: bytes = b"") -> bytes:

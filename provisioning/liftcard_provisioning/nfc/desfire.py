@@ -63,7 +63,7 @@ class DesfireHost:
 
     def select(self, aid: bytes) -> None:
         self.session = None
-        _, rest = self._call(b"\x5A" + bytes(aid), "SelectApplication")
+        _, rest = self._call(b"\x5a" + bytes(aid), "SelectApplication")
         if rest:
             raise Garbage("SelectApplication answered data")
 
@@ -74,7 +74,7 @@ class DesfireHost:
         if len(ek) != 16:
             raise Garbage("AuthenticateAES: challenge is not 16 bytes")
         token = pcd.step1(ek)
-        _, ek2 = self._call(b"\xAF" + token, "AuthenticateAES part 2")
+        _, ek2 = self._call(b"\xaf" + token, "AuthenticateAES part 2")
         if len(ek2) != 16:
             raise Garbage("AuthenticateAES: answer is not 16 bytes")
         self.session = pcd.step2(ek2)
@@ -86,7 +86,7 @@ class DesfireHost:
         _, ek = self._call(bytes([0x71, key_no, 0x00]), "AuthenticateEV2First", expect=(0xAF,))
         if len(ek) != 16:
             raise Garbage("AuthenticateEV2First: challenge is not 16 bytes")
-        _, resp = self._call(b"\xAF" + pcd.step1(ek), "AuthenticateEV2First part 2")
+        _, resp = self._call(b"\xaf" + pcd.step1(ek), "AuthenticateEV2First part 2")
         if len(resp) != 32:
             raise Garbage("AuthenticateEV2First: answer is not 32 bytes")
         self.session = pcd.step2(resp)
@@ -99,7 +99,7 @@ class DesfireHost:
         hdr = bytes([file_no]) + _u24(offset) + _u24(length)
         s = self.session
         if isinstance(s, C.EV2Session):
-            frame = b"\xBD" + hdr + s.cmd_mac(0xBD, hdr)
+            frame = b"\xbd" + hdr + s.cmd_mac(0xBD, hdr)
             _, rest = self._call(frame, "ReadData")
             s.cmd_ctr += 1
             if len(rest) < 8:
@@ -110,14 +110,14 @@ class DesfireHost:
                 raise C.AuthError("response MAC mismatch")
             out = data
         else:
-            out = self._plain_ok(b"\xBD" + hdr, "ReadData")
+            out = self._plain_ok(b"\xbd" + hdr, "ReadData")
         if length and len(out) != length:
             raise Garbage("ReadData returned %d bytes, asked %d" % (len(out), length))
         return out
 
     # -- personalisation commands --
     def create_application(self, aid: bytes, key_settings: int, num_keys: int) -> None:
-        self._plain_ok(b"\xCA" + bytes(aid) + bytes([key_settings, 0x80 | num_keys]), "CreateApplication")
+        self._plain_ok(b"\xca" + bytes(aid) + bytes([key_settings, 0x80 | num_keys]), "CreateApplication")
 
     def change_key(self, key_no: int, new_key: bytes, old_key: bytes, version: int = 0) -> None:
         """EV1 ChangeKey (C4) in an AES session. Changing the authenticated key:
@@ -149,8 +149,7 @@ class DesfireHost:
         s.verify_resp(b"", rest)
 
     def create_std_file(self, file_no: int, comm: int, access: int, size: int) -> None:
-        self._plain_ok(bytes([0xCD, file_no, comm]) + access.to_bytes(2, "little") + _u24(size),
-                       "CreateStdDataFile")
+        self._plain_ok(bytes([0xCD, file_no, comm]) + access.to_bytes(2, "little") + _u24(size), "CreateStdDataFile")
 
     def write_data(self, file_no: int, offset: int, data: bytes, maced: bool) -> None:
         frame = bytes([0x3D, file_no]) + _u24(offset) + _u24(len(data)) + bytes(data)

@@ -34,11 +34,11 @@ def encode(tfi: int, data: bytes) -> bytes:
     n = len(body)
     dcs = (-sum(body)) & 0xFF
     if n <= MAX_NORMAL:
-        return b"\x00\x00\xFF" + bytes([n, (-n) & 0xFF]) + body + bytes([dcs, 0])
+        return b"\x00\x00\xff" + bytes([n, (-n) & 0xFF]) + body + bytes([dcs, 0])
     if n > 0xFFFF:
         raise ValueError("frame too long")
     lm, ll = n >> 8, n & 0xFF
-    return b"\x00\x00\xFF\xFF\xFF" + bytes([lm, ll, (-(lm + ll)) & 0xFF]) + body + bytes([dcs, 0])
+    return b"\x00\x00\xff\xff\xff" + bytes([lm, ll, (-(lm + ll)) & 0xFF]) + body + bytes([dcs, 0])
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class FrameReader:
     def pop(self) -> Frame | None:
         buf = self.buf
         while True:
-            i = buf.find(b"\x00\xFF")
+            i = buf.find(b"\x00\xff")
             if i < 0:
                 keep = 1 if buf[-1:] == b"\x00" else 0
                 self._skip(len(buf) - keep)
@@ -113,7 +113,7 @@ class FrameReader:
             end = start + n + 1  # body + DCS
             if len(buf) < end:
                 return None
-            body, dcs = bytes(buf[start:start + n]), buf[start + n]
+            body, dcs = bytes(buf[start : start + n]), buf[start + n]
             raw_end = end + 1 if len(buf) > end and buf[end] == 0 else end
             raw = bytes(buf[:raw_end])
             del buf[:raw_end]

@@ -23,9 +23,9 @@ from . import credential as K
 from . import crypto as C
 from .desfire import CardStatus, Garbage
 
-SELECT_NDEF_APP = b"\x00\xA4\x04\x0C\x07" + K.NDEF_APP_DF_NAME + b"\x00"
-SELECT_NDEF_FILE = b"\x00\xA4\x00\x0C\x02" + K.NDEF_FILE_ID + b"\x00"
-READ_NDEF = b"\x00\xB0\x00\x00" + bytes([K.NDEF_READ_LEN])
+SELECT_NDEF_APP = b"\x00\xa4\x04\x0c\x07" + K.NDEF_APP_DF_NAME + b"\x00"
+SELECT_NDEF_FILE = b"\x00\xa4\x00\x0c\x02" + K.NDEF_FILE_ID + b"\x00"
+READ_NDEF = b"\x00\xb0\x00\x00" + bytes([K.NDEF_READ_LEN])
 
 
 def _apdu(tx, data: bytes, where: str) -> bytes:

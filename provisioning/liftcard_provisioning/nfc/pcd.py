@@ -149,8 +149,8 @@ class PN532:
         fw = self.command(0x02)
         if len(fw) != 4 or fw[0] != 0x32:
             raise PN532Error("not a PN532")
-        self.command(0x32, b"\x05\xFF\x01\x00")  # MaxRetries: ATR FF, PSL 01, PassiveActivation 00 (once)
-        self.command(0x32, b"\x02\x00\x0B\x0A")  # timings: RFU, ATR_RES 0B, InDataExchange timeout 0A (~51 ms)
+        self.command(0x32, b"\x05\xff\x01\x00")  # MaxRetries: ATR FF, PSL 01, PassiveActivation 00 (once)
+        self.command(0x32, b"\x02\x00\x0b\x0a")  # timings: RFU, ATR_RES 0B, InDataExchange timeout 0A (~51 ms)
         self.need_init = False
 
     def list_target(self) -> Target | None:
@@ -159,8 +159,8 @@ class PN532:
             return None
         try:
             tg, atqa, sak, n = r[1], int.from_bytes(r[2:4], "big"), r[4], r[5]
-            uid = bytes(r[6:6 + n])
-            rest = r[6 + n:]
+            uid = bytes(r[6 : 6 + n])
+            rest = r[6 + n :]
             if len(uid) != n or n not in (4, 7, 10):
                 raise IndexError
         except IndexError:

@@ -18,8 +18,9 @@ from . import credential as K
 from .desfire import DesfireHost
 
 
-def personalise_desfire(transceive, uid: bytes, keys: K.BuildingKeys, cred: K.Credential,
-                        factory_key: bytes = bytes(16), rng=None) -> None:
+def personalise_desfire(
+    transceive, uid: bytes, keys: K.BuildingKeys, cred: K.Credential, factory_key: bytes = bytes(16), rng=None
+) -> None:
     h = DesfireHost(transceive, rng) if rng is not None else DesfireHost(transceive)
     h.select(b"\x00\x00\x00")
     h.create_application(K.AID_LCF, K.APP_KEY_SETTINGS, K.APP_NUM_KEYS)
@@ -28,5 +29,4 @@ def personalise_desfire(transceive, uid: bytes, keys: K.BuildingKeys, cred: K.Cr
     h.change_key(K.KEY_READ, keys.desfire_key(uid, K.KEY_READ), factory_key, version=cred.key_version)
     h.create_std_file(K.FILE_CRED, 1, K.CRED_ACCESS, K.CRED_LEN)
     h.write_data(K.FILE_CRED, 0, cred.encode(), maced=True)
-    h.change_key(K.KEY_APP_MASTER, keys.desfire_key(uid, K.KEY_APP_MASTER), factory_key,
-                 version=cred.key_version)
+    h.change_key(K.KEY_APP_MASTER, keys.desfire_key(uid, K.KEY_APP_MASTER), factory_key, version=cred.key_version)

@@ -88,7 +88,7 @@ class Reader:
         def tx(data):
             return self.pn.exchange(t.tg, data)
 
-        r = tx(b"\x5A" + K.AID_LCF)
+        r = tx(b"\x5a" + K.AID_LCF)
         if r == b"\x00":
             return self._desfire(t, tx, today)
         if len(r) == 1:

@@ -150,9 +150,14 @@ class DesfireCard(Card):
             if cmd == 0xAF:
                 return self._auth_finish(pending, data[1:])
         handler = {
-            0x5A: self._select, 0xAA: self._auth_start, 0x71: self._auth_start,
-            0xBD: self._read, 0xCA: self._create_app, 0xC4: self._change_key,
-            0xCD: self._create_file, 0x3D: self._write,
+            0x5A: self._select,
+            0xAA: self._auth_start,
+            0x71: self._auth_start,
+            0xBD: self._read,
+            0xCA: self._create_app,
+            0xC4: self._change_key,
+            0xCD: self._create_file,
+            0x3D: self._write,
         }.get(cmd)
         if handler is None:
             return self._err(ILLEGAL_COMMAND)
@@ -186,7 +191,7 @@ class DesfireCard(Card):
         else:
             picc = C.EV1AuthPICC(key, self.rng(16))
         self.pending = ("ev2" if ev2 else "ev1", key_no, picc)
-        return b"\xAF" + picc.challenge()
+        return b"\xaf" + picc.challenge()
 
     def _auth_finish(self, pending, token):
         _kind, key_no, picc = pending
@@ -235,7 +240,7 @@ class DesfireCard(Card):
             return self._err(BOUNDARY_ERROR)
         if n > 59:
             return self._err(LENGTH_ERROR)  # multi-frame (AF) reads are not emulated
-        out = bytes(f.data[off:off + n])
+        out = bytes(f.data[off : off + n])
         if ev2:
             self.session.cmd_ctr += 1
             return b"\x00" + out + self.session.resp_mac(0x00, out)
@@ -283,8 +288,11 @@ class DesfireCard(Card):
             return b"\x00"
         xored, ver, crc1, crc2, pad = plain[:16], plain[16], plain[17:21], plain[21:25], plain[25:]
         new = C.xor(xored, app.keys[key_no][0])
-        if (any(pad) or not C.ct_equal(crc1, C.crc32_desfire(hdr + plain[:17]))
-                or not C.ct_equal(crc2, C.crc32_desfire(new))):
+        if (
+            any(pad)
+            or not C.ct_equal(crc1, C.crc32_desfire(hdr + plain[:17]))
+            or not C.ct_equal(crc2, C.crc32_desfire(new))
+        ):
             return self._err(INTEGRITY_ERROR)
         app.keys[key_no] = [new, ver]
         return self._ok()
@@ -322,8 +330,8 @@ class DesfireCard(Card):
         if len(data) != 8 + n + (8 if maced else 0):
             return self._err(LENGTH_ERROR)
         if isinstance(self.session, C.EV1Session):
-            mac = self.session.cmd_cmac(data[:8 + n])
-            if maced and not C.ct_equal(mac, data[8 + n:]):
+            mac = self.session.cmd_cmac(data[: 8 + n])
+            if maced and not C.ct_equal(mac, data[8 + n :]):
                 return self._err(INTEGRITY_ERROR)
         err = self._may(f, "w")
         if err is not None:
@@ -332,7 +340,7 @@ class DesfireCard(Card):
             return self._err(AUTHENTICATION_ERROR)
         if off + n > len(f.data):
             return self._err(BOUNDARY_ERROR)
-        f.data[off:off + n] = data[8:8 + n]
+        f.data[off : off + n] = data[8 : 8 + n]
         return self._ok()
 
 
@@ -352,15 +360,23 @@ class Ntag424Card(Card):
     kind = "ntag424"
     iso_dep = True
 
-    def __init__(self, uid: bytes, meta_key: bytes, file_key: bytes, card_id: bytes,
-                 counter: int = 0, name: str = "", rng=os.urandom):
+    def __init__(
+        self,
+        uid: bytes,
+        meta_key: bytes,
+        file_key: bytes,
+        card_id: bytes,
+        counter: int = 0,
+        name: str = "",
+        rng=os.urandom,
+    ):
         if len(uid) != 7:
             raise ValueError("NTAG 424 UID is 7 bytes")
         super().__init__(uid, 0x0344, 0x20, NTAG424_ATS, name)
         self.meta_key, self.file_key, self.counter, self.rng = meta_key, file_key, counter, rng
         tmpl, self.layout = ndef_template(card_id)
         self.ndef = bytearray(256)
-        self.ndef[:len(tmpl)] = tmpl
+        self.ndef[: len(tmpl)] = tmpl
         self.cc = bytes.fromhex("0017200100FF0406E10401000000")
         self.cc += bytes(32 - len(self.cc))
         self.power_on()
@@ -375,9 +391,9 @@ class Ntag424Card(Card):
         self.counter = min(self.counter + 1, 0xFFFFFF)
         view = bytearray(self.ndef)
         picc = C.picc_data_encrypt(self.meta_key, self.uid, self.counter, self.rng(5))
-        view[lay.picc_off:lay.picc_off + 32] = picc.hex().upper().encode()
-        mac = C.sdmmac(self.file_key, self.uid, self.counter, bytes(view[lay.card_id_off:lay.mac_off]))
-        view[lay.mac_off:lay.mac_off + 16] = mac.hex().upper().encode()
+        view[lay.picc_off : lay.picc_off + 32] = picc.hex().upper().encode()
+        mac = C.sdmmac(self.file_key, self.uid, self.counter, bytes(view[lay.card_id_off : lay.mac_off]))
+        view[lay.mac_off : lay.mac_off + 16] = mac.hex().upper().encode()
         return bytes(view)
 
     def transceive(self, data: bytes):
@@ -386,25 +402,25 @@ class Ntag424Card(Card):
             return b"\x67\x00"
         cla, ins, p1, p2 = d[:4]
         if cla != 0x00:
-            return b"\x6E\x00"
+            return b"\x6e\x00"
         if ins == 0xA4:
             if len(d) < 5 or len(d) < 5 + d[4]:
                 return b"\x67\x00"
-            body = d[5:5 + d[4]]
+            body = d[5 : 5 + d[4]]
             if p1 == 0x04:
                 if body != NDEF_APP_DF_NAME:
-                    return b"\x6A\x82"
+                    return b"\x6a\x82"
                 self.app_selected, self.file, self.view = True, None, None
                 return b"\x90\x00"
             if p1 == 0x00 and self.app_selected and body in (NDEF_FILE_ID, CC_FILE_ID):
                 self.file, self.view = body, None
                 return b"\x90\x00"
-            return b"\x6A\x82"
+            return b"\x6a\x82"
         if ins == 0xB0:
             if self.file is None:
                 return b"\x69\x86"
             if p1 & 0x80 or len(d) != 5:
-                return b"\x6B\x00" if p1 & 0x80 else b"\x67\x00"
+                return b"\x6b\x00" if p1 & 0x80 else b"\x67\x00"
             off, le = (p1 << 8) | p2, d[4] or 256
             if self.file == CC_FILE_ID:
                 content = self.cc
@@ -413,9 +429,9 @@ class Ntag424Card(Card):
                     self.view = self.sun_view()
                 content = self.view
             if off >= len(content):
-                return b"\x6B\x00"
-            return content[off:off + le] + b"\x90\x00"
-        return b"\x6D\x00"
+                return b"\x6b\x00"
+            return content[off : off + le] + b"\x90\x00"
+        return b"\x6d\x00"
 
 
 # ---------------------------------------------------------------------------
@@ -451,8 +467,9 @@ def make_desfire(uid: bytes, keys: K.BuildingKeys, cred: K.Credential, name: str
 def make_ntag424(uid: bytes, keys: K.BuildingKeys, card_id: bytes, counter: int = 0, name: str = "") -> Ntag424Card:
     """An NTAG 424 DNA configured for liftcard SUN (SDM settings set directly;
     the ChangeFileSettings personalisation of a real tag is not emulated)."""
-    return Ntag424Card(uid, keys.ntag_meta_key(), keys.ntag_key(uid, K.NTAG_KEY_FILE), card_id,
-                       counter=counter, name=name)
+    return Ntag424Card(
+        uid, keys.ntag_meta_key(), keys.ntag_key(uid, K.NTAG_KEY_FILE), card_id, counter=counter, name=name
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -530,9 +547,9 @@ class FaultyCard(Card):
         if self.mode == "crc":
             return CRC_ERROR
         if self.mode == "truncated":
-            if data[:1] == b"\x5A":
+            if data[:1] == b"\x5a":
                 return b"\x00"
-            return b"\xAF" + hashlib.sha256(bytes(data)).digest()[:5]
+            return b"\xaf" + hashlib.sha256(bytes(data)).digest()[:5]
         junk = hashlib.sha256(b"junk" + bytes(data) + struct.pack(">I", self.n)).digest()
         return junk[: 3 + junk[0] % 20]
 

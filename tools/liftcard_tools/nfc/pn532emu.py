@@ -111,7 +111,7 @@ class Faults:
         with self._emu.lock:
             self.silent = True
 
-    def garbage(self, data: bytes = b"\x55\xAA\x13\x37\xFE") -> None:
+    def garbage(self, data: bytes = b"\x55\xaa\x13\x37\xfe") -> None:
         with self._emu.lock:
             self.pending_garbage += bytes(data)
 
@@ -171,7 +171,7 @@ class PN532Emulator:
         self.rf_on = True
         self.sam_done = False
         self._outq: list[bytes] = []  # I2C: frames the host has still to read
-        self._busy = False             # I2C: the next read answers "not ready"
+        self._busy = False  # I2C: the next read answers "not ready"
 
     def reset(self) -> None:
         """Hard reset (the host pulses RSTPDN): back to the power-on state."""
@@ -248,8 +248,8 @@ class PN532Emulator:
             if op == 0x57:  # "W"
                 if len(rx) < 3 + n:
                     return
-                payload = bytes(rx[3:3 + n])
-                del rx[:3 + n]
+                payload = bytes(rx[3 : 3 + n])
+                del rx[: 3 + n]
                 self._i2c_write(payload)
             elif op == 0x52:  # "R"
                 del rx[:3]
@@ -339,8 +339,15 @@ class PN532Emulator:
 
     # -- commands --
     def _command(self, f: Fr.Frame) -> None:
-        stat = {"cmd": f.data[0] if f.data else -1, "host_frames": 1, "host_bytes": len(f.raw),
-                "chip_frames": 0, "chip_bytes": 0, "rf_out": 0, "rf_in": 0}
+        stat = {
+            "cmd": f.data[0] if f.data else -1,
+            "host_frames": 1,
+            "host_bytes": len(f.raw),
+            "chip_frames": 0,
+            "chip_bytes": 0,
+            "rf_out": 0,
+            "rf_in": 0,
+        }
         self.stats.exchanges.append(stat)
         self._send(Fr.ACK, stat)
         if f.tfi != Fr.TFI_HOST or not f.data:
@@ -495,18 +502,27 @@ class DirectPN:
 
 def cards_from_spec(spec: dict) -> dict:
     """Build the named cards of a spec file (see docs/nfc.md, "Emulator CLI")."""
-    keys = K.BuildingKeys(int(spec["building_id"]), bytes.fromhex(spec["read_master"]),
-                          bytes.fromhex(spec["perso_master"]) if spec.get("perso_master") else None)
+    keys = K.BuildingKeys(
+        int(spec["building_id"]),
+        bytes.fromhex(spec["read_master"]),
+        bytes.fromhex(spec["perso_master"]) if spec.get("perso_master") else None,
+    )
     out: dict = {}
     for c in spec["cards"]:
         t, name = c["type"], c["name"]
         if t == "desfire":
-            cred = K.Credential(bytes.fromhex(c["card_id"]), keys.building_id, int(c.get("issuer", 0)),
-                                int(c.get("valid_from", 0)), int(c.get("valid_until", 0xFFFF)))
+            cred = K.Credential(
+                bytes.fromhex(c["card_id"]),
+                keys.building_id,
+                int(c.get("issuer", 0)),
+                int(c.get("valid_from", 0)),
+                int(c.get("valid_until", 0xFFFF)),
+            )
             out[name] = make_desfire(bytes.fromhex(c["uid"]), keys, cred, name=name)
         elif t == "ntag424":
-            out[name] = make_ntag424(bytes.fromhex(c["uid"]), keys, bytes.fromhex(c["card_id"]),
-                                     int(c.get("counter", 0)), name=name)
+            out[name] = make_ntag424(
+                bytes.fromhex(c["uid"]), keys, bytes.fromhex(c["card_id"]), int(c.get("counter", 0)), name=name
+            )
         elif t == "classic":
             out[name] = MifareClassicCard(bytes.fromhex(c["uid"]), name=name)
         elif t == "clone":
@@ -519,8 +535,9 @@ def cards_from_spec(spec: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m liftcard_tools.nfc.pn532emu",
-                                 description="PN532 emulator on a pty (UM0701-02 HSU frames)")
+    ap = argparse.ArgumentParser(
+        prog="python -m liftcard_tools.nfc.pn532emu", description="PN532 emulator on a pty (UM0701-02 HSU frames)"
+    )
     ap.add_argument("--cards", type=argparse.FileType("r"), help="card spec JSON")
     ap.add_argument("--enter", help="name of a card placed in the field at start")
     ap.add_argument("--i2c", action="store_true", help="I2C mode: the pty carries the bus transport (module doc)")
@@ -546,13 +563,12 @@ def main(argv=None) -> int:
                 elif op == "reset":
                     emu.reset()
                 elif op == "garbage":
-                    emu.faults.garbage(bytes.fromhex(parts[1]) if len(parts) > 1 else b"\x55\xAA\x13\x37\xFE")
+                    emu.faults.garbage(bytes.fromhex(parts[1]) if len(parts) > 1 else b"\x55\xaa\x13\x37\xfe")
                 elif op == "corrupt":
                     emu.faults.corrupt_next()
                 elif op == "stats":
                     with emu.lock:
-                        print(json.dumps({"totals": emu.stats.totals(), "exchanges": emu.stats.exchanges}),
-                              flush=True)
+                        print(json.dumps({"totals": emu.stats.totals(), "exchanges": emu.stats.exchanges}), flush=True)
                     continue
                 elif op == "quit":
                     print("ok", flush=True)

@@ -94,8 +94,7 @@ def generate() -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="liftcard-vectors", description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true",
-                    help="regenerate in memory and exit 1 if the files on disk differ")
+    ap.add_argument("--check", action="store_true", help="regenerate in memory and exit 1 if the files on disk differ")
     ap.add_argument("--dir", type=Path, default=VECTOR_DIR, help="vector directory (default: %(default)s)")
     args = ap.parse_args(argv)
     files = generate()
@@ -106,8 +105,10 @@ def main(argv=None) -> int:
             if not path.exists() or path.read_text(encoding="utf-8") != text:
                 stale.append(name)
         if stale:
-            print("liftcard-vectors: out of date in %s: %s (run liftcard-vectors)" % (args.dir, ", ".join(stale)),
-                  file=sys.stderr)
+            print(
+                "liftcard-vectors: out of date in %s: %s (run liftcard-vectors)" % (args.dir, ", ".join(stale)),
+                file=sys.stderr,
+            )
             return 1
         print("liftcard-vectors: %d files up to date" % len(files))
         return 0
@@ -116,5 +117,3 @@ def main(argv=None) -> int:
         (args.dir / name).write_text(text, encoding="utf-8")
     print("liftcard-vectors: wrote %d files to %s" % (len(files), args.dir))
     return 0
-
-

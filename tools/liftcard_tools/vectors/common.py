@@ -20,9 +20,9 @@ BUILDING_ID = 12
 # Card ids chosen to exercise the unsigned, big-endian comparison.
 ID_ZERO = 0
 ID_MAX = 0xFFFFFFFFFFFFFFFF
-ID_HIGH = 0x8000000000000000       # 2**63: negative as a signed i64
+ID_HIGH = 0x8000000000000000  # 2**63: negative as a signed i64
 ID_BELOW_HIGH = 0x7FFFFFFFFFFFFFFF  # 2**63 - 1: sorts just before ID_HIGH
-HOME5 = 0b0100001                   # ground + floor 5
+HOME5 = 0b0100001  # ground + floor 5
 
 
 class Det:

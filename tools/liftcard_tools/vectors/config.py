@@ -10,8 +10,12 @@ from .common import BUILDING_ID, KEY, READER_ID
 
 def base_config(**tariff) -> dict:
     """The doc's example config with the vector key; tariff keys overridable."""
-    t = {"fee_fen": [0, 0, 10, 20, 30, 40, 50], "free_classes": ["exempt", "staff"],
-         "monthly_cap_fen": 3000, "debounce_s": 30}
+    t = {
+        "fee_fen": [0, 0, 10, 20, 30, 40, 50],
+        "free_classes": ["exempt", "staff"],
+        "monthly_cap_fen": 3000,
+        "debounce_s": 30,
+    }
     t.update(tariff)
     return {
         "reader_id": READER_ID,
@@ -51,10 +55,20 @@ def gen_config():
     defaults = {k: v for k, v in base.items() if k not in ("legacy_uid", "relay_ms", "utc_offset_min")}
     low = base_config(fee_fen=[0, 65535], free_classes=[], monthly_cap_fen=0, debounce_s=0)
     low.update(reader_id=1, building_id=1, ground_floor=1, legacy_uid=True, relay_ms=100, utc_offset_min=-720)
-    high = base_config(fee_fen=list(range(0, 16 * 4096, 4096)), free_classes=list(("resident", "exempt", "staff", "visitor")),
-                       monthly_cap_fen=10_000_000, debounce_s=3600)
-    high.update(reader_id=(1 << 30) - 1, building_id=(1 << 30) - 1, ground_floor=15, relay_ms=60000,
-                utc_offset_min=840, key=KEY.hex().upper())
+    high = base_config(
+        fee_fen=list(range(0, 16 * 4096, 4096)),
+        free_classes=list(("resident", "exempt", "staff", "visitor")),
+        monthly_cap_fen=10_000_000,
+        debounce_s=3600,
+    )
+    high.update(
+        reader_id=(1 << 30) - 1,
+        building_id=(1 << 30) - 1,
+        ground_floor=15,
+        relay_ms=60000,
+        utc_offset_min=840,
+        key=KEY.hex().upper(),
+    )
     linked = dict(base, uplink={"host": "192.168.4.1", "port": 1883, "password": "s3cret pass~word", "keepalive_s": 60})
     valid = [base, defaults, low, high, linked]
     for v in valid:
@@ -62,38 +76,91 @@ def gen_config():
 
     key = KEY.hex()
     bad = [
-        ("reader_id", 0), ("reader_id", 1 << 30), ("reader_id", -1), ("reader_id", "1017"),
-        ("reader_id", True), ("reader_id", 1017.0), ("reader_id", None),
-        ("building_id", 0), ("building_id", 1 << 30), ("building_id", "12"),
-        ("floors", 1), ("floors", 17), ("floors", "7"),
-        ("ground_floor", -1), ("ground_floor", 7), ("ground_floor", 0.5),
-        ("key", key[:63]), ("key", key + "0"), ("key", "g" + key[1:]), ("key", "+f" * 32),
-        ("key", " " + key[1:]), ("key", "0x" + key[2:]), ("key", 12345), ("key", None),
-        ("tariff", None), ("tariff", [0, 10]),
-        ("tariff.fee_fen", [0, 0, 10, 20, 30, 40]), ("tariff.fee_fen", [0, 0, 10, 20, 30, 40, 50, 60]),
-        ("tariff.fee_fen", [0, 0, 10, 20, 30, 40, 65536]), ("tariff.fee_fen", [0, 0, 10, 20, 30, 40, -1]),
-        ("tariff.fee_fen", [0, 0, 10, 20, 30, 40, 50.0]), ("tariff.fee_fen", [0, 0, 10, 20, 30, 40, "50"]),
+        ("reader_id", 0),
+        ("reader_id", 1 << 30),
+        ("reader_id", -1),
+        ("reader_id", "1017"),
+        ("reader_id", True),
+        ("reader_id", 1017.0),
+        ("reader_id", None),
+        ("building_id", 0),
+        ("building_id", 1 << 30),
+        ("building_id", "12"),
+        ("floors", 1),
+        ("floors", 17),
+        ("floors", "7"),
+        ("ground_floor", -1),
+        ("ground_floor", 7),
+        ("ground_floor", 0.5),
+        ("key", key[:63]),
+        ("key", key + "0"),
+        ("key", "g" + key[1:]),
+        ("key", "+f" * 32),
+        ("key", " " + key[1:]),
+        ("key", "0x" + key[2:]),
+        ("key", 12345),
+        ("key", None),
+        ("tariff", None),
+        ("tariff", [0, 10]),
+        ("tariff.fee_fen", [0, 0, 10, 20, 30, 40]),
+        ("tariff.fee_fen", [0, 0, 10, 20, 30, 40, 50, 60]),
+        ("tariff.fee_fen", [0, 0, 10, 20, 30, 40, 65536]),
+        ("tariff.fee_fen", [0, 0, 10, 20, 30, 40, -1]),
+        ("tariff.fee_fen", [0, 0, 10, 20, 30, 40, 50.0]),
+        ("tariff.fee_fen", [0, 0, 10, 20, 30, 40, "50"]),
         ("tariff.fee_fen", 50),
-        ("tariff.free_classes", ["vip"]), ("tariff.free_classes", ["Exempt"]), ("tariff.free_classes", "exempt"),
+        ("tariff.free_classes", ["vip"]),
+        ("tariff.free_classes", ["Exempt"]),
+        ("tariff.free_classes", "exempt"),
         ("tariff.free_classes", [1]),
-        ("tariff.monthly_cap_fen", -1), ("tariff.monthly_cap_fen", 10_000_001), ("tariff.monthly_cap_fen", 30.5),
-        ("tariff.debounce_s", -1), ("tariff.debounce_s", 3601), ("tariff.debounce_s", "30"),
-        ("legacy_uid", 0), ("legacy_uid", "false"), ("legacy_uid", None),
-        ("relay_ms", 99), ("relay_ms", 60001), ("relay_ms", "4000"),
-        ("utc_offset_min", -721), ("utc_offset_min", 841), ("utc_offset_min", 480.0),
+        ("tariff.monthly_cap_fen", -1),
+        ("tariff.monthly_cap_fen", 10_000_001),
+        ("tariff.monthly_cap_fen", 30.5),
+        ("tariff.debounce_s", -1),
+        ("tariff.debounce_s", 3601),
+        ("tariff.debounce_s", "30"),
+        ("legacy_uid", 0),
+        ("legacy_uid", "false"),
+        ("legacy_uid", None),
+        ("relay_ms", 99),
+        ("relay_ms", 60001),
+        ("relay_ms", "4000"),
+        ("utc_offset_min", -721),
+        ("utc_offset_min", 841),
+        ("utc_offset_min", 480.0),
     ]
     invalid = [{"config": with_value(base, k, v), "key": k} for k, v in bad]
     bad_uplink = [
-        ("uplink", "192.168.4.1"), ("uplink", None),
-        ("uplink.host", ""), ("uplink.host", "gate way"), ("uplink.host", "h" * 254), ("uplink.host", None),
-        ("uplink.port", 0), ("uplink.port", 65536), ("uplink.port", "1883"),
-        ("uplink.password", ""), ("uplink.password", "p" * 129), ("uplink.password", "line\nbreak"),
+        ("uplink", "192.168.4.1"),
+        ("uplink", None),
+        ("uplink.host", ""),
+        ("uplink.host", "gate way"),
+        ("uplink.host", "h" * 254),
+        ("uplink.host", None),
+        ("uplink.port", 0),
+        ("uplink.port", 65536),
+        ("uplink.port", "1883"),
+        ("uplink.password", ""),
+        ("uplink.password", "p" * 129),
+        ("uplink.password", "line\nbreak"),
         ("uplink.password", None),
-        ("uplink.keepalive_s", 3), ("uplink.keepalive_s", 3601), ("uplink.keepalive_s", 60.0),
+        ("uplink.keepalive_s", 3),
+        ("uplink.keepalive_s", 3601),
+        ("uplink.keepalive_s", 60.0),
     ]
     invalid += [{"config": with_value(linked, k, v), "key": k} for k, v in bad_uplink]
-    for k in ("reader_id", "building_id", "floors", "ground_floor", "key", "tariff", "tariff.fee_fen",
-              "tariff.free_classes", "tariff.monthly_cap_fen", "tariff.debounce_s"):
+    for k in (
+        "reader_id",
+        "building_id",
+        "floors",
+        "ground_floor",
+        "key",
+        "tariff",
+        "tariff.fee_fen",
+        "tariff.free_classes",
+        "tariff.monthly_cap_fen",
+        "tariff.debounce_s",
+    ):
         invalid.append({"config": without_key(base, k), "key": k})
     # ground_floor is checked against this config's own floor count.
     invalid.append({"config": with_value(base_config(fee_fen=[0, 10, 20]), "ground_floor", 3), "key": "ground_floor"})

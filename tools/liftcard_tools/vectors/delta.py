@@ -47,8 +47,16 @@ def gen_delta():
         data = build_delta(KEY, READER_ID, BUILDING_ID, held, new, ops)
         d = parse_delta(KEY, data, READER_ID, BUILDING_ID, held)
         cards = apply_ops(cards, d.ops)
-        valid.append({"base_version": held, "new_version": new, "held_version": held,
-                      "ops": ops_json(d.ops), "hex": data.hex(), "cards_after": card_fields(cards)})
+        valid.append(
+            {
+                "base_version": held,
+                "new_version": new,
+                "held_version": held,
+                "ops": ops_json(d.ops),
+                "hex": data.hex(),
+                "cards_after": card_fields(cards),
+            }
+        )
         held = new
     d56 = bytes.fromhex(valid[0]["hex"])
     d67 = bytes.fromhex(valid[1]["hex"])
@@ -58,25 +66,48 @@ def gen_delta():
     rm = ID_HIGH.to_bytes(8, "big") + bytes(8)
 
     def sealed(raw_ops, base=5, new=6, **kw):
-        return seal_delta(KEY, kw.pop("reader_id", READER_ID), kw.pop("building_id", BUILDING_ID),
-                           base, new, raw_ops, **kw).hex()
+        return seal_delta(
+            KEY, kw.pop("reader_id", READER_ID), kw.pop("building_id", BUILDING_ID), base, new, raw_ops, **kw
+        ).hex()
 
     bad_status = bytearray(up)
     bad_status[13] = 0x50
     inv = [
         (flip(d56, len(d56) - 1), "bad MAC (last MAC byte flipped)", "mac", 5),
         (flip(d56, 24 + 5), "flipped operation byte", "mac", 5),
-        (build_delta(OTHER_KEY, READER_ID, BUILDING_ID, 5, 6, ops56).hex(), "MAC'd with another reader's key", "mac", 5),
+        (
+            build_delta(OTHER_KEY, READER_ID, BUILDING_ID, 5, 6, ops56).hex(),
+            "MAC'd with another reader's key",
+            "mac",
+            5,
+        ),
         (d56.hex(), "stale new_version: delta 5->6 replayed while holding 6", "stale", 6),
-        (build_delta(KEY, READER_ID, BUILDING_ID, 4, 5, ops56).hex(), "stale new_version: delta 4->5 while holding 5", "stale", 5),
+        (
+            build_delta(KEY, READER_ID, BUILDING_ID, 4, 5, ops56).hex(),
+            "stale new_version: delta 4->5 while holding 5",
+            "stale",
+            5,
+        ),
         (d67.hex(), "gap: delta 6->7 while holding 5", "gap", 5),
         (build_delta(KEY, READER_ID, BUILDING_ID, 3, 6, ops56).hex(), "gap: delta 3->6 while holding 5", "gap", 5),
-        (sealed([raw_op(2, ID_HIGH.to_bytes(8, "big") + bytes(7) + b"\x01")]),
-         "remove with nonzero payload (valid MAC)", "field", 5),
-        (sealed([raw_op(2, ID_HIGH.to_bytes(8, "big") + b"\x80" + bytes(7))]),
-         "remove with nonzero first payload byte (valid MAC)", "field", 5),
-        (sealed([raw_op(2, ID_HIGH.to_bytes(8, "big") + by_id[ID_HIGH].pack()[8:])]),
-         "remove carrying a full record (valid MAC)", "field", 5),
+        (
+            sealed([raw_op(2, ID_HIGH.to_bytes(8, "big") + bytes(7) + b"\x01")]),
+            "remove with nonzero payload (valid MAC)",
+            "field",
+            5,
+        ),
+        (
+            sealed([raw_op(2, ID_HIGH.to_bytes(8, "big") + b"\x80" + bytes(7))]),
+            "remove with nonzero first payload byte (valid MAC)",
+            "field",
+            5,
+        ),
+        (
+            sealed([raw_op(2, ID_HIGH.to_bytes(8, "big") + by_id[ID_HIGH].pack()[8:])]),
+            "remove carrying a full record (valid MAC)",
+            "field",
+            5,
+        ),
         (sealed([raw_op(1, up2), raw_op(1, up)]), "unsorted ops (valid MAC)", "order", 5),
         (sealed([raw_op(2, rm), raw_op(1, up)]), "unsorted ops: 2**63 before a small id (valid MAC)", "order", 5),
         (sealed([raw_op(1, up), raw_op(2, up[:8] + bytes(8))]), "two ops on one card id (valid MAC)", "order", 5),
@@ -97,6 +128,11 @@ def gen_delta():
         (d56[:30].hex(), "shorter than header + MAC", "size", 5),
     ]
     invalid = [{"hex": h, "why": w, "reason": r, "held_version": held} for h, w, r, held in inv]
-    return {"key": KEY.hex(), "reader_id": READER_ID, "building_id": BUILDING_ID,
-            "base": {"version": base_version, "cards": card_fields(base_cards), "hex": base_hex.hex()},
-            "valid": valid, "invalid": invalid}
+    return {
+        "key": KEY.hex(),
+        "reader_id": READER_ID,
+        "building_id": BUILDING_ID,
+        "base": {"version": base_version, "cards": card_fields(base_cards), "hex": base_hex.hex()},
+        "valid": valid,
+        "invalid": invalid,
+    }

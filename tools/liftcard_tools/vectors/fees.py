@@ -45,8 +45,16 @@ def scenario(name, config, cards, taps: Taps):
     out = []
     for card_id, at, mono, epoch, note in taps.taps:
         d = model.tap(card_id, at, mono, epoch)
-        out.append({"card_id": card_id_hex(card_id), "at": at, "mono_ms": mono, "epoch_s": epoch,
-                    "note": note, "expect": d.to_fields()})
+        out.append(
+            {
+                "card_id": card_id_hex(card_id),
+                "at": at,
+                "mono_ms": mono,
+                "epoch_s": epoch,
+                "note": note,
+                "expect": d.to_fields(),
+            }
+        )
     return {"name": name, "config": cfg, "cards": card_fields(cards), "taps": out}
 
 
@@ -57,7 +65,14 @@ def gen_fees():
 
     # -- lookup, statuses, expiry by valid_until (UTC+8 local days) --
     A, SUSP, LOST, EXPST, ENDS, ENDED, LOSTEND = (
-        ID_MAX, ID_HIGH, 0x9E3779B97F4A7C15, 0x3C6EF372FE94F82A, 0xDAA66D2C7DDF743F, 1, 0x78DDE6E5FD29F054)
+        ID_MAX,
+        ID_HIGH,
+        0x9E3779B97F4A7C15,
+        0x3C6EF372FE94F82A,
+        0xDAA66D2C7DDF743F,
+        1,
+        0x78DDE6E5FD29F054,
+    )
     cards = [
         CardRecord(A, 101, HOME5),
         CardRecord(SUSP, 102, HOME5, Status.SUSPENDED),
@@ -183,22 +198,40 @@ def gen_fees():
         CardRecord(VIS, 501, HOME5, klass=Klass.VISITOR),
     ]
     for name, free, notes in (
-        ("free_classes_exempt_staff", ["exempt", "staff"], ("charged", "free", "free", "charged to host household 501")),
+        (
+            "free_classes_exempt_staff",
+            ["exempt", "staff"],
+            ("charged", "free", "free", "charged to host household 501"),
+        ),
         ("free_classes_visitor_only", ["visitor"], ("charged", "charged", "charged", "free")),
         ("free_classes_none", [], ("charged", "charged", "charged", "charged to host household 501")),
     ):
         t = Taps(t0)
         for cid, note, klass in zip((RES, EX, ST, VIS), notes, ("resident", "exempt", "staff", "visitor")):
             t.tap(cid, 0, "%s up to 5: %s" % (klass, note))
-        t.tap(EX, 5, "exempt riding down, fee_fen[0] is 0: %s" % (
-            "FREE_CLASS is set even though the fare is 0" if "exempt" in free else "0, no flag"))
-        t.tap(VIS, 5, "visitor riding down, fee_fen[0] is 0: %s" % (
-            "FREE_CLASS is set even though the fare is 0" if "visitor" in free else "0, no flag"))
+        t.tap(
+            EX,
+            5,
+            "exempt riding down, fee_fen[0] is 0: %s"
+            % ("FREE_CLASS is set even though the fare is 0" if "exempt" in free else "0, no flag"),
+        )
+        t.tap(
+            VIS,
+            5,
+            "visitor riding down, fee_fen[0] is 0: %s"
+            % ("FREE_CLASS is set even though the fare is 0" if "visitor" in free else "0, no flag"),
+        )
         scenarios.append(scenario(name, base_config(free_classes=free, monthly_cap_fen=3000), cards, t))
 
     # -- monthly cap, partial and full, shared by a household's visitor card --
     cfg = base_config(free_classes=["exempt"], monthly_cap_fen=100, debounce_s=0)
-    R1, V1, R2, X1, R3 = 0x9000000000000001, 0x9000000000000002, 0x1000000000000003, 0x9000000000000004, 0x9000000000000005
+    R1, V1, R2, X1, R3 = (
+        0x9000000000000001,
+        0x9000000000000002,
+        0x1000000000000003,
+        0x9000000000000004,
+        0x9000000000000005,
+    )
     cards = [
         CardRecord(R1, 901, HOME5),
         CardRecord(V1, 901, HOME5, klass=Klass.VISITOR),
@@ -259,8 +292,12 @@ def gen_fees():
     cards = [CardRecord(ENDS, 105, HOME5, valid_until=last)]
     t = Taps(local_epoch(2026, 11, 10, 12, 0, 0, offset_min=-300))
     t.tap(ENDS, 0, "last valid local day (UTC-5)", gap_s=0)
-    t.tap(ENDS, 0, "23:59:59 local (already the next day in UTC): still valid",
-          epoch=local_epoch(2026, 11, 10, 23, 59, 59, offset_min=-300))
+    t.tap(
+        ENDS,
+        0,
+        "23:59:59 local (already the next day in UTC): still valid",
+        epoch=local_epoch(2026, 11, 10, 23, 59, 59, offset_min=-300),
+    )
     t.tap(ENDS, 0, "00:00:00 local the next day: expired", epoch=local_epoch(2026, 11, 11, 0, 0, 0, offset_min=-300))
     scenarios.append(scenario("expiry_local_day_utc-5", cfg, cards, t))
 

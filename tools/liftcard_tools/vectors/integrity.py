@@ -15,7 +15,7 @@ def gen_crc16():
         b"\x00",
         b"\xff",
         b"A",
-        b"\xff" * 30,   # the body of an erased ride slot
+        b"\xff" * 30,  # the body of an erased ride slot
         bytes(range(256)),
         RideRecord(1, 91000000, 12, ID_MAX, 101, 5, 40, 0, 0, 1).pack()[:30],
     ]
@@ -30,7 +30,7 @@ def gen_mac16():
         (KEY, b""),
         (KEY, b"123456789"),
         (KEY, b"LCWL" + bytes(28)),
-        (KEY, bytes(range(256)) * 2),        # several SHA-256 blocks
+        (KEY, bytes(range(256)) * 2),  # several SHA-256 blocks
         (bytes(range(64)), b"block-size key"),
         (bytes(range(65)), b"key longer than a block is hashed first"),
         (b"", b"empty key"),

@@ -15,13 +15,24 @@ def gen_ride_record():
         RideRecord(1, t, 12, ID_MAX, 101, 5, 40, Result.GRANTED, 0, 1),
         RideRecord(2, t + 9, 21, ID_MAX, 101, 5, 0, Result.GRANTED, Flag.DEBOUNCED, 1),
         RideRecord(3, 17, 17, ID_BELOW_HIGH, 0, NO_FLOOR, 0, Result.UNKNOWN_CARD, Flag.CLOCK_UNSYNCED, 2),
-        RideRecord(4, t + 60, 80, 0x0000000004A21B9C, 0xFFFFFF, 3, 7, Result.GRANTED,
-                   Flag.CLOCK_UNSYNCED | Flag.LEGACY_UID | Flag.CAPPED, 0xFFFF),
+        RideRecord(
+            4,
+            t + 60,
+            80,
+            0x0000000004A21B9C,
+            0xFFFFFF,
+            3,
+            7,
+            Result.GRANTED,
+            Flag.CLOCK_UNSYNCED | Flag.LEGACY_UID | Flag.CAPPED,
+            0xFFFF,
+        ),
         RideRecord(5, t + 61, 81, ID_HIGH, 102, 0, 0, Result.GRANTED, Flag.FREE_CLASS, 3),
         RideRecord(6, t + 62, 82, ID_HIGH, 102, NO_FLOOR, 0, Result.AUTH_FAILED, 0, 3),
         RideRecord(0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
-        RideRecord(0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, ID_MAX, 0xFFFFFF, 0xFE, 0xFFFF,
-                   Result.LEGACY_DISABLED, 0x3F, 0xFFFF),
+        RideRecord(
+            0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, ID_MAX, 0xFFFFFF, 0xFE, 0xFFFF, Result.LEGACY_DISABLED, 0x3F, 0xFFFF
+        ),
     ]
     good = recs[0].pack()
     torn = good[:16] + b"\xff" * 16
@@ -33,5 +44,8 @@ def gen_ride_record():
         {"hex": (good + b"\xff").hex(), "why": "33 bytes", "reason": "size"},
         {"hex": "", "why": "empty string", "reason": "size"},
     ]
-    return {"valid": [{"fields": r.to_fields(), "hex": r.pack().hex()} for r in recs],
-            "invalid": invalid, "empty": EMPTY_SLOT.hex()}
+    return {
+        "valid": [{"fields": r.to_fields(), "hex": r.pack().hex()} for r in recs],
+        "invalid": invalid,
+        "empty": EMPTY_SLOT.hex(),
+    }

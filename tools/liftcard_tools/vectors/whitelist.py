@@ -7,7 +7,21 @@ from liftcard_protocol.card import CardRecord
 from liftcard_protocol.codes import Klass, Status
 from liftcard_protocol.fields import NO_END
 from liftcard_protocol.whitelist import build_whitelist, seal_whitelist
-from .common import BUILDING_ID, Det, HOME5, ID_BELOW_HIGH, ID_HIGH, ID_MAX, ID_ZERO, KEY, OTHER_KEY, READER_ID, card_fields, flip, local_epoch
+from .common import (
+    BUILDING_ID,
+    Det,
+    HOME5,
+    ID_BELOW_HIGH,
+    ID_HIGH,
+    ID_MAX,
+    ID_ZERO,
+    KEY,
+    OTHER_KEY,
+    READER_ID,
+    card_fields,
+    flip,
+    local_epoch,
+)
 
 
 def random_cards(label: str, n: int):
@@ -17,14 +31,16 @@ def random_cards(label: str, n: int):
         ids.add(r.bits(64))
     cards = []
     for cid in sorted(ids):
-        cards.append(CardRecord(
-            card_id=cid,
-            household=r.bits(24),
-            floors=r.bits(16),
-            status=r.below(4),
-            klass=r.below(4),
-            valid_until=NO_END if r.below(3) == 0 else r.bits(16),
-        ))
+        cards.append(
+            CardRecord(
+                card_id=cid,
+                household=r.bits(24),
+                floors=r.bits(16),
+                status=r.below(4),
+                klass=r.below(4),
+                valid_until=NO_END if r.below(3) == 0 else r.bits(16),
+            )
+        )
     return cards
 
 
@@ -58,8 +74,15 @@ def gen_whitelist():
     def sealed(records=recs, **kw):
         args = dict(reader_id=READER_ID, building_id=BUILDING_ID, version=version, issued=t_issued)
         args.update(kw)
-        return seal_whitelist(KEY, args.pop("reader_id"), args.pop("building_id"), args.pop("version"),
-                               records, args.pop("issued"), **args).hex()
+        return seal_whitelist(
+            KEY,
+            args.pop("reader_id"),
+            args.pop("building_id"),
+            args.pop("version"),
+            records,
+            args.pop("issued"),
+            **args,
+        ).hex()
 
     unsorted = [recs[1], recs[0]] + recs[2:]
     duplicate = recs[:2] + [recs[1]] + recs[3:]
@@ -83,8 +106,12 @@ def gen_whitelist():
         (flip(good, len(good) - 1), "bad MAC (last MAC byte flipped)", "mac", None),
         (flip(good, first_rec + 16 * 2 + 3), "flipped record byte", "mac", None),
         (flip(good, 17), "flipped version byte", "mac", None),
-        (build_whitelist(OTHER_KEY, READER_ID, BUILDING_ID, version, cards, t_issued).hex(),
-         "MAC'd with another reader's key", "mac", None),
+        (
+            build_whitelist(OTHER_KEY, READER_ID, BUILDING_ID, version, cards, t_issued).hex(),
+            "MAC'd with another reader's key",
+            "mac",
+            None,
+        ),
         (sealed(unsorted), "records not sorted (valid MAC)", "order", None),
         (sealed(duplicate), "duplicate card id (valid MAC)", "order", None),
         (sealed(reader_id=READER_ID + 1), "other reader id (valid MAC)", "reader", None),
@@ -95,5 +122,4 @@ def gen_whitelist():
         (good.hex(), "stale: version 7 while holding 9 (rollback)", "stale", 9),
     ]
     invalid = [{"hex": h, "why": w, "reason": r, "held_version": held} for h, w, r, held in inv]
-    return {"key": KEY.hex(), "reader_id": READER_ID, "building_id": BUILDING_ID,
-            "valid": valid, "invalid": invalid}
+    return {"key": KEY.hex(), "reader_id": READER_ID, "building_id": BUILDING_ID, "valid": valid, "invalid": invalid}
