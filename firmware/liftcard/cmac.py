@@ -1,7 +1,7 @@
 # AES-128 CMAC (RFC 4493), CMAC with a chained IV (DESFire EV1 secure
 # messaging), CBC in place and AN10922 key diversification, all on the
 # built-in cryptolib.aes in ECB mode (docs/nfc.md). Byte-exact with
-# tools/liftcard_tools/nfc/crypto.py; tests/vectors/nfc.jsonl pins them.
+# provisioning/liftcard_provisioning/nfc/crypto.py; tests/vectors/nfc.jsonl pins them.
 #
 # Buffers are bytearrays with explicit offsets and lengths: no slicing, so
 # nothing is allocated once a Cmac exists. A cryptolib.aes object encrypts or

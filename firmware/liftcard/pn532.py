@@ -1,6 +1,6 @@
 # PN532 host driver (UM0701-02): frames, ACK/NACK, the commands a reader
 # needs, and recovery when the chip stops answering. Model:
-# tools/liftcard_tools/nfc/pcd.py; contract: docs/nfc.md "PN532 link".
+# provisioning/liftcard_provisioning/nfc/pcd.py; contract: docs/nfc.md "PN532 link".
 #
 #   normal   00 00 FF LEN LCS TFI DATA.. DCS 00
 #   extended 00 00 FF FF FF LENM LENL LCS TFI DATA.. DCS 00

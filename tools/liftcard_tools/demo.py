@@ -38,7 +38,6 @@ import argparse
 import collections
 import datetime
 import json
-import os
 import queue
 import secrets
 import subprocess
@@ -54,6 +53,7 @@ from liftcard_protocol.delta import apply_ops, build_delta, parse_delta
 from liftcard_protocol.epoch import epoch_from_unix, local_day, month_key
 from liftcard_protocol.errors import ConfigError, FormatError
 from liftcard_protocol.fields import NO_END, NO_FLOOR
+from liftcard_protocol.keys import write_private
 from liftcard_protocol.readerconfig import config_key, validate_config
 from liftcard_protocol.ride import RideRecord
 from liftcard_protocol.whitelist import build_whitelist, parse_whitelist
@@ -473,11 +473,7 @@ class Demo:
         else:
             key = secrets.token_hex(32)
         cfg = make_config(key)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(cfg, f, indent=2)
-            f.write("\n")
-        os.chmod(path, 0o600)
+        write_private(path, (json.dumps(cfg, indent=2) + "\n").encode())
         return cfg
 
     def write(self, name: str, data: bytes) -> Path:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from liftcard_protocol import upstream as uf
+from liftcard_protocol.fields import ID_MAX
 
 VECTOR_FILE = Path(__file__).resolve().parents[2] / "tests" / "vectors" / "upstream.jsonl"
 GW_SEED = hashlib.sha256(b"liftcard upstream vectors: gateway signing key").digest()
@@ -119,7 +120,7 @@ def generate() -> str:
     valid_batch = None
     for i, (why, rides) in enumerate(_rides()):
         bid = [1, 0x7FFFFFFFFFFFFFFF, 4711][i]
-        rid, bld = [(7, 12), ((1 << 30) - 1, (1 << 30) - 1), (1017, 12)][i]
+        rid, bld = [(7, 12), (ID_MAX, ID_MAX), (1017, 12)][i]
         data = uf.build_batch(gk, GATEWAY_ID, bid, rid, bld, rides)
         valid_batch = valid_batch or data
         lines.append(

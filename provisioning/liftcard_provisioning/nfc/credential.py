@@ -30,9 +30,10 @@ Keys (AN10922 AES-128, crypto.an10922_aes128) for building B (u32 BE):
 
 from __future__ import annotations
 
-import binascii
 import struct
 from dataclasses import dataclass
+
+from liftcard_protocol.fields import crc16
 
 from .crypto import an10922_aes128
 
@@ -63,10 +64,6 @@ URI_PREFIX_HTTPS = 0x04
 
 class CredentialError(ValueError):
     pass
-
-
-def crc16(data: bytes) -> int:
-    return binascii.crc_hqx(bytes(data), 0xFFFF)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from liftcard_protocol.readerconfig import validate_config
+from liftcard_protocol.fields import ID_MAX
 from .common import BUILDING_ID, KEY, READER_ID
 
 
@@ -62,8 +63,8 @@ def gen_config():
         debounce_s=3600,
     )
     high.update(
-        reader_id=(1 << 30) - 1,
-        building_id=(1 << 30) - 1,
+        reader_id=ID_MAX,
+        building_id=ID_MAX,
         ground_floor=15,
         relay_ms=60000,
         utc_offset_min=840,
