@@ -12,7 +12,8 @@
 #        FAIL <reason code> [floor]       a card whose credential failed
 #        any other line                   a reader command (STATUS, TIME, WL, ...)
 #   (with --pn532 PATH, cards are also read through a PN532 on that serial
-#    port or pty, e.g. the emulator: python -m liftcard_tools.nfc.pn532emu)
+#    port or pty, e.g. the emulator: python -m liftcard_tools.nfc.pn532emu;
+#    with --test-port PATH, these lines travel on that port instead of stdio)
 #   out: RELAY ON | RELAY OFF | LED GREEN | LED RED | BEEP OK | BEEP DENY
 #        RIDE <record hex> <L|U>          each tap's record; U = not logged (log full)
 #        OK ... | ERR ... | STATUS {...}  command replies
@@ -98,6 +99,7 @@ class Board(LineProtocol):
             "--fs-size": "2097152",
             "--log-size": "2097152",
             "--pn532": "",
+            "--test-port": "",
         }
         i = 1
         while i < len(argv):
@@ -107,13 +109,18 @@ class Board(LineProtocol):
             else:
                 raise SystemExit(
                     "usage: micropython main.py [--flash FS.img] [--log LOG.img] [--fs-size N] [--log-size N]"
-                    " [--pn532 SERIAL]"
+                    " [--pn532 SERIAL] [--test-port SERIAL]"
                 )
+        # --test-port: the line protocol on that serial port or pty (UART1 on
+        # a board), so stdio is left to the REPL (liftcard_testing.virtualboard).
+        port = open(opts["--test-port"], "r+b") if opts["--test-port"] else None
         return cls(
             opts["--flash"],
             opts["--log"],
             int(opts["--fs-size"]),
             int(opts["--log-size"]),
+            stdin=port,
+            stdout=port,
             pn532=opts["--pn532"] or None,
         )
 
