@@ -80,6 +80,46 @@ def validate(obj):
     out["utc_offset_min"] = _int(obj, "utc_offset_min", -720, 840, 480)
     if "uplink" in obj:
         out["uplink"] = _uplink(obj["uplink"])
+    if "board" in obj:
+        # The board profile (profiles.py, docs/board.md); absent: devkit-v1.
+        from .profiles import NAMES
+
+        if obj["board"] not in NAMES:
+            raise ConfigError("config: board must be one of %s" % ", ".join(NAMES))
+        out["board"] = obj["board"]
+    if "wifi" in obj:
+        out["wifi"] = _wifi(obj["wifi"])
+    return out
+
+
+def _printable(s, lo, hi):
+    return type(s) is str and lo <= len(s) <= hi and not any(c < " " or c > "~" for c in s)
+
+
+def _ipv4(w, key):
+    v = w.get(key)
+    parts = v.split(".") if type(v) is str else ()
+    if len(parts) != 4 or any(not p.isdigit() or len(p) > 3 or int(p) > 255 for p in parts):
+        raise ConfigError("config: wifi.%s must be an IPv4 address (a.b.c.d)" % key)
+    return v
+
+
+def _wifi(w):
+    # Optional: the Wi-Fi station (docs/board.md). The password is a secret:
+    # never echoed, not even its length.
+    if type(w) is not dict:
+        raise ConfigError("config: wifi must be an object")
+    if not _printable(w.get("ssid"), 1, 32):
+        raise ConfigError("config: wifi.ssid must be 1..32 printable ASCII characters")
+    pw = w.get("password")
+    if not _printable(pw, 0, 63) or 0 < len(pw) < 8:
+        raise ConfigError("config: wifi.password must be empty (open network) or 8..63 printable ASCII characters")
+    out = {"ssid": w["ssid"], "password": pw}
+    if "address" in w or "netmask" in w or "gateway" in w or "dns" in w:
+        # A static address: all of address, netmask and gateway; dns defaults to the gateway.
+        for k in ("address", "netmask", "gateway"):
+            out[k] = _ipv4(w, k)
+        out["dns"] = _ipv4(w, "dns") if "dns" in w else out["gateway"]
     return out
 
 

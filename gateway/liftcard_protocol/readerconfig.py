@@ -12,6 +12,8 @@ from .fields import ID_MAX, KEY_LEN, U16, is_int
 
 
 _HEX = frozenset("0123456789abcdefABCDEF")
+# The board profiles the firmware knows (firmware/liftcard/profiles.py, docs/board.md).
+BOARD_PROFILES = ("devkit-v1", "devkit-v1-i2c", "wrover-v1")
 CONFIG_DEFAULTS = {"legacy_uid": False, "relay_ms": 4000, "utc_offset_min": 480}
 
 
@@ -88,6 +90,12 @@ def validate_config(obj: Mapping) -> dict:
     out["utc_offset_min"] = _cfg_int(obj, "utc_offset_min", -720, 840, default=CONFIG_DEFAULTS["utc_offset_min"])
     if "uplink" in obj:
         out["uplink"] = _validate_uplink(obj["uplink"])
+    if "board" in obj:
+        if not isinstance(obj["board"], str) or obj["board"] not in BOARD_PROFILES:
+            raise ConfigError("board", "config: board must be one of %s" % ", ".join(BOARD_PROFILES))
+        out["board"] = obj["board"]
+    if "wifi" in obj:
+        out["wifi"] = _validate_wifi(obj["wifi"])
     return out
 
 
@@ -113,6 +121,35 @@ def _validate_uplink(u) -> dict:
         "password": u["password"],
         "keepalive_s": _cfg_int(u, "keepalive_s", 4, 3600, "uplink.keepalive_s", default=60),
     }
+
+
+def _ipv4(w: Mapping, key: str) -> str:
+    v = w.get(key)
+    parts = v.split(".") if isinstance(v, str) else []
+    if len(parts) != 4 or not all(p.isascii() and p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts):
+        raise ConfigError("wifi." + key, "config: wifi.%s must be an IPv4 address (a.b.c.d)" % key)
+    return v
+
+
+def _validate_wifi(w) -> dict:
+    """The optional Wi-Fi station of a reader (docs/board.md); the same rules
+    as firmware/liftcard/config.py. The password is never echoed."""
+    if not isinstance(w, Mapping):
+        raise ConfigError("wifi", "config: wifi must be an object")
+    if not _printable(w.get("ssid"), 1, 32, space=True):
+        raise ConfigError("wifi.ssid", "config: wifi.ssid must be 1..32 printable ASCII characters")
+    pw = w.get("password")
+    if not _printable(pw, 0, 63, space=True) or 0 < len(pw) < 8:
+        raise ConfigError(
+            "wifi.password",
+            "config: wifi.password must be empty (open network) or 8..63 printable ASCII characters",
+        )
+    out = {"ssid": w["ssid"], "password": pw}
+    if any(k in w for k in ("address", "netmask", "gateway", "dns")):
+        for k in ("address", "netmask", "gateway"):
+            out[k] = _ipv4(w, k)
+        out["dns"] = _ipv4(w, "dns") if "dns" in w else out["gateway"]
+    return out
 
 
 def config_key(cfg: Mapping) -> bytes:

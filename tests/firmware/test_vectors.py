@@ -92,6 +92,10 @@ def test_config_vectors():
             pw = up.get("password") if type(up) is dict else None
             if type(pw) is str and len(pw) > 3:
                 check(pw not in msg, "the uplink password leaked into %r" % msg)
+            w = v["config"].get("wifi") if type(v["config"]) is dict else None
+            pw = w.get("password") if type(w) is dict else None
+            if type(pw) is str and len(pw) > 3:
+                check(pw not in msg, "the Wi-Fi password leaked into %r" % msg)
         n += 1
     check(n > 50)
 

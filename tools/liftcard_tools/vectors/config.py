@@ -71,7 +71,21 @@ def gen_config():
         key=KEY.hex().upper(),
     )
     linked = dict(base, uplink={"host": "192.168.4.1", "port": 1883, "password": "s3cret pass~word", "keepalive_s": 60})
-    valid = [base, defaults, low, high, linked]
+    wifi = {"ssid": "Lift Net 7", "password": "wpa2 pass~word"}
+    wireless = dict(linked, board="devkit-v1", wifi=wifi)
+    static = dict(
+        base,
+        reader_id=READER_ID + 1,
+        board="wrover-v1",
+        wifi={
+            "ssid": "s" * 32,
+            "password": "",
+            "address": "10.0.7.21",
+            "netmask": "255.255.255.0",
+            "gateway": "10.0.7.1",
+        },
+    )
+    valid = [base, defaults, low, high, linked, wireless, static]
     for v in valid:
         validate_config(v)
 
@@ -150,6 +164,40 @@ def gen_config():
         ("uplink.keepalive_s", 60.0),
     ]
     invalid += [{"config": with_value(linked, k, v), "key": k} for k, v in bad_uplink]
+    bad_wireless = [
+        ("board", "no-such-board"),
+        ("board", "DEVKIT-V1"),
+        ("board", ""),
+        ("board", 1),
+        ("wifi", "Lift Net 7"),
+        ("wifi", None),
+        ("wifi.ssid", ""),
+        ("wifi.ssid", "s" * 33),
+        ("wifi.ssid", "tab\there"),
+        ("wifi.ssid", None),
+        ("wifi.password", "short77"),
+        ("wifi.password", "p" * 64),
+        ("wifi.password", "line\nbreak pass"),
+        ("wifi.password", None),
+    ]
+    invalid += [{"config": with_value(wireless, k, v), "key": k} for k, v in bad_wireless]
+    bad_static = [
+        ("wifi.address", "10.0.7"),
+        ("wifi.address", "10.0.7.256"),
+        ("wifi.address", "10.0.7.x"),
+        ("wifi.address", "10.0.7.+1"),
+        ("wifi.address", 10),
+        ("wifi.netmask", "255.255.255.0.0"),
+        ("wifi.gateway", ""),
+        ("wifi.dns", "dns.example"),
+    ]
+    invalid += [{"config": with_value(static, k, v), "key": k} for k, v in bad_static]
+    # A static address needs all three of address, netmask and gateway.
+    static_wifi = {"ssid": "Lift Net 7", "password": "wpa2 pass~word", "address": "10.0.7.21"}
+    invalid.append({"config": dict(base, wifi=dict(static_wifi, netmask="255.255.255.0")), "key": "wifi.gateway"})
+    invalid.append({"config": dict(base, wifi=dict(static_wifi, gateway="10.0.7.1")), "key": "wifi.netmask"})
+    invalid.append({"config": without_key(wireless, "wifi.ssid"), "key": "wifi.ssid"})
+    invalid.append({"config": without_key(wireless, "wifi.password"), "key": "wifi.password"})
     for k in (
         "reader_id",
         "building_id",
