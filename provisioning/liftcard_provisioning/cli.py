@@ -1,6 +1,7 @@
 """liftcard-provision: the technicians' command line (docs/provisioning.md).
 
-    liftcard-provision ports
+    liftcard-provision ports [--json]
+    liftcard-provision flash IMAGE [--port PORT] [--baud N] [--json] [-v]
     liftcard-provision card personalise --port PORT|auto --keys building-keys.json \\
         --card-id HEX16 --valid-from YYYY-MM-DD --valid-until YYYY-MM-DD|never [--issuer N]
     liftcard-provision card read --port PORT|auto --keys building-keys.json [--json]
@@ -361,14 +362,43 @@ def _release(pn) -> None:
 
 
 def cmd_ports(args) -> int:
-    ports = list_ports()
-    if not ports:
+    from liftcard_provisioning import ports as P
+
+    found = P.list_ports()
+    if args.json:
+        print(json.dumps([p.as_json() for p in found]))
+        return 0
+    if not found:
         print("no serial ports found")
         return 0
-    for dev, vid, pid, desc, adapter in ports:
-        ids = "%04X:%04X" % (vid, pid) if vid is not None else "-        "
-        mark = "  <- likely PN532 adapter (%s)" % adapter if adapter else ""
-        print("%-20s %s  %s%s" % (dev, ids, desc, mark))
+    for p in found:
+        mark = {"esp32": "ESP32 board", "pn532": "PN532 adapter"}.get(p.kind, "")
+        if mark and p.bridge:
+            mark += " (%s)" % p.bridge
+        print("%-20s %-9s  %-28s %s" % (p.device, p.ids(), p.description[:28], "<- " + mark if mark else ""))
+    return 0
+
+
+def cmd_flash(args) -> int:
+    from liftcard_provisioning import flashing
+    from liftcard_provisioning import ports as P
+
+    try:
+        flashing.read_image(args.image)  # a wrong file is refused before a port is chosen or opened
+        port = P.board_port(args.port)
+        P.check_free(port)
+        done = flashing.flash(args.image, port, baud=args.baud, verbose=args.verbose)
+    except P.PortError as e:
+        raise Fail(str(e), 2) from None
+    except flashing.FlashError as e:
+        raise Fail(str(e), e.code) from None
+    if args.json:
+        print(json.dumps(done))
+    else:
+        print(
+            "flashed %s on %s (%s flash): reader layout with room for %d whitelist cards and %d buffered rides"
+            % (done["image"], done["port"], done["flash_size"], done["max_cards"], done["max_rides"])
+        )
     return 0
 
 
@@ -526,9 +556,9 @@ KEYS_HELP = (
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog=PROG,
-        description="liftcard technicians' tool: personalise and read DESFire cards "
+        description="liftcard technicians' tool: find and flash reader boards; personalise and read DESFire cards "
         "through a USB PN532 (HSU, 115200 baud).",
-        epilog="Examples:\n  %(prog)s ports\n"
+        epilog="Examples:\n  %(prog)s ports\n  %(prog)s flash ESP32_GENERIC-v1.28.0.bin\n"
         "  %(prog)s card personalise --port auto --keys building-12.json --card-id 00000000075BCD15 \\\n"
         "      --valid-from 2026-01-01 --valid-until 2027-12-31\n"
         "  %(prog)s card read --port /dev/ttyUSB0 --keys building-12.json\n"
@@ -537,8 +567,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    sp = sub.add_parser("ports", help="list serial ports, marking likely PN532 USB adapters")
+    sp = sub.add_parser(
+        "ports",
+        help="list serial ports, marking ESP32 boards and PN532 adapters",
+        description="Serial ports with their USB VID:PID. ESP32 boards are marked by their USB bridge "
+        "(CP210x, CH340, CH9102, FTDI, Espressif USB-Serial/JTAG); a port whose USB description "
+        "names a PN532/NFC reader is marked as a PN532 adapter.",
+    )
+    sp.add_argument("--json", action="store_true", help="print one JSON array")
     sp.set_defaults(func=cmd_ports)
+    fp = sub.add_parser(
+        "flash",
+        help="write MicroPython and the reader partition table (vfs + ridelog) to a board",
+        description="Check IMAGE (an ESP32 firmware .bin from micropython.org: the merged release "
+        "image, or an app image alone) against the board's chip, then write it with the reader "
+        "partition table for the detected flash size and an erased ridelog partition, verifying "
+        "each by MD5 (docs/technicians.md, docs/partitions.md). Nothing is written if a check fails.",
+    )
+    fp.add_argument("image", metavar="IMAGE", help="MicroPython firmware .bin for the board's chip")
+    fp.add_argument("--port", help="the board's serial port (default: the one ESP32 board plugged in)")
+    fp.add_argument("--baud", type=int, default=460800, help="transfer baud rate (default 460800)")
+    fp.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    fp.add_argument("-v", "--verbose", action="store_true", help="show esptool's messages")
+    fp.set_defaults(func=cmd_flash)
     card = sub.add_parser("card", help="DESFire card commands (personalise, read)")
     csub = card.add_subparsers(dest="card_cmd", metavar="ACTION", parser_class=Parser)
     csub.required = True
