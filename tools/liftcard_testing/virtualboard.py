@@ -73,6 +73,7 @@ class Cable:
 
     def __init__(self, isig: bool = False, link: str | None = None):
         self.board_m, self.board_s = _pty(isig)
+        self.board_attrs = termios.tcgetattr(self.board_s)
         self.user_m, self.user_s = _pty()
         self.board_path = os.ttyname(self.board_s)
         self.path = os.ttyname(self.user_s)
@@ -83,6 +84,11 @@ class Cable:
             os.symlink(self.path, link)
         self.to_board = bytearray()
         self.to_user = bytearray()
+
+    def reset_tty(self) -> None:
+        """The board's terminal as the rig set it: a board killed at its REPL
+        leaves it in the REPL's raw mode."""
+        termios.tcsetattr(self.board_s, termios.TCSANOW, self.board_attrs)
 
     def running(self) -> bool:
         """The board's program runs (not waiting at the REPL)."""
@@ -143,21 +149,36 @@ class Rig:
     def _argv(self, raw: bool) -> list[str]:
         build = firmware.build()
         flash, log = str(self.dir / firmware.FS_IMG), str(self.dir / firmware.LOG_IMG)
-        head = [firmware.micropython(), "-X", "heapsize=" + self.heap, "-i"]
+        head = [firmware.micropython(), "-X", "heapsize=" + self.heap, "-i", "-c"]
+        # What an ESP32 does before main.py (its _boot.py): the filesystem
+        # mounted (at /flash here) and made the cwd, whatever main.py then does.
+        boot = "import board_host\nboard_host.Board(%r, %r).mount()\ndel board_host\n" % (flash, log)
         if raw:
-            # A soft reset from the raw REPL: the filesystem as boot leaves it, no main.py.
-            code = "import board_host\nboard_host.Board(%r, %r).mount()\ndel board_host\n" % (flash, log)
-            return [*head, "-c", code]
-        return [*head, str(build / "main.py"), "--flash", flash, "--log", log, "--test-port", self.test.board_path]
+            return [*head, boot]  # a soft reset from the raw REPL: no main.py
+        # main.py as a board runs it: a SystemExit (the host board's reset(),
+        # machine.reset() on an ESP32) resets the board (SIGUSR1 to itself: -i
+        # would otherwise open the REPL); a KeyboardInterrupt leaves the REPL.
+        argv = [str(build / "main.py"), "--flash", flash, "--log", log, "--test-port", self.test.board_path]
+        code = (
+            "import sys\nsys.argv[:] = %r\ntry:\n    import main\nexcept SystemExit:\n"
+            "    import os, time\n    os.system('kill -USR1 $PPID')\n    time.sleep(60)\n" % argv
+        )
+        return [*head, boot + code]
 
-    def power_on(self, raw: bool = False) -> None:
+    def power_on(self, raw: bool = False, keep: bool = False) -> None:
+        """Boot: main.py, or (raw) the raw REPL after a soft reset from it.
+        keep: what the USB client sent after a Ctrl-C waits for this boot's REPL."""
         self.boots += 1
+        self.usb.reset_tty()
         self.raw = False
         self.tail = b""
         self.boot_raw = raw
         self.ctrl_a_sent = False
         self.hidden = b""
-        self.held = bytearray() if raw else None
+        if keep and self.held is not None:
+            self.hold_until = time.monotonic() + _HOLD_S
+        else:
+            self.held = bytearray() if raw else None
         fd = self.usb.board_s
         self.p = procs.spawn(self._argv(raw), stdin=fd, stdout=fd, stderr=fd, cwd=self.dir, env=firmware.reader_env())
         self.event("boot %d %s" % (self.boots, "raw" if raw else "main"))
@@ -219,13 +240,17 @@ class Rig:
         self.usb.to_user += data
 
     def _exited(self, status: int) -> None:
-        # The unix port exits where a board soft-resets (Ctrl-D at a REPL).
         self.p = None
-        raw = self.raw
-        self.usb.to_user += b"soft reboot\r\n" if raw else b"MPY: soft reboot\r\n"
-        if status != 0:
-            self.event("exit %d" % status)
-        self.power_on(raw=raw)
+        if status == 0:
+            # The unix port exits where a board soft-resets (Ctrl-D at a REPL).
+            raw = self.raw
+            self.usb.to_user += b"soft reboot\r\n" if raw else b"MPY: soft reboot\r\n"
+            self.power_on(raw=raw)
+            return
+        # A reset (SystemExit in main.py), the host board's watchdog (SIGUSR2),
+        # a crash: the board boots again from cold.
+        self.event("reset" if status == -signal.SIGUSR1 else "exit %d" % status)
+        self.power_on(keep=True)
 
     # ---- the loop ----
 
@@ -364,13 +389,13 @@ class VirtualBoard:
             self.events.append("")  # the rig is gone
             self._cond.notify_all()
 
-    def wait_event(self, prefix: str, after: int = 0) -> str:
-        """The first event from index `after` on that starts with prefix."""
+    def wait_event(self, prefix: str, after: int = 0, suffix: str = "") -> str:
+        """The first event from index `after` on with that prefix and suffix."""
         end = time.monotonic() + self.timeout
         with self._cond:
             while True:
                 for ev in self.events[after:]:
-                    if ev.startswith(prefix):
+                    if ev.startswith(prefix) and ev.endswith(suffix):
                         return ev
                     assert ev != "", "the rig ended: %s" % self.events
                 left = end - time.monotonic()
