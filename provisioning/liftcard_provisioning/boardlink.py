@@ -1,0 +1,244 @@
+"""The USB connection to a reader board: MicroPython's raw REPL, through
+mpremote's own transport (``mpremote.transport_serial.SerialTransport``) used
+as a library, so there is one raw-REPL implementation, mpremote's.
+
+    with boardlink.connect(args.port) as b:       # --port, or the one ESP32 board
+        b.eval("6 * 7")                           # -> 42
+        b.write_file("config.new", data); b.rename("config.new", "config.json")
+        b.hashes(["main.py", "liftcard/reader.mpy"])  # {path: sha256 hex or None}
+
+``connect`` interrupts the reader (Ctrl-C), enters the raw REPL and soft-resets
+(a clean interpreter; on an ESP32 main.py does not run after a raw-REPL soft
+reset, so the reader stays stopped while the technician's command works).
+Paths are relative: the board's current directory is its filesystem (``/`` on
+an ESP32, the reader's flash image on the virtual board).
+
+Every error a technician can meet is a ``BoardError``: one line, exit code 2
+(no board, a busy or missing port, no MicroPython answering, a transfer cut
+short). Nothing here prints what it sends: callers pass secrets in ``data``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+from . import ports as P
+
+ENTER_ATTEMPTS = 3  # a reader reset into safe mode by the Ctrl-C loses the first Ctrl-A
+ENTER_TIMEOUT_S = 10
+
+# Hashes each path given (a JSON list) with hashlib.sha256 on the board: a dict
+# path -> hex digest, None for a missing file.
+_HASH = """
+import hashlib, binascii
+def _h(p):
+    try:
+        f = open(p, 'rb')
+    except OSError:
+        return None
+    h = hashlib.sha256()
+    b = bytearray(512)
+    m = memoryview(b)
+    while True:
+        n = f.readinto(b)
+        if not n:
+            break
+        h.update(m[:n])
+    f.close()
+    return binascii.hexlify(h.digest()).decode()
+print(repr({p: _h(p) for p in %s}))
+del _h
+"""
+
+# Every file under a directory (relative paths), [] if it does not exist.
+_WALK = """
+import os
+def _w(d, out):
+    try:
+        it = list(os.ilistdir(d))
+    except OSError:
+        return out
+    for e in it:
+        p = d + '/' + e[0]
+        if e[1] & 0x4000:
+            _w(p, out)
+        else:
+            out.append(p)
+    return out
+print(repr(_w(%r, [])))
+del _w
+"""
+
+
+class BoardError(Exception):
+    """A one-line error for the technician; exit code 2."""
+
+    code = 2
+
+
+def _transport():
+    try:
+        from mpremote.transport_serial import SerialTransport
+    except ImportError:  # pragma: no cover - mpremote is a dependency
+        raise BoardError("mpremote is not installed: pip install mpremote") from None
+    return SerialTransport
+
+
+def _errors():
+    import serial
+    from mpremote.transport import TransportError
+
+    return (TransportError, serial.SerialException, OSError)
+
+
+class Board:
+    """An open raw-REPL session on one board (see ``connect``)."""
+
+    def __init__(self, port: str, transport):
+        self.port = port
+        self.t = transport
+
+    # ---- code ----
+
+    def exec(self, code: str) -> str:
+        """Run `code` on the board; its output. A Python exception on the board
+        is a BoardError naming its last line (the code is never shown)."""
+        from mpremote.transport import TransportExecError
+
+        try:
+            out = self.t.exec(code)
+        except TransportExecError as e:
+            last = (e.error_output.strip().splitlines() or ["error"])[-1]
+            raise BoardError("the board refused a command on %s: %s" % (self.port, last)) from None
+        except _errors() as e:
+            raise self.interrupted(e) from None
+        return out.decode(errors="replace")
+
+    def eval(self, expr: str):
+        """A Python literal the board computes."""
+        import ast
+
+        out = self.exec("print(repr(%s))" % expr).strip()
+        try:
+            return ast.literal_eval(out)
+        except (ValueError, SyntaxError):
+            raise BoardError("unexpected answer from the board on %s: %r" % (self.port, out[:60])) from None
+
+    def interrupted(self, e: Exception) -> BoardError:
+        return BoardError(
+            "transfer with the board on %s interrupted (%s): check the cable and power, then run the same "
+            "command again" % (self.port, str(e).splitlines()[0][:80] if str(e) else type(e).__name__)
+        )
+
+    # ---- files ----
+
+    def hashes(self, paths) -> dict:
+        """{path: sha256 hex digest, or None when the file does not exist}."""
+        return self._literal(_HASH % json.dumps(list(paths)))
+
+    def walk(self, top: str) -> list[str]:
+        """Every file under directory `top` ([] if it does not exist)."""
+        return self._literal(_WALK % top)
+
+    def _literal(self, code: str):
+        import ast
+
+        out = self.exec(code).strip()
+        try:
+            return ast.literal_eval(out)
+        except (ValueError, SyntaxError):
+            raise BoardError("unexpected answer from the board on %s: %r" % (self.port, out[:60])) from None
+
+    def read_file(self, path: str) -> bytes | None:
+        """The file's bytes, or None when it does not exist."""
+        if self.hashes([path])[path] is None:
+            return None
+        try:
+            return bytes(self.t.fs_readfile(path, chunk_size=512))
+        except _errors() as e:
+            raise self.interrupted(e) from None
+
+    def write_file(self, path: str, data: bytes, progress=None) -> None:
+        """Write `data` to `path`, making its directories; progress(done, total)."""
+        self.makedirs(path.rsplit("/", 1)[0] if "/" in path else "")
+        try:
+            self.t.fs_writefile(path, data, chunk_size=512, progress_callback=progress)
+        except _errors() as e:
+            raise self.interrupted(e) from None
+
+    def makedirs(self, d: str) -> None:
+        if d:
+            self.exec(
+                "import os\np=''\nfor c in %r.split('/'):\n p=p+c if not p else p+'/'+c\n"
+                " try:\n  os.mkdir(p)\n except OSError:\n  pass" % d
+            )
+
+    def remove(self, path: str) -> None:
+        """Remove a file; no error if it is not there."""
+        self.exec("import os\ntry:\n os.remove(%r)\nexcept OSError:\n pass" % path)
+
+    def rename(self, old: str, new: str) -> None:
+        """os.rename on the board (littlefs: replaces `new` atomically)."""
+        self.exec("import os\nos.rename(%r, %r)" % (old, new))
+
+    # ---- the session ----
+
+    def soft_reset(self) -> None:
+        """Ctrl-D at the raw REPL: a fresh interpreter (main.py not run)."""
+        try:
+            self.t.enter_raw_repl(soft_reset=True)
+        except _errors() as e:
+            raise self.interrupted(e) from None
+
+    def close(self, run: bool = False) -> None:
+        """Leave the raw REPL; `run`: then soft-reset at the friendly REPL, so
+        main.py (the reader) runs again."""
+        with contextlib.suppress(*_errors()):
+            self.t.exit_raw_repl()
+            if run:
+                self.t.serial.write(b"\x04")
+                self.t.read_until(1, b"soft reboot\r\n", timeout=5)
+        with contextlib.suppress(*_errors()):
+            self.t.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def connect(port: str | None, ports=None) -> Board:
+    """Open the board on `port` (None: the one ESP32 board plugged in), stop
+    the reader and enter the raw REPL. BoardError on anything a technician can
+    fix: no board, a busy or missing port, no MicroPython answering."""
+    try:
+        port = P.board_port(port, ports)
+        P.check_free(port)
+    except P.PortError as e:
+        raise BoardError(str(e)) from None
+    SerialTransport = _transport()
+    from mpremote.transport import TransportError
+
+    try:
+        t = SerialTransport(port, baudrate=115200)
+    except (TransportError, OSError) as e:
+        raise BoardError("cannot open %s: %s" % (port, e)) from None
+    last = None
+    for _ in range(ENTER_ATTEMPTS):
+        try:
+            # enter_raw_repl prints what it got when it fails: keep it off the technician's screen.
+            with contextlib.redirect_stdout(io.StringIO()):
+                t.enter_raw_repl(soft_reset=True, timeout_overall=ENTER_TIMEOUT_S)
+            return Board(port, t)
+        except _errors() as e:
+            last = e
+    with contextlib.suppress(*_errors()):
+        t.close()
+    raise BoardError(
+        "no MicroPython REPL answering on %s (%s): is it a reader board? If it is new, flash it first "
+        "(liftcard-provision flash); otherwise unplug and replug it and try again"
+        % (port, str(last).splitlines()[0][:60] if last and str(last) else "no answer")
+    )
