@@ -38,6 +38,7 @@ from .common import VECTOR_DIR, local_epoch
 from .config import base_config, gen_config
 from .delta import gen_delta
 from .fees import gen_fees
+from .harvest import gen_harvest
 from .integrity import gen_crc16, gen_mac16
 from .link import gen_uplink
 from .ride import gen_ride_record
@@ -54,6 +55,7 @@ GENERATORS = {
     "config.jsonl": gen_config,
     "fees.jsonl": gen_fees,
     "uplink.jsonl": gen_uplink,
+    "harvest.jsonl": gen_harvest,
 }
 
 
