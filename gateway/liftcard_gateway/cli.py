@@ -1,8 +1,9 @@
-"""liftcard-gateway: `run`, `status`, `cards import FILE | cards status`, each
-with `--config gw.toml` (docs/gateway.md, docs/cards.md).
+"""liftcard-gateway: `run`, `status`, `cards import FILE | cards status`,
+`import FILE` (a harvest file), each with `--config gw.toml` (docs/gateway.md,
+docs/cards.md).
 
 Exit status: 0 done; 1 refused or failed (one line on stderr); 2 a bad config
-or a bad command line. `run` logs JSON lines to stderr (logs.py).
+or a bad command line, or a harvest file refused (`import`). `run` logs JSON lines to stderr (logs.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .carddb import CardDB, verify_update
 from .config import GatewayConfigError, load_config
 from .daemon import Gateway
 from .db import connect
+from .importer import ImportRefused, describe, import_harvest, read_harvest
 from .store import Store
 from .tables import format_cards_status, format_status, format_upstream_status
 from .upstream import upstream_status
@@ -63,6 +65,10 @@ def parser() -> argparse.ArgumentParser:
     pi.add_argument("--config", required=True, help="the gateway's TOML config")
     ps = csub.add_parser("status", help="database version, cards per building, readers' versions")
     ps.add_argument("--config", required=True, help="the gateway's TOML config")
+    # docs/gateway.md, "Importing a harvest": rides rescued over USB from a reader
+    ph = sub.add_parser("import", help="store the rides of a harvest file (liftcard-provision harvest)")
+    ph.add_argument("file", help="the harvest file (.lchv)")
+    ph.add_argument("--config", required=True, help="the gateway's TOML config")
     return ap
 
 
@@ -81,6 +87,8 @@ def main(argv=None) -> int:
             return cards_status(cfg)
         if args.cmd == "status":
             return status(cfg)
+        if args.cmd == "import":
+            return harvest_import(cfg, Path(args.file))
         return run(cfg)
     except _CannotOpen as e:
         return _fail(str(e))
@@ -144,6 +152,22 @@ def cards_import(cfg, path: Path) -> int:
         "card database at version %d (%s, %d operations, %d cards changed; %d cards in %d buildings)"
         % (u.version, KIND_NAMES[u.kind], len(u.ops), changed, sum(counts.values()), len(counts))
     )
+    return 0
+
+
+def harvest_import(cfg, path: Path) -> int:
+    """Store a harvest file's rides (importer.py); a refused file touches no
+    database: one line, exit 2."""
+    try:
+        h = read_harvest(path, cfg.readers)
+    except ImportRefused as e:
+        return _fail("import refused: %s" % e, 2)
+    st = _open(cfg, lambda: Store(cfg.db_path))
+    try:
+        r = import_harvest(st, h, cfg.readers[h.reader_id])
+    finally:
+        st.close()
+    print(describe(path, r))
     return 0
 
 

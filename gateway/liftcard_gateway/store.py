@@ -10,7 +10,8 @@ Tables:
 - rides (reader_id, seq) primary key: the ride record fields of
   formats.RideRecord (card_id as 16 hex digits: a u64 does not fit SQLite's
   signed integer), received_at, up_counter (the link counter of the message
-  that brought it first), time_corrected and time_ref_seq (see below).
+  that brought it first; NULL when a harvest file brought it, import_rides),
+  time_corrected and time_ref_seq (see below).
 - readers (reader_id pk): building_id, first_seq (where the contiguous run
   starts), acked_seq (highest seq such that every seq first_seq..acked_seq is
   stored; what the ACK says), max_seq, last_up_counter (replay state: the last
@@ -153,6 +154,17 @@ class Store:
             raise res
         return res
 
+    def import_rides(self, reader_id: int, rides, now: float | None = None) -> BatchResult:
+        """Rides that came without the link (a harvest file, importer.py):
+        stored exactly as a RIDES message's, deduplicated on (reader_id, seq),
+        gaps and the contiguous ack advanced, in ONE transaction; up_counter is
+        NULL, and the reader's link counter, last_seen and online are left as
+        they are. Raises UnknownReader, with nothing changed."""
+        res = self.store_batches([(reader_id, None, rides)], now)[0]
+        if isinstance(res, StoreError):
+            raise res
+        return res
+
     def store_batches(self, items, now: float | None = None) -> list:
         """Several verified RIDES messages, each (reader_id, counter, rides), in
         ONE transaction: one commit, one fsync, for all of them (group commit:
@@ -182,7 +194,7 @@ class Store:
         if row is None:
             raise UnknownReader("reader %d is not registered" % reader_id)
         first_seq, acked, max_seq, last_counter = row
-        if counter <= (last_counter or 0):
+        if counter is not None and counter <= (last_counter or 0):
             raise ReplayError("counter is not greater than the last accepted for reader %d" % reader_id)
         seqs = sorted({r.seq for r in rides})
         if first_seq is None and seqs:
@@ -245,11 +257,17 @@ class Store:
             if n == t - f + 1:
                 c.execute("UPDATE gaps SET filled_at=? WHERE id=?", (now, gid))
         corrected = self._correct_unsynced(reader_id, {r.boot for r in rides})
-        c.execute(
-            "UPDATE readers SET first_seq=?, acked_seq=?, max_seq=?, last_up_counter=?, "
-            "last_seen=?, online=1 WHERE reader_id=?",
-            (first_seq, acked, hi, counter, now, reader_id),
-        )
+        if counter is None:  # imported (import_rides): the link's replay state and presence untouched
+            c.execute(
+                "UPDATE readers SET first_seq=?, acked_seq=?, max_seq=? WHERE reader_id=?",
+                (first_seq, acked, hi, reader_id),
+            )
+        else:
+            c.execute(
+                "UPDATE readers SET first_seq=?, acked_seq=?, max_seq=?, last_up_counter=?, "
+                "last_seen=?, online=1 WHERE reader_id=?",
+                (first_seq, acked, hi, counter, now, reader_id),
+            )
         return BatchResult(acked or 0, inserted, len(rides) - inserted, tuple(new_gaps), corrected)
 
     def _correct_unsynced(self, reader_id: int, boots) -> int:
