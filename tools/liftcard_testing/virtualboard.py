@@ -11,9 +11,9 @@ The rig is a process of its own (``python -m liftcard_testing.virtualboard
   symlink); the board's end is held by the real ``micropython`` binary;
 - the board: firmware/main.py (compiled) under ``micropython -i`` with the
   production heap and the reader's two images in DIR (littlefs ``fs.img``
-  mounted at /flash, the REPL's cwd; the NOR ``log.img`` as the ridelog
-  partition). ``-i``: when main.py stops (Ctrl-C), the REPL takes over, as on
-  a board;
+  mounted at /flash before main.py, the REPL's cwd; the NOR ``log.img`` as the
+  ridelog partition). ``-i``: when main.py stops (Ctrl-C), the REPL takes
+  over, as on a board; a SystemExit out of it is a reset (a cold boot);
 - Ctrl-C on the USB port while code runs: SIGINT to the board (the UART's
   interrupt character), and what follows is held until the REPL reads again;
 - a soft reset (Ctrl-D at the REPL: the unix port exits) boots again on the
