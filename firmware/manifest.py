@@ -18,5 +18,6 @@ require("umqtt.simple")
 
 package("liftcard")
 
-# The entry point: runs at boot.
+# The entry points: boot.py then main.py run at every boot (docs/board.md).
+module("boot.py")
 module("main.py")

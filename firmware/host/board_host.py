@@ -179,6 +179,78 @@ class Board(LineProtocol):
 
     def feed(self):
         self.feeds += 1
+        self._fed_ms = time.ticks_ms()
+
+    # ---- watchdog, network, safe mode (models of board_esp32's; docs/board.md) ----
+
+    # The watchdog: armed by the reader loop (Reader.run), fed by it; with
+    # wdt_ms set, a loop that stops feeding for wdt_ms is reset as an ESP32
+    # would be: "WDT RESET" on stderr, the process killed by SIGUSR2. Like the
+    # ESP32's, it cannot be stopped once armed. wdt_ms 0: only the bookkeeping.
+    wdt_ms = 0
+    wdt_armed = False
+    _fed_ms = 0
+
+    def arm_watchdog(self):
+        self._fed_ms = time.ticks_ms()
+        if self.wdt_armed:
+            return
+        self.wdt_armed = True
+        if self.wdt_ms:
+            import _thread
+
+            _thread.start_new_thread(self._watchdog, ())
+
+    def _watchdog(self):
+        while time.ticks_diff(time.ticks_ms(), self._fed_ms) < self.wdt_ms:
+            time.sleep_ms(20)
+        import os
+
+        os.system("echo 'WDT RESET' >&2; kill -USR2 $PPID")
+
+    # The Wi-Fi model: up as soon as joined; link_ok is the test hook (the
+    # access point), False takes the link down, True lets it come back.
+    link_ok = True
+    net_cfg = None
+    _joined = False
+
+    def net_start(self, wcfg):
+        self.net_cfg = wcfg
+        self._joined = True
+
+    def net_up(self):
+        return self._joined and self.link_ok
+
+    def net_rssi(self):
+        return -48
+
+    def net_stop(self):
+        self._joined = False
+
+    # Safe mode: the flag (RTC memory on the ESP32) is a file beside the fs
+    # image; safe_pin_held is the pin; reset() ends the process with status 3.
+    safe_window_ms = 0
+    safe_pin_held = False
+
+    def take_safe_flag(self):
+        import os
+
+        try:
+            os.remove(self.flash_path + ".safe")
+            return True
+        except OSError:
+            return False
+
+    def set_safe_flag(self):
+        with open(self.flash_path + ".safe", "w") as f:
+            f.write("safe")
+
+    def safe_pin(self):
+        return self.safe_pin_held
+
+    def reset(self):
+        self._out.write(b"RESET\n")
+        sys.exit(3)
 
     def signal(self, granted, relay_ms):
         out = self._out

@@ -169,3 +169,14 @@ def install(src):
     cfg = parse(text)
     atomic.write(PATH, _NEW, text)
     return cfg
+
+
+def board_name(path=PATH):
+    # The config's "board" before the reader loads the config in full (main.py
+    # needs the pins first); None: no config or no profile named, the default.
+    try:
+        with open(path) as f:
+            b = json.load(f).get("board")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return b if type(b) is str else None

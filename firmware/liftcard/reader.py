@@ -71,6 +71,7 @@ class Reader:
         self.uplink = None  # the MQTT link, when the config has "uplink"
         self.link_codec = None  # its codec: kept for the whole boot (uplink.py)
         self.nfc = None  # the card front end (nfc.py), once configured
+        self.net = None  # the network link (net.py), when the config has "wifi" or "uplink"
 
     # ---- boot ----
 
@@ -119,6 +120,16 @@ class Reader:
             self.uplink.close()
             self.uplink = None
             gc.collect()
+        cfg = self.cfg
+        wcfg = cfg.get("wifi")
+        net = self.net
+        if net is not None and net.wcfg != wcfg:
+            net.close()  # another network: join it afresh
+            net = self.net = None
+        if net is None and ("wifi" in cfg or "uplink" in cfg) and hasattr(self.board, "net_up"):
+            from .net import Net
+
+            self.net = Net(self.board, wcfg)
         if "uplink" in self.cfg:
             from .uplink import Uplink
 
@@ -204,7 +215,10 @@ class Reader:
     def idle(self):
         if self.cfg is None:
             return
-        if self.uplink is not None:
+        net = self.net
+        if net is not None and net.step() and self.uplink is not None:
+            self.uplink.link_lost()  # the link went down: its socket is dead
+        if self.uplink is not None and (net is None or net.up):
             self.uplink.step()  # bounded, never raises, never blocks for long
         b = self.board
         ms = b.ticks_ms()
@@ -344,6 +358,14 @@ class Reader:
             ("nfc_chip_errors", self.nfc.chip_errors if self.nfc else 0),
             ("error", '"%s"' % self.error if self.error else "null"),
         )
+        net = self.net
+        if net is not None:
+            fields += (
+                ("net", '"%s"' % net.describe()),
+                ("net_rssi", net.rssi()),
+                ("net_joins", net.joins),
+                ("net_drops", net.drops),
+            )
         u = self.uplink
         if u is not None:
             fields += (
@@ -362,6 +384,8 @@ class Reader:
 
     def run(self, poll_ms=50):
         b = self.board
+        if hasattr(b, "arm_watchdog"):
+            b.arm_watchdog()  # only now: it cannot be stopped (safeboot.py)
         while not self.stopped:
             b.feed()
             ev = b.poll(poll_ms)

@@ -339,6 +339,14 @@ class Uplink:
     def describe(self):
         return STATE_NAMES[self.state]
 
+    def link_lost(self):
+        # The network link under it went down (net.py): drop the socket, and
+        # connect again as soon as the link is back, without a backoff.
+        self.client.close()
+        self.state = S_DOWN
+        self._due = self.reader.board.ticks_ms()
+        self._inflight = 0  # resend after reconnect
+
     def close(self):
         # Leave the broker on purpose (a reconfigure): a connected link says
         # DISCONNECT first, so the gateway is not told "offline".
