@@ -6,6 +6,7 @@ files, Ctrl-C stops the reader into the REPL, a soft reset runs main.py again,
 and a power cut at any instant keeps the logged rides."""
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -49,6 +50,18 @@ def board(tmp_path):
         assert port.command("WL %s" % wl) == "OK whitelist v1 2 cards"
         assert port.command("TIME 91000000") == "OK time 91000000"
         yield b, port
+
+
+def test_stable_port_names(tmp_path):
+    usb, test = tmp_path / "usb", tmp_path / "test"
+    with VirtualBoard(tmp_path / "board", usb_link=usb, test_link=test) as b:
+        assert (b.usb, b.test) == (str(usb), str(test))
+        assert os.path.realpath(usb).startswith("/dev/pts/") and os.path.realpath(test).startswith("/dev/pts/")
+        with TtyLines(b.test) as port:
+            port.until("READY")
+            assert port.status()["boot"] == 1
+        assert "boot.cnt" in mpremote(b.usb, "fs", "ls")
+    assert not usb.exists() and not test.exists()  # gone with the rig
 
 
 def _boot_count(port) -> int:

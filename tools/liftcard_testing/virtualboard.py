@@ -361,10 +361,14 @@ class VirtualBoard:
     """A rig process for a test: its ports (`usb`, `test`), its events and
     its power. A `with` block (or stop()) makes sure it and its board are gone."""
 
-    def __init__(self, workdir, timeout: float = 60.0):
+    def __init__(self, workdir, timeout: float = 60.0, usb_link=None, test_link=None):
         self.timeout = timeout
+        links = [
+            *(["--usb-link", str(usb_link)] if usb_link else []),
+            *(["--test-link", str(test_link)] if test_link else []),
+        ]
         self.p = procs.spawn(
-            [sys.executable, "-m", "liftcard_testing.virtualboard", "--dir", str(workdir)],
+            [sys.executable, "-m", "liftcard_testing.virtualboard", "--dir", str(workdir), *links],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
