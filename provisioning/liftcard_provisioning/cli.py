@@ -385,8 +385,7 @@ def cmd_flash(args) -> int:
 
     try:
         flashing.read_image(args.image)  # a wrong file is refused before a port is chosen or opened
-        port = P.board_port(args.port)
-        P.check_free(port)
+        port = P.resolve(args.port)
         done = flashing.flash(args.image, port, baud=args.baud, verbose=args.verbose)
     except P.PortError as e:
         raise Fail(str(e), 2) from None

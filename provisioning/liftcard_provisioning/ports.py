@@ -5,7 +5,8 @@ USB device reports. An ESP32 board is recognised by its USB-serial bridge (or
 the ESP32-S3/C3 native USB-Serial/JTAG); a PN532 adapter often has the same
 bridges (CH340, FTDI), so a port whose description names a PN532 or NFC is
 marked as the adapter instead. ``board_port()`` is the --port default every verb
-that talks to a reader uses.
+that talks to a reader uses; ``resolve()`` adds the busy/missing/permission
+check, so a verb gets a usable port or one line saying why not.
 """
 
 from __future__ import annotations
@@ -133,3 +134,11 @@ def check_free(port: str) -> None:
     finally:
         if s.is_open:
             s.close()
+
+
+def resolve(port: str | None) -> str:
+    """board_port() then check_free(): the port a verb that talks to a board
+    should use, or PortError (one line, exit code 2)."""
+    port = board_port(port)
+    check_free(port)
+    return port
