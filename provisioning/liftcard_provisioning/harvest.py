@@ -1,0 +1,263 @@
+"""`liftcard-provision harvest`: rescue the rides a reader still holds, over USB,
+into a harvest file (docs/formats.md "Harvest file", docs/technicians.md
+"Harvest") for `liftcard-gateway import`.
+
+Two sources, one reading:
+
+- a live reader (`--port`): boardlink stops it (Ctrl-C, raw REPL, soft reset:
+  main.py does not run, nothing touches the log meanwhile), and a snippet run
+  on the board sends every programmed 32-byte slot of its `ridelog` partition
+  (erased sectors and slots are skipped, so only what is written crosses the
+  cable). The board's log is read, never written: no mount, no erase, no ack.
+  The reader id and building come from the reader's own config.json.
+  A host board (the unix port under the virtual serial board, tests) has
+  no partition table: the hidden option --board-log-image PATH names the NOR
+  image it runs on.
+- a dead reader's flash (`--image LOG.img`): the raw `ridelog` partition read
+  off the chip (esptool read_flash at the partition's offset, docs/partitions.md);
+  `--reader` and `--building` say whose it is.
+
+Either way the host rebuilds the partition and reads it with the firmware's
+rules (liftcard_protocol.harvest.scan_log_image): the ack journal's mark and
+every slot whose CRC16 holds. The file is written atomically (a temporary file
+in the same directory, fsync, rename) and read back before the command says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from liftcard_protocol.epoch import epoch_from_unix
+from liftcard_protocol.errors import FormatError
+from liftcard_protocol.harvest import (
+    SECTOR,
+    SOURCE_IMAGE,
+    SOURCE_LIVE,
+    Harvest,
+    pack_harvest,
+    scan_log_image,
+    unpack_harvest,
+)
+
+MAX_IMAGE = 16 * 1024 * 1024  # the largest ridelog partition (docs/partitions.md) fits
+
+# Run on the board: every programmed 32-byte slot of the ridelog partition as
+# "sector slot hex", then "END sectors". On an ESP32 the partition is found by
+# label; a host board (the unix port, the virtual serial board) has no
+# partition table, so the NOR image path it runs on is given (%r: None on an ESP32).
+_DUMP = """
+import binascii
+_p = %r
+if _p is None:
+    import esp32
+    _l = esp32.Partition.find(esp32.Partition.TYPE_DATA, label='ridelog')
+    if not _l:
+        raise OSError('no ridelog partition in the partition table')
+    _d = _l[0]
+else:
+    from hostflash import NorFlash
+    _d = NorFlash(_p)
+_n = _d.ioctl(4, 0)
+_b = bytearray(4096)
+_e = b'\\xff' * 4096
+_f = b'\\xff' * 32
+for _s in range(_n):
+    _d.readblocks(_s, _b)
+    if _b == _e:
+        continue
+    for _k in range(128):
+        _x = _b[_k * 32:_k * 32 + 32]
+        if _x != _f:
+            print(_s, _k, binascii.hexlify(_x).decode())
+print('END', _n)
+del _p, _d, _n, _b, _e, _f
+"""
+
+
+class HarvestError(Exception):
+    """One line for the technician; exit code 2."""
+
+
+@dataclass(frozen=True)
+class Result:
+    harvest: Harvest
+    path: Path
+    bad_slots: int  # programmed slots whose CRC16 failed (torn by a power cut, or damaged): left out
+
+
+def image_from_dump(text: str) -> bytes:
+    """The partition rebuilt from the board's dump (erased everywhere else)."""
+    lines = text.strip().splitlines()
+    if not lines or not lines[-1].startswith("END "):
+        raise HarvestError("the board's log dump ended early (no END line): run the same command again")
+    try:
+        n = int(lines[-1].split()[1])
+        img = bytearray(b"\xff" * (n * SECTOR))
+        for line in lines[:-1]:
+            s, k, h = line.split()
+            slot = bytes.fromhex(h)
+            s, k = int(s), int(k)
+            if len(slot) != 32 or not 0 <= s < n or not 0 <= k < SECTOR // 32:
+                raise ValueError(line)
+            img[s * SECTOR + k * 32 : s * SECTOR + (k + 1) * 32] = slot
+    except (ValueError, IndexError):
+        raise HarvestError("the board's log dump is garbled: check the cable and run the same command again") from None
+    return bytes(img)
+
+
+def read_live(board, host_log: str | None = None) -> tuple[int, int, bytes]:
+    """(reader_id, building_id, the ridelog partition) from a board open in
+    the raw REPL (boardlink.connect). host_log: a host board's NOR image."""
+    raw = board.read_file("config.json")
+    if raw is None:
+        raise HarvestError(
+            "the reader on %s has no config.json, so its id is unknown: read its flash with "
+            "--image, giving --reader and --building" % board.port
+        )
+    try:
+        cfg = json.loads(raw)
+        rid, bid = int(cfg["reader_id"]), int(cfg["building_id"])
+    except (ValueError, KeyError, TypeError):
+        raise HarvestError(
+            "the reader's config.json on %s does not name its reader and building" % board.port
+        ) from None
+    return rid, bid, image_from_dump(board.exec(_DUMP % (host_log,)))
+
+
+def read_image(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_IMAGE + 1)
+    except OSError as e:
+        raise HarvestError("cannot read %s: %s" % (path, e.strerror or type(e).__name__)) from None
+    if len(data) > MAX_IMAGE:
+        raise HarvestError("%s is larger than any ridelog partition (%d bytes)" % (path, MAX_IMAGE))
+    return data
+
+
+def build(reader_id: int, building_id: int, image: bytes, source: int, now: float | None = None) -> tuple:
+    """(Harvest, bad slots) of a partition image."""
+    try:
+        scan = scan_log_image(image)
+    except FormatError as e:
+        raise HarvestError("not a ridelog partition image: %s" % e) from None
+    try:
+        h = Harvest(
+            reader_id,
+            building_id,
+            scan.acked,
+            epoch_from_unix(int(time.time() if now is None else now)),
+            scan.records,
+            source,
+        )
+    except ValueError as e:
+        raise HarvestError(str(e)) from None
+    return h, scan.bad_slots
+
+
+def write_atomic(path: Path, h: Harvest) -> None:
+    """The file at `path` holds the whole harvest or is as it was."""
+    data = pack_harvest(h)
+    unpack_harvest(data)  # every record's CRC and the digest, before anything is written
+    tmp = path.with_name(".%s.%d.tmp" % (path.name, os.getpid()))
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise HarvestError("cannot write %s: %s" % (path, e.strerror or type(e).__name__)) from None
+    if unpack_harvest(path.read_bytes()) != h:  # read back: what the gateway will read
+        raise HarvestError("%s did not read back as written: the disk is failing" % path)
+
+
+def default_name(h: Harvest) -> Path:
+    return Path("reader-%d-%s.lchv" % (h.reader_id, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())))
+
+
+def describe(r: Result) -> str:
+    h = r.harvest
+    span = "seq %d..%d" % (h.records[0].seq, h.records[-1].seq) if h.records else "no rides"
+    line = "reader %d (building %d): %d rides (%s), %d not yet acknowledged by a gateway (acked mark %d); wrote %s" % (
+        h.reader_id,
+        h.building_id,
+        len(h.records),
+        span,
+        len(h.unacked),
+        h.acked,
+        r.path,
+    )
+    if r.bad_slots:
+        line += "; %d damaged slots (CRC failed: a tap torn by a power cut, or bad flash) left out" % r.bad_slots
+    return line
+
+
+# ---- the subcommand (cli.py adds it) ----
+
+
+def add_parser(sub) -> None:
+    hp = sub.add_parser(
+        "harvest",
+        help="rescue the rides a reader holds (live over USB, or a dead reader's flash image) into a harvest file",
+        description="Read the ride log of a reader into a harvest file for `liftcard-gateway import` "
+        "(docs/technicians.md, Harvest). Live: the reader is stopped (Ctrl-C, raw REPL), its ridelog "
+        "partition read (never written) and the reader restarted. --image: a raw ridelog partition image "
+        "read off a dead reader's flash, with --reader and --building.",
+    )
+    hp.add_argument("--port", help="the reader's serial port (default: the one ESP32 board plugged in)")
+    hp.add_argument("--image", metavar="LOG.img", help="a raw ridelog partition image instead of a live reader")
+    hp.add_argument("--reader", type=int, metavar="ID", help="with --image: the reader id")
+    hp.add_argument("--building", type=int, metavar="ID", help="with --image: the building id")
+    hp.add_argument("--out", metavar="FILE", help="the harvest file (default: reader-ID-UTCTIME.lchv here)")
+    hp.add_argument("--stay-stopped", action="store_true", help="live: leave the reader at the REPL afterwards")
+    # A host board (the unix port, the virtual serial board) has no partition table: its NOR image.
+    hp.add_argument("--board-log-image", help=argparse.SUPPRESS)
+    hp.set_defaults(func=cmd_harvest)
+
+
+def cmd_harvest(args) -> int:
+    from .boardlink import BoardError
+
+    try:
+        if args.image:
+            if args.reader is None or args.building is None:
+                raise HarvestError("--image needs --reader and --building (a flash image does not say whose it is)")
+            h, bad = build(args.reader, args.building, read_image(Path(args.image)), SOURCE_IMAGE)
+        else:
+            if args.reader is not None or args.building is not None:
+                raise HarvestError("--reader and --building go with --image (a live reader names itself)")
+            h, bad = _live(args)
+        path = Path(args.out) if args.out else default_name(h)
+        write_atomic(path, h)
+    except (HarvestError, BoardError) as e:
+        print("liftcard-provision: %s" % e, file=sys.stderr)
+        return 2
+    print(describe(Result(h, path, bad)))
+    return 0
+
+
+def _live(args):
+    from . import boardlink
+
+    b = boardlink.connect(args.port)
+    try:
+        rid, bid, img = read_live(b, args.board_log_image)
+        return build(rid, bid, img, SOURCE_LIVE)
+    finally:
+        b.close(run=not args.stay_stopped)  # the reader serves taps again, whatever happened here
