@@ -67,6 +67,7 @@ class Board(LineProtocol):
         self._rtc = machine.RTC()
         self._wdt = None  # armed by the reader loop (arm_watchdog)
         self._wlan = None
+        self._wcfg = None
         self._uart = machine.UART(_UART_ID, 115200, tx=p[pf.TEST_TX], rx=p[pf.TEST_RX], timeout=0)
         self._view = memoryview(self._line)
         self.nfc = None  # liftcard.nfc.Nfc: poll(board) -> tap kind, from start_nfc()
@@ -108,6 +109,7 @@ class Board(LineProtocol):
         if self._wlan is None:
             self._wlan = network.WLAN(network.STA_IF)
         wl = self._wlan
+        self._wcfg = w
         if w is None:
             return  # no "wifi" in the config: whatever the REPL set up
         wl.active(True)
@@ -117,6 +119,11 @@ class Board(LineProtocol):
             pass
         if "address" in w:
             wl.ifconfig((w["address"], w["netmask"], w["gateway"], w["dns"]))
+        else:
+            try:
+                wl.ifconfig("dhcp")  # back from a static address of an earlier config
+            except (ValueError, TypeError, OSError):
+                pass
         wl.connect(w["ssid"], w["password"])  # returns at once; net_up() says when
 
     def net_up(self):
@@ -130,7 +137,8 @@ class Board(LineProtocol):
             return 0
 
     def net_stop(self):
-        if self._wlan is not None:
+        # Leaves only a network it joined itself (not one set up at the REPL).
+        if self._wlan is not None and self._wcfg is not None:
             self._wlan.disconnect()
 
     def mount(self):

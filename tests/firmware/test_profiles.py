@@ -67,3 +67,22 @@ def test_profiles_config_names_the_known_profiles():
     check("board" not in configmod.validate(CONFIG))
     msg = expect_error(configmod.validate, dict(CONFIG, board="nonesuch"))
     check("board must be one of devkit-v1" in msg, msg)
+
+
+def test_profiles_board_name_is_read_before_the_config_is_loaded():
+    import json
+    import rig
+    from liftcard import config as configmod
+
+    f = rig.path("cfg-board.json")
+    check(configmod.board_name(f) is None)  # no file: the default
+    for text, want in (
+        (json.dumps(dict(rig.CONFIG, board="wrover-v1")), "wrover-v1"),
+        (json.dumps(rig.CONFIG), None),
+        ('{"board": 7}', None),
+        ("[1, 2]", None),
+        ("not json", None),
+    ):
+        with open(f, "w") as fh:
+            fh.write(text)
+        check(configmod.board_name(f) == want, "%s -> %r" % (text, configmod.board_name(f)))
