@@ -28,6 +28,8 @@ from . import ports as P
 
 ENTER_ATTEMPTS = 3  # a reader reset into safe mode by the Ctrl-C loses the first Ctrl-A
 ENTER_TIMEOUT_S = 10
+READ_TIMEOUT_S = 5  # longest wait for one read (mpremote reads the raw-paste handshake without a retry)
+EXEC_TIMEOUT_S = 10  # longest silence from the board while a command runs
 
 # Hashes each path given (a JSON list) with hashlib.sha256 on the board: a dict
 # path -> hex digest, None for a missing file.
@@ -102,18 +104,17 @@ class Board:
 
     # ---- code ----
 
-    def exec(self, code: str) -> str:
+    def exec(self, code: str, timeout: float = EXEC_TIMEOUT_S) -> str:
         """Run `code` on the board; its output. A Python exception on the board
-        is a BoardError naming its last line (the code is never shown)."""
-        from mpremote.transport import TransportExecError
-
+        is a BoardError naming its last line (the code is never shown);
+        `timeout`: the longest silence from the board while it runs."""
         try:
-            out = self.t.exec(code)
-        except TransportExecError as e:
-            last = (e.error_output.strip().splitlines() or ["error"])[-1]
-            raise BoardError("the board refused a command on %s: %s" % (self.port, last)) from None
+            out, err = self.t.exec_raw(code, timeout=timeout)
         except _errors() as e:
             raise self.interrupted(e) from None
+        if err:
+            last = (err.decode(errors="replace").strip().splitlines() or ["error"])[-1]
+            raise BoardError("the board refused a command on %s: %s" % (self.port, last))
         return out.decode(errors="replace")
 
     def eval(self, expr: str):
@@ -210,6 +211,27 @@ class Board:
         self.close()
 
 
+def _resync(t) -> None:
+    """At the raw REPL: drop what the board said before (a reader stopped
+    while it booted can print after the banner mpremote waited for), then ask
+    for the banner again (Ctrl-A at the raw REPL), leaving its '>' for exec."""
+    s = t.serial
+    old = s.timeout
+    s.timeout = 0.3
+    try:
+        while s.read(4096):
+            pass
+    finally:
+        s.timeout = old
+    s.write(b"\x01")
+    data = t.read_until(1, b"raw REPL; CTRL-B to exit\r\n", timeout_overall=ENTER_TIMEOUT_S)
+    if not data.endswith(b"raw REPL; CTRL-B to exit\r\n"):
+        from mpremote.transport import TransportError
+
+        raise TransportError("could not enter raw repl")
+    t.exec("pass")  # the raw REPL answers: in step with the board
+
+
 def connect(port: str | None, ports=None) -> Board:
     """Open the board on `port` (None: the one ESP32 board plugged in), stop
     the reader and enter the raw REPL. BoardError on anything a technician can
@@ -223,15 +245,23 @@ def connect(port: str | None, ports=None) -> Board:
     from mpremote.transport import TransportError
 
     try:
-        t = SerialTransport(port, baudrate=115200)
+        # A read time-out: on a pty mpremote reads without one, and its own
+        # time-outs (read_until) could then wait forever for a silent board.
+        t = SerialTransport(port, baudrate=115200, timeout=READ_TIMEOUT_S)
     except (TransportError, OSError) as e:
         raise BoardError("cannot open %s: %s" % (port, e)) from None
     last = None
-    for _ in range(ENTER_ATTEMPTS):
+    for attempt in range(ENTER_ATTEMPTS):
         try:
+            if attempt:
+                # A command cut short (a client killed mid-transfer) leaves the
+                # raw REPL reading it: Ctrl-D ends it (at the friendly REPL it
+                # is a soft reset, which the Ctrl-C below stops again).
+                t.serial.write(b"\x04")
             # enter_raw_repl prints what it got when it fails: keep it off the technician's screen.
             with contextlib.redirect_stdout(io.StringIO()):
                 t.enter_raw_repl(soft_reset=True, timeout_overall=ENTER_TIMEOUT_S)
+                _resync(t)
             return Board(port, t)
         except _errors() as e:
             last = e
