@@ -589,6 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--json", action="store_true", help="print the result as one JSON object")
     fp.add_argument("-v", "--verbose", action="store_true", help="show esptool's messages")
     fp.set_defaults(func=cmd_flash)
+    from liftcard_provisioning import boardverbs  # deploy, configure, selftest, console
+
+    boardverbs.add_parsers(sub)
     from liftcard_provisioning import harvest  # docs/technicians.md, Harvest
 
     harvest.add_parser(sub)

@@ -1,0 +1,166 @@
+"""liftcard-provision selftest: the reader's own account of itself, over USB.
+
+On the board (raw REPL, the reader stopped), a snippet does what main.py does
+up to the reader's loop: the board (its profile's pins, or the host board on
+the virtual board), ``Reader(board).boot()`` (filesystem, ride log, clock,
+config, whitelist, NFC, network objects), then, if the config has Wi-Fi or an
+uplink, runs the reader's ``idle()`` for ``--settle`` seconds so the station
+can join and the MQTT link connect, then prints the reader's STATUS (the same
+fields the line protocol's STATUS gives) and, where a PN532 is configured, its
+GetFirmwareVersion. Booting the reader logic counts as a boot (boot.cnt).
+
+Each line of the table is OK, WARN (worth a look, not a fault) or FAIL; any
+FAIL makes the exit code 1. What a board cannot report is said as such: the
+virtual board has no PN532 unless its rig gives it one, and its network link
+is always up (the host board has no Wi-Fi).
+"""
+
+from __future__ import annotations
+
+import json
+
+from .boardlink import Board, BoardError
+
+HEAP_FAIL = 12 * 1024  # less free heap than this after boot: the reader will not last
+HEAP_WARN = 24 * 1024
+
+_SNIPPET = """
+import sys, gc, json, time
+from liftcard import config as _C
+if sys.platform == 'esp32':
+    from liftcard.board_esp32 import Board as _B
+    _b = _B(_C.board_name())
+else:
+    from board_host import Board as _B
+    if '--flash' in sys.argv:
+        _b = _B.from_argv(sys.argv)
+    else:
+        # The virtual board after a raw-REPL soft reset: no main.py argv; its
+        # boot code (in the process's command line) names the two images.
+        _c = open('/proc/self/cmdline', 'rb').read().decode()
+        _i = _c.find('board_host.Board(')
+        if _i < 0:
+            raise OSError('host board: images unknown')
+        _f, _l = _c[_i + 17:_c.find(')', _i)].split(', ')
+        _b = _B(_f.strip("'"), _l.strip("'"))
+from liftcard.reader import Reader as _R
+_r = _R(_b)
+_r.boot()
+_settle = %d
+if _r.cfg is not None and (_r.net is not None or _r.uplink is not None):
+    _t0 = _b.ticks_ms()
+    while _b.ticks_diff(_b.ticks_ms(), _t0) < _settle:
+        _r.idle()
+        if (_r.net is None or _r.net.describe() == 'up') and (_r.uplink is None or _r.uplink.describe() == 'up'):
+            break
+        time.sleep_ms(50)
+gc.collect()
+_st = json.loads(_r.status()[7:])
+_st['platform'] = sys.platform
+_st['nfc_chip'] = None
+if _r.nfc is not None:
+    try:
+        _p = _r.nfc.pn
+        _p.init()
+        _p.out[0] = 2
+        _n = _p.command(1)
+        _st['nfc_chip'] = [int(x) for x in _p.rx[2:2 + _n]]
+    except Exception as e:
+        _st['nfc_chip'] = 'error: %%s' %% e
+if _r.uplink is not None:
+    _r.uplink.close()
+if _r.net is not None:
+    _r.net.close()
+print('SELFTEST ' + json.dumps(_st))
+"""
+
+
+def gather(board: Board, settle_s: float) -> dict:
+    out = board.exec(_SNIPPET % int(settle_s * 1000), timeout=settle_s + 30)
+    for line in out.splitlines():
+        if line.startswith("SELFTEST "):
+            try:
+                return json.loads(line[len("SELFTEST ") :])
+            except ValueError:
+                break
+    raise BoardError(
+        "the reader on %s gave no status: is the firmware deployed (liftcard-provision deploy)?" % board.port
+    )
+
+
+def checks(st: dict) -> list[tuple[str, str, str]]:
+    """(check, state, what the board reported) rows."""
+    rows = []
+    virtual = st.get("platform") != "esp32"
+    rows.append(("firmware", "OK", "%s (%s)" % (st.get("fw"), st.get("platform"))))
+    err = st.get("error")
+    if st.get("reader_id"):
+        rows.append(
+            (
+                "config",
+                "OK",
+                "reader %s, building %s" % (st["reader_id"], st.get("building_id")),
+            )
+        )
+    else:
+        rows.append(("config", "FAIL", (err or "no config") + " (liftcard-provision configure)"))
+    if st.get("reader_id") and err:
+        rows.append(("reader", "FAIL", err))
+    wl = st.get("whitelist_version", 0)
+    rows.append(
+        (
+            "whitelist",
+            "OK" if wl else "FAIL",
+            "version %d, %d cards" % (wl, st.get("cards", 0)) if wl else "none yet (the gateway sends it)",
+        )
+    )
+    full = st.get("log_full")
+    unlogged = st.get("unlogged_rides", 0)
+    rows.append(
+        (
+            "flash log",
+            "FAIL" if full or unlogged else "OK",
+            "%d rides not yet acked of %d slots, next seq %d%s%s, %d erases"
+            % (
+                st.get("backlog", 0),
+                st.get("log_capacity", 0),
+                st.get("next_seq", 0),
+                ", FULL" if full else "",
+                ", %d rides granted unlogged" % unlogged if unlogged else "",
+                st.get("erases", 0),
+            ),
+        )
+    )
+    rows.append(
+        (
+            "clock",
+            "OK" if st.get("clock_synced") else "WARN",
+            "%s s since the liftcard epoch, %s"
+            % (st.get("time"), "synced" if st.get("clock_synced") else "not synced"),
+        )
+    )
+    heap = st.get("heap_free", 0)
+    rows.append(("free heap", "FAIL" if heap < HEAP_FAIL else "WARN" if heap < HEAP_WARN else "OK", "%d bytes" % heap))
+    if "net" in st:
+        note = " (virtual board: the host's network, always up)" if virtual else ""
+        rows.append(("Wi-Fi", "OK" if st["net"] == "up" else "FAIL", st["net"] + note))
+    else:
+        rows.append(("Wi-Fi", "OK", "not configured"))
+    if "uplink" in st:
+        e = st.get("uplink_error")
+        rows.append(("uplink", "OK" if st["uplink"] == "up" else "FAIL", st["uplink"] + (": " + e if e else "")))
+    else:
+        rows.append(("uplink", "OK", "not configured (offline reader)"))
+    chip = st.get("nfc_chip")
+    if isinstance(chip, list) and len(chip) == 4 and chip[0] == 0x32:
+        rows.append(("NFC chip", "OK", "PN5%02X firmware %d.%d" % (chip[0], chip[1], chip[2])))
+    elif chip is None:
+        why = "no PN532 on the virtual board" if virtual else "no NFC front end (reader not configured)"
+        rows.append(("NFC chip", "WARN" if not virtual else "OK", why))
+    else:
+        rows.append(("NFC chip", "FAIL", "PN532 not answering: %s" % chip))
+    return rows
+
+
+def table(rows) -> str:
+    return "\n".join("%-10s %-4s  %s" % r for r in rows)
