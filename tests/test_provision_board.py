@@ -201,3 +201,61 @@ def test_port_choice_and_errors(board, capsys, monkeypatch):
     finally:
         holder.close()
     assert rc == 2 and "is busy" in err and err.count("\n") == 1
+
+
+def test_a_deploy_cut_after_its_commit_is_finished_by_the_next(board, capsys):
+    """The switch (step 3) cut short: the COMMIT marker is on the flash with
+    some files still staged; the next deploy finishes it before anything else."""
+    b, port = board
+    files, _ = D.firmware_files()
+    want = {rel: D._sha(p) for p, rel in files}
+    assert run(capsys, "deploy", "--port", b.usb)[0] == 0
+    moved, staged = "liftcard/u32.mpy", "liftcard/crc.mpy"
+    with boardlink.connect(b.usb) as link:
+        for rel in (moved, staged):
+            link.write_file(rel, b"old " + rel.encode())
+        link.write_file(D.STAGE + "/" + staged, dict((rel, f) for f, rel in files)[staged].read_bytes())
+        link.write_file(D.MARKER, json.dumps({"move": [moved, staged], "remove": []}).encode())
+    rc, out, err = run(capsys, "deploy", "--port", b.usb, "--json")
+    assert rc == 0, err
+    assert "finishing the switch of an interrupted deploy" in err
+    done = json.loads(out)
+    assert done["resumed"] == 1  # the staged file switched in; `moved` was not staged any more: copied again
+    assert done["copied"] == 1
+    assert board_hashes(b.usb, list(want) + [D.MARKER]) == dict(want, **{D.MARKER: None})
+
+
+def test_a_client_killed_mid_deploy_then_a_rerun(board, capsys):
+    b, port = board
+    files, _ = D.firmware_files()
+    want = {rel: D._sha(p) for p, rel in files}
+    p = procs.spawn(
+        [sys.executable, "-m", "liftcard_provisioning.cli", "deploy", "--port", b.usb],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        for line in p.stderr:
+            if line.startswith(b"[5/"):
+                break
+    finally:
+        procs.kill(p)  # the laptop's side goes, the port closes mid-transfer
+    rc, out, err = run(capsys, "deploy", "--port", b.usb)
+    assert rc == 0, err
+    port.until("READY")
+    assert board_hashes(b.usb, list(want) + [D.MARKER]) == dict(want, **{D.MARKER: None})
+
+
+def test_a_port_without_micropython_is_one_line(capsys):
+    """A serial port where nothing answers (a board without MicroPython, a
+    reader stuck): one line naming what to do, exit 2."""
+    import os
+
+    master, slave = os.openpty()
+    try:
+        rc, out, err = run(capsys, "selftest", "--port", os.ttyname(slave))
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert rc == 2 and err.count("\n") == 1
+    assert "no MicroPython REPL answering" in err and "flash it first" in err
