@@ -335,6 +335,7 @@ class Reader:
         log = self.log
         cfg = self.cfg or {}
         wl = self.wl
+        gc.collect()  # heap_free is what is really free, not garbage not yet collected
         fields = (
             ("fw", '"%s"' % VERSION),
             ("reader_id", cfg.get("reader_id", 0)),
