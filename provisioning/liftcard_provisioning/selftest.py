@@ -76,7 +76,14 @@ print('SELFTEST ' + json.dumps(_st))
 
 
 def gather(board: Board, settle_s: float) -> dict:
-    out = board.exec(_SNIPPET % int(settle_s * 1000), timeout=settle_s + 30)
+    try:
+        out = board.exec(_SNIPPET % int(settle_s * 1000), timeout=settle_s + 30)
+    except BoardError as e:
+        if "ImportError" not in str(e):
+            raise
+        raise BoardError(
+            "no reader firmware on %s (%s): run liftcard-provision deploy first" % (board.port, str(e).split(": ")[-1])
+        ) from None
     for line in out.splitlines():
         if line.startswith("SELFTEST "):
             try:
