@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from liftcard_provisioning import cli
+from liftcard_provisioning import cardverbs, cli
 from liftcard_provisioning.nfc import credential as K
 from liftcard_provisioning.nfc import pcd
 from liftcard_provisioning.nfc.tap import Reader
@@ -266,12 +266,12 @@ def test_port_auto_choice():
     ch340 = ("/dev/ttyUSB0", 0x1A86, 0x7523, "USB Serial", "CH340")
     cp = ("/dev/ttyUSB1", 0x10C4, 0xEA60, "CP2102", "CP210x")
     other = ("/dev/ttyACM0", 0x2341, 0x0043, "Arduino Uno", None)
-    assert cli.pick_port("auto", [ch340, other]) == "/dev/ttyUSB0"
-    assert cli.pick_port("/dev/ttyS3", []) == "/dev/ttyS3"
+    assert cardverbs.pick_port("auto", [ch340, other]) == "/dev/ttyUSB0"
+    assert cardverbs.pick_port("/dev/ttyS3", []) == "/dev/ttyS3"
     with pytest.raises(cli.Fail, match="several candidates: /dev/ttyUSB0, /dev/ttyUSB1"):
-        cli.pick_port("auto", [ch340, cp, other])
+        cardverbs.pick_port("auto", [ch340, cp, other])
     with pytest.raises(cli.Fail, match="no likely PN532 USB adapter.*ttyACM0"):
-        cli.pick_port("auto", [other])
+        cardverbs.pick_port("auto", [other])
 
 
 def test_ports_and_help():
