@@ -529,18 +529,7 @@ class BankSite(Site):
             )
             for seq, row in mine.items():
                 assert row["building_id"] == BUILDING
-                rec = RideRecord(
-                    seq=row["seq"],
-                    time=row["time"],
-                    uptime=row["uptime"],
-                    card_id=int(row["card_id"], 16),
-                    household=row["household"],
-                    floor=row["floor"],
-                    fee=row["fee"],
-                    result=row["result"],
-                    flags=row["flags"],
-                    boot=row["boot"],
-                )
+                rec = RideRecord.from_fields(row)
                 assert rec.pack() == logs[rid][seq], "reader %d seq %d: ledger ride differs from the log" % (rid, seq)
         # The ledger's own totals (its CLI), integer fen, against the readers' logs.
         out = _py("-m", "liftcard_tools.ledger", "totals", "--config", str(self.ledger_cfg), "--json")

@@ -172,18 +172,7 @@ class Site:
             key = (row["reader_id"], row["seq"])
             assert key not in seen, "duplicate ride in the gateway DB: %r" % (key,)
             seen.add(key)
-            rec = RideRecord(
-                seq=row["seq"],
-                time=row["time"],
-                uptime=row["uptime"],
-                card_id=int(row["card_id"], 16),
-                household=row["household"],
-                floor=row["floor"],
-                fee=row["fee"],
-                result=row["result"],
-                flags=row["flags"],
-                boot=row["boot"],
-            )
+            rec = RideRecord.from_fields(row)
             assert row["reader_id"] in by_reader, "a ride from an unknown reader: %r" % (key,)
             by_reader[row["reader_id"]][row["seq"]] = rec.pack()
         assert open_gaps == 0
