@@ -129,7 +129,31 @@ CREATE INDEX IF NOT EXISTS upstream_rides_reader ON rides(reader_id);
     )
 
 
-MIGRATIONS = (_v1_store, _v2_store_columns, _v3_cards, _v4_upstream)
+def _v5_refusals_retention(conn) -> None:
+    """Refused link messages counted per reader and reason (refusals.py; reader
+    0: a topic naming no configured reader), what retention.py pruned per
+    reader and result (rides, charged rides, fees in fen: the totals stay
+    whole after pruning), and readers.pruned_seq: every seq up to it was
+    stored and pruned, so a resent one is a duplicate (store.py)."""
+    run_statements(
+        conn,
+        """
+CREATE TABLE IF NOT EXISTS refusals (
+    reader_id INTEGER NOT NULL, reason TEXT NOT NULL, count INTEGER NOT NULL,
+    first_at REAL, last_at REAL,
+    PRIMARY KEY (reader_id, reason)
+);
+CREATE TABLE IF NOT EXISTS pruned_rides (
+    reader_id INTEGER NOT NULL, result INTEGER NOT NULL,
+    rides INTEGER NOT NULL, charged INTEGER NOT NULL, fees INTEGER NOT NULL,
+    PRIMARY KEY (reader_id, result)
+);
+""",
+    )
+    add_missing_columns(conn, "readers", {"pruned_seq": "INTEGER"})
+
+
+MIGRATIONS = (_v1_store, _v2_store_columns, _v3_cards, _v4_upstream, _v5_refusals_retention)
 
 
 def open_gateway_db(path):

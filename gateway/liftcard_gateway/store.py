@@ -189,13 +189,17 @@ class Store:
         """One message, inside the caller's transaction."""
         c = self.conn
         row = c.execute(
-            "SELECT first_seq, acked_seq, max_seq, last_up_counter FROM readers WHERE reader_id=?", (reader_id,)
+            "SELECT first_seq, acked_seq, max_seq, last_up_counter, pruned_seq FROM readers WHERE reader_id=?",
+            (reader_id,),
         ).fetchone()
         if row is None:
             raise UnknownReader("reader %d is not registered" % reader_id)
-        first_seq, acked, max_seq, last_counter = row
+        first_seq, acked, max_seq, last_counter, pruned = row
         if counter is not None and counter <= (last_counter or 0):
             raise ReplayError("counter is not greater than the last accepted for reader %d" % reader_id)
+        sent = len(rides)
+        if pruned is not None:  # retention.py deleted these after the ledger had them: a resend is a duplicate
+            rides = [r for r in rides if r.seq > pruned]
         seqs = sorted({r.seq for r in rides})
         if first_seq is None and seqs:
             # Nothing stored yet: the first batch's first seq starts the run
@@ -268,7 +272,7 @@ class Store:
                 "last_seen=?, online=1 WHERE reader_id=?",
                 (first_seq, acked, hi, counter, now, reader_id),
             )
-        return BatchResult(acked or 0, inserted, len(rides) - inserted, tuple(new_gaps), corrected)
+        return BatchResult(acked or 0, inserted, sent - inserted, tuple(new_gaps), corrected)
 
     def _correct_unsynced(self, reader_id: int, boots) -> int:
         """Inside store_batch's transaction: for each boot touched by the batch,
