@@ -44,7 +44,7 @@ import threading
 import time
 
 from liftcard_protocol import link
-from liftcard_protocol.codes import Flag
+from liftcard_protocol.codes import Flag, Result
 from liftcard_protocol.epoch import epoch_from_unix
 from liftcard_protocol.errors import FormatError
 from liftcard_protocol.fields import U32
@@ -383,9 +383,16 @@ class Gateway:
                 continue
             for g in res.new_gaps:
                 self.log("gap", reader_id=reader_id, from_seq=g[0], to_seq=g[1])
-            legacy = sum(1 for r in msg.rides if r.flags & Flag.LEGACY_UID)
-            if legacy:  # UID-only cards: copyable; the operator should know which readers allow them
+            # UID-only cards are copyable: the operator should know which
+            # readers let them ride. A reader with legacy mode off still logs
+            # the taps it refused (LEGACY_DISABLED, flag set too): those are
+            # the policy working, not a reader that lets such cards ride.
+            legacy = sum(1 for r in msg.rides if r.flags & Flag.LEGACY_UID and r.result == Result.GRANTED)
+            refused = sum(1 for r in msg.rides if r.flags & Flag.LEGACY_UID and r.result != Result.GRANTED)
+            if legacy:
                 self.log("legacy_rides", reader_id=reader_id, rides=legacy)
+            if refused:
+                self.log("legacy_refused", reader_id=reader_id, rides=refused)
             ack = link.build_ack(self._keys[reader_id], reader_id, building_id, self._next_counter(), res.ack_seq)
             self.client.publish(reader_topics(building_id, reader_id)["down"], ack, qos=1)
             self.log(

@@ -53,7 +53,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from liftcard_protocol.codes import Flag
+from liftcard_protocol.codes import Flag, Result
 from liftcard_protocol.epoch import epoch_from_unix
 from liftcard_protocol.link import ST_CLOCK_SYNCED
 from liftcard_protocol.ride import RideRecord
@@ -454,9 +454,10 @@ class Store:
         for r in self.db.query(
             "SELECT r.*, (SELECT count(*) FROM gaps g WHERE g.reader_id=r.reader_id AND g.filled_at IS NULL) "
             "AS open_gaps, (SELECT count(*) FROM rides x WHERE x.reader_id=r.reader_id) AS stored, "
-            "(SELECT count(*) FROM rides y WHERE y.reader_id=r.reader_id AND (y.flags & ?)!=0) AS legacy "
-            "FROM readers r ORDER BY r.reader_id",
-            (int(Flag.LEGACY_UID),),
+            "(SELECT count(*) FROM rides y WHERE y.reader_id=r.reader_id AND (y.flags & ?)!=0 AND y.result=?) "
+            "AS legacy, (SELECT count(*) FROM rides z WHERE z.reader_id=r.reader_id AND (z.flags & ?)!=0 "
+            "AND z.result!=?) AS legacy_refused FROM readers r ORDER BY r.reader_id",
+            (int(Flag.LEGACY_UID), int(Result.GRANTED), int(Flag.LEGACY_UID), int(Result.GRANTED)),
         ):
             rows.append(r)
         return rows
