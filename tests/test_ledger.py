@@ -141,11 +141,11 @@ def test_cli_totals_and_bad_input(tmp_path, pki, ledger):
     r = run("totals", "--config", cfgp, "--json")
     assert r.returncode == 0
     assert [json.loads(x) for x in r.stdout.splitlines()] == [
-        {"gateway_id": "gw1", "reader_id": 7, "rides": 3, "fees_fen": 375},
-        {"gateway_id": "gw1", "reader_id": 8, "rides": 1, "fees_fen": 7},
+        {"gateway_id": "gw1", "reader_id": 7, "rides": 3, "charged": 3, "free": 0, "denied": 0, "fees_fen": 375},
+        {"gateway_id": "gw1", "reader_id": 8, "rides": 1, "charged": 1, "free": 0, "denied": 0, "fees_fen": 7},
     ]
     r = run("totals", "--config", cfgp)
-    assert r.returncode == 0 and r.stdout.splitlines()[-1].split() == ["total", "4", "382"]
+    assert r.returncode == 0 and r.stdout.splitlines()[-1].split() == ["total", "4", "4", "0", "0", "382"]
     # bad input: one line, non-zero, no traceback, no secret
     bad = tmp_path / "bad.toml"
     bad.write_text(Path(cfgp).read_text().replace("[ledger]", "[ledger]\ncolour = 1"))

@@ -41,14 +41,14 @@ Config (TOML; relative paths from the file's directory):
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
+import re
 import signal
-import sqlite3
 import ssl
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +57,6 @@ from liftcard_protocol import upstream as uf
 from liftcard_protocol.topics import parse_upstream_topic, upstream_all, upstream_topics
 
 from liftcard_gateway import logs
-from liftcard_gateway.db import open_db, run_statements, transaction
 from liftcard_gateway.mqttservice import MqttService, MqttSettings, TlsFiles, connect_kwargs, make_client
 from liftcard_gateway.tables import render_table
 from liftcard_gateway.tomlconf import (
@@ -69,13 +68,38 @@ from liftcard_gateway.tomlconf import (
     path,
     private_file,
     read_toml,
+    secret_text,
     string,
     table,
 )
 
+from .accountbook import (
+    MAX_COST_FEN,
+    MAX_HOUSEHOLD,
+    MAX_ID,
+    BookError,
+    check_cost,
+    enter_cost,
+    import_register,
+    parse_register,
+    register,
+    verify_books,
+)
+from .ledgerdb import MIGRATIONS, LedgerDB, db_errors, is_postgres_url
+from .statement import parse_month, render_html, render_text, statement
+
+__all__ = ["LedgerConfig", "LedgerDB", "Ledger", "MIGRATIONS", "load_config", "main"]
+
 PROG = "liftcard-ledger"
 LOGGER = "liftcard.ledger"
 BATCHES_SUB = upstream_all("batches")
+SHARE_GROUP_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def batches_subscription(shared_group: str | None) -> str:
+    """The batches' topic filter; with a group, an MQTT 5 shared subscription:
+    the broker hands each message to one of the group's workers."""
+    return BATCHES_SUB if shared_group is None else "$share/%s/%s" % (shared_group, BATCHES_SUB)
 
 
 @dataclass(frozen=True)
@@ -95,10 +119,24 @@ class LedgerConfig:
     # client id the CN, so the ledger's own would take over the running ledger.
     cards_cert_file: Path | None = None
     cards_key_file: Path | None = None
+    # PostgreSQL instead of data_dir/ledger.db (docs/ledger.md): a URL without
+    # its password, which comes from a 0600 file.
+    database: str | None = None
+    database_password: Secret | None = field(default=None, repr=False)
+    utc_offset_min: int = 480  # the bank's local time: statement months and hours, cost dates
+    shared_group: str | None = None  # several workers on one stream ($share/<group>/..., MQTT 5)
 
     @property
     def db_path(self) -> Path:
         return self.data_dir / "ledger.db"
+
+    @property
+    def db_target(self):
+        """What LedgerDB opens: the PostgreSQL URL when configured, else the SQLite file."""
+        return self.database if self.database is not None else self.db_path
+
+    def open_db(self) -> LedgerDB:
+        return LedgerDB(self.db_target, self.database_password)
 
 
 def load_config(config_path) -> LedgerConfig:
@@ -108,15 +146,40 @@ def load_config(config_path) -> LedgerConfig:
     base = config_path.resolve().parent
     no_unknown_keys(doc, {"ledger", "broker", "gateways", "cards"}, "")
     lg = table(doc, "ledger")
-    no_unknown_keys(lg, {"data_dir", "signing_key_file"}, "ledger")
+    no_unknown_keys(
+        lg, {"data_dir", "signing_key_file", "database", "database_password_file", "utc_offset_min"}, "ledger"
+    )
     data_dir = path(lg, "data_dir", "ledger", base)
+    database = password = None
+    if "database" in lg:
+        database = string(lg, "database", "ledger")
+        if not is_postgres_url(database):
+            raise ConfigError("ledger.database", "must be a postgresql:// URL (without it: SQLite in data_dir)")
+        if re.match(r"^[a-z]+://[^/@]*:[^/@]*@", database, re.I):
+            raise ConfigError(
+                "ledger.database", "must not hold a password: put it in database_password_file (mode 0600)"
+            )
+    if "database_password_file" in lg:
+        if database is None:
+            raise ConfigError("ledger.database_password_file", "needs ledger.database")
+        password = secret_text(
+            existing_file(lg, "database_password_file", "ledger", base), "ledger.database_password_file"
+        )
+    utc_offset_min = integer(lg, "utc_offset_min", "ledger", -720, 840, 480)
     skf = path(lg, "signing_key_file", "ledger", base)
     try:
         skey = keys.load_signing_key(skf)
     except keys.KeyFileError as e:
         raise ConfigError("ledger.signing_key_file", str(e)) from None
     br = table(doc, "broker")
-    no_unknown_keys(br, {"host", "port", "ca_file", "cert_file", "key_file", "client_id", "keepalive"}, "broker")
+    no_unknown_keys(
+        br, {"host", "port", "ca_file", "cert_file", "key_file", "client_id", "keepalive", "shared_group"}, "broker"
+    )
+    shared_group = None
+    if "shared_group" in br:
+        shared_group = string(br, "shared_group", "broker")
+        if not SHARE_GROUP_RE.fullmatch(shared_group):
+            raise ConfigError("broker.shared_group", "must be 1 .. 64 of A-Z a-z 0-9 _ -")
     host = string(br, "host", "broker", "127.0.0.1")
     port = integer(br, "port", "broker", 1, 65535, 8883)
     files = {k: existing_file(br, k, "broker", base) for k in ("ca_file", "cert_file", "key_file")}
@@ -171,104 +234,11 @@ def load_config(config_path) -> LedgerConfig:
         gws,
         cards.get("cert_file"),
         cards.get("key_file"),
+        database,
+        password,
+        utc_offset_min,
+        shared_group,
     )
-
-
-def _v1_tables(conn) -> None:
-    run_statements(
-        conn,
-        """
-CREATE TABLE IF NOT EXISTS rides (
-    gateway_id TEXT NOT NULL, reader_id INTEGER NOT NULL, seq INTEGER NOT NULL,
-    building_id INTEGER NOT NULL, time INTEGER NOT NULL, uptime INTEGER NOT NULL, card_id TEXT NOT NULL,
-    household INTEGER NOT NULL, floor INTEGER NOT NULL, fee INTEGER NOT NULL, result INTEGER NOT NULL,
-    flags INTEGER NOT NULL, boot INTEGER NOT NULL, time_corrected INTEGER,
-    batch_id INTEGER NOT NULL, stored_at REAL NOT NULL,
-    PRIMARY KEY (gateway_id, reader_id, seq)
-);
-CREATE TABLE IF NOT EXISTS batches (
-    gateway_id TEXT NOT NULL, batch_id INTEGER NOT NULL, reader_id INTEGER NOT NULL,
-    first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, rides INTEGER NOT NULL, inserted INTEGER NOT NULL,
-    first_seen REAL NOT NULL, last_seen REAL NOT NULL, received INTEGER NOT NULL,
-    PRIMARY KEY (gateway_id, batch_id)
-);
-""",
-    )
-
-
-# ledger.db's schema versions (liftcard_gateway.db.migrate). Version 1 is also
-# what ledgers made before versions (user_version 0) hold: it creates only
-# what is missing.
-MIGRATIONS = (_v1_tables,)
-
-
-class LedgerDB:
-    """The ledger's SQLite store. rides' rowid is the order of first storage."""
-
-    def __init__(self, db_path):
-        self.conn = open_db(db_path, MIGRATIONS)  # WAL, synchronous=FULL
-
-    def close(self):
-        self.conn.close()
-
-    def store(self, b: uf.Batch, now: float | None = None) -> int:
-        """Store a verified batch in one transaction; returns the rides newly stored."""
-        now = time.time() if now is None else now
-        c = self.conn
-        with transaction(c):
-            before = c.total_changes
-            c.executemany(
-                "INSERT OR IGNORE INTO rides (gateway_id, reader_id, seq, building_id, time, uptime, card_id, "
-                "household, floor, fee, result, flags, boot, time_corrected, batch_id, stored_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        b.gateway_id,
-                        b.reader_id,
-                        r.seq,
-                        b.building_id,
-                        r.time,
-                        r.uptime,
-                        "%016x" % r.card_id,
-                        r.household,
-                        r.floor,
-                        r.fee,
-                        r.result,
-                        r.flags,
-                        r.boot,
-                        r.time_corrected,
-                        b.batch_id,
-                        now,
-                    )
-                    for r in b.rides
-                ],
-            )
-            inserted = c.total_changes - before
-            c.execute(
-                "INSERT INTO batches (gateway_id, batch_id, reader_id, first_seq, last_seq, rides, inserted, "
-                "first_seen, last_seen, received) VALUES (?,?,?,?,?,?,?,?,?,1) "
-                "ON CONFLICT(gateway_id, batch_id) DO UPDATE SET last_seen=excluded.last_seen, "
-                "received=received+1, inserted=inserted+excluded.inserted",
-                (b.gateway_id, b.batch_id, b.reader_id, b.first_seq, b.last_seq, len(b.rides), inserted, now, now),
-            )
-        return inserted
-
-    def totals(self) -> list[dict]:
-        return [
-            {"gateway_id": g, "reader_id": r, "rides": n, "fees_fen": f}
-            for g, r, n, f in self.conn.execute(
-                "SELECT gateway_id, reader_id, count(*), COALESCE(sum(fee), 0) FROM rides "
-                "GROUP BY gateway_id, reader_id ORDER BY gateway_id, reader_id"
-            )
-        ]
-
-    def seqs_in_storage_order(self, gateway_id: str, reader_id: int) -> list[int]:
-        return [
-            s
-            for (s,) in self.conn.execute(
-                "SELECT seq FROM rides WHERE gateway_id=? AND reader_id=? ORDER BY rowid", (gateway_id, reader_id)
-            )
-        ]
 
 
 def broker_settings(cfg: LedgerConfig) -> MqttSettings:
@@ -279,6 +249,7 @@ def broker_settings(cfg: LedgerConfig) -> MqttSettings:
         cfg.client_id,
         cfg.keepalive,
         tls=TlsFiles(cfg.ca_file, cfg.cert_file, cfg.key_file),
+        protocol="3.1.1" if cfg.shared_group is None else "5",
         reconnect_delay=(1, 10),
         max_inflight=100,
     )
@@ -290,10 +261,11 @@ class Ledger:
     def __init__(self, cfg: LedgerConfig, log: logging.Logger | None = None):
         self.cfg = cfg
         self.log = logs.events(log or LOGGER)
-        self.db = LedgerDB(cfg.db_path)
+        self.db = cfg.open_db()
         self._key = cfg.signing_key.value
         self._stop = threading.Event()
-        self.mqtt = MqttService(broker_settings(cfg), [(BATCHES_SUB, 1)], self.log, self._on_message)
+        sub = batches_subscription(cfg.shared_group)
+        self.mqtt = MqttService(broker_settings(cfg), [(sub, 1)], self.log, self._on_message)
         self.client = self.mqtt.client
 
     def __repr__(self) -> str:
@@ -386,35 +358,161 @@ def publish_card(cfg: LedgerConfig, gateway_id: str, payload: bytes, timeout: fl
 
 
 def format_totals(rows: list[dict]) -> str:
-    head = ("gateway", "reader", "rides", "fees (fen)")
-    body = [(r["gateway_id"], str(r["reader_id"]), str(r["rides"]), str(r["fees_fen"])) for r in rows]
-    body.append(("total", "", str(sum(r["rides"] for r in rows)), str(sum(r["fees_fen"] for r in rows))))
+    head = ("gateway", "reader", "taps", "charged", "free", "denied", "fees (fen)")
+    keys = ("rides", "charged", "free", "denied", "fees_fen")
+    body = [(r["gateway_id"], str(r["reader_id"]), *(str(r[k]) for k in keys)) for r in rows]
+    body.append(("total", "", *(str(sum(r[k] for r in rows)) for k in keys)))
     return render_table(head, body)
 
 
-def main(argv=None) -> int:
+def _int_arg(text: str, name: str, lo: int, hi: int) -> int:
+    if not (text or "").isdigit() or not lo <= int(text) <= hi:
+        raise BookError("%s must be an integer %d .. %d, not %r" % (name, lo, hi, (text or "")[:20]))
+    return int(text)
+
+
+def _date_arg(text: str | None, utc_offset_min: int) -> datetime.date:
+    if text is None:  # today at the bank
+        return (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=utc_offset_min)).date()
+    try:
+        d = datetime.date.fromisoformat(text)
+    except ValueError:
+        raise BookError("--date must be YYYY-MM-DD, not %r" % text[:20]) from None
+    if d.year < 2024:
+        raise BookError("--date must be 2024-01-01 or later")
+    return d
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=PROG, description="liftcard reference bank ledger")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("run", help="receive, verify, store and ack gateway batches (until SIGTERM)")
     p.add_argument("--config", required=True)
-    p = sub.add_parser("totals", help="per-reader ride counts and fee totals (integer fen)")
+    p = sub.add_parser("totals", help="per-reader taps, charged, free, denied and fee totals (integer fen)")
     p.add_argument("--config", required=True)
     p.add_argument("--json", action="store_true", help="one JSON object per reader instead of a table")
     p = sub.add_parser("publish-card", help="publish a card update file on liftcard/gw/<id>/cards")
     p.add_argument("--config", required=True)
     p.add_argument("--gateway", required=True)
     p.add_argument("--file", required=True)
-    args = ap.parse_args(argv)
+    p = sub.add_parser("households", help="the household register (building, household, floor)")
+    hs = p.add_subparsers(dest="hcmd", required=True)
+    q = hs.add_parser("import", help="replace the register of each building in a CSV file")
+    q.add_argument("file")
+    q.add_argument("--config", required=True)
+    q = hs.add_parser("list", help="a building's register")
+    q.add_argument("--config", required=True)
+    q.add_argument("--building", required=True)
+    p = sub.add_parser("cost", help="charge a maintenance or repair cost to a building's fund, shared by floor")
+    p.add_argument("--config", required=True)
+    p.add_argument("--building", required=True)
+    p.add_argument("--amount-fen", required=True)
+    p.add_argument("--memo", required=True)
+    p.add_argument("--date", help="YYYY-MM-DD, the bank's local date (default today)")
+    p = sub.add_parser("statement", help="a building's monthly statement (text, or an HTML page)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--building", required=True)
+    p.add_argument("--month", required=True, help="YYYY-MM")
+    p.add_argument("--household", help="only this household's lines")
+    p.add_argument("--html", metavar="OUT.html", help="also write the page there")
+    p = sub.add_parser("verify", help="check that the books balance (exit 1 if not)")
+    p.add_argument("--config", required=True)
+    return ap
+
+
+def _book_command(args, cfg: LedgerConfig) -> int:
+    """households, cost, statement, verify: on the ledger's database."""
+    if args.cmd == "households" and args.hcmd == "import":
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise BookError(
+                "cannot read %s: %s" % (args.file, getattr(e, "strerror", None) or "not UTF-8 text")
+            ) from None
+        try:
+            rows = parse_register(text)
+        except BookError as e:
+            raise BookError("%s: %s" % (args.file, e)) from None
+    elif args.cmd == "cost":
+        building = _int_arg(args.building, "--building", 1, MAX_ID)
+        amount = _int_arg(args.amount_fen, "--amount-fen", 1, MAX_COST_FEN)
+        check_cost(building, amount, args.memo)
+        day = _date_arg(args.date, cfg.utc_offset_min)
+    elif args.cmd in ("statement", "households"):
+        building = _int_arg(args.building, "--building", 1, MAX_ID)
+        if args.cmd == "statement":
+            parse_month(args.month)
+            household = None if args.household is None else _int_arg(args.household, "--household", 0, MAX_HOUSEHOLD)
+    if args.cmd in ("statement", "verify", "households") and getattr(args, "hcmd", "list") == "list":
+        if cfg.database is None and not cfg.db_path.exists():
+            raise BookError("no ledger database yet at %s" % cfg.db_path)
+    db = cfg.open_db()
+    try:
+        if args.cmd == "households" and args.hcmd == "import":
+            for b, n in import_register(db.sql, rows).items():
+                print("building %d: %d households" % (b, n))
+        elif args.cmd == "households":
+            print(render_table(("household", "floor"), [(str(h), str(f)) for h, f in register(db.sql, building)]))
+        elif args.cmd == "cost":
+            cid, shares = enter_cost(db.sql, building, amount, args.memo, day, cfg.utc_offset_min)
+            print(
+                "cost %d: %d fen from fund:%d on %s, shared among %d households"
+                % (cid, amount, building, day.isoformat(), sum(1 for s in shares if s.share))
+            )
+            print(
+                render_table(
+                    ("household", "floor", "weight", "share (fen)"),
+                    [(str(s.household), str(s.floor), str(s.weight), str(s.share)) for s in shares],
+                )
+            )
+        elif args.cmd == "statement":
+            st = statement(db, building, args.month, household=household, utc_offset_min=cfg.utc_offset_min)
+            if args.html:
+                out = Path(args.html)
+                try:
+                    tmp = out.with_name(out.name + ".tmp")
+                    tmp.write_text(render_html(st), encoding="utf-8")
+                    tmp.replace(out)
+                except OSError as e:
+                    raise BookError("--html: cannot write %s: %s" % (out, e.strerror)) from None
+            sys.stdout.write(render_text(st))
+        else:
+            problems = verify_books(db.sql)
+            for p in problems:
+                print(p)
+            if problems:
+                return 1
+            print("the books balance")
+    finally:
+        db.close()
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     try:
         cfg = load_config(args.config)
     except ConfigError as e:
         print("%s: config error: %s" % (PROG, e), file=sys.stderr)
         return 2
+    if args.cmd in ("households", "cost", "statement", "verify"):
+        try:
+            return _book_command(args, cfg)
+        except BookError as e:
+            print("%s: %s" % (PROG, e), file=sys.stderr)
+            return 2
+        except (OSError, *db_errors()) as e:
+            print("%s: the ledger database: %s" % (PROG, _one_line(e)), file=sys.stderr)
+            return 1
     if args.cmd == "totals":
-        if not cfg.db_path.exists():
+        if cfg.database is None and not cfg.db_path.exists():
             print("%s: no ledger database yet at %s" % (PROG, cfg.db_path), file=sys.stderr)
             return 1
-        db = LedgerDB(cfg.db_path)
+        try:
+            db = cfg.open_db()
+        except (OSError, *db_errors()) as e:
+            print("%s: the ledger database: %s" % (PROG, _one_line(e)), file=sys.stderr)
+            return 1
         try:
             rows = db.totals()
         finally:
@@ -447,10 +545,17 @@ def main(argv=None) -> int:
     logs.setup()
     try:
         led = Ledger(cfg)
-    except (OSError, sqlite3.Error) as e:
-        print("%s: cannot open the ledger database %s: %s" % (PROG, cfg.db_path, type(e).__name__), file=sys.stderr)
+    except (OSError, *db_errors()) as e:
+        where = "PostgreSQL" if cfg.database is not None else cfg.db_path
+        print("%s: cannot open the ledger database %s: %s" % (PROG, where, _one_line(e)), file=sys.stderr)
         return 1
     return led.run()
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return "%s%s" % (e.strerror, ": %s" % e.filename if e.filename else "")
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 if __name__ == "__main__":
