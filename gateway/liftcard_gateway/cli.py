@@ -1,6 +1,6 @@
-"""liftcard-gateway: `run`, `status`, `cards import FILE | cards status`,
-`import FILE` (a harvest file), each with `--config gw.toml` (docs/gateway.md,
-docs/cards.md).
+"""liftcard-gateway: `run`, `status [--json]`, `report`, `cards import FILE |
+cards status`, `import FILE` (a harvest file), each with `--config gw.toml`
+(docs/gateway.md, docs/cards.md).
 
 Exit status: 0 done; 1 refused or failed (one line on stderr); 2 a bad config
 or a bad command line, or a harvest file refused (`import`). `run` logs JSON lines to stderr (logs.py).
@@ -9,21 +9,22 @@ or a bad command line, or a harvest file refused (`import`). `run` logs JSON lin
 from __future__ import annotations
 
 import argparse
+import json
 import sqlite3
 import sys
 from pathlib import Path
 
 from liftcard_protocol.cardupdate import INCREMENTAL, KIND_NAMES, R_GAP, UpdateError
 
-from . import logs
+from . import logs, overview, report
 from .carddb import CardDB, verify_update
 from .config import GatewayConfigError, load_config
 from .daemon import Gateway
 from .db import connect
 from .importer import ImportRefused, describe, import_harvest, read_harvest
 from .store import Store
-from .tables import format_cards_status, format_status, format_upstream_status
-from .upstream import upstream_status
+from .schema import open_gateway_db
+from .tables import format_cards_status, format_overview
 
 PROG = "liftcard-gateway"
 MAX_CARD_UPDATE_FILE = 256 * 1024 * 1024
@@ -57,6 +58,9 @@ def parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", required=True, help="the gateway's TOML config")
+        if name == "status":  # docs/gateway.md, "Status and report"
+            p.add_argument("--json", action="store_true", help="one JSON object (the same figures) for scripts")
+    report.add_parser(sub)
     # docs/cards.md: the card database fed by the bank's signed card updates
     pc = sub.add_parser("cards", help="the card database: import a signed card update, show versions")
     csub = pc.add_subparsers(dest="cards_cmd", required=True)
@@ -86,7 +90,9 @@ def main(argv=None) -> int:
                 return cards_import(cfg, Path(args.file))
             return cards_status(cfg)
         if args.cmd == "status":
-            return status(cfg)
+            return status(cfg, args.json)
+        if args.cmd == "report":
+            return report.command(cfg, args)
         if args.cmd == "import":
             return harvest_import(cfg, Path(args.file))
         return run(cfg)
@@ -105,18 +111,17 @@ def run(cfg) -> int:
     return gw.run()
 
 
-def status(cfg) -> int:
-    """The readers table, then (with [upstream]) what the ledger has not acknowledged yet."""
+def status(cfg, as_json: bool = False) -> int:
+    """The readers table, open gaps, refusals, then (with [upstream]) what the
+    ledger has not acknowledged yet: overview.py's figures, as text or JSON."""
     if not cfg.db_path.exists():
         return _fail("no database yet at %s (run the daemon first)" % cfg.db_path)
-    st = _open(cfg, lambda: Store(cfg.db_path))
+    conn = _open(cfg, lambda: open_gateway_db(cfg.db_path))
     try:
-        print(format_status(st.status_rows()))
+        snap = overview.for_config(conn, cfg)
     finally:
-        st.close()
-    if cfg.upstream is not None:  # docs/upstream.md
-        print("\nupstream to the ledger:")
-        print(format_upstream_status(_open(cfg, lambda: upstream_status(cfg.db_path))))
+        conn.close()
+    print(json.dumps(snap, indent=1) if as_json else format_overview(snap))
     return 0
 
 

@@ -24,6 +24,7 @@ are tomlconf.py's, shared with the reference ledger's config.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import ssl
 from dataclasses import dataclass, field
@@ -80,6 +81,8 @@ class GatewayConfig:
     readers: dict[int, ReaderConf]
     upstream: "UpstreamConf | None" = None  # the [upstream] section (docs/upstream.md); None: no upstream
     cards: "CardsConf | None" = None  # the [cards] section (docs/cards.md); None: no card database
+    console: "ConsoleConf | None" = None  # [console] (docs/gateway.md, "Web console"); None: no console
+    retention: "RetentionConf | None" = None  # [retention] (docs/gateway.md, "Retention"); None: keep every ride
 
     @property
     def db_path(self) -> Path:
@@ -102,7 +105,7 @@ def load_config(path: str | os.PathLike) -> GatewayConfig:
 
 def parse_config(doc: dict, path: Path) -> GatewayConfig:
     base = Path(path).resolve().parent
-    no_unknown_keys(doc, {"gateway", "broker", "readers", "upstream", "cards"}, "")
+    no_unknown_keys(doc, {"gateway", "broker", "readers", "upstream", "cards", "console", "retention"}, "")
     gw = table(doc, "gateway")
     no_unknown_keys(gw, {"data_dir"}, "gateway")
     data_dir = path_field(gw, "data_dir", "gateway", base)
@@ -142,7 +145,14 @@ def parse_config(doc: dict, path: Path) -> GatewayConfig:
         first = integer(r, "first_seq", pre, 1, U32) if "first_seq" in r else None
         readers[rid] = ReaderConf(rid, bid, Secret(key), kf, first)
     return GatewayConfig(
-        Path(path), data_dir, broker, readers, upstream=_parse_upstream(doc, base), cards=_parse_cards(doc, base)
+        Path(path),
+        data_dir,
+        broker,
+        readers,
+        upstream=_parse_upstream(doc, base),
+        cards=_parse_cards(doc, base),
+        console=_parse_console(doc),
+        retention=_parse_retention(doc),
     )
 
 
@@ -299,4 +309,59 @@ def _parse_cards(doc: dict, base: Path) -> "CardsConf | None":
         integer(t, "full_list_after_ops", "cards", 0, 238, 238),
         integer(t, "resend_after_s", "cards", 1, 86400, 120),
         integer(t, "history_versions", "cards", 1, 100000, 64),
+    )
+
+
+# -- [console] and [retention] (docs/gateway.md, "Web console", "Retention") ----------------
+@dataclass(frozen=True)
+class ConsoleConf:
+    host: str
+    port: int
+    allow_remote: bool = False
+    refresh_s: int = 10
+
+
+def _parse_console(doc: dict) -> "ConsoleConf | None":
+    """listen = "127.0.0.1:8480" ("[::1]:8480"): the console has no login, so
+    an address other than loopback is refused unless allow_remote = true."""
+    if "console" not in doc:
+        return None
+    t = table(doc, "console")
+    no_unknown_keys(t, {"listen", "allow_remote", "refresh_s"}, "console")
+    listen = string(t, "listen", "console", "127.0.0.1:8480")
+    host, sep, port = listen.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise GatewayConfigError(
+            "console.listen", 'must be "address:port", e.g. "127.0.0.1:8480" (port 0: any free one)'
+        )
+    allow = t.get("allow_remote", False)
+    if not isinstance(allow, bool):
+        raise GatewayConfigError("console.allow_remote", "must be true or false")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        raise GatewayConfigError("console.listen", "%s is not an IP address (or localhost)" % host) from None
+    if not loopback and not allow:
+        raise GatewayConfigError(
+            "console.listen",
+            "%s is not a loopback address and the console has no login; "
+            "set console.allow_remote = true to serve other machines" % host,
+        )
+    return ConsoleConf(host, int(port), allow, integer(t, "refresh_s", "console", 1, 3600, 10))
+
+
+@dataclass(frozen=True)
+class RetentionConf:
+    acked_ride_days: int = 90
+    every_s: int = 3600
+
+
+def _parse_retention(doc: dict) -> "RetentionConf | None":
+    if "retention" not in doc:
+        return None
+    t = table(doc, "retention")
+    no_unknown_keys(t, {"acked_ride_days", "every_s"}, "retention")
+    return RetentionConf(
+        integer(t, "acked_ride_days", "retention", 1, 36500, 90), integer(t, "every_s", "retention", 60, 86400, 3600)
     )

@@ -50,12 +50,15 @@ from liftcard_protocol.errors import FormatError
 from liftcard_protocol.fields import U32
 from liftcard_protocol.topics import parse_reader_topic, reader_topics
 
+from . import refusals
 from .cardservice import CardService
 from .config import GatewayConfig
+from .console import Console
 from .downcounter import DownCounter
 from .logs import events
 from .mqttservice import MqttService, MqttSettings
 from .store import ReplayError, Store, StoreError
+from .retention import Retention
 from .upstream import Upstream
 
 LOGGER = "liftcard.gateway"
@@ -102,6 +105,8 @@ class Gateway:
         # Readers sent the building's SUN counter table since their (re)connect.
         self._sun_synced: set[int] = set()
         self._stop = threading.Event()
+        self.console = None  # console.Console once run() started it ([console])
+        self.retention = None  # retention.Retention once run() started it ([retention])
         self._inbox: queue.Queue = queue.Queue(INBOX_MAX)
         self._ingest_done = threading.Event()
         self._ingester = threading.Thread(target=self._ingest, name="ingest", daemon=True)
@@ -245,6 +250,10 @@ class Gateway:
 
     def _refuse(self, topic_reader, reason: str, topic: str, **kw) -> None:
         self.log("refused", reader_id=topic_reader, reason=reason, topic=topic, **kw)
+        try:  # counted for status, the console and /metrics (refusals.py)
+            refusals.record(self.store.conn, topic_reader, reason, topic_reader in self.cfg.readers)
+        except Exception as e:  # the refusal is logged already; counting it must not stop the ingest
+            self.log("error", where="refusals", error=type(e).__name__, message=str(e))
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         # Handled on the ingest thread, in arrival order. The inbox is bounded:
@@ -418,6 +427,7 @@ class Gateway:
         self.mqtt.start()
         if self.upstream is not None:
             self.upstream.start()
+        self._start_extras()
         try:
             while not self._stop.wait(0.5):
                 pass
@@ -425,8 +435,22 @@ class Gateway:
             self.shutdown()
         return 0
 
+    def _start_extras(self) -> None:
+        """The web console and the retention timer, when configured: a console
+        that cannot listen is logged and the daemon runs on without it."""
+        if self.cfg.retention is not None:
+            self.retention = Retention(self.cfg.retention, self.cfg.db_path, self.log).start()
+        if self.cfg.console is not None:
+            try:
+                self.console = Console(self.cfg.console, self.cfg, self.log).start()
+            except OSError as e:
+                self.log("error", where="console", error=type(e).__name__, message=str(e))
+
     def shutdown(self) -> None:
         self._stop.set()
+        for extra in (self.console, self.retention):
+            if extra is not None:
+                extra.stop()
         # The ingest thread keeps draining while paho's stops (paho may be
         # waiting on a full inbox), then finishes what has arrived.
         self.mqtt.stop()

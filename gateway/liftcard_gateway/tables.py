@@ -1,8 +1,10 @@
-"""The status commands' tables (docs/gateway.md "Status", docs/upstream.md,
-docs/cards.md): `liftcard-gateway status` (readers, then the upstream) and
+"""The status commands' tables (docs/gateway.md "Status and report",
+docs/upstream.md, docs/cards.md): `liftcard-gateway status` (format_overview:
+readers, open gaps, refused messages, the upstream, card updates, all from
+overview.snapshot(), the figures `status --json` prints) and
 `liftcard-gateway cards status`; `render_table` also draws the reference
-ledger's totals. Plain text, columns padded to their widest cell; never a
-card id or a key."""
+ledger's totals and the report's. Plain text, columns padded to their widest
+cell; never a card id or a key."""
 
 from __future__ import annotations
 
@@ -35,9 +37,12 @@ def format_status(rows: list[dict], now: float | None = None) -> str:
         return "-" if x is None else str(x)
 
     def clock(r):  # from the last heartbeat's CLOCK_SYNCED flag
-        if r.get("status_flags") is None:
+        synced = r.get("clock_synced")
+        if synced is None and r.get("status_flags") is not None:
+            synced = bool(r["status_flags"] & ST_CLOCK_SYNCED)
+        if synced is None:
             return "-"
-        return "synced" if r["status_flags"] & ST_CLOCK_SYNCED else "unsynced"
+        return "synced" if synced else "unsynced"
 
     def drift(r):  # the reader's clock minus the gateway's, at the last STATUS
         d = r.get("clock_drift_s")
@@ -141,4 +146,53 @@ def format_cards_status(db, cfg, held: dict, now: float | None = None) -> str:
         rows.append([str(rid), str(r.building_id), "-" if h is None else str(h), str(ver), state, last])
     out.append("")
     out.append(render_table(["reader", "building", "held", "target", "state", "last sent"], rows))
+    return "\n".join(out)
+
+
+def format_overview(snap: dict, now: float | None = None) -> str:
+    """`liftcard-gateway status`: an overview.snapshot() as text tables; the
+    sections without anything to show (no gap, no refusal) are one line."""
+    now = snap["generated_at"] if now is None else now
+    out = [format_status(snap["readers"], now)]
+    gaps = snap["gaps"]
+    if gaps:
+        out += ["", "open gaps:"]
+        out.append(
+            render_table(
+                ("reader", "from seq", "to seq", "noticed"),
+                [(str(g["reader_id"]), str(g["from_seq"]), str(g["to_seq"]), ago(g["noticed_at"], now)) for g in gaps],
+            )
+        )
+    else:
+        out += ["", "open gaps: none"]
+    refused = snap["refusals"]
+    if refused:
+        out += ["", "refused messages:"]
+        out.append(
+            render_table(
+                ("reader", "reason", "count", "last"),
+                [
+                    (str(x["reader_id"] or "not configured"), x["reason"], str(x["count"]), ago(x["last_at"], now))
+                    for x in refused
+                ],
+            )
+        )
+    else:
+        out += ["", "refused messages: none"]
+    if snap["upstream"] is not None:  # docs/upstream.md
+        out += ["", "upstream to the ledger:", format_upstream_status(snap["upstream"]["readers"], now)]
+    cards = snap["cards"]
+    if cards is not None:  # docs/cards.md; `cards status` has the detail
+        states = [c["state"] for c in cards["readers"]]
+        out += [
+            "",
+            "card updates: database version %d; readers current %d of %d, behind %d, unknown %d"
+            % (
+                cards["version"],
+                states.count("current"),
+                len(states),
+                states.count("behind"),
+                states.count("unknown"),
+            ),
+        ]
     return "\n".join(out)
