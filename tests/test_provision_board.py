@@ -4,10 +4,10 @@ driven through mpremote's own SerialTransport (boardlink). No mocks of the
 board or the transport; only the USB port listing is faked where a test needs
 "one board" or "two boards" plugged in.
 
-What the virtual board cannot show: it imports the firmware from build/, not
-from its flash image, so "the reader boots" after a deploy is checked as
-"every manifest file on the flash is the new one, and the reader starts";
-its network is the host's, and it has no PN532."""
+The virtual board runs what is on its flash image, as a board does: a blank
+one has only the REPL until a deploy, and "the reader boots" after a deploy is
+the deployed firmware starting. What it cannot show: its network is the
+host's, and it has no PN532."""
 
 import json
 import subprocess
@@ -31,9 +31,18 @@ SECRET_PW = "broker-secret-Zq81"
 
 @pytest.fixture
 def board(tmp_path):
-    """A blank reader on a virtual serial board: (rig, test port)."""
+    """An unconfigured reader on a virtual serial board, the build deployed:
+    (rig, test port)."""
     with VirtualBoard(tmp_path / "board") as b, TtyLines(b.test) as port:
         port.until("READY")
+        yield b, port
+
+
+@pytest.fixture
+def blank(tmp_path):
+    """A virtual serial board with MicroPython and an empty filesystem, as
+    `flash` leaves one: (rig, test port)."""
+    with VirtualBoard(tmp_path / "board", blank=True) as b, TtyLines(b.test) as port:
         yield b, port
 
 
@@ -48,9 +57,10 @@ def board_hashes(port: str, paths) -> dict:
         return b.hashes(paths)
 
 
-def test_deploy_to_a_blank_board_then_nothing_to_copy(board, capsys):
-    b, port = board
+def test_deploy_to_a_blank_board_then_nothing_to_copy(blank, capsys):
+    b, port = blank
     files, _ = D.firmware_files()
+    assert board_hashes(b.usb, ["main.py"]) == {"main.py": None}
     rc, out, err = run(capsys, "deploy", "--port", b.usb, "--json")
     assert rc == 0, err
     done = json.loads(out)
@@ -204,14 +214,16 @@ def test_port_choice_and_errors(board, capsys, monkeypatch):
 
 
 def test_a_deploy_cut_after_its_commit_is_finished_by_the_next(board, capsys):
-    """The switch (step 3) cut short: the COMMIT marker is on the flash with
-    some files still staged; the next deploy finishes it before anything else."""
+    """The switch (step 3) cut short on a board whose boot.py predates the
+    switch at boot: the COMMIT marker is on the flash with some files still
+    staged; the next deploy finishes it before anything else. (With the
+    current boot.py the board finishes it itself: test_provision_bootswitch.py.)"""
     b, port = board
     files, _ = D.firmware_files()
     want = {rel: D._sha(p) for p, rel in files}
-    assert run(capsys, "deploy", "--port", b.usb)[0] == 0
     moved, staged = "liftcard/u32.mpy", "liftcard/crc.mpy"
     with boardlink.connect(b.usb) as link:
+        link.write_file("boot.py", b"# a boot.py that does not finish a switch\n")
         for rel in (moved, staged):
             link.write_file(rel, b"old " + rel.encode())
         link.write_file(D.STAGE + "/" + staged, dict((rel, f) for f, rel in files)[staged].read_bytes())
@@ -221,7 +233,7 @@ def test_a_deploy_cut_after_its_commit_is_finished_by_the_next(board, capsys):
     assert "finishing the switch of an interrupted deploy" in err
     done = json.loads(out)
     assert done["resumed"] == 1  # the staged file switched in; `moved` was not staged any more: copied again
-    assert done["copied"] == 1
+    assert done["copied"] == 2  # it, and the current boot.py
     assert board_hashes(b.usb, list(want) + [D.MARKER]) == dict(want, **{D.MARKER: None})
 
 

@@ -145,3 +145,19 @@ def test_a_power_cut_keeps_the_rides(board):
     assert len(rides) >= 4  # the burst's first ride was reported logged before the cut
     after = port.tap(CARD, 5)
     assert after.seq == len(rides) + 1
+
+
+def test_the_board_runs_what_is_on_its_flash(tmp_path):
+    """Like an ESP32, the board imports boot.py, main.py and the firmware from
+    its littlefs image: a blank one comes up at the REPL, and a main.py copied
+    onto it is the one that runs at the next boot."""
+    with VirtualBoard(tmp_path / "board", blank=True) as b:
+        assert mpremote(b.usb, "exec", "import os; print(sorted(os.listdir()))").strip() == "[]"
+        main = tmp_path / "main.py"
+        main.write_text("import os\nprint('MAIN FROM FLASH', os.getcwd())\n")
+        mpremote(b.usb, "fs", "cp", str(main), ":main.py")
+        with TtyLines(b.usb) as usb:
+            usb.send(b"\r\x02")  # out of the raw REPL mpremote left
+            usb.read_until(b">>> ")
+            usb.send(b"\x04")  # soft reset at the friendly REPL: main.py runs
+            usb.read_until(b"MAIN FROM FLASH /flash")

@@ -32,17 +32,11 @@ if sys.platform == 'esp32':
     _b = _B(_C.board_name())
 else:
     from board_host import Board as _B
-    if '--flash' in sys.argv:
-        _b = _B.from_argv(sys.argv)
-    else:
-        # The virtual board after a raw-REPL soft reset: no main.py argv; its
-        # boot code (in the process's command line) names the two images.
-        _c = open('/proc/self/cmdline', 'rb').read().decode()
-        _i = _c.find('board_host.Board(')
-        if _i < 0:
-            raise OSError('host board: images unknown')
-        _f, _l = _c[_i + 17:_c.find(')', _i)].split(', ')
-        _b = _B(_f.strip("'"), _l.strip("'"))
+    # The host board's images: main.py's argv, which the virtual serial board
+    # sets at a raw-REPL boot too (liftcard_testing.virtualboard).
+    if '--flash' not in sys.argv:
+        raise OSError('host board: images unknown')
+    _b = _B.from_argv(sys.argv)
 from liftcard.reader import Reader as _R
 _r = _R(_b)
 _r.boot()

@@ -43,12 +43,95 @@ import time
 import tty
 from pathlib import Path
 
+from liftcard_provisioning import mpybuild
+
 from . import firmware, procs
 
 RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n"
 CTRL_B, CTRL_C = 0x02, 0x03
 _KEEP = 1 << 16  # bytes a port keeps for a client that does not read (older ones are lost, like a UART's)
 _HOLD_S = 10.0  # after a Ctrl-C: the longest the USB input waits for the REPL
+FS_SIZE = 2 * 1024 * 1024  # a fresh littlefs image (board_host's default)
+
+# What an ESP32 does at every boot and soft reset: its _boot.py mounts the
+# filesystem (at /flash here, made the cwd) with the modules imported from it
+# ('' and lib/, as '' and /lib on a board), then boot.py from the flash runs
+# if it is there. Only the host board's own modules (board_host, hostflash:
+# the "chip") come from the build. %r: the host modules, main.py's argv, the
+# fs image, its size when fresh.
+_BOOT = """import sys, os, vfs
+sys.path[:] = ['', 'lib', %r]
+sys.argv[:] = %r
+from hostflash import BlockDev
+try:
+    os.stat(%r)
+    _d = BlockDev(sys.argv[2], None, None)
+except OSError:
+    _d = BlockDev(sys.argv[2], %d, None)
+    vfs.VfsLfs2.mkfs(_d)
+vfs.mount(vfs.VfsLfs2(_d), '/flash')
+os.chdir('/flash')
+del _d, BlockDev
+def _has(n):
+    try:
+        os.stat(n)
+        return True
+    except OSError:
+        return False
+if _has('boot.py'):
+    try:
+        import boot
+    except Exception as e:
+        sys.print_exception(e)
+"""
+
+# Then, at a cold boot or a soft reset from the friendly REPL, main.py from
+# the flash if there is one (a blank board stays at the REPL). A SystemExit
+# out of it (the host board's reset(), machine.reset() on an ESP32) resets
+# the board: SIGUSR1 to itself, since -i would otherwise open the REPL; a
+# KeyboardInterrupt or an error leaves the REPL.
+_MAIN = """if _has('main.py'):
+    try:
+        import main
+    except SystemExit:
+        import time
+        os.system('kill -USR1 $PPID')
+        time.sleep(60)
+"""
+
+
+def install(workdir, files, size: int = FS_SIZE) -> None:
+    """A fresh littlefs image in `workdir` holding `files` ([(local file, path
+    on the flash)]): a board that left the bench with that firmware deployed.
+    Written by the real micropython through the same block device the board
+    mounts."""
+    flash = str(Path(workdir).resolve() / firmware.FS_IMG)
+    plan = [(str(Path(src).resolve()), rel) for src, rel in files]
+    code = (
+        "import sys, os, vfs\nsys.path[:] = [%r]\nfrom hostflash import BlockDev\n"
+        "d = BlockDev(%r, %d, None)\nvfs.VfsLfs2.mkfs(d)\nvfs.mount(vfs.VfsLfs2(d), '/flash')\n"
+        "for src, rel in %r:\n"
+        "    p = '/flash'\n"
+        "    for c in rel.split('/')[:-1]:\n"
+        "        p += '/' + c\n"
+        "        try:\n            os.mkdir(p)\n        except OSError:\n            pass\n"
+        "    with open(src, 'rb') as a, open('/flash/' + rel, 'wb') as b:\n        b.write(a.read())\n"
+        "vfs.umount('/flash')\n" % (str(mpybuild.host_out(firmware.build())), flash, size, plan)
+    )
+    p = procs.spawn([firmware.micropython(), "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        out, _ = p.communicate(timeout=120)
+    finally:
+        procs.stop(p)
+    if p.returncode != 0:
+        raise RuntimeError("writing the firmware onto %s failed: %s" % (flash, out.decode(errors="replace")[-300:]))
+
+
+def deployed_files() -> list[tuple[Path, str]]:
+    """What `liftcard-provision deploy` puts onto a board (the manifest's files, built)."""
+    from liftcard_provisioning.deploy import firmware_files
+
+    return firmware_files()[0]
 
 
 def _pty(isig: bool = False) -> tuple[int, int]:
@@ -123,9 +206,11 @@ def _recv(fd: int) -> bytes:
 class Rig:
     """The board, its two cables and its power; run() until SIGTERM/SIGINT."""
 
-    def __init__(self, workdir, heap: str = firmware.HEAP, usb_link=None, test_link=None, out=None):
+    def __init__(self, workdir, heap: str = firmware.HEAP, usb_link=None, test_link=None, out=None, blank=False):
         self.dir = Path(workdir).resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
+        if not blank and not (self.dir / firmware.FS_IMG).exists():
+            install(self.dir, deployed_files())
         self.heap = heap
         self.out = out or sys.stdout
         self.usb = Cable(isig=True, link=usb_link)
@@ -150,20 +235,16 @@ class Rig:
         build = firmware.build()
         flash, log = str(self.dir / firmware.FS_IMG), str(self.dir / firmware.LOG_IMG)
         head = [firmware.micropython(), "-X", "heapsize=" + self.heap, "-i", "-c"]
-        # What an ESP32 does before main.py (its _boot.py): the filesystem
-        # mounted (at /flash here) and made the cwd, whatever main.py then does.
-        boot = "import board_host\nboard_host.Board(%r, %r).mount()\ndel board_host\n" % (flash, log)
+        # main.py's argv names the images (board_host reads it); a raw boot
+        # gets it too, without the test port, so code run at the raw REPL
+        # (selftest) finds the images the way main.py does.
+        argv = ["main.py", "--flash", flash, "--log", log]
+        if not raw:
+            argv += ["--test-port", self.test.board_path]
+        boot = _BOOT % (str(mpybuild.host_out(build)), argv, flash, FS_SIZE)
         if raw:
-            return [*head, boot]  # a soft reset from the raw REPL: no main.py
-        # main.py as a board runs it: a SystemExit (the host board's reset(),
-        # machine.reset() on an ESP32) resets the board (SIGUSR1 to itself: -i
-        # would otherwise open the REPL); a KeyboardInterrupt leaves the REPL.
-        argv = [str(build / "main.py"), "--flash", flash, "--log", log, "--test-port", self.test.board_path]
-        code = (
-            "import sys\nsys.argv[:] = %r\ntry:\n    import main\nexcept SystemExit:\n"
-            "    import os, time\n    os.system('kill -USR1 $PPID')\n    time.sleep(60)\n" % argv
-        )
-        return [*head, boot + code]
+            return [*head, boot]  # a soft reset from the raw REPL: boot.py, no main.py
+        return [*head, boot + _MAIN]
 
     def power_on(self, raw: bool = False, keep: bool = False) -> None:
         """Boot: main.py, or (raw) the raw REPL after a soft reset from it.
@@ -341,9 +422,15 @@ def main(argv=None) -> int:
     ap.add_argument("--usb-link", help="a stable symlink to the USB port (the REPL)")
     ap.add_argument("--test-link", help="a stable symlink to the test port (the line protocol)")
     ap.add_argument("--heap", default=firmware.HEAP, help="MicroPython heap (default: the production %(default)s)")
+    ap.add_argument(
+        "--blank",
+        action="store_true",
+        help="a new flash stays empty (no firmware: the REPL only, as a freshly flashed board); "
+        "without it a new flash gets the built firmware, as deploy would put it",
+    )
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _stop)
-    rig = Rig(args.dir, args.heap, args.usb_link, args.test_link)
+    rig = Rig(args.dir, args.heap, args.usb_link, args.test_link, blank=args.blank)
     try:
         rig.run(sys.stdin.buffer)
     except KeyboardInterrupt:
@@ -361,11 +448,12 @@ class VirtualBoard:
     """A rig process for a test: its ports (`usb`, `test`), its events and
     its power. A `with` block (or stop()) makes sure it and its board are gone."""
 
-    def __init__(self, workdir, timeout: float = 60.0, usb_link=None, test_link=None):
+    def __init__(self, workdir, timeout: float = 60.0, usb_link=None, test_link=None, blank: bool = False):
         self.timeout = timeout
         links = [
             *(["--usb-link", str(usb_link)] if usb_link else []),
             *(["--test-link", str(test_link)] if test_link else []),
+            *(["--blank"] if blank else []),
         ]
         self.p = procs.spawn(
             [sys.executable, "-m", "liftcard_testing.virtualboard", "--dir", str(workdir), *links],
