@@ -165,9 +165,11 @@ def test_database_stops_growing_over_a_simulated_year(tmp_path):
     assert kept[11] <= kept[3] * 1.15, kept
     assert grown[11] >= grown[3] * 2, grown
     c = sqlite3.connect(tmp_path / "kept.db")
-    assert c.execute("SELECT sum(rides) FROM pruned_rides").fetchone()[0] + c.execute(
-        "SELECT count(*) FROM rides"
-    ).fetchone()[0] == 36000
+    assert (
+        c.execute("SELECT sum(rides) FROM pruned_rides").fetchone()[0]
+        + c.execute("SELECT count(*) FROM rides").fetchone()[0]
+        == 36000
+    )
     c.close()
 
 

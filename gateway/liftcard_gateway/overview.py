@@ -13,7 +13,7 @@ four views, the same figures. Read-only: it works on a read-only connection
       "database": {"bytes", "pages", "free_pages", "page_size", "schema_version"},
       "readers": [{reader_id, building_id, online, last_seen, status_at, acked_seq, max_seq,
                    pruned_seq, stored, backlog, wl_version, free_heap, uptime, last_error,
-                   clock_synced, clock_drift_s, open_gaps, legacy}],
+                   clock_synced, clock_drift_s, open_gaps, legacy, legacy_refused}],
       "gaps": [{reader_id, from_seq, to_seq, noticed_at}],          # open ones
       "refusals": [{reader_id, reason, count, first_at, last_at}],  # reader 0: not a configured reader
       "upstream": null | {"backlog", "oldest_unacked_batch_at", "oldest_backlog_at",
@@ -23,8 +23,8 @@ four views, the same figures. Read-only: it works on a read-only connection
     }
 
 `legacy` counts the rides GRANTED to a bare-UID card (result 0 and flag
-LEGACY_UID): the reader lets copyable cards ride. A denied legacy tap is in
-the report's denied taps, not here. `backlog` of a reader is what its last
+LEGACY_UID): the reader lets copyable cards ride; `legacy_refused` the
+bare-UID taps it denied (legacy mode off, working as meant). `backlog` of a reader is what its last
 heartbeat said it holds unacknowledged; the upstream's is rides stored here
 that the ledger has not acknowledged.
 """
@@ -112,10 +112,11 @@ def _readers(conn) -> list[dict]:
         r["open_gaps"] = conn.execute(
             "SELECT count(*) FROM gaps WHERE reader_id=? AND filled_at IS NULL", (rid,)
         ).fetchone()[0]
-        r["legacy"] = conn.execute(
-            "SELECT count(*) FROM rides WHERE reader_id=? AND result=? AND (flags & ?)!=0",
-            (rid, int(Result.GRANTED), int(Flag.LEGACY_UID)),
-        ).fetchone()[0]
+        r["legacy"], r["legacy_refused"] = conn.execute(
+            "SELECT COALESCE(sum(result=?), 0), COALESCE(sum(result!=?), 0) FROM rides "
+            "WHERE reader_id=? AND (flags & ?)!=0",
+            (int(Result.GRANTED), int(Result.GRANTED), rid, int(Flag.LEGACY_UID)),
+        ).fetchone()
         out.append(r)
     return out
 
