@@ -236,6 +236,10 @@ def _floor_name(f: int | None) -> str:
     return "ground" if f == 0 else str(f)
 
 
+def _dest_name(f: int) -> str:
+    return "none" if f == 0xFF else str(f)  # a denial before the destination was known
+
+
 def _title(st: Statement) -> str:
     t = "Elevator fund statement, building %d, %s" % (st.building, st.month)
     return t + (", household %d" % st.household if st.household is not None else "")
@@ -274,7 +278,8 @@ def render_text(st: Statement) -> str:
         render_table(
             ("floor", "rides", "charged", "free", "denied", "fees"),
             [
-                (str(f.floor), str(f.counts.rides), str(f.counts.charged), str(f.counts.free), str(f.counts.denied))
+                (_dest_name(f.floor), str(f.counts.rides), str(f.counts.charged), str(f.counts.free))
+                + (str(f.counts.denied),)
                 + (yuan(f.counts.fees_fen),)
                 for f in st.floors
             ],
@@ -363,10 +368,10 @@ def render_html(st: Statement) -> str:
             )
         )
     frows = [
-        '<tr class="floor" data-floor="%d"><td class="floor-id">%d</td>%s%s%s%s%s</tr>'
+        '<tr class="floor" data-floor="%d"><td class="floor-id">%s</td>%s%s%s%s%s</tr>'
         % (
             f.floor,
-            f.floor,
+            _dest_name(f.floor),
             cell("rides", f.counts.rides),
             cell("charged", f.counts.charged),
             cell("free", f.counts.free),
@@ -402,7 +407,10 @@ def render_html(st: Statement) -> str:
     fees = _bar_chart(
         "chart-floors",
         "fees by destination floor (fen)",
-        [('data-floor="%d"' % f.floor, str(f.floor), f.counts.fees_fen, yuan(f.counts.fees_fen)) for f in st.floors],
+        [
+            ('data-floor="%d"' % f.floor, _dest_name(f.floor), f.counts.fees_fen, yuan(f.counts.fees_fen))
+            for f in st.floors
+        ],
     )
 
     def dd(id_, text, fen=None):
