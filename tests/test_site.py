@@ -366,11 +366,12 @@ class BankSite(Site):
         p = Site._write_gateway_config(self)  # [gateway], [broker], [[readers]] with first_seq = 1
         extra = dict(batch_rides=5, ack_timeout_s=2, max_backoff_s=4, scan_interval_s=2)
         extra.update(self.upstream_extra)
+        ident = '[gateway]\ngateway_id = "%s"\ncompound_id = %d\n' % (GW_ID, COMPOUND)
         p.write_text(
-            p.read_text()
+            p.read_text().replace("[gateway]\n", ident, 1)
             + "\n"
             + upstream_section(self.pki, self.bank, GW_ID, **extra)
-            + '\n[cards]\nbank_public_key_file = "%s"\ncompound_id = %d\n' % (self.bank_pub, COMPOUND)
+            + '\n[cards]\nbank_public_key_file = "%s"\n' % self.bank_pub
         )
         return p
 

@@ -52,6 +52,7 @@ def test_kill9_gateway_and_ledger_and_broker_outage_exactly_once(tmp_path):
             local,
             keys,
             READERS,
+            gateway_id="gw1",
             extra=configs.upstream_section(
                 pki, bank, batch_rides=10, max_inflight=1, ack_timeout_s=2, max_backoff_s=4, scan_interval_s=3600
             ),

@@ -214,8 +214,8 @@ def _config(tmp_path, pki, **over):
     pw = tmp_path / "broker.pass"
     pw.write_text("x" * 20)
     os.chmod(pw, 0o600)
+    gid = over.pop("gateway_id", '"gw1"')
     up = {
-        "gateway_id": '"gw1"',
         "host": '"127.0.0.1"',
         "ca_file": '"%s"' % pki.ca_cert,
         "cert_file": '"%s"' % g["cert"],
@@ -226,7 +226,11 @@ def _config(tmp_path, pki, **over):
     up.update(over)
     body = "\n".join("%s = %s" % (k, v) for k, v in up.items() if v is not None)
     p = tmp_path / "gw.toml"
-    p.write_text('[gateway]\ndata_dir = "data"\n[broker]\npassword_file = "broker.pass"\n[upstream]\n' + body + "\n")
+    p.write_text(
+        '[gateway]\ngateway_id = %s\ndata_dir = "data"\n[broker]\npassword_file = "broker.pass"\n[upstream]\n' % gid
+        + body
+        + "\n"
+    )
     return p
 
 
@@ -248,7 +252,7 @@ def test_config_defaults(tmp_path, pki):
 @pytest.mark.parametrize(
     "over, key",
     [
-        ({"gateway_id": '"gw/1"'}, "upstream.gateway_id"),
+        ({"gateway_id": '"gw/1"'}, "gateway.gateway_id"),
         ({"host": None}, "upstream.host"),
         ({"port": "0"}, "upstream.port"),
         ({"batch_rides": "5001"}, "upstream.batch_rides"),

@@ -62,6 +62,7 @@ def gateway_cfg(tmp_path, pki, bank, **extra):
         NoLocal,
         {r: os.urandom(32) for r in READERS},
         READERS,
+        gateway_id="gw1",
         extra=configs.upstream_section(pki, bank, **extra),
     )
     return load_config(p)

@@ -16,18 +16,27 @@ Everything generated goes into one directory (mode 0700): ``mosquitto.conf``, ``
 command line), ``acl``, the persistence database and ``mosquitto.log``; every file 0600.
 Passwords come from ``secrets`` and are returned to the caller, never printed or logged.
 
-``write_broker_files`` produces the Pi's configuration; the tests and the benchmarks
-run a private broker with the same files (liftcard_testing.mosquitto.MosquittoInstance).
+``write_broker_files`` produces a whole set; the tests and the benchmarks run a private
+broker with the same files (liftcard_testing.mosquitto.MosquittoInstance). On the Pi,
+``liftcard-gateway broker`` and ``readers add`` (brokerverbs.py, readerverbs.py) keep the
+password file as hashed lines (``read_passwd``, ``hash_password``, ``write_passwd``), so
+one reader is added without anyone's plain password, and ``reload`` makes a running
+Mosquitto re-read passwd and ACL (SIGHUP to the pid of its ``pid_file``).
 """
 
 from __future__ import annotations
 
+import base64
 import getpass
+import hashlib
+import hmac
 import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -48,6 +57,11 @@ __all__ = [
     "render_acl",
     "write_password_file",
     "write_broker_files",
+    "hash_password",
+    "password_matches",
+    "read_passwd",
+    "write_passwd",
+    "reload",
 ]
 
 GATEWAY_USER = "gateway"
@@ -98,6 +112,15 @@ class BrokerConfig:
     # Further users (tools and tests: a readiness probe, a monitor), each with
     # its ACL lines ("topic read|write|readwrite <topic>"; none: no topic at all).
     extra_users: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # A file name inside the work directory where Mosquitto writes its pid: what
+    # `reload` signals. None: no pid file (the tests' brokers are their children).
+    pid_file: str | None = None
+    # A second listener with TLS (docs/broker.md, "TLS on the local link"):
+    # certificate and key files, its port and address. None: plain MQTT only.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_port: int = 8883
+    tls_bind_address: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
@@ -112,6 +135,18 @@ class BrokerConfig:
         for t in self.log_types:
             if not re.fullmatch(r"[a-z_]+", t):
                 raise ValueError(f"bad log type {t!r}")
+        if self.pid_file is not None and not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.pid_file):
+            raise ValueError("pid_file must be a plain file name inside the work directory")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("a TLS listener needs both tls_cert and tls_key")
+        for p in (self.tls_cert, self.tls_key):
+            if p is not None and (not os.path.isabs(p) or any(c in p for c in "\n\r\"' #")):
+                raise ValueError("TLS file paths must be absolute, without spaces, quotes, # or newlines")
+        if self.tls_cert is not None:
+            if not re.fullmatch(r"[0-9A-Za-z.:\-]+", self.tls_bind_address or ""):
+                raise ValueError(f"tls_bind_address is not a host address: {self.tls_bind_address!r}")
+            if isinstance(self.tls_port, bool) or not isinstance(self.tls_port, int) or not 1 <= self.tls_port <= 65535:
+                raise ValueError(f"tls_port must be 1 .. 65535, got {self.tls_port!r}")
         if self.run_as is not None and not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.run_as):
             raise ValueError(f"bad run_as user {self.run_as!r}")
         for user, grants in self.extra_users.items():
@@ -142,6 +177,18 @@ def render_conf(cfg: BrokerConfig, workdir: str | os.PathLike) -> str:
         f"user {run_as}",
         f"listener {cfg.port} {cfg.bind_address}",
         "protocol mqtt",
+    ]
+    if cfg.tls_cert is not None:
+        # Readers on Wi-Fi may use TLS; the settings below stay global
+        # (per_listener_settings false): same users, same ACL on both listeners.
+        lines += [
+            f"listener {cfg.tls_port} {cfg.tls_bind_address}",
+            "protocol mqtt",
+            f"certfile {cfg.tls_cert}",
+            f"keyfile {cfg.tls_key}",
+            "tls_version tlsv1.2",
+        ]
+    lines += [
         # The client id is the username, whatever the client sends: nobody can
         # take over (and wipe) another's session or fire its Last Will.
         "use_username_as_clientid true",
@@ -155,6 +202,8 @@ def render_conf(cfg: BrokerConfig, workdir: str | os.PathLike) -> str:
         "connection_messages true",
         "log_timestamp true",
     ]
+    if cfg.pid_file is not None:
+        lines.append(f"pid_file {wd / cfg.pid_file}")
     if cfg.log_file is None:
         lines.append("log_dest stderr")
     else:
@@ -237,3 +286,95 @@ def write_broker_files(cfg: BrokerConfig, workdir: str | os.PathLike, credential
     write_private(wd / ACL, render_acl(cfg).encode())
     write_private(wd / CONF, render_conf(cfg, wd).encode())
     return wd / CONF
+
+
+# -- the password file as lines -------------------------------------------------------
+# Mosquitto's passwd holds one `user:$7$<iterations>$<salt>$<hash>` line per user
+# (PBKDF2-HMAC-SHA512). Keeping the lines lets one user be added or changed while
+# the others' plain passwords are long gone (they went to the readers).
+
+_USER_RE = re.compile(r"[A-Za-z0-9_\-]+")
+
+
+def hash_password(user: str, password: str) -> str:
+    """The passwd hash of password for user, made by the real mosquitto_passwd in
+    a private temporary directory (the password goes through its stdin)."""
+    with tempfile.TemporaryDirectory(prefix="liftcard-passwd-") as d:
+        p = Path(d) / "passwd"
+        write_password_file(p, {user: password})
+        entries = read_passwd(p)
+    if user not in entries:
+        raise BrokerError(f"mosquitto_passwd wrote no line for user {user}")
+    return entries[user]
+
+
+def password_matches(pw_hash: str, password: str) -> bool:
+    """True if password is the one pw_hash was made from ($7$ lines: PBKDF2-SHA512;
+    any other format: False, so the caller makes a fresh line)."""
+    parts = pw_hash.split("$")
+    if len(parts) != 5 or parts[0] or parts[1] != "7" or not parts[2].isdigit():
+        return False
+    try:
+        salt, digest = base64.b64decode(parts[3], validate=True), base64.b64decode(parts[4], validate=True)
+    except ValueError:
+        return False
+    calc = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(parts[2]), len(digest) or 64)
+    return hmac.compare_digest(calc, digest)
+
+
+def read_passwd(path: str | os.PathLike) -> dict[str, str]:
+    """user -> hash of a passwd file ({} if there is none yet). Lines that are
+    not `user:hash` are dropped (they could not log anyone in)."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        user, sep, h = line.strip().partition(":")
+        if sep and _USER_RE.fullmatch(user) and h:
+            out[user] = h
+    return out
+
+
+def write_passwd(path: str | os.PathLike, entries: Mapping[str, str]) -> None:
+    """Write a passwd file from user -> hash, atomically, mode 0600."""
+    lines = []
+    for user in entries:
+        h = entries[user]
+        if not _USER_RE.fullmatch(user) or not h or any(c in h for c in ":\r\n"):
+            raise ValueError(f"bad passwd entry for user {user!r}")
+        lines.append(f"{user}:{h}\n")
+    write_private(path, "".join(lines).encode())
+
+
+def _is_mosquitto(pid: int) -> bool:
+    # A stale pid file may name a pid reused by another program: never signal that.
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip() == "mosquitto"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # no /proc to look at (not Linux): trust the pid file
+
+
+def reload(pid_path: str | os.PathLike) -> int | None:
+    """SIGHUP to the Mosquitto whose pid file this is (it re-reads passwd and
+    ACL); its pid, or None when no broker is running there."""
+    try:
+        text = Path(pid_path).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not text.isdigit() or int(text) <= 1:
+        return None
+    pid = int(text)
+    if not _is_mosquitto(pid):
+        return None
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        raise BrokerError(f"no permission to signal Mosquitto (pid {pid}): run as the user it runs as") from None
+    return pid

@@ -22,6 +22,7 @@ from .config import GatewayConfigError, load_config
 from .daemon import Gateway
 from .db import connect
 from .importer import ImportRefused, describe, import_harvest, read_harvest
+from . import opsetup, readerverbs
 from .store import Store
 from .schema import open_gateway_db
 from .tables import format_cards_status, format_overview
@@ -73,15 +74,24 @@ def parser() -> argparse.ArgumentParser:
     ph = sub.add_parser("import", help="store the rides of a harvest file (liftcard-provision harvest)")
     ph.add_argument("file", help="the harvest file (.lchv)")
     ph.add_argument("--config", required=True, help="the gateway's TOML config")
+    # docs/operations.md: setting the gateway up (opsetup.py, readerverbs.py)
+    opsetup.add_parsers(sub)
+    readerverbs.add_parser(sub)
     return ap
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    if args.cmd == "init":  # before there is a config to load
+        return opsetup.run(lambda: opsetup.init(args))
     try:
         cfg = load_config(args.config)
     except GatewayConfigError as e:
         return _fail("config error: %s" % e, 2)
+    if args.cmd == "broker":
+        return opsetup.run(lambda: opsetup.broker_command(cfg))
+    if args.cmd == "readers":
+        return opsetup.run(lambda: readerverbs.command(cfg, args))
     try:
         if args.cmd == "cards":
             if cfg.cards is None:

@@ -1,19 +1,33 @@
-"""The gateway's TOML configuration (docs/gateway.md).
+"""The gateway's TOML configuration (docs/gateway.md). `liftcard-gateway init`
+writes one; every key can be edited by hand.
 
     [gateway]
-    data_dir = "/var/lib/liftcard"          # holds gateway.db (SQLite, WAL)
+    gateway_id = "gw-0001"                   # this gateway's one identity (see below)
+    compound_id = 1                          # the bank's number for the same compound
+    data_dir = "/var/lib/liftcard"           # holds gateway.db (SQLite, WAL)
+    readers_dir = "/etc/liftcard/readers"    # optional: readers added by `readers add`
+    enrolment_dir = "/etc/liftcard/enrolment"  # optional: where `readers add` writes reader-<id>.json
 
     [broker]
-    host = "127.0.0.1"
+    listen = "127.0.0.1"                     # the local Mosquitto's listener (`broker`)
     port = 1883
     username = "gateway"
     password_file = "/etc/liftcard/broker.pass"   # mode 0600, the password alone
+    dir = "/etc/liftcard/broker"             # mosquitto.conf, passwd, acl (`broker`)
+    # host = "127.0.0.1"                     # where the daemon connects (default: listen, or loopback)
+    # reader_host = "192.168.4.1"            # the address readers are given (default: listen)
 
-    [[readers]]
+    [[readers]]                              # readers listed by hand, beside readers_dir's
     reader_id = 7
     building_id = 12
     key_file = "/etc/liftcard/keys/reader-7.key"  # mode 0600, 64 hex digits
     # first_seq = 1                                # optional, see docs/gateway.md
+
+The identity: `[gateway] gateway_id` is the gateway's name on the bank link
+(its topics, its certificate's CN, exactly) and `compound_id` is the number the
+bank signs card updates for; both are this gateway's and live only here. The
+old places (`[upstream] gateway_id`, `[cards] compound_id`) are refused with a
+line saying what to write instead.
 
 Every problem raises `GatewayConfigError` whose message is one line naming the
 key (``readers[0].key_file: ...``) and the rule, never a secret's value.
@@ -26,6 +40,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +49,8 @@ from liftcard_protocol import keys
 from liftcard_protocol.fields import ID_MAX, U32
 from liftcard_protocol.topics import GATEWAY_ID_RE
 
+from . import readerreg
+from .pki import RESERVED_IDENTITIES
 from .tomlconf import (
     ConfigError,
     Secret,
@@ -60,6 +77,10 @@ class ReaderConf:
     key: Secret = field(repr=False, compare=False)
     key_file: Path = field(compare=False)
     first_seq: int | None = None
+    # Where the reader is listed: None for gateway.toml's [[readers]], else its
+    # registry entry (readerreg.py), whose broker_hash is its passwd line.
+    entry: Path | None = field(default=None, compare=False)
+    broker_hash: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -71,6 +92,12 @@ class BrokerConf:
     password_file: Path = field(compare=False)
     client_id: str = "liftcard-gateway"
     keepalive: int = 30
+    listen: str = "127.0.0.1"  # the local Mosquitto's listener address
+    dir: Path | None = None  # the generated broker files (`liftcard-gateway broker`)
+    reader_host: str = "127.0.0.1"  # the address readers are given in their enrolment
+    tls_cert_file: Path | None = None  # TLS listener for the readers (docs/broker.md)
+    tls_key_file: Path | None = None
+    tls_port: int = 8883
 
 
 @dataclass(frozen=True)
@@ -81,6 +108,10 @@ class GatewayConfig:
     readers: dict[int, ReaderConf]
     upstream: "UpstreamConf | None" = None  # the [upstream] section (docs/upstream.md); None: no upstream
     cards: "CardsConf | None" = None  # the [cards] section (docs/cards.md); None: no card database
+    gateway_id: str | None = None  # [gateway] gateway_id: the identity on the bank link
+    compound_id: int | None = None  # [gateway] compound_id: the bank's number for it
+    readers_dir: Path | None = None
+    enrolment_dir: Path | None = None
     console: "ConsoleConf | None" = None  # [console] (docs/gateway.md, "Web console"); None: no console
     retention: "RetentionConf | None" = None  # [retention] (docs/gateway.md, "Retention"); None: keep every ride
 
@@ -103,24 +134,84 @@ def load_config(path: str | os.PathLike) -> GatewayConfig:
     return parse_config(read_toml(path), path)
 
 
-def parse_config(doc: dict, path: Path) -> GatewayConfig:
-    base = Path(path).resolve().parent
-    no_unknown_keys(doc, {"gateway", "broker", "readers", "upstream", "cards", "console", "retention"}, "")
-    gw = table(doc, "gateway")
-    no_unknown_keys(gw, {"data_dir"}, "gateway")
-    data_dir = path_field(gw, "data_dir", "gateway", base)
+_GATEWAY_KEYS = {"data_dir", "gateway_id", "compound_id", "readers_dir", "enrolment_dir"}
+_BROKER_KEYS = {
+    "host",
+    "port",
+    "username",
+    "password_file",
+    "client_id",
+    "keepalive",
+    "listen",
+    "dir",
+    "reader_host",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_port",
+}
+_WILDCARDS = ("0.0.0.0", "::")
+_ADDRESS_RE = re.compile(r"[0-9A-Za-z.:\-]{1,253}")
 
-    br = table(doc, "broker")
-    no_unknown_keys(br, {"host", "port", "username", "password_file", "client_id", "keepalive"}, "broker")
-    host = string(br, "host", "broker", "127.0.0.1")
+
+def check_gateway_id(gid: str, key: str = "gateway.gateway_id") -> str:
+    """gid, if it can name a gateway on the bank link; GatewayConfigError otherwise.
+    The bank's own identities (ledger, cards, probe) are not a gateway's."""
+    if not isinstance(gid, str) or not GATEWAY_ID_RE.fullmatch(gid):
+        raise GatewayConfigError(key, "must be 1 .. 64 of A-Z a-z 0-9 _ -")
+    if gid in RESERVED_IDENTITIES:
+        raise GatewayConfigError(
+            key, "%s is one of the bank's own identities (%s)" % (gid, ", ".join(RESERVED_IDENTITIES))
+        )
+    return gid
+
+
+def _address(t: dict, key: str, default: str) -> str:
+    v = string(t, key, "broker", default)
+    if not _ADDRESS_RE.fullmatch(v):
+        raise GatewayConfigError("broker." + key, "must be a host name or an IP address")
+    return v
+
+
+def _parse_broker(br: dict, base: Path) -> BrokerConf:
+    no_unknown_keys(br, _BROKER_KEYS, "broker")
+    listen = _address(br, "listen", "127.0.0.1")
+    local = "127.0.0.1" if listen in _WILDCARDS else listen
+    host = _address(br, "host", local)
     port = integer(br, "port", "broker", 1, 65535, 1883)
     username = string(br, "username", "broker", "gateway")
     pw_file = path_field(br, "password_file", "broker", base)
     password = _password(pw_file, "broker.password_file")
     client_id = string(br, "client_id", "broker", "liftcard-gateway")
     keepalive = integer(br, "keepalive", "broker", 5, 3600, 30)
-    broker = BrokerConf(host, port, username, password, pw_file, client_id, keepalive)
+    bdir = path_field(br, "dir", "broker", base) if "dir" in br else None
+    reader_host = _address(br, "reader_host", local)
+    tls = [k for k in ("tls_cert_file", "tls_key_file") if k in br]
+    cert = key = None
+    if tls:
+        if len(tls) == 1:
+            raise GatewayConfigError("broker." + tls[0], "needs both broker.tls_cert_file and broker.tls_key_file")
+        cert = existing_file(br, "tls_cert_file", "broker", base)
+        key = private_file(existing_file(br, "tls_key_file", "broker", base), "broker.tls_key_file")
+    tls_port = integer(br, "tls_port", "broker", 1, 65535, 8883)
+    if cert is not None and tls_port == port:
+        raise GatewayConfigError("broker.tls_port", "must differ from broker.port")
+    return BrokerConf(
+        host, port, username, password, pw_file, client_id, keepalive, listen, bdir, reader_host, cert, key, tls_port
+    )
 
+
+def _reader_key(kf: Path, key: str) -> Secret:
+    text = secret_text(kf, key).value
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32 or len(text) != 64:
+        raise GatewayConfigError(key, f"{kf} must hold exactly 64 hex digits (a 32-byte key)")
+    return Secret(raw)
+
+
+def _parse_readers(doc: dict, base: Path, readers_dir: Path | None) -> dict[int, ReaderConf]:
     rlist = doc.get("readers", [])
     if not isinstance(rlist, list):
         raise GatewayConfigError("readers", "must be an array of tables [[readers]]")
@@ -135,24 +226,72 @@ def parse_config(doc: dict, path: Path) -> GatewayConfig:
         if rid in readers:
             raise GatewayConfigError(f"{pre}.reader_id", "reader %d is listed twice" % rid)
         kf = path_field(r, "key_file", pre, base)
-        text = secret_text(kf, f"{pre}.key_file").value
-        try:
-            key = bytes.fromhex(text)
-        except ValueError:
-            key = b""
-        if len(key) != 32 or len(text) != 64:
-            raise GatewayConfigError(f"{pre}.key_file", f"{kf} must hold exactly 64 hex digits (a 32-byte key)")
         first = integer(r, "first_seq", pre, 1, U32) if "first_seq" in r else None
-        readers[rid] = ReaderConf(rid, bid, Secret(key), kf, first)
+        readers[rid] = ReaderConf(rid, bid, _reader_key(kf, f"{pre}.key_file"), kf, first)
+    if readers_dir is None:
+        return readers
+    for rid, ep in readerreg.entry_files(readers_dir):
+        pre = str(ep)
+        r = readerreg.read_entry(ep)
+        no_unknown_keys(r, {"reader_id", "building_id", "key_file", "first_seq", "broker_hash"}, pre)
+        if integer(r, "reader_id", pre, 1, ID_MAX) != rid:
+            raise GatewayConfigError(f"{pre}.reader_id", "does not match the file name")
+        if rid in readers:
+            raise GatewayConfigError(
+                f"{pre}.reader_id",
+                "reader %d is also listed in [[readers]] of %s: keep one" % (rid, "the config"),
+            )
+        bid = integer(r, "building_id", pre, 1, ID_MAX)
+        kf = path_field(r, "key_file", pre, ep.parent)
+        first = integer(r, "first_seq", pre, 1, U32) if "first_seq" in r else None
+        bh = None
+        if "broker_hash" in r:
+            try:
+                bh = readerreg.check_hash(r["broker_hash"])
+            except ValueError:
+                raise GatewayConfigError(f"{pre}.broker_hash", "is not a mosquitto password hash") from None
+        readers[rid] = ReaderConf(rid, bid, _reader_key(kf, f"{pre}.key_file"), kf, first, ep, bh)
+    return readers
+
+
+def parse_config(doc: dict, path: Path) -> GatewayConfig:
+    base = Path(path).resolve().parent
+    no_unknown_keys(doc, {"gateway", "broker", "readers", "upstream", "cards", "console", "retention"}, "")
+    gw = table(doc, "gateway")
+    no_unknown_keys(gw, _GATEWAY_KEYS, "gateway")
+    data_dir = path_field(gw, "data_dir", "gateway", base)
+    gid = check_gateway_id(string(gw, "gateway_id", "gateway")) if "gateway_id" in gw else None
+    compound = integer(gw, "compound_id", "gateway", 1, ID_MAX) if "compound_id" in gw else None
+    readers_dir = path_field(gw, "readers_dir", "gateway", base) if "readers_dir" in gw else None
+    enrol_dir = path_field(gw, "enrolment_dir", "gateway", base) if "enrolment_dir" in gw else None
+    broker = _parse_broker(table(doc, "broker"), base)
+    readers = _parse_readers(doc, base, readers_dir)
     return GatewayConfig(
         Path(path),
         data_dir,
         broker,
         readers,
-        upstream=_parse_upstream(doc, base),
-        cards=_parse_cards(doc, base),
+        upstream=_parse_upstream(doc, base, gid),
+        cards=_parse_cards(doc, base, compound),
+        gateway_id=gid,
+        compound_id=compound,
+        readers_dir=readers_dir,
+        enrolment_dir=enrol_dir,
         console=_parse_console(doc),
         retention=_parse_retention(doc),
+    )
+
+
+def _moved(old: str, new: str, value) -> GatewayConfigError:
+    """The one line for an identity key in its old place: what to write instead."""
+    if isinstance(value, str) and GATEWAY_ID_RE.fullmatch(value):
+        shown = '"%s"' % value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        shown = "%d" % value
+    else:
+        shown = "..."
+    return GatewayConfigError(
+        old, "moved: write %s = %s in [gateway] instead (one identity per gateway)" % (new, shown)
     )
 
 
@@ -182,7 +321,6 @@ class UpstreamConf:
 
 
 _UPSTREAM_KEYS = {
-    "gateway_id",
     "host",
     "port",
     "ca_file",
@@ -203,15 +341,16 @@ _UPSTREAM_KEYS = {
 }
 
 
-def _parse_upstream(doc: dict, base: Path) -> "UpstreamConf | None":
+def _parse_upstream(doc: dict, base: Path, gid: str | None) -> "UpstreamConf | None":
     if "upstream" not in doc:
         return None
     up = table(doc, "upstream")
     pre = "upstream"
+    if "gateway_id" in up:
+        raise _moved("upstream.gateway_id", "gateway_id", up["gateway_id"])
     no_unknown_keys(up, _UPSTREAM_KEYS, pre)
-    gid = string(up, "gateway_id", pre)
-    if not GATEWAY_ID_RE.fullmatch(gid):
-        raise GatewayConfigError("upstream.gateway_id", "must be 1 .. 64 of A-Z a-z 0-9 _ -")
+    if gid is None:
+        raise GatewayConfigError("gateway.gateway_id", "missing: [upstream] needs the gateway's identity in [gateway]")
     host = string(up, "host", pre)
     port = integer(up, "port", pre, 1, 65535, 8883)
     files = {
@@ -290,13 +429,15 @@ class CardsConf:
     history_versions: int = 64
 
 
-def _parse_cards(doc: dict, base: Path) -> "CardsConf | None":
+def _parse_cards(doc: dict, base: Path, compound: int | None) -> "CardsConf | None":
     if "cards" not in doc:
         return None
     t = table(doc, "cards")
-    no_unknown_keys(
-        t, {"bank_public_key_file", "compound_id", "full_list_after_ops", "resend_after_s", "history_versions"}, "cards"
-    )
+    if "compound_id" in t:
+        raise _moved("cards.compound_id", "compound_id", t["compound_id"])
+    no_unknown_keys(t, {"bank_public_key_file", "full_list_after_ops", "resend_after_s", "history_versions"}, "cards")
+    if compound is None:
+        raise GatewayConfigError("gateway.compound_id", "missing: [cards] needs the compound's number in [gateway]")
     kf = path_field(t, "bank_public_key_file", "cards", base)
     try:
         pub = keys.public_key_bytes(keys.load_public_key(kf))
@@ -305,7 +446,7 @@ def _parse_cards(doc: dict, base: Path) -> "CardsConf | None":
     return CardsConf(
         pub,
         kf,
-        integer(t, "compound_id", "cards", 1, ID_MAX),
+        compound,
         integer(t, "full_list_after_ops", "cards", 0, 238, 238),
         integer(t, "resend_after_s", "cards", 1, 86400, 120),
         integer(t, "history_versions", "cards", 1, 100000, 64),

@@ -192,6 +192,7 @@ def write_gateway_config(d: Path, broker: MosquittoInstance, keys: dict, extra: 
         extra=extra,
         first_seq=1,
         client_id=f"gw-bench-{uuid.uuid4().hex[:8]}",
+        gateway_id="gw1",
     )
 
 

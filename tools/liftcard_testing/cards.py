@@ -62,7 +62,8 @@ def write_cards_config(
         keys,
         readers,
         client_id=client_id,
-        extra='[cards]\nbank_public_key_file = "bank.pub"\ncompound_id = %d\n%s\n' % (COMPOUND, cards_extra),
+        compound_id=COMPOUND,
+        extra='[cards]\nbank_public_key_file = "bank.pub"\n%s\n' % cards_extra,
     )
     (dir / "bank.pub").write_bytes(
         (pub or BANK.public_key()).public_bytes(

@@ -39,19 +39,27 @@ def write_gateway_config(
     extra: str = "",
     client_id: str | None = None,
     first_seq: int | None = None,
+    gateway_id: str | None = None,
+    compound_id: int | None = None,
 ) -> Path:
     """dir/gw.toml (dir created): data in dir/data, the local broker `broker`
     (.host, .port, .credentials["gateway"]; password in dir/broker.pass), one
     [[readers]] per reader_id -> building_id of `readers` with its key from
     `keys` (dir/reader-<id>.key, hex) and `first_seq` if given, then `extra`
-    (further sections: [upstream], [cards]). A fresh client id unless given."""
+    (further sections: [upstream], [cards]). A fresh client id unless given.
+    The gateway's identity, `gateway_id` and `compound_id`, goes into [gateway]
+    when given ([upstream] needs the first, [cards] the second)."""
     dir = Path(dir)
     dir.mkdir(parents=True, exist_ok=True)
     _secret(dir / "broker.pass", broker.credentials["gateway"] + "\n")
+    ident = "".join(
+        ['gateway_id = "%s"\n' % gateway_id if gateway_id is not None else ""]
+        + ["compound_id = %d\n" % compound_id if compound_id is not None else ""]
+    )
     text = (
-        '[gateway]\ndata_dir = "data"\n\n[broker]\nhost = "%s"\nport = %d\nusername = "gateway"\n'
+        '[gateway]\n%sdata_dir = "data"\n\n[broker]\nhost = "%s"\nport = %d\nusername = "gateway"\n'
         'password_file = "broker.pass"\nclient_id = "%s"\n\n'
-        % (broker.host, broker.port, client_id or "gw-%s" % secrets.token_hex(6))
+        % (ident, broker.host, broker.port, client_id or "gw-%s" % secrets.token_hex(6))
     )
     for rid, bid in readers.items():
         kf = dir / ("reader-%d.key" % rid)
@@ -68,11 +76,11 @@ def write_gateway_config(
 def upstream_section(pki, bank, gateway_id: str = "gw1", **extra) -> str:
     """The gateway's [upstream] section: the bank broker `bank`, the gateway's
     certificate and signing key from `pki` (devpki.DevPKI), then `extra`
-    settings (strings quoted)."""
+    settings (strings quoted). The gateway id itself goes into [gateway]
+    (write_gateway_config's gateway_id)."""
     g = pki.gateways[gateway_id]
     lines = [
         "[upstream]",
-        'gateway_id = "%s"' % gateway_id,
         'host = "%s"' % bank.host,
         "port = %d" % bank.port,
         'ca_file = "%s"' % pki.ca_cert,

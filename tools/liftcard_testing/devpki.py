@@ -3,14 +3,14 @@ tests, the benchmarks and a first installation on a bench.
 
 A CA (Ed25519-free: ECDSA P-256, which every TLS stack and broker accepts), a
 server certificate for the broker's names/addresses, client certificates
-whose CN is the MQTT identity (liftcard_gateway.pki: `gw-<gateway_id>`,
-`ledger`, `cards`, `probe`), and Ed25519 signing keys for the ledger and
+whose CN is the MQTT identity (liftcard_gateway.pki: a gateway's is its
+gateway id exactly, `gw-0001`; the bank's `ledger`, `cards`, `probe`), and Ed25519 signing keys for the ledger and
 each gateway (liftcard_protocol.keys).
 
 Every private file is written atomically with mode 0600. Nothing here prints
 or logs key material; errors name the file, never its content.
 
-    python -m liftcard_testing.devpki --out DIR --gateway gw1 [--gateway gw2] [--server-name HOST]
+    python -m liftcard_testing.devpki --out DIR --gateway gw-0001 [--gateway gw-0002] [--server-name HOST]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from liftcard_gateway.pki import CARDS_IDENTITY, LEDGER_IDENTITY, PROBE_IDENTITY, gateway_identity
+from liftcard_gateway.pki import CARDS_IDENTITY, LEDGER_IDENTITY, PROBE_IDENTITY, RESERVED_IDENTITIES, gateway_identity
 from liftcard_protocol.keys import KeyFileError, new_signing_key, write_private, write_public
 from liftcard_protocol.topics import GATEWAY_ID_RE
 
@@ -151,7 +151,7 @@ def make_dev_pki(
     others: tuple[str, ...] = (),
 ) -> DevPKI:
     """A CA, a broker server certificate, client certificates for the ledger and
-    each gateway (CN `ledger`, `gw-<id>`), and Ed25519 signing keys for all;
+    each gateway (CN `ledger`, the gateway id), and Ed25519 signing keys for all;
     client certificates for CARDS_IDENTITY (the card publisher), PROBE_IDENTITY
     (the broker's readiness probe) and each of `others` (CN as given). Private files 0600, directory 0700."""
     out = Path(out)
@@ -170,6 +170,9 @@ def make_dev_pki(
     gws = {}
     for gid in gateway_ids:
         ident = gateway_identity(gid)
+        # A gateway's files are named by its identity, beside the CA's and the bank's.
+        if ident in RESERVED_IDENTITIES or ident in ("ca", "server"):
+            raise ValueError("gateway id %r is taken by the bank's own files" % gid)
         k, c = issue(ca, ident)
         write_private(out / ("%s.key" % ident), k)
         write_public(out / ("%s.crt" % ident), c)
@@ -212,8 +215,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         for g in args.gateway or ["gw1"]:
-            if not GATEWAY_ID_RE.fullmatch(g):
-                raise KeyFileError("bad gateway id %r: 1 .. 64 of [A-Za-z0-9_-]" % g)
+            if not GATEWAY_ID_RE.fullmatch(g) or g in RESERVED_IDENTITIES or g in ("ca", "server"):
+                raise KeyFileError(
+                    "bad gateway id %r: 1 .. 64 of [A-Za-z0-9_-], not ca, server, %s"
+                    % (g, ", ".join(RESERVED_IDENTITIES))
+                )
         p = make_dev_pki(args.out, args.gateway or ["gw1"], tuple(args.server_name) or ("127.0.0.1", "localhost"))
         print("wrote %s" % p.dir)
     except (KeyFileError, OSError) as e:

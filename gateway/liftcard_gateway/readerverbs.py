@@ -1,0 +1,343 @@
+"""`liftcard-gateway readers add | remove | rotate-key | list` (docs/operations.md,
+"Readers"; docs/gateway.md, "Readers").
+
+`add` registers a reader (readerreg.py: its key file and entry in the config's
+readers_dir), gives it a broker login (its passwd line made by mosquitto_passwd
+alone, merged: nobody else's plain password is needed), renders the ACL and
+reloads a running Mosquitto (opsetup.sync_broker), and writes the reader's
+enrolment file for the technician (liftcard_protocol.enrolment; 0600). With
+`--from FILE` the key and broker password come from an enrolment file the
+technician made instead. Adding a reader twice with the same key changes
+nothing; with another key it is refused: that is `rotate-key`.
+
+The daemon reads the readers when it starts: after an add, remove or
+rotate-key, restart it (`systemctl restart liftcard-gateway`).
+
+Every check runs before anything is written; keys and passwords go only into
+0600 files, never to the terminal.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+from pathlib import Path
+
+from liftcard_protocol.enrolment import Enrolment, dumps_enrolment, enrolment_doc, loads_enrolment, parse_enrolment
+from liftcard_protocol.errors import ConfigError as EnrolmentError
+from liftcard_protocol.fields import ID_MAX
+from liftcard_protocol.keys import write_private
+from liftcard_protocol.topics import reader_user
+
+from . import broker as mq
+from . import readerreg
+from .config import GatewayConfig, GatewayConfigError, load_config
+from .opsetup import SetupError, report_sync, say, sync_broker
+from .tables import render_table
+from .tomlconf import Secret
+
+MAX_ENROLMENT_FILE = 65536
+RESTART = "restart the daemon to use it: systemctl restart liftcard-gateway"
+
+
+def _reader_id(text: str) -> int:
+    try:
+        v = int(text, 10)
+    except ValueError:
+        v = 0
+    if not 1 <= v <= ID_MAX:
+        raise SetupError("READER_ID must be an integer 1 .. %d" % ID_MAX, 2)
+    return v
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("readers", help="add, remove, re-key and list the gateway's readers")
+    rs = p.add_subparsers(dest="readers_cmd", required=True)
+    a = rs.add_parser("add", help="register a reader, give it a broker login, write its enrolment file")
+    a.add_argument("reader_id", nargs="?", help="the reader's id (1 .. 2^30-1); with --from, taken from the file")
+    a.add_argument("--building", type=int, help="its building id (with --from, checked against the file)")
+    a.add_argument(
+        "--from", dest="from_file", help="an enrolment file the technician made (liftcard-provision register)"
+    )
+    a.add_argument("--out", help="where to write the enrolment file (default: enrolment_dir/reader-<id>.json)")
+    a.add_argument("--config", required=True, help="the gateway's TOML config")
+    r = rs.add_parser("remove", help="unregister a reader: its key, broker login and ACL go")
+    r.add_argument("reader_id")
+    r.add_argument("--config", required=True, help="the gateway's TOML config")
+    k = rs.add_parser("rotate-key", help="a new key for a reader (its broker password stays) and a new enrolment file")
+    k.add_argument("reader_id")
+    k.add_argument("--from", dest="from_file", help="take the new key from the technician's enrolment file")
+    k.add_argument("--out", help="where to write the enrolment file (default: enrolment_dir/reader-<id>.json)")
+    k.add_argument("--config", required=True, help="the gateway's TOML config")
+    ls = rs.add_parser("list", help="the readers table (never a key)")
+    ls.add_argument("--json", action="store_true", help="one JSON array for scripts")
+    ls.add_argument("--config", required=True, help="the gateway's TOML config")
+
+
+def command(cfg: GatewayConfig, args) -> int:
+    verb = args.readers_cmd
+    if verb == "list":
+        return list_readers(cfg, args.json)
+    if verb == "add":
+        return add(cfg, args)
+    if verb == "remove":
+        return remove(cfg, _reader_id(args.reader_id))
+    return rotate_key(cfg, args)
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _readers_dir(cfg: GatewayConfig) -> Path:
+    if cfg.readers_dir is None:
+        raise SetupError(
+            "gateway.readers_dir is not set in %s: name a directory for the readers (init writes one)" % cfg.path, 2
+        )
+    return cfg.readers_dir
+
+
+def _not_hand_listed(cfg: GatewayConfig, rid: int) -> None:
+    r = cfg.readers.get(rid)
+    if r is not None and r.entry is None:
+        raise SetupError(
+            "reader %d is listed in [[readers]] of %s: edit it there, or delete it there first" % (rid, cfg.path)
+        )
+
+
+def _read_enrolment(path: str) -> Enrolment:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_ENROLMENT_FILE + 1)
+    except OSError as e:
+        raise SetupError("cannot read %s: %s" % (path, e.strerror or type(e).__name__)) from None
+    try:
+        return loads_enrolment(data)
+    except EnrolmentError as e:
+        raise SetupError("%s: %s" % (path, e), 2) from None
+
+
+def _enrolment_path(cfg: GatewayConfig, rid: int, out: str | None) -> Path | None:
+    if out:
+        return Path(out).expanduser()
+    if cfg.enrolment_dir is None:
+        return None
+    return cfg.enrolment_dir / ("reader-%d.json" % rid)
+
+
+def _enrolment(cfg: GatewayConfig, rid: int, bid: int, key: bytes, password: str) -> bytes:
+    b = cfg.broker
+    try:
+        doc = enrolment_doc(rid, bid, key, b.reader_host, password, port=b.port)
+    except EnrolmentError as e:  # a reader_host the reader config cannot hold
+        raise SetupError("broker.reader_host: %s" % e, 2) from None
+    return dumps_enrolment(parse_enrolment(doc))
+
+
+def _sync(cfg: GatewayConfig) -> None:
+    """Re-read the config (the registry changed) and bring the broker's files along."""
+    try:
+        fresh = load_config(cfg.path)
+    except GatewayConfigError as e:
+        raise SetupError("config error: %s" % e, 2) from None
+    if fresh.broker.dir is None:
+        say("broker.dir is not set: the broker's files were not touched (render them with liftcard-gateway broker)")
+        return
+    report_sync(sync_broker(fresh))
+
+
+def _same_key(r, key: bytes) -> bool:
+    return hmac.compare_digest(r.key.value, key)
+
+
+# -- verbs ---------------------------------------------------------------------------
+
+
+def add(cfg: GatewayConfig, args) -> int:
+    rdir = _readers_dir(cfg)
+    enr = None
+    if args.from_file:
+        enr = _read_enrolment(args.from_file)
+        rid, bid = enr.reader_id, enr.building_id
+        if args.reader_id is not None and _reader_id(args.reader_id) != rid:
+            raise SetupError("%s is for reader %d, not %s" % (args.from_file, rid, args.reader_id), 2)
+        if args.building is not None and args.building != bid:
+            raise SetupError("%s is for building %d, not %d" % (args.from_file, bid, args.building), 2)
+        if args.out:
+            raise SetupError("--out goes with a new key, not with --from (the technician has the file)", 2)
+    else:
+        if args.reader_id is None:
+            raise SetupError("READER_ID is needed (or --from FILE)", 2)
+        rid = _reader_id(args.reader_id)
+        if args.building is None:
+            raise SetupError("--building is needed: the reader's building id", 2)
+        bid = args.building
+        if not 1 <= bid <= ID_MAX:
+            raise SetupError("--building must be an integer 1 .. %d" % ID_MAX, 2)
+    _not_hand_listed(cfg, rid)
+    old = cfg.readers.get(rid)
+    if old is not None:
+        if old.building_id != bid:
+            raise SetupError(
+                "reader %d is registered in building %d, not %d: remove it first" % (rid, old.building_id, bid)
+            )
+        if enr is None:
+            say("reader %d is registered already (building %d): nothing changed" % (rid, bid))
+            return 0
+        if not _same_key(old, enr.key):
+            raise SetupError(
+                "reader %d is registered with another key: `liftcard-gateway readers rotate-key %d --from %s` replaces it"
+                % (rid, rid, args.from_file)
+            )
+        if not (old.broker_hash and mq.password_matches(old.broker_hash, enr.password)):
+            raise SetupError("reader %d is registered with another broker password: remove it first" % rid)
+        say("reader %d is registered already with this key: nothing changed" % rid)
+        return 0
+    if enr is not None:
+        key, password, out = enr.key, enr.password, None
+    else:
+        key, password = secrets.token_bytes(32), mq.new_password()
+        out = _enrolment_path(cfg, rid, args.out)
+        if out is None:
+            raise SetupError("--out is needed: gateway.enrolment_dir is not set in %s" % cfg.path, 2)
+        if out.exists():
+            raise SetupError("%s exists: move it away or name another --out" % out)
+    doc = _enrolment(cfg, rid, bid, key, password) if out is not None else None
+    try:
+        pw_hash = mq.hash_password(reader_user(rid), password)
+    except mq.BrokerError as e:
+        raise SetupError(str(e)) from None
+    if doc is not None:
+        write_private(out, doc)
+    readerreg.write_entry(rdir, rid, bid, Secret(key), pw_hash)
+    say("added reader %d (building %d, broker user %s)" % (rid, bid, reader_user(rid)))
+    if doc is not None:
+        say("wrote %s (0600): the reader's key and broker password, for the technician" % out)
+    _sync(cfg)
+    say(RESTART)
+    return 0
+
+
+def remove(cfg: GatewayConfig, rid: int) -> int:
+    rdir = _readers_dir(cfg)
+    _not_hand_listed(cfg, rid)
+    if not readerreg.remove_entry(rdir, rid):
+        say("reader %d is not registered: nothing changed" % rid)
+        return 0
+    say("removed reader %d: its key and broker login are gone" % rid)
+    if cfg.enrolment_dir is not None:
+        ef = cfg.enrolment_dir / ("reader-%d.json" % rid)
+        if ef.exists():
+            ef.unlink()
+            say("removed %s" % ef)
+    _sync(cfg)
+    say(RESTART)
+    return 0
+
+
+def rotate_key(cfg: GatewayConfig, args) -> int:
+    rdir = _readers_dir(cfg)
+    rid = _reader_id(args.reader_id)
+    _not_hand_listed(cfg, rid)
+    old = cfg.readers.get(rid)
+    if old is None:
+        raise SetupError("reader %d is not registered: add it with `liftcard-gateway readers add`" % rid)
+    bid = old.building_id
+    if args.from_file:
+        enr = _read_enrolment(args.from_file)
+        if (enr.reader_id, enr.building_id) != (rid, bid):
+            raise SetupError(
+                "%s is for reader %d of building %d, not reader %d of building %d"
+                % (args.from_file, enr.reader_id, enr.building_id, rid, bid),
+                2,
+            )
+        if args.out:
+            raise SetupError("--out goes with a new key, not with --from (the technician has the file)", 2)
+        key, password, out = enr.key, enr.password, None
+        if _same_key(old, key) and old.broker_hash and mq.password_matches(old.broker_hash, password):
+            say("reader %d has this key already: nothing changed" % rid)
+            return 0
+    else:
+        key = secrets.token_bytes(32)
+        out = _enrolment_path(cfg, rid, args.out)
+        if out is None:
+            raise SetupError("--out is needed: gateway.enrolment_dir is not set in %s" % cfg.path, 2)
+        password = _kept_password(cfg, old)
+    if password is not None and old.broker_hash and mq.password_matches(old.broker_hash, password):
+        pw_hash, kept = old.broker_hash, True
+    else:
+        password, kept = password or mq.new_password(), False
+        try:
+            pw_hash = mq.hash_password(reader_user(rid), password)
+        except mq.BrokerError as e:
+            raise SetupError(str(e)) from None
+    doc = _enrolment(cfg, rid, bid, key, password) if out is not None else None
+    if doc is not None:
+        write_private(out, doc)
+    readerreg.write_entry(rdir, rid, bid, Secret(key), pw_hash)
+    say("reader %d has a new key%s" % (rid, " (its broker password stays)" if kept else " and a new broker password"))
+    if doc is not None:
+        say("wrote %s (0600): configure the reader with it" % out)
+    _sync(cfg)
+    say(RESTART)
+    return 0
+
+
+def _kept_password(cfg: GatewayConfig, old) -> str | None:
+    """The reader's broker password from its last enrolment file, if that is
+    still there and still matches its login; None otherwise (a new one is made)."""
+    if cfg.enrolment_dir is None or not old.broker_hash:
+        return None
+    p = cfg.enrolment_dir / ("reader-%d.json" % old.reader_id)
+    try:
+        enr = loads_enrolment(p.read_bytes()[: MAX_ENROLMENT_FILE + 1])
+    except (OSError, EnrolmentError):
+        return None
+    if enr.reader_id != old.reader_id or not mq.password_matches(old.broker_hash, enr.password):
+        return None
+    return enr.password
+
+
+def list_readers(cfg: GatewayConfig, as_json: bool) -> int:
+    rows = []
+    for rid in sorted(cfg.readers):
+        r = cfg.readers[rid]
+        ef = cfg.enrolment_dir / ("reader-%d.json" % rid) if cfg.enrolment_dir is not None else None
+        rows.append(
+            {
+                "reader_id": rid,
+                "building_id": r.building_id,
+                "listed_in": str(r.entry) if r.entry is not None else str(cfg.path),
+                "broker_user": reader_user(rid),
+                "broker_login": bool(r.broker_hash) if r.entry is not None else None,
+                "key_file": str(r.key_file),
+                "enrolment_file": str(ef) if ef is not None and ef.exists() else None,
+            }
+        )
+    if as_json:
+        say(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        say("no readers (add one: liftcard-gateway readers add READER_ID --building B --config %s)" % cfg.path)
+        return 0
+
+    def login(v):
+        return "-" if v is None else ("yes" if v else "no")
+
+    say(
+        render_table(
+            ("reader", "building", "broker user", "login", "listed in", "enrolment file"),
+            [
+                (
+                    str(x["reader_id"]),
+                    str(x["building_id"]),
+                    x["broker_user"],
+                    login(x["broker_login"]),
+                    "readers_dir" if x["listed_in"] != str(cfg.path) else "config",
+                    x["enrolment_file"] or "-",
+                )
+                for x in rows
+            ],
+        )
+    )
+    return 0
