@@ -19,7 +19,10 @@ directory is made with mkdtemp rather than under pytest's tmp_path, whose
 parents are 0700 root and would keep that user out.
 
 stop() is a fast shutdown (SIGINT: open sessions are ended, nothing waits
-for a client to leave); the directory is removed on close.
+for a client to leave); the directory is removed on close. A server whose
+test process was killed outright keeps running (its parent-death signal
+went with the change of user): the leak check finds it by the session's
+marker in its environment and kills it, its backends follow.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from . import procs
@@ -204,6 +208,15 @@ class PostgresInstance:
                     self.stop()
                     raise RuntimeError("postgres did not accept connections within %gs" % self.start_timeout) from None
                 time.sleep(0.2)
+
+    def create_database(self) -> str:
+        """A fresh, empty database on this server (one per test); its URL."""
+        import psycopg
+
+        name = "t_%s" % uuid.uuid4().hex[:12]
+        with psycopg.connect(self.url, autocommit=True) as c:
+            c.execute("CREATE DATABASE %s" % name)
+        return "postgresql://%s@/%s?host=%s&port=%d" % (USER, name, self.socket_dir, self.port)
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT), SIGKILL after a timeout; the data stays for a restart."""
