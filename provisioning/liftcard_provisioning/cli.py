@@ -2,13 +2,16 @@
 
     liftcard-provision ports [--json]
     liftcard-provision flash IMAGE [--port PORT] [--baud N] [--json] [-v]
+    liftcard-provision deploy | configure | selftest | console [--port PORT] ...
+    liftcard-provision register [--port PORT] [--gateway-config GW.toml] [--out FILE]
+    liftcard-provision harvest [--port PORT | --image LOG.img ...] [--out FILE]
     liftcard-provision card personalise --port PORT|auto --keys building-keys.json \\
         --card-id HEX16 --valid-from YYYY-MM-DD --valid-until YYYY-MM-DD|never [--issuer N]
     liftcard-provision card read --port PORT|auto --keys building-keys.json [--json]
 
 This module is the table of commands; each verb's work is in its own module:
 ports.py, flashing.py, boardverbs.py (deploy, configure, selftest, console),
-harvest.py, cardverbs.py (card personalise / read through a USB PN532).
+register.py, harvest.py, cardverbs.py (card personalise / read through a USB PN532).
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rescue the rides a reader holds, and personalise and read DESFire cards through a USB PN532 "
         "(docs/technicians.md).",
         epilog="Examples:\n  %(prog)s ports\n  %(prog)s flash ESP32_GENERIC-v1.28.0.bin\n"
+        "  %(prog)s register --gateway-config /etc/liftcard/gw.toml\n"
         "  %(prog)s card personalise --port auto --keys building-12.json --card-id 00000000075BCD15 \\\n"
         "      --valid-from 2026-01-01 --valid-until 2027-12-31\n"
         "  %(prog)s card read --port /dev/ttyUSB0 --keys building-12.json\n"
@@ -116,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     from liftcard_provisioning import harvest  # docs/technicians.md, Harvest
 
     harvest.add_parser(sub)
+    from liftcard_provisioning import register  # docs/technicians.md, Register
+
+    register.add_parser(sub)
     from liftcard_provisioning import cardverbs  # card personalise, card read
 
     cardverbs.add_parsers(sub, Parser)

@@ -11,8 +11,8 @@ Two sources, one reading:
   cable). The board's log is read, never written: no mount, no erase, no ack.
   The reader id and building come from the reader's own config.json.
   A host board (the unix port under the virtual serial board, tests) has
-  no partition table: the hidden option --board-log-image PATH names the NOR
-  image it runs on.
+  no partition table: the NOR image it runs on is the `--log` of its main.py
+  argv (the hidden option --board-log-image PATH overrides it).
 - a dead reader's flash (`--image LOG.img`): the raw `ridelog` partition read
   off the chip (esptool read_flash at the partition's offset, docs/partitions.md);
   `--reader` and `--building` say whose it is.
@@ -50,10 +50,13 @@ MAX_IMAGE = 16 * 1024 * 1024  # the largest ridelog partition (docs/partitions.m
 # Run on the board: every programmed 32-byte slot of the ridelog partition as
 # "sector slot hex", then "END sectors". On an ESP32 the partition is found by
 # label; a host board (the unix port, the virtual serial board) has no
-# partition table, so the NOR image path it runs on is given (%r: None on an ESP32).
+# partition table: the NOR image it runs on is named in its main.py argv
+# (which the virtual board sets at a raw-REPL boot too), or given here (%r).
 _DUMP = """
-import binascii
+import sys, binascii
 _p = %r
+if _p is None and sys.platform != 'esp32' and '--log' in sys.argv:
+    _p = sys.argv[sys.argv.index('--log') + 1]
 if _p is None:
     import esp32
     _l = esp32.Partition.find(esp32.Partition.TYPE_DATA, label='ridelog')
