@@ -2,7 +2,10 @@
 inside a reader's contiguous run are pruned; (reader, seq) dedupe holds after
 pruning; totals stay whole; the database stops growing at a steady load."""
 
+import json
 import sqlite3
+import subprocess
+import sys
 
 from liftcard_gateway import overview, retention
 from liftcard_gateway.config import RetentionConf
@@ -11,6 +14,7 @@ from liftcard_gateway.metrics import tap_totals
 from liftcard_gateway.store import Store
 from liftcard_protocol.codes import Result
 from liftcard_protocol.ride import RideRecord
+from liftcard_testing.paths import REPO
 
 DAY = 86400
 T0 = 1_780_000_000.0  # a Unix time in 2026
@@ -190,3 +194,23 @@ def test_daemon_timer_runs_and_logs(tmp_path):
     res = r.run_once()
     assert res.rides == 19
     assert events == [("pruned", {"rides": 19, "batches": 0, "readers": [7]})]
+
+
+def test_benchmark_runs_quick():
+    """tools/bench/retention.py --quick: the database with retention levels
+    off, the one without keeps growing, a resent first day is all duplicates."""
+    res = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "bench" / "retention.py"), "--quick"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads(res.stdout)
+    assert doc["ratios"]["kept_month12_over_month4"] < 1.2
+    assert doc["ratios"]["all_month12_over_month4"] > 2
+    assert doc["with_retention"]["resend_first_day"]["inserted"] == 0
+    assert doc["without_retention"]["resend_first_day"]["inserted"] == 0
+    months = doc["with_retention"]["months"]
+    assert months[-1]["rides_held"] + months[-1]["rides_pruned"] == doc["load"]["rides_per_month"] * 12
