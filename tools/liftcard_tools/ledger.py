@@ -1,24 +1,35 @@
-"""The reference bank ledger (docs/upstream.md, "The reference ledger").
+"""The reference bank ledger (docs/ledger.md; its upstream contract: docs/upstream.md).
 
     liftcard-ledger run --config ledger.toml       # until SIGTERM/SIGINT
     liftcard-ledger totals --config ledger.toml [--json]
     liftcard-ledger publish-card --config ledger.toml --gateway gw1 --file update.bin
+    liftcard-ledger households import FILE.csv --config ledger.toml
+    liftcard-ledger households list --config ledger.toml --building B
+    liftcard-ledger cost --config ledger.toml --building B --amount-fen N --memo TEXT [--date YYYY-MM-DD]
+    liftcard-ledger statement --config ledger.toml --building B --month YYYY-MM [--household H] [--html OUT.html]
+    liftcard-ledger verify --config ledger.toml
 
 `run` connects to the bank broker over TLS with the ledger's client
-certificate (persistent session, QoS 1), subscribes to liftcard/gw/+/batches,
-and for each BATCH: checks the topic's gateway id is registered and equals the
-batch's, verifies the Ed25519 signature with that gateway's registered public
-key, stores the rides in ONE SQLite transaction keyed (gateway_id, reader_id,
-seq) -- a duplicate or overlapping resend stores nothing new -- and only after
-the commit publishes the signed ACK on liftcard/gw/<id>/acks. Anything refused
-is logged (one JSON line, reason) and not acked. Duplicated and reordered
-deliveries are harmless: the key makes every store idempotent.
+certificate (persistent session, QoS 1), subscribes to liftcard/gw/+/batches
+(with `shared_group`, the MQTT 5 shared subscription $share/<group>/...: the
+broker hands each message to one of the group's workers), and for each
+BATCH: checks the topic's gateway id is registered and equals the batch's,
+verifies the Ed25519 signature with that gateway's registered public key,
+stores the rides and posts the charged ones (accountbook.py) in ONE
+transaction keyed (gateway_id, reader_id, seq) -- a duplicate, an
+overlapping resend or another worker's copy stores and posts nothing new --
+and only after the commit publishes the signed ACK on
+liftcard/gw/<id>/acks. Anything refused is logged (one JSON line, reason)
+and not acked.
 
 Config (TOML; relative paths from the file's directory):
 
     [ledger]
     data_dir = "ledger-data"                  # ledger.db (SQLite, WAL)
     signing_key_file = "ledger-signing.key"   # mode 0600: the ledger's Ed25519 key
+    # database = "postgresql://ledger@db.bank.example/ledger"   # PostgreSQL instead of ledger.db
+    # database_password_file = "db.pass"      # mode 0600; never in the URL
+    # utc_offset_min = 480                    # the bank's local time: statement months, cost dates
 
     [broker]
     host = "127.0.0.1"
@@ -28,6 +39,7 @@ Config (TOML; relative paths from the file's directory):
     key_file = "ledger.key"                   # mode 0600
     # client_id = "liftcard-ledger"           # the broker uses the certificate's CN
     # keepalive = 30
+    # shared_group = "ledger"                 # several workers on one stream (MQTT 5)
 
     [cards]                                   # publish-card's own identity (optional)
     cert_file = "cards.crt"
