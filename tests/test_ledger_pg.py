@@ -133,7 +133,7 @@ def test_workers_starting_together_migrate_once(pg):
 def worker_config(tmp_path, pki, bank, url, cert=None, key=None) -> Path:
     p = write_ledger_config(tmp_path, pki, bank, ["gw1", "gw2"])
     text = p.read_text().replace("[ledger]\n", '[ledger]\ndatabase = "%s"\n' % url, 1)
-    pass
+    text = text.replace("[broker]\n", '[broker]\nshared_group = "ledger"\n', 1)
     if cert is not None:
         text = text.replace(str(pki.ledger_cert), str(cert)).replace(str(pki.ledger_key), str(key))
     p.write_text(text)

@@ -263,9 +263,10 @@ MIGRATIONS = (
 
 RIDE_SQL = (
     "INSERT INTO rides (gateway_id, reader_id, seq, building_id, time, uptime, card_id, household, floor, fee, "
-    "result, flags, boot, time_corrected, batch_id, stored_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-    "ON CONFLICT DO NOTHING"
+    "result, flags, boot, time_corrected, batch_id, stored_at) VALUES %s ON CONFLICT DO NOTHING RETURNING seq"
 )
+RIDE_VALUES = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+RIDES_PER_INSERT = 500  # 16 parameters a ride: well under SQLite's and PostgreSQL's limits
 
 
 class LedgerDB:
@@ -293,33 +294,37 @@ class LedgerDB:
         sql = self.sql
 
         def apply() -> int:
-            inserted, postings = 0, []
-            for r in b.rides:
-                cur = sql.execute(
-                    RIDE_SQL,
-                    (
-                        b.gateway_id,
-                        b.reader_id,
-                        r.seq,
-                        b.building_id,
-                        r.time,
-                        r.uptime,
-                        "%016x" % r.card_id,
-                        r.household,
-                        r.floor,
-                        r.fee,
-                        r.result,
-                        r.flags,
-                        r.boot,
-                        r.time_corrected,
-                        b.batch_id,
-                        now,
-                    ),
+            new: set[int] = set()
+            rows = [
+                (
+                    b.gateway_id,
+                    b.reader_id,
+                    r.seq,
+                    b.building_id,
+                    r.time,
+                    r.uptime,
+                    "%016x" % r.card_id,
+                    r.household,
+                    r.floor,
+                    r.fee,
+                    r.result,
+                    r.flags,
+                    r.boot,
+                    r.time_corrected,
+                    b.batch_id,
+                    now,
                 )
-                if cur.rowcount != 1:
-                    continue
-                inserted += 1
-                legs = book.ride_legs(b.building_id, r.household, r.result, r.fee)
+                for r in b.rides
+            ]
+            for i in range(0, len(rows), RIDES_PER_INSERT):
+                chunk = rows[i : i + RIDES_PER_INSERT]
+                # RETURNING names only the rides this insert inserted: those, and only those, are posted
+                sql_text = RIDE_SQL % ",".join([RIDE_VALUES] * len(chunk))
+                new.update(s for (s,) in sql.all(sql_text, [v for row in chunk for v in row]))
+            inserted = len(new)
+            postings = []
+            for r in b.rides:
+                legs = book.ride_legs(b.building_id, r.household, r.result, r.fee) if r.seq in new else None
                 if legs:
                     at = book.ride_unix_time(r.time, r.time_corrected)
                     postings += book.posting_rows(
