@@ -296,3 +296,20 @@ def test_the_ledger_command_runs_on_postgresql(pg, pki, tmp_path):
     assert r.returncode == 0 and "fund: opening 0.00, in 0.00, out 4.01, closing -4.01 yuan" in r.stdout
     assert run("verify", "--config", str(p)).stdout.strip() == "the books balance"
     assert LIFTCARD_EPOCH  # the statement month above is in liftcard time
+
+
+def test_a_worker_survives_a_database_restart(pg, pki, tmp_path):
+    url = pg.create_database()
+    db = LedgerDB(url)
+    k = load_signing_key(pki.gateways["gw1"]["signing_key"])
+    pub = load_public_key(pki.gateways["gw1"]["public_key"])
+    try:
+        assert db.store(uf.parse_batch(pub, uf.build_batch(k, "gw1", 1, 7, 12, [ride(1), ride(2)]))) == 2
+        pg.stop()
+        pg.start()
+        # the broken connection is replaced and the batch goes in whole
+        assert db.store(uf.parse_batch(pub, uf.build_batch(k, "gw1", 2, 7, 12, [ride(s) for s in range(2, 9)]))) == 6
+        assert db.sql.one("SELECT count(*) FROM rides") == (8,)
+        assert book.verify_books(db.sql) == []
+    finally:
+        db.close()

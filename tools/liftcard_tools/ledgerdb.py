@@ -62,21 +62,25 @@ class Sql:
             import psycopg
 
             self.dialect = "postgresql"
-            kw = {"autocommit": True}
-            if password is not None:
-                kw["password"] = getattr(password, "value", password)
-            try:
-                self.conn = psycopg.connect(target, **kw)
-            except psycopg.Error as e:
-                # psycopg's message can quote the connection string; keep only the cause.
-                raise ConnectionError("cannot connect to PostgreSQL: %s" % _first_line(e)) from None
             self._pg = psycopg
+            self._target, self._password = target, password
+            self.conn = self._pg_connect()
             self.order = "id"
         else:
             self.dialect = "sqlite"
             self.path = Path(target)
             self.conn = connect(self.path)  # WAL, synchronous=FULL; migrate() brings the schema
             self.order = "rowid"
+
+    def _pg_connect(self):
+        kw = {"autocommit": True}
+        if self._password is not None:
+            kw["password"] = getattr(self._password, "value", self._password)
+        try:
+            return self._pg.connect(self._target, **kw)
+        except self._pg.Error as e:
+            # psycopg's message can quote the connection string; keep only the cause.
+            raise ConnectionError("cannot connect to PostgreSQL: %s" % _first_line(e)) from None
 
     @property
     def postgres(self) -> bool:
@@ -128,6 +132,12 @@ class Sql:
                 if attempt == RETRIES - 1:
                     raise
                 time.sleep(0.01 * (attempt + 1))
+            except self._pg.OperationalError:
+                # The server restarted or the link broke: nothing was committed, so
+                # connect again and run it again (an unreachable server raises here).
+                if not self.conn.closed or attempt == RETRIES - 1:
+                    raise
+                self.conn = self._pg_connect()
         raise AssertionError("unreachable")
 
     def statements(self, template: str) -> None:
@@ -280,7 +290,11 @@ class LedgerDB:
         except BaseException:
             self.sql.close()
             raise
-        self.conn = self.sql.conn
+
+    @property
+    def conn(self):
+        """The raw connection (sqlite3 or psycopg), for tests and tools."""
+        return self.sql.conn
 
     def close(self):
         self.sql.close()
