@@ -214,3 +214,50 @@ def test_benchmark_runs_quick():
     assert doc["without_retention"]["resend_first_day"]["inserted"] == 0
     months = doc["with_retention"]["months"]
     assert months[-1]["rides_held"] + months[-1]["rides_pruned"] == doc["load"]["rides_per_month"] * 12
+
+
+def test_the_daemon_prunes_on_its_timer(tmp_path):
+    """A gateway with [retention]: the daemon prunes at start (then every
+    every_s) while it runs, logs `pruned`, and still dedupes a resend."""
+    import secrets
+    import threading
+
+    from liftcard_gateway.config import load_config
+    from liftcard_gateway.daemon import Gateway
+    from liftcard_testing.configs import write_gateway_config
+    from liftcard_testing.daemonrig import daemon_broker
+    from liftcard_testing.logcapture import EventLog
+    from liftcard_testing.simreader import SimReader
+
+    keys = {7: secrets.token_bytes(32)}
+    with daemon_broker({7: 12}) as broker:
+        path = write_gateway_config(
+            tmp_path / "gw", broker, keys, {7: 12}, extra="\n[retention]\nacked_ride_days = 30\n"
+        )
+        cfg = load_config(path)
+        st = Store(cfg.db_path)
+        st.ensure_reader(7, 12)
+        st.store_batch(7, 1, [ride(s) for s in range(1, 11)], now=T0)
+        ack_upstream(st.conn, 7, T0)
+        st.close()
+        log = EventLog()
+        g = Gateway(cfg, log=log)
+        t = threading.Thread(target=g.run, kwargs={"install_signals": False}, daemon=True)
+        t.start()
+        r = None
+        try:
+            assert g.wait_ready(10)
+            ev = log.wait(lambda x: x["event"] == "pruned")
+            assert (ev["rides"], ev["readers"]) == (9, [7])  # the newest ride stays
+            r = SimReader(broker, 7, keys[7], boot=2)
+            r.send(range(1, 13))  # 1..9 pruned, 10 held, 11..12 new
+            assert r.ack() == 12
+            st = Store(cfg.db_path)
+            assert seqs(st, 7) == [10, 11, 12]
+            st.close()
+        finally:
+            if r is not None:
+                r.close()
+            g.stop()
+            t.join(15)
+        assert not t.is_alive()
