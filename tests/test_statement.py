@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liftcard_protocol import upstream as uf
@@ -237,3 +237,44 @@ def test_the_page_in_a_browser(db, tmp_path):
         assert sorted(map(tuple, fee_bars)) == [(f.floor, f.counts.fees_fen) for f in s.floors]
         assert b.text("section.cost .memo") == "door sensor"
     assert (tmp_path / "statement.png").stat().st_size > 1000
+
+
+tap = st.tuples(
+    st.integers(1, 6),  # household (registered 1..5; 6 is not)
+    st.integers(0, 7),  # destination floor
+    st.integers(0, 500),  # fee
+    st.sampled_from([0, 0, 0, 1, 2, 5]),  # result
+    st.integers(lt(2026, 10, 25, 0), lt(2026, 12, 5, 0)),  # around November
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(taps=st.lists(tap, min_size=1, max_size=40), costs=st.lists(st.integers(1, 10**6), max_size=3))
+def test_a_statement_adds_up_whatever_the_rides(tmp_path_factory, taps, costs):
+    d = LedgerDB(tmp_path_factory.mktemp("prop") / "ledger.db")
+    try:
+        rides = [
+            uf.UpRide(i + 1, t, 0, 0xD000 + h, h, f, fee if res == 0 else 0, res, 0, 1)
+            for i, (h, f, fee, res, t) in enumerate(taps)
+        ]
+        d.store(uf.Batch("gw1", 1, 7, B, tuple(rides)))
+        book.import_register(d.sql, [(B, h, h % 4) for h in range(1, 6)])
+        for i, amount in enumerate(costs):
+            book.enter_cost(d.sql, B, amount, "c%d" % i, datetime.date(2026, 11, 1 + 10 * i), 480)
+        s = statement(d, B, "2026-11")
+        start, end = lt(2026, 11, 1, 0), lt(2026, 12, 1, 0)
+        nov = [r for r in rides if start <= r.time < end]
+        granted = [r for r in nov if r.result == 0]
+        assert s.totals.rides == len(granted) == sum(s.hours)
+        assert s.totals.denied == len(nov) - len(granted)
+        assert s.totals.charged == sum(1 for r in granted if r.fee > 0)
+        assert s.totals.fees_fen == sum(r.fee for r in granted) == s.fund_in_fen
+        assert sum(h.fees_fen for h in s.households) == s.fund_in_fen
+        assert sum(f.counts.fees_fen for f in s.floors) == s.fund_in_fen
+        before = sum(r.fee for r in rides if r.result == 0 and r.time < start)
+        assert s.fund_opening_fen == before
+        assert s.fund_out_fen == sum(costs) == sum(h.cost_share_fen for h in s.households)
+        assert s.fund_closing_fen == s.fund_opening_fen + s.fund_in_fen - s.fund_out_fen
+        assert book.verify_books(d.sql) == []
+    finally:
+        d.close()
