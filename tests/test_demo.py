@@ -1,4 +1,4 @@
-"""liftcard-demo: the virtual reader (real firmware under the real MicroPython)
+"""liftcard-demo --walkthrough: the virtual reader (real firmware under the real MicroPython)
 lives through the scripted morning; its decisions, fees and log are checked."""
 
 import json
@@ -16,7 +16,7 @@ CAP = demo.MONTHLY_CAP_FEN
 
 
 def run_json(capsys, *args):
-    code = demo.main(["--json", *args])
+    code = demo.main(["--walkthrough", "--json", *args])
     out, err = capsys.readouterr()
     assert code == 0, err + out
     return json.loads(out)
@@ -32,7 +32,7 @@ def morning(tmp_path_factory):
     # One fresh run shared by the checks below (as JSON, parsed).
     d = tmp_path_factory.mktemp("demo") / "work"
     res = subprocess.run(
-        [sys.executable, "-m", "liftcard_tools.demo", "--json", "--dir", str(d)],
+        [sys.executable, "-m", "liftcard_tools.demo", "--walkthrough", "--json", "--dir", str(d)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -135,7 +135,7 @@ def test_secrets_stay_secret(morning):
 
 
 def test_text_output(tmp_path, capsys):
-    assert demo.main(["--dir", tmp_path / "w"]) == 0
+    assert demo.main(["--walkthrough", "--dir", tmp_path / "w"]) == 0
     out = capsys.readouterr().out
     assert "liftcard demo" in out and demo.TAP_HEAD in out
     for word in (
@@ -190,7 +190,10 @@ def test_console_script(tmp_path):
     if not exe.exists():
         pytest.skip("liftcard-demo is not installed next to this python")
     res = subprocess.run(
-        [str(exe), "--quiet", "--dir", str(tmp_path / "w")], capture_output=True, text=True, timeout=120
+        [str(exe), "--walkthrough", "--quiet", "--dir", str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert res.returncode == 0, res.stderr
     assert "all checks passed" in res.stdout and "DEBOUNCED" not in res.stdout
@@ -205,12 +208,12 @@ def _one_line_error(res_err):
 def test_dir_is_a_file(tmp_path, capsys):
     f = tmp_path / "file"
     f.write_text("x")
-    assert demo.main(["--dir", f]) == 1
+    assert demo.main(["--walkthrough", "--dir", f]) == 1
     _one_line_error(capsys.readouterr().err)
 
 
 def test_dir_with_space(tmp_path, capsys):
-    assert demo.main(["--dir", tmp_path / "a b"]) == 1
+    assert demo.main(["--walkthrough", "--dir", tmp_path / "a b"]) == 1
     _one_line_error(capsys.readouterr().err)
 
 
@@ -218,14 +221,14 @@ def test_bad_kept_config(tmp_path, capsys):
     d = tmp_path / "w"
     d.mkdir()
     (d / "config.json").write_text("{not json")
-    assert demo.main(["--dir", d, "--keep"]) == 1
+    assert demo.main(["--walkthrough", "--dir", d, "--keep"]) == 1
     _one_line_error(capsys.readouterr().err)
 
 
 def test_micropython_missing(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert demo.main(["--dir", tmp_path / "w"]) == 1
+    assert demo.main(["--walkthrough", "--dir", tmp_path / "w"]) == 1
     err = capsys.readouterr().err
     _one_line_error(err)
     assert "micropython not found" in err
@@ -233,7 +236,7 @@ def test_micropython_missing(tmp_path, capsys, monkeypatch):
 
 def test_bad_option(capsys):
     with pytest.raises(SystemExit) as e:
-        demo.main(["--nope"])
+        demo.main(["--walkthrough", "--nope"])
     assert e.value.code == 2
     assert "unrecognized arguments" in capsys.readouterr().err
 

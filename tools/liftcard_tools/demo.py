@@ -1,4 +1,9 @@
-"""liftcard-demo: a virtual reader lives through a scripted morning.
+"""liftcard-demo: the compound (liftcard_tools.compound: every process of the
+system, a simulated population, faults, then the reconciliation); with
+--walkthrough, the one-reader walk-through below; `liftcard-demo bank-setup
+DIR` writes the bank side's files for a trial by hand (docs/demo.md).
+
+The walk-through: a virtual reader lives through a scripted morning.
 
 The real reader firmware (firmware/main.py) runs under the real MicroPython unix
 port as a subprocess, with the host board: its flash is two image files in the
@@ -29,7 +34,7 @@ fresh reader; with --keep it is the day after the newest ride on flash.
 
 Money is integer fen everywhere; yuan are only ever formatted with divmod.
 
-    liftcard-demo [--dir DIR] [--keep] [--quiet | --json]
+    liftcard-demo --walkthrough [--dir DIR] [--keep] [--quiet | --json]
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ from liftcard_protocol.readerconfig import config_key, validate_config
 from liftcard_protocol.ride import RideRecord
 from liftcard_protocol.whitelist import build_whitelist, parse_whitelist
 from liftcard_testing import firmware, procs
+from liftcard_tools.compound import banksetup
+from liftcard_tools.compound import cli as compound_cli
 from liftcard_tools.feemodel import FeeModel
 
 PROG = "liftcard-demo"
@@ -937,7 +944,7 @@ class Demo:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=PROG,
+        prog=PROG + " --walkthrough",
         description="A virtual elevator-card reader (the real firmware under MicroPython) lives through a "
         "scripted morning: every tap's decision and fee, then the ride log summed per household.",
     )
@@ -958,7 +965,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(None if argv is None else [str(a) for a in argv])
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if argv[:1] == ["bank-setup"]:
+        return banksetup.main(argv[1:])
+    if "--walkthrough" not in argv:
+        return compound_cli.main(argv)
+    return walkthrough([a for a in argv if a != "--walkthrough"])
+
+
+def walkthrough(argv) -> int:
+    args = build_parser().parse_args(argv)
     out = Output("json" if args.json else "quiet" if args.quiet else "text")
     try:
         return Demo(args, out).run()

@@ -1,0 +1,341 @@
+"""The compound (liftcard-demo, liftcard_tools.compound) at a small size:
+every process real (local Mosquitto, gateway, TLS bank broker, ledger, one
+virtual reader per elevator), the traffic and the faults of its script, then
+its reconciliation, asserted; and a broken piece of evidence (a ride deleted
+from the ledger's database before the check) makes it exit 1.
+
+The model pieces (population, clock, money formatting) and the
+reconciliation's own checks are exercised without processes too.
+"""
+
+import copy
+import dataclasses
+import io
+import shlex
+import sqlite3
+import stat
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from liftcard_gateway.broker import find_tool
+from liftcard_gateway.config import load_config
+from liftcard_protocol.codes import Flag, Result
+from liftcard_testing import procs
+from liftcard_testing.bankbroker import tls_connack
+from liftcard_testing.configs import BrokerLogin, write_gateway_config
+from liftcard_testing.mosquitto import free_port
+from liftcard_testing.wait import wait_for
+from liftcard_tools import demo
+from liftcard_tools.compound import cli
+from liftcard_tools.compound.population import elevators_per_building, make_compound
+from liftcard_tools.compound.reconcile import reconcile, yuan
+from liftcard_tools.compound.schedule import ACTIVE_S, Clock
+
+try:
+    find_tool("mosquitto")
+except Exception:  # pragma: no cover
+    pytest.skip("mosquitto is not installed (scripts/setup.sh installs it)", allow_module_level=True)
+
+SMALL = ["--buildings", "2", "--elevators", "3", "--households", "3", "--days", "1", "--speed", "6000"]
+
+
+def _args(argv):
+    a = cli.build_parser().parse_args(argv)
+    cli.check_args(a)
+    return a
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    out = io.StringIO()
+    d = tmp_path_factory.mktemp("compound") / "work"
+    outcome = cli.run(_args([*SMALL, "--seed", "7", "--dir", str(d)]), out)
+    return outcome, out.getvalue()
+
+
+def test_the_small_compound_reconciles(small):
+    outcome, text = small
+    assert outcome.code == 0, text
+    assert outcome.report.ok, outcome.report.problems
+    assert "RECONCILED" in text and "NOT RECONCILED" not in text
+    ev = outcome.evidence
+    n = sum(len(v) for v in ev.dumps.values())
+    # Every tap of the script was played and logged, and is once at the gateway and once at the ledger.
+    assert n == len(outcome.script.taps) == len(ev.played) == len(ev.gw_rows) == len(ev.ledger_rows)
+    assert "rides: %d logged by the readers, %d at the gateway, %d at the ledger" % (n, n, n) in text
+    # The ledger's own totals (its CLI) agree with the reader logs, per reader.
+    assert sum(r for r, _ in ev.ledger_totals.values()) == n
+    assert sum(f for _, f in ev.ledger_totals.values()) == sum(row["fee"] for row in ev.gw_rows)
+
+
+def test_every_fault_was_injected_and_shown(small):
+    outcome, text = small
+    for e in outcome.script.events:
+        assert "** " + e.text in text
+    # Progress: simulated time, rides per building and the readers' backlogs.
+    assert "day 1 08:00  rides b1:" in text and "backlog 101:" in text
+    # The network cut, the gateway kill and the bank link being down left rides waiting on flash at some point.
+    backlogs = [ln for ln in text.splitlines() if "backlog" in ln]
+    assert any(any(not part.endswith(":0") for part in ln.split("backlog ")[1].split()) for ln in backlogs)
+
+
+def test_the_lost_card_is_refused_after_its_revocation_arrived(small):
+    outcome, text = small
+    lost = outcome.script.lost
+    readers = outcome.compound.building(lost.building_id).reader_ids
+    assert set(outcome.report.latency) == set(readers)
+    for rid in readers:
+        sim_s, real_s, _how = outcome.report.latency[rid]
+        assert sim_s >= 0 and real_s >= 0
+        arrival_n = None
+        for p in outcome.evidence.played:
+            if p.tap.reader_id == rid and p.tap.card_id == lost.card_id and p.tap.t >= lost.reported:
+                if p.rec.result != Result.GRANTED and arrival_n is None:
+                    arrival_n = p.n
+                if arrival_n is not None:
+                    assert p.rec.result == Result.LOST  # once refused, refused at every later tap
+        assert arrival_n is not None, "the lost card was never refused at reader %d" % rid
+        assert "reader %d: revocation arrived" % rid in text
+
+
+def test_free_class_and_visitors_in_the_logs(small):
+    outcome, _ = small
+    recs = [p.rec for p in outcome.evidence.played]
+    assert any(r.result == Result.GRANTED and r.fee > 0 for r in recs)
+    assert any(r.result == Result.GRANTED and r.flags & Flag.FREE_CLASS and r.fee == 0 for r in recs)  # an elder
+    visitor = {p.card.card_id for p, _ in outcome.compound.visitors}
+    assert any(p.tap.card_id in visitor and p.rec.result == Result.GRANTED for p in outcome.evidence.played)
+
+
+def _broken(evidence, change):
+    ev = copy.deepcopy(evidence)
+    change(ev)
+    return ev
+
+
+def test_the_reconciliation_catches_each_kind_of_damage(small):
+    outcome, _ = small
+    ok = reconcile(outcome.evidence, outcome.script, outcome.compound, outcome.clock)
+    assert ok.ok
+
+    def check(change, words):
+        rep = reconcile(_broken(outcome.evidence, change), outcome.script, outcome.compound, outcome.clock)
+        assert not rep.ok
+        assert any(words in p for p in rep.problems), rep.problems
+
+    check(lambda ev: ev.ledger_rows.pop(), "the ledger is missing")
+    check(lambda ev: ev.gw_rows.append(dict(ev.gw_rows[0])), "the gateway holds reader")
+
+    def dearer(ev):
+        row = next(r for r in ev.ledger_rows if r["fee"] > 0)
+        row["fee"] += 1
+
+    check(dearer, "differs from the reader's record")
+
+    def granted_lost(ev):
+        lost = outcome.script.lost
+        i = max(
+            i
+            for i, p in enumerate(ev.played)
+            if p.tap.card_id == lost.card_id and p.rec.result == Result.LOST and p.tap.t >= lost.reported
+        )
+        p = ev.played[i]
+        ev.played[i] = dataclasses.replace(p, rec=dataclasses.replace(p.rec, result=int(Result.GRANTED)))
+
+    check(granted_lost, "granted the lost card")
+
+    def totals_off(ev):
+        rid = next(iter(ev.ledger_totals))
+        r, f = ev.ledger_totals[rid]
+        ev.ledger_totals[rid] = (r, f + 1)
+
+    check(totals_off, "the ledger's totals for reader")
+
+
+def test_a_ride_deleted_from_the_ledger_fails_the_run(tmp_path):
+    deleted = []
+
+    def tamper(site):
+        con = sqlite3.connect(str(site.ledger_db), timeout=30)
+        try:
+            with con:
+                row = con.execute("SELECT reader_id, seq FROM rides ORDER BY rowid DESC LIMIT 1").fetchone()
+                con.execute("DELETE FROM rides WHERE reader_id=? AND seq=?", row)
+            deleted.append(row)
+        finally:
+            con.close()
+
+    out = io.StringIO()
+    argv = ["--buildings", "1", "--elevators", "1", "--households", "2", "--days", "1", "--speed", "8000"]
+    outcome = cli.run(_args([*argv, "--dir", str(tmp_path / "w")]), out, tamper=tamper)
+    text = out.getvalue()
+    assert outcome.code == 1
+    assert "NOT RECONCILED" in text
+    assert "the ledger is missing reader %d seq %d" % deleted[0] in text
+
+
+def test_bad_options_are_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        demo.main(["--buildings", "3", "--elevators", "7"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--elevators must be between --buildings and twice --buildings" in err
+    assert "Traceback" not in err
+
+
+def test_a_dir_that_is_not_a_compounds_is_left_alone(tmp_path, capsys):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "keep.txt").write_text("mine")
+    assert demo.main(["--buildings", "1", "--elevators", "1", "--dir", str(d)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not empty and not a compound's work dir" in err
+    assert (d / "keep.txt").read_text() == "mine" and len(list(d.iterdir())) == 1
+
+
+@given(st.integers(1, 9), st.data())
+def test_elevators_one_or_two_per_building(b, data):
+    e = data.draw(st.integers(b, 2 * b))
+    per = elevators_per_building(b, e)
+    assert len(per) == b and sum(per) == e and set(per) <= {1, 2}
+
+
+@settings(max_examples=30)
+@given(st.integers(1, 5), st.integers(1, 10), st.randoms(use_true_random=False))
+def test_the_compound_is_well_formed(b, h, rng):
+    c = make_compound(rng, b, b, h, 1000)
+    ids = [p.card.card_id for hh in c.households() for p in hh.people] + [p.card.card_id for p, _ in c.visitors]
+    assert len(ids) == len(set(ids))  # every card id once
+    for bld in c.buildings:
+        assert len(bld.households) == h
+        for hh in bld.households:
+            assert hh.reader_id in bld.reader_ids and 2 <= hh.floor <= 6
+            assert all(p.card.household == hh.household_id for p in hh.people)
+        assert any(p.role == "elder" for hh in bld.households for p in hh.people)
+
+
+@given(st.integers(-(10**7), 10**7))
+def test_yuan_is_exact(fen):
+    y = yuan(fen)
+    whole, cents = y.lstrip("-").split(".")
+    assert (-1 if y.startswith("-") else 1) * (int(whole) * 100 + int(cents)) == fen
+
+
+@given(st.integers(1, 5), st.integers(0, 5 * 86400 - 1), st.integers(0, 3600))
+def test_the_clock_never_runs_backwards(days, t, dt):
+    c = Clock(1_000_000, days, 4000)
+    assert c.real(1_000_000 + t) <= c.real(1_000_000 + t + dt)
+    assert c.real(c.end) == pytest.approx(days * ACTIVE_S / 4000)
+
+
+def test_the_walkthrough_is_still_there(tmp_path, capsys):
+    assert demo.main(["--walkthrough", "--quiet", "--dir", tmp_path / "w"]) == 0
+    assert "Zhang" in capsys.readouterr().out
+
+
+def test_help_names_the_options(capsys):
+    with pytest.raises(SystemExit):
+        demo.main(["--help"])
+    text = capsys.readouterr().out
+    for opt in ("--buildings", "--elevators", "--households", "--days", "--seed", "--walkthrough"):
+        assert opt in text
+
+
+# -- the bank side by hand ------------------------------------------------------------
+
+
+def _setup(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "liftcard_tools.demo", "bank-setup", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _commands(stdout):
+    lines = [ln.strip() for ln in stdout.splitlines() if ln.startswith("  ")]
+    return [ln for ln in lines if not ln.startswith("#")]
+
+
+def test_bank_setup_starts_broker_and_ledger_from_its_output(tmp_path):
+    port = free_port()
+    d = tmp_path / "bank-side"
+    r = _setup(d, "--port", port)
+    assert r.returncode == 0, r.stderr
+    assert "PRIVATE KEY" not in r.stdout + r.stderr
+    for key in d.rglob("*.key"):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+    cmds = [shlex.split(c) for c in _commands(r.stdout)]
+    assert [c[0] for c in cmds] == [
+        "mosquitto",
+        "liftcard-ledger",
+        "liftcard-bank",
+        "liftcard-ledger",
+        "liftcard-ledger",
+    ]
+    bindir = Path(sys.executable).parent
+
+    def argv(c):
+        return [find_tool("mosquitto") if c[0] == "mosquitto" else str(bindir / c[0]), *c[1:]]
+
+    log = tmp_path / "ledger.log"
+    broker = ledger = None
+    try:
+        with open(tmp_path / "broker.out", "ab") as out:
+            broker = procs.spawn(argv(cmds[0]), stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        pki = d / "pki"
+
+        def up():
+            try:
+                return tls_connack("127.0.0.1", port, pki / "ca.crt", pki / "probe.crt", pki / "probe.key") == 0
+            except OSError:  # not listening yet
+                return False
+
+        wait_for(
+            up,
+            30,
+            "the bank broker started from bank-setup's command",
+        )
+        with open(log, "ab") as out:
+            ledger = procs.spawn(argv(cmds[1]), stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        wait_for(lambda: '"subscribed"' in log.read_text(), 30, "the ledger started from bank-setup's command")
+        for c in cmds[2:]:  # sign a card update, publish it to the gateway's topic, the ledger's totals
+            done = subprocess.run(argv(c), capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, (c, done.stderr)
+        assert (d / "bank" / "update-v1.bin").stat().st_size > 0
+    finally:
+        procs.stop(ledger)
+        procs.stop(broker)
+    # The gateway's side of the link, as written, is a config the gateway accepts.
+    snippet = (d / "gateway" / "bank-link.toml").read_text()
+    ident = tomllib.loads(snippet)["gateway"]
+    cfg = write_gateway_config(
+        tmp_path / "gw",
+        BrokerLogin(),
+        {7: bytes(32)},
+        {7: 1},
+        extra=snippet[snippet.index("[upstream]") :],
+        gateway_id=ident["gateway_id"],
+        compound_id=ident["compound_id"],
+    )
+    gw = load_config(cfg)
+    assert gw.upstream.port == port and gw.cards is not None
+
+
+def test_bank_setup_refuses_to_overwrite_and_bad_ids(tmp_path):
+    d = tmp_path / "used"
+    d.mkdir()
+    (d / "bank.key").write_text("x")
+    r = _setup(d)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not overwriting keys" in r.stderr
+    assert [p.name for p in d.iterdir()] == ["bank.key"]
+    r = _setup(tmp_path / "new", "--gateway", "ledger")
+    assert r.returncode == 2 and "--gateway" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "new").exists()

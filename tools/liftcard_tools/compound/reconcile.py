@@ -1,0 +1,298 @@
+"""The end of the run: does everything add up?
+
+1. Each reader's log (its DUMP) holds exactly the rides it answered the taps
+   with, seqs 1..n without a gap, record for record.
+2. The gateway's database and the ledger's hold every one of those rides
+   exactly once, each field equal to the reader's record (and the ledger's
+   building the reader's).
+3. Each tap's decision and fee is the reference fee model's
+   (liftcard_tools.feemodel) for the card list the reader held. When a card
+   update was on its way, the reader may hold the old or the new list: the
+   model follows the reader's STATUS and, when a tap fits only the newer list,
+   takes that tap as the moment the list arrived.
+4. Fees per household and per building: reader logs = gateway = ledger =
+   model, to the fen; the ledger's own totals (its `totals --json`) per reader
+   equal the reader logs.
+5. The lost card: at every reader of its building, from the moment the
+   revocation arrived there (the first STATUS showing it, or the first tap
+   refused because of it), every tap of the card was refused. The latency is
+   issue time -> that arrival.
+
+`reconcile()` is a pure function of what the run collected (`Evidence`), so
+a broken piece of evidence makes it fail, whatever the cause.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from liftcard_protocol.codes import Flag, Result
+from liftcard_protocol.ride import RideRecord
+from liftcard_tools.feemodel import FeeModel
+
+from .population import reader_config
+
+MODEL_FLAGS = int(Flag.DEBOUNCED | Flag.FREE_CLASS | Flag.CAPPED)
+MAX_LISTED = 8
+MODEL_KEY = (
+    "00" * 32
+)  # the fee model never sees a reader's key; its config check wants one  # problems listed per check; the count says how many there were
+
+
+@dataclass
+class Evidence:
+    played: list  # play.Played, in the order they were played
+    seen: list  # play.Seen
+    issued: dict  # version -> (simulated time, real seconds into the play)
+    dumps: dict  # reader_id -> [raw record, ...]
+    gw_rows: list  # the gateway's rides table
+    ledger_rows: list  # the ledger's rides of this gateway
+    ledger_totals: dict | None  # reader_id -> (rides, fees_fen), from `liftcard-ledger totals --json`
+
+
+@dataclass
+class Report:
+    problems: list = field(default_factory=list)
+    lines: list = field(default_factory=list)
+    latency: dict = field(default_factory=dict)  # reader_id -> (simulated s, real s, what showed the arrival)
+    lost_taps: dict = field(default_factory=dict)  # reader_id -> (granted after the report before arrival, tried after)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def problem(self, text: str) -> None:
+        self.problems.append(text)
+
+
+def yuan(fen: int) -> str:
+    sign = "-" if fen < 0 else ""
+    y, f = divmod(abs(fen), 100)
+    return "%s%d.%02d" % (sign, y, f)
+
+
+def _by_key(rows, report: Report, where: str) -> dict:
+    out = {}
+    for row in rows:
+        key = (row["reader_id"], row["seq"])
+        if key in out:
+            report.problem("%s holds reader %d seq %d twice" % (where, *key))
+        out[key] = row
+    return out
+
+
+def _check_store(name: str, rows: dict, logs: dict, building_of: dict, report: Report) -> None:
+    """rows: {(reader, seq): row} of the gateway or the ledger, against the readers' logs."""
+    want = {(rid, RideRecord.unpack(raw).seq): raw for rid, raws in logs.items() for raw in raws}
+    missing = sorted(set(want) - set(rows))
+    extra = sorted(set(rows) - set(want))
+    for key in missing[:MAX_LISTED]:
+        report.problem("%s is missing reader %d seq %d" % (name, *key))
+    if len(missing) > MAX_LISTED:
+        report.problem("%s is missing %d rides in all" % (name, len(missing)))
+    for key in extra[:MAX_LISTED]:
+        report.problem("%s holds reader %d seq %d, which no reader logged" % (name, *key))
+    differ = 0
+    for key in set(want) & set(rows):
+        row = rows[key]
+        if RideRecord.from_fields(row).pack() != want[key] or (
+            "building_id" in row and row["building_id"] != building_of.get(key[0])
+        ):
+            differ += 1
+            if differ <= MAX_LISTED:
+                report.problem("%s: reader %d seq %d differs from the reader's record" % (name, *key))
+
+
+def _matches(d, rec: RideRecord) -> bool:
+    return (d.result, d.fee, d.flags, d.floor, d.household) == (
+        rec.result,
+        rec.fee,
+        rec.flags & MODEL_FLAGS,
+        rec.floor,
+        rec.household,
+    )
+
+
+def _model_fees(ev: Evidence, script, building_of: dict, report: Report) -> tuple:
+    """Runs the fee model over every reader's taps; returns
+    ({(reader, seq): model fee}, {(reader, version): op number of the arrival seen in a tap})."""
+    fees, arrived_by_tap = {}, {}
+    versions = sorted(v.version for v in script.versions)
+    wrong = 0
+    for rid, bid in building_of.items():
+        mine = [p for p in ev.played if p.tap.reader_id == rid]
+        statuses = sorted((s for s in ev.seen if s.reader_id == rid), key=lambda s: s.n)
+        held = 1
+        model = FeeModel(dict(reader_config(rid, bid), key=MODEL_KEY), script.cards_at(held, bid))
+        for i, p in enumerate(mine):
+            while statuses and statuses[0].n < p.n:
+                held = max(held, statuses.pop(0).version)
+                model.cards = dict(script.cards_at(held, bid))
+            before = copy.deepcopy(model)
+            d = model.tap(p.tap.card_id, p.tap.floor, i * 1000, p.rec.time)
+            if not _matches(d, p.rec):
+                for v in (v for v in versions if v > held and v in ev.issued):
+                    trial = copy.deepcopy(before)
+                    trial.cards = dict(script.cards_at(v, bid))
+                    d2 = trial.tap(p.tap.card_id, p.tap.floor, i * 1000, p.rec.time)
+                    if _matches(d2, p.rec):
+                        model, d, held = trial, d2, v
+                        arrived_by_tap.setdefault((rid, v), p)
+                        break
+                else:
+                    wrong += 1
+                    if wrong <= MAX_LISTED:
+                        report.problem(
+                            "reader %d seq %d (%s): the reader decided %s fee %d, the fee model %s fee %d"
+                            % (
+                                rid,
+                                p.rec.seq,
+                                p.tap.who,
+                                Result(p.rec.result).name,
+                                p.rec.fee,
+                                Result(d.result).name,
+                                d.fee,
+                            )
+                        )
+            fees[(rid, p.rec.seq)] = d.fee
+    if wrong > MAX_LISTED:
+        report.problem("%d taps in all differ from the fee model" % wrong)
+    return fees, arrived_by_tap
+
+
+def _lost_card(ev: Evidence, script, compound, clock, arrived_by_tap: dict, report: Report) -> None:
+    lost = script.lost
+    v = lost.version
+    issued = ev.issued.get(v)
+    if issued is None:
+        report.problem("the lost card's revocation (v%d) was never issued" % v)
+        return
+    for rid in compound.building(lost.building_id).reader_ids:
+        by_status = next((s for s in sorted(ev.seen, key=lambda s: s.n) if s.reader_id == rid and s.version >= v), None)
+        by_tap = arrived_by_tap.get((rid, v))
+        marks = [m for m in (by_status, by_tap) if m is not None]
+        if not marks:
+            report.problem("reader %d never received the revocation of the lost card (v%d)" % (rid, v))
+            continue
+        first = min(marks, key=lambda m: m.n)
+        t = first.tap.t if first is by_tap else first.t
+        report.latency[rid] = (t - issued[0], first.real - issued[1], "a refused tap" if first is by_tap else "STATUS")
+        taps = [
+            p
+            for p in ev.played
+            if p.tap.reader_id == rid and p.tap.card_id == lost.card_id and p.tap.t >= lost.reported
+        ]
+        before = [p for p in taps if p.n < first.n]
+        after = [p for p in taps if p.n >= first.n]
+        report.lost_taps[rid] = (sum(p.rec.result == Result.GRANTED for p in before), len(after))
+        for p in after:
+            if p.rec.result == Result.GRANTED:
+                report.problem(
+                    "reader %d granted the lost card at %s, after its revocation arrived (%s)"
+                    % (rid, clock.text(p.tap.t), clock.text(t))
+                )
+        if not after:
+            report.problem("reader %d: the lost card was never tried after its revocation arrived" % rid)
+
+
+def reconcile(ev: Evidence, script, compound, clock) -> Report:
+    report = Report()
+    building_of = {r: b.building_id for b in compound.buildings for r in b.reader_ids}
+
+    # 1. the readers' logs against what they answered
+    for rid in building_of:
+        raws = ev.dumps.get(rid, [])
+        seqs = [RideRecord.unpack(raw).seq for raw in raws]
+        if seqs != list(range(1, len(seqs) + 1)):
+            report.problem("reader %d: its log's seqs are not 1..%d without a gap" % (rid, len(seqs)))
+        answered = {p.rec.seq: p.raw for p in ev.played if p.tap.reader_id == rid}
+        if answered != dict(zip(seqs, raws)):
+            report.problem(
+                "reader %d: its log (%d rides) is not the %d rides it answered the taps with"
+                % (rid, len(raws), len(answered))
+            )
+
+    # 2. the gateway and the ledger, exactly once, field for field
+    gw = _by_key(ev.gw_rows, report, "the gateway")
+    led = _by_key(ev.ledger_rows, report, "the ledger")
+    _check_store("the gateway", gw, ev.dumps, building_of, report)
+    _check_store("the ledger", led, ev.dumps, building_of, report)
+
+    # 3. the fee model
+    model_fee, arrived_by_tap = _model_fees(ev, script, building_of, report)
+
+    # 4. fees per household and per building, four ways
+    sums: dict = {}  # (building, household) -> [rides, readers, gateway, ledger, model]
+
+    def add(rid, rec_household, col, fee, rides=0):
+        row = sums.setdefault((building_of[rid], rec_household), [0, 0, 0, 0, 0])
+        row[0] += rides
+        row[col] += fee
+
+    capped = set()
+    for rid, raws in ev.dumps.items():
+        for raw in raws:
+            rec = RideRecord.unpack(raw)
+            if rec.flags & Flag.CAPPED:
+                capped.add((building_of[rid], rec.household))
+            add(rid, rec.household, 1, rec.fee, 1)
+            add(rid, rec.household, 4, model_fee.get((rid, rec.seq), 0))
+    for col, rows in ((2, gw), (3, led)):
+        for (rid, _), row in rows.items():
+            if rid in building_of:
+                add(rid, row["household"], col, row["fee"])
+    report.lines.append(
+        "%-9s %-10s %5s %6s %10s %10s %10s %10s  %s"
+        % ("building", "household", "floor", "rides", "readers", "gateway", "ledger", "model", "")
+    )
+    for b in compound.buildings:
+        tot = [0, 0, 0, 0, 0]
+        for hh in [*b.households, None]:
+            hid = hh.household_id if hh else 0
+            row = sums.get((b.building_id, hid))
+            if row is None:
+                continue
+            tot = [x + y for x, y in zip(tot, row)]
+            note = "" if len(set(row[1:])) == 1 else "MISMATCH"
+            if note:
+                report.problem(
+                    "building %d household %d: fees differ: readers %s, gateway %s, ledger %s, model %s"
+                    % (b.building_id, hid, *(yuan(x) for x in row[1:]))
+                )
+            elif (b.building_id, hid) in capped:
+                note = "reached the monthly cap"
+            elif hh and any(p.role == "elder" for p in hh.people):
+                note = "an elder rides free"
+            report.lines.append(
+                "%-9s %-10s %5s %6d %10s %10s %10s %10s  %s"
+                % (
+                    b.building_id,
+                    hid if hh else "(unknown)",
+                    hh.floor if hh else "",
+                    row[0],
+                    *(yuan(x) for x in row[1:]),
+                    note,
+                )
+            )
+        same = len(set(tot[1:])) == 1
+        report.lines.append(
+            "%-9s %-10s %5s %6d %10s %10s %10s %10s  %s"
+            % (b.building_id, "all", "", tot[0], *(yuan(x) for x in tot[1:]), "" if same else "MISMATCH")
+        )
+    if ev.ledger_totals is None:
+        report.problem("the ledger's totals could not be read")
+    else:
+        for rid in building_of:
+            raws = ev.dumps.get(rid, [])
+            want = (len(raws), sum(RideRecord.unpack(r).fee for r in raws))
+            got = ev.ledger_totals.get(rid, (0, 0))
+            if tuple(got) != want:
+                report.problem(
+                    "the ledger's totals for reader %d: %d rides %s, its log: %d rides %s"
+                    % (rid, got[0], yuan(got[1]), want[0], yuan(want[1]))
+                )
+
+    # 5. the lost card
+    _lost_card(ev, script, compound, clock, arrived_by_tap, report)
+    return report

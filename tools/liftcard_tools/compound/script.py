@@ -1,0 +1,132 @@
+"""What happens during the run, beyond the daily traffic: the bank's card
+updates and the faults, each at a simulated time.
+
+    start      v1: a snapshot of every card (residents, elders, visitors)
+    day 1 09:30  v2: a family moves in: the bank issues its cards
+    day 1 11:00  one reader's network drops for an hour (12:00 back)
+    day 1 13:00  a resident reports a card lost: v3 marks it lost and issues
+                 a replacement; from 13:05 someone who found the card tries it
+                 at every elevator of the building every 25 minutes
+    day 1 15:00  the gateway is killed (SIGKILL); 15:40 it is started again
+    last 17:00   the ledger is killed (SIGKILL); 18:30 started again
+    last 20:00   the bank broker stops; 21:30 it is back
+
+The card updates are ordinary bank input files (tools/liftcard_tools/bank.py
+signs them); `versions` says which cards each version holds per building, so
+the reconciliation can run the fee model with the list a reader held.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from liftcard_protocol.card import CardRecord
+from liftcard_protocol.codes import Status
+
+from .population import GROUND, Compound, card_id
+from .schedule import Clock, Tap, all_taps, hm
+
+FINDER_TRIES = 10
+FINDER_EVERY_S = 25 * 60
+
+
+@dataclass(frozen=True)
+class Event:
+    t: int
+    kind: str  # issue, cut, restore, kill_gateway, start_gateway, kill_ledger, start_ledger, stop_bank, start_bank
+    text: str
+    reader_id: int | None = None
+    version: int | None = None
+
+
+@dataclass(frozen=True)
+class CardVersion:
+    version: int
+    base: int | None  # None: a snapshot
+    ops: list  # (building_id, CardRecord): upserts
+
+
+@dataclass(frozen=True)
+class LostCard:
+    card_id: int
+    replacement: int
+    building_id: int
+    household_id: int
+    version: int  # the update that revokes it
+    reported: int  # simulated time of the report (and of the bank's update)
+    holder: str
+
+
+@dataclass
+class Script:
+    events: list
+    versions: list  # CardVersion, in order
+    taps: list
+    lost: LostCard
+    cut_reader: int
+    cards: dict = field(default_factory=dict)  # version -> {building_id: {card_id: CardRecord}}
+
+    def cards_at(self, version: int, building_id: int) -> dict:
+        return self.cards.get(version, {}).get(building_id, {})
+
+
+def make_script(rng: random.Random, clock: Clock, compound: Compound) -> Script:
+    last = clock.days - 1
+    b1 = compound.buildings[0]
+    settled = [h for h in b1.households if not h.moves_in]
+    hh = rng.choice(settled)
+    person = next(p for p in hh.people if p.role == "worker")
+    reported = clock.at(0, hm(13))
+    spare = CardRecord(card_id(b1.building_id, hh.household_id, 0x40), hh.household_id, person.card.floors)
+    lost = LostCard(
+        person.card.card_id, spare.card_id, b1.building_id, hh.household_id, 3, reported, person.name
+    )  # fmt: skip
+
+    def card_of(p, t):
+        return spare.card_id if p is person and t >= reported else p.card.card_id
+
+    moved_in_at = clock.at(0, hm(11))
+    taps = all_taps(rng, clock, compound, card_of, moved_in_at)
+    for k in range(FINDER_TRIES):
+        for rid in b1.reader_ids:
+            t = reported + 300 + k * FINDER_EVERY_S
+            taps.append(Tap(t, rid, lost.card_id, GROUND, "finder of a lost card", hh.household_id))
+    taps.sort(key=lambda x: (x.t, x.reader_id, x.card_id))
+
+    first, newcomers = [], []
+    for h in compound.households():
+        for p in h.people:
+            (newcomers if h.moves_in else first).append((h.building_id, p.card))
+    first += [(host.building_id, p.card) for p, host in compound.visitors]
+    revoked = CardRecord(
+        person.card.card_id, hh.household_id, person.card.floors, Status.LOST, person.card.klass,
+        person.card.valid_until,
+    )  # fmt: skip
+    versions = [
+        CardVersion(1, None, first),
+        CardVersion(2, 1, newcomers),
+        CardVersion(3, 2, [(b1.building_id, revoked), (b1.building_id, spare)]),
+    ]
+    cards, cur = {}, {}
+    for v in versions:
+        for bid, rec in v.ops:
+            cur.setdefault(bid, {})[rec.card_id] = rec
+        cards[v.version] = {b: dict(cs) for b, cs in cur.items()}
+
+    cut_reader = compound.reader_ids[-1]
+    at = clock.at
+    events = [
+        Event(at(0, hm(9, 30)), "issue", "the bank issues a moving-in family's cards (v2)", version=2),
+        Event(at(0, hm(11)), "cut", "reader %d: network down" % cut_reader, reader_id=cut_reader),
+        Event(at(0, hm(12)), "restore", "reader %d: network back" % cut_reader, reader_id=cut_reader),
+        Event(reported, "issue", "%s reports a card lost: the bank revokes it (v3)" % person.name, version=3),
+        Event(at(0, hm(15)), "kill_gateway", "the gateway is killed (SIGKILL)"),
+        Event(at(0, hm(15, 40)), "start_gateway", "the gateway is started again"),
+        Event(at(last, hm(17)), "kill_ledger", "the ledger is killed (SIGKILL)"),
+        Event(at(last, hm(18, 30)), "start_ledger", "the ledger is started again"),
+        Event(at(last, hm(20)), "stop_bank", "the bank broker stops: the bank link is down"),
+        Event(at(last, hm(21, 30)), "start_bank", "the bank broker is back"),
+    ]
+    events.sort(key=lambda e: e.t)
+    return Script(events, versions, taps, lost, cut_reader, cards)
