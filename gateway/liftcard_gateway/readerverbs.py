@@ -41,14 +41,18 @@ MAX_ENROLMENT_FILE = 65536
 RESTART = "restart the daemon to use it: systemctl restart liftcard-gateway"
 
 
-def _reader_id(text: str) -> int:
+def _id(text: str, name: str) -> int:
     try:
         v = int(text, 10)
     except ValueError:
         v = 0
     if not 1 <= v <= ID_MAX:
-        raise SetupError("READER_ID must be an integer 1 .. %d" % ID_MAX, 2)
+        raise SetupError("%s must be an integer 1 .. %d" % (name, ID_MAX), 2)
     return v
+
+
+def _reader_id(text: str) -> int:
+    return _id(text, "READER_ID")
 
 
 def add_parser(sub) -> None:
@@ -56,7 +60,7 @@ def add_parser(sub) -> None:
     rs = p.add_subparsers(dest="readers_cmd", required=True)
     a = rs.add_parser("add", help="register a reader, give it a broker login, write its enrolment file")
     a.add_argument("reader_id", nargs="?", help="the reader's id (1 .. 2^30-1); with --from, taken from the file")
-    a.add_argument("--building", type=int, help="its building id (with --from, checked against the file)")
+    a.add_argument("--building", help="its building id (with --from, checked against the file)")
     a.add_argument(
         "--from", dest="from_file", help="an enrolment file the technician made (liftcard-provision register)"
     )
@@ -161,8 +165,8 @@ def add(cfg: GatewayConfig, args) -> int:
         rid, bid = enr.reader_id, enr.building_id
         if args.reader_id is not None and _reader_id(args.reader_id) != rid:
             raise SetupError("%s is for reader %d, not %s" % (args.from_file, rid, args.reader_id), 2)
-        if args.building is not None and args.building != bid:
-            raise SetupError("%s is for building %d, not %d" % (args.from_file, bid, args.building), 2)
+        if args.building is not None and _id(args.building, "--building") != bid:
+            raise SetupError("%s is for building %d, not %s" % (args.from_file, bid, args.building), 2)
         if args.out:
             raise SetupError("--out goes with a new key, not with --from (the technician has the file)", 2)
     else:
@@ -171,9 +175,7 @@ def add(cfg: GatewayConfig, args) -> int:
         rid = _reader_id(args.reader_id)
         if args.building is None:
             raise SetupError("--building is needed: the reader's building id", 2)
-        bid = args.building
-        if not 1 <= bid <= ID_MAX:
-            raise SetupError("--building must be an integer 1 .. %d" % ID_MAX, 2)
+        bid = _id(args.building, "--building")
     _not_hand_listed(cfg, rid)
     old = cfg.readers.get(rid)
     if old is not None:
