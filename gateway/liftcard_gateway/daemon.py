@@ -249,11 +249,11 @@ class Gateway:
         self._sun_synced.clear()
 
     def _refuse(self, topic_reader, reason: str, topic: str, **kw) -> None:
-        self.log("refused", reader_id=topic_reader, reason=reason, topic=topic, **kw)
-        try:  # counted for status, the console and /metrics (refusals.py)
+        try:  # counted for status, the console and /metrics (refusals.py), before the line says so
             refusals.record(self.store.conn, topic_reader, reason, topic_reader in self.cfg.readers)
-        except Exception as e:  # the refusal is logged already; counting it must not stop the ingest
+        except Exception as e:  # counting it must not stop the ingest; the refusal is still logged
             self.log("error", where="refusals", error=type(e).__name__, message=str(e))
+        self.log("refused", reader_id=topic_reader, reason=reason, topic=topic, **kw)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         # Handled on the ingest thread, in arrival order. The inbox is bounded:
