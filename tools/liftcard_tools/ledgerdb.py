@@ -19,7 +19,8 @@ What differs is kept here and small:
   workers inserting the same ride serialise on its unique key (the second
   one's ON CONFLICT DO NOTHING waits for the first's commit, then inserts
   nothing), and where a deadlock between two workers inserting overlapping
-  batches in different orders is retried (`Sql.run`).
+  batches in different orders is retried (`Sql.run`), as is a transaction
+  cut by a dropped connection (a server restart), on a new connection.
 
 The DSN's password never reaches a log or an error: it comes from a file
 (ledger.py) and is passed to psycopg apart from the URL.
@@ -34,12 +35,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from liftcard_gateway.db import migrate as sqlite_migrate
 from liftcard_gateway.db import connect, run_statements
+from liftcard_gateway.db import migrate as sqlite_migrate
+from liftcard_gateway.db import transaction as sqlite_transaction
 from liftcard_protocol.epoch import LIFTCARD_EPOCH
 
 from . import accountbook as book
-from liftcard_gateway.db import transaction as sqlite_transaction
 
 PG_URL_RE = re.compile(r"^postgres(ql)?://", re.I)
 PG_MIGRATION_LOCK = 0x4C43_4C45  # pg_advisory_xact_lock key: "LCLE"
@@ -119,7 +120,8 @@ class Sql:
     def run(self, fn: Callable[[], object]):
         """fn() inside one transaction; on PostgreSQL a deadlock or a
         serialisation failure (another worker's transaction won) rolls back
-        and runs fn again. fn must only touch the database."""
+        and runs fn again, and so does a connection the server dropped, on a
+        new one. fn must only touch the database."""
         if not self.postgres:
             with self.transaction():
                 return fn()
