@@ -143,6 +143,15 @@ class Board(LineProtocol):
         vfs.mount(vfs.VfsLfs2(self.fs_dev), "/flash")
         import os
 
+        # A relative MICROPYPATH entry (a shell's `--out build/firmware`)
+        # names a directory from where micropython started; after the chdir
+        # it would name one inside the reader's filesystem, and the modules
+        # imported later (umqtt, at the first config with an uplink) would
+        # not be found.
+        for i in range(len(sys.path)):
+            p = sys.path[i]
+            if p and not p.startswith("/") and not p.startswith(".frozen"):
+                sys.path[i] = _absolute(p)
         os.chdir("/flash")
 
     def log_device(self):

@@ -5,12 +5,18 @@
 # last good config. Messages never carry the key's value.
 
 import json
+import os
+
 from micropython import const
 
 from . import atomic, codes
 
 PATH = "config.json"
 _NEW = "config.new"
+# The largest config.json accepted (docs/formats.md). A real one is under 1 KB;
+# the limit is checked on the file's size before it is read, since reading a
+# large file would take the heap the reader needs for its taps.
+MAX_BYTES = const(4096)
 _INT_LIMIT = const(1 << 30)
 _HEX = "0123456789abcdefABCDEF"
 
@@ -150,22 +156,27 @@ def parse(text):
     return validate(obj)
 
 
-def load(path=PATH):
+def _read(path, missing):
     try:
+        size = os.stat(path)[6]
+        if size > MAX_BYTES:
+            raise ConfigError("config: %s is %d bytes, more than the %d a config may be" % (path, size, MAX_BYTES))
         with open(path) as f:
-            text = f.read()
+            text = f.read(MAX_BYTES + 1)
     except OSError:
-        raise ConfigError("config: no %s on flash" % path)
-    return parse(text)
+        raise ConfigError(missing % path)
+    if len(text) > MAX_BYTES:  # grew after the stat
+        raise ConfigError("config: %s is more than the %d bytes a config may be" % (path, MAX_BYTES))
+    return text
+
+
+def load(path=PATH):
+    return parse(_read(path, "config: no %s on flash"))
 
 
 def install(src):
     # Validates the config at `src` (any path) and makes it current.
-    try:
-        with open(src) as f:
-            text = f.read()
-    except OSError:
-        raise ConfigError("config: cannot read %s" % src)
+    text = _read(src, "config: cannot read %s")
     cfg = parse(text)
     atomic.write(PATH, _NEW, text)
     return cfg

@@ -78,7 +78,9 @@ class LineProtocol:
         # The next space-separated word of the line from `start`: its start
         # is left in self._ws, and its end returned (a tuple would allocate).
         line = self._line
-        while start < end and line[start] == 32:
+        # A CR is white space like a blank: a CRLF terminal ends lines with
+        # one, and one left over from the line before can start the next.
+        while start < end and (line[start] == 32 or line[start] == 13):
             start += 1
         self._ws = start
         while start < end and line[start] != 32 and line[start] != 13:

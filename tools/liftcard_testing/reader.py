@@ -42,14 +42,15 @@ class VirtualReader:
     """A reader process; boots (READY) in the constructor. `kill()` (or a
     `with` block) makes sure it is gone; `quit()` is the clean way out."""
 
-    def __init__(self, workdir: str | Path):
+    def __init__(self, workdir: str | Path, env: dict | None = None):
+        """env: the process's environment (default firmware.reader_env())."""
         self.dir = Path(workdir)
         self.p = procs.spawn(
             firmware.reader_argv(self.dir),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=firmware.reader_env(),
+            env=firmware.reader_env() if env is None else env,
             cwd=self.dir,
         )
         try:
