@@ -59,7 +59,11 @@ def gateway(workdir, broker, keys, extra=CONSOLE):
     made = []
     try:
         assert g.wait_ready(10)
-        wait_for(lambda: g.console is not None or not t.is_alive(), 10, "the console")
+        wait_for(
+            lambda: g.console is not None or g.memlog.find(lambda x: x.get("where") == "console") or not t.is_alive(),
+            10,
+            "the console",
+        )
         yield g, cfg, made
     finally:
         for r in made:
@@ -278,3 +282,21 @@ def test_page_with_upstream_and_cards_in_a_browser(tmp_path):
         cards = b.texts("#cards tbody td")
         assert cards[:5] == ["7", "6", "7", "behind", "1"] and cards[5:9] == ["8", "-", "7", "unknown"]
         assert b.count("#chart rect") == 2
+
+
+def test_a_taken_port_is_logged_and_the_daemon_runs_on(tmp_path, broker, keys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        extra = '\n[console]\nlisten = "127.0.0.1:%d"\n' % port
+        with gateway(tmp_path / "gw", broker, keys, extra=extra) as (g, cfg, made):
+            ev = g.memlog.wait(lambda x: x["event"] == "error" and x.get("where") == "console")
+            assert ev["error"] in ("OSError", "PermissionError") or "Address" in ev["message"]
+            assert g.console is None
+            r7 = SimReader(broker, 7, keys[7])
+            made.append(r7)
+            r7.send([1, 2])
+            assert r7.ack() == 2  # rides still stored and acknowledged
