@@ -202,6 +202,7 @@ def test_a_cost_nobody_can_share_is_refused():
         ("building,household,floor\n12,5\n", "line 2: needs 3 fields"),
         ("building,household,floor\n12,5,3\n12,x,3\n", "line 3: household must be an integer"),
         ("building,household,floor\n12,5,-1\n", "line 2: floor must be an integer 0 .. 255"),
+        ("building,household,floor\n12,5,\u00b2\n", "line 2: floor must be an integer 0 .. 255"),
         ("building,household,floor\n0,5,1\n", "line 2: building must be"),
         ("building,household,floor\n12,5,1\n12,5,2\n", "line 3: household 5 of building 12 is already on line 2"),
     ],
@@ -298,6 +299,7 @@ def test_the_book_commands_and_their_refusals(tmp_path, pki):
         (("--amount-fen", "-5"), "--amount-fen must be an integer"),
         (("--amount-fen", "12.5"), "--amount-fen must be an integer"),
         (("--amount-fen", "0"), "--amount-fen must be an integer"),
+        (("--amount-fen", "\u00b2"), "--amount-fen must be an integer"),
         (("--amount-fen", "5", "--date", "2026-13-01"), "--date must be YYYY-MM-DD"),
         (("--amount-fen", "5", "--building", "x"), "--building must be"),
     ]:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import csv
 import datetime
 import io
+import re
 import time
 from dataclasses import dataclass
 
@@ -144,6 +145,7 @@ def share_cost(amount: int, households) -> list[Share]:
 # -- the household register ----------------------------------------------------------------
 
 REGISTER_HEADER = ("building", "household", "floor")
+DIGITS_RE = re.compile(r"[0-9]{1,12}")  # ASCII digits only: str.isdigit() also takes "²", which int() refuses
 
 
 def parse_register(text: str) -> list[tuple[int, int, int]]:
@@ -162,7 +164,7 @@ def parse_register(text: str) -> list[tuple[int, int, int]]:
         for name, cell, hi in zip(REGISTER_HEADER, r, (MAX_ID, MAX_HOUSEHOLD, MAX_FLOOR)):
             cell = cell.strip()
             lo = 0 if name == "floor" else 1
-            if not cell.isdigit() or not lo <= int(cell) <= hi:
+            if not DIGITS_RE.fullmatch(cell) or not lo <= int(cell) <= hi:
                 raise BookError("line %d: %s must be an integer %d .. %d, not %r" % (n, name, lo, hi, cell[:20]))
             vals.append(int(cell))
         b, h, f = vals

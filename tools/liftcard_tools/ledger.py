@@ -89,6 +89,7 @@ from .accountbook import (
     MAX_COST_FEN,
     MAX_HOUSEHOLD,
     MAX_ID,
+    DIGITS_RE,
     BookError,
     check_cost,
     enter_cost,
@@ -378,7 +379,7 @@ def format_totals(rows: list[dict]) -> str:
 
 
 def _int_arg(text: str, name: str, lo: int, hi: int) -> int:
-    if not (text or "").isdigit() or not lo <= int(text) <= hi:
+    if not DIGITS_RE.fullmatch(text or "") or not lo <= int(text) <= hi:
         raise BookError("%s must be an integer %d .. %d, not %r" % (name, lo, hi, (text or "")[:20]))
     return int(text)
 
