@@ -30,7 +30,8 @@ def render_table(head, rows) -> str:
 
 
 def format_status(rows: list[dict], now: float | None = None) -> str:
-    """The readers table of `status`, from store.Store.status_rows()."""
+    """The readers table of `status`, from overview.snapshot()'s readers
+    (store.Store.status_rows() rows draw the same table)."""
     now = time.time() if now is None else now
 
     def v(x):
@@ -85,7 +86,8 @@ def format_status(rows: list[dict], now: float | None = None) -> str:
 
 
 def format_upstream_status(rows: list[dict], now: float | None = None) -> str:
-    """The upstream table of `status`, from upstream.upstream_status()."""
+    """The upstream table of `status`, from overview.snapshot()'s upstream
+    readers (upstream.upstream_status() rows draw the same table)."""
     now = time.time() if now is None else now
     head = ("reader", "stored", "ledger acked", "backlog", "in flight", "last ack")
     body = [
