@@ -91,16 +91,21 @@ class _Plan:
 # (docs/gateway.md has every key). Relative paths are taken from this file's directory.
 
 [gateway]
-gateway_id = {_toml_str(self.gateway_id)}        # the identity: bank topics, certificate CN (docs/upstream.md)
-compound_id = {self.compound_id}                 # the bank's number for it: card updates (docs/cards.md)
+# The identity: the bank broker's topics and the certificate's CN (docs/upstream.md),
+# and the bank's number for this compound in card updates (docs/cards.md).
+gateway_id = {_toml_str(self.gateway_id)}
+compound_id = {self.compound_id}
 data_dir = {_toml_str(self.data_dir)}
-readers_dir = {_toml_str(c / "readers")}         # readers added by `liftcard-gateway readers add`
-enrolment_dir = {_toml_str(c / "enrolment")}     # their enrolment files, for the technician
+# Readers added by `liftcard-gateway readers add`, and their enrolment files.
+readers_dir = {_toml_str(c / "readers")}
+enrolment_dir = {_toml_str(c / "enrolment")}
 
-[broker]                                         # the local Mosquitto (`liftcard-gateway broker`, docs/broker.md)
-listen = {_toml_str(self.listen)}                # the listener: the Pi's Wi-Fi address lets readers in
+# The local Mosquitto (`liftcard-gateway broker`, docs/broker.md): its listener
+# (the Pi's Wi-Fi address lets readers in) and the address the readers are given.
+[broker]
+listen = {_toml_str(self.listen)}
 port = {self.port}
-reader_host = {_toml_str(self.reader_host)}      # the address the readers are given
+reader_host = {_toml_str(self.reader_host)}
 username = "gateway"
 password_file = {_toml_str(c / "broker.pass")}
 dir = {_toml_str(c / "broker")}
