@@ -29,6 +29,21 @@ from liftcard_testing.simreader import SimReader
 from liftcard_testing.wait import wait_for
 
 READERS = {7: 12, 8: 12, 9: 13}
+# The readers' figures the page carries, each checked against status --json.
+FIGURES = (
+    "building_id",
+    "online",
+    "last_seen",
+    "backlog",
+    "free_heap",
+    "clock_synced",
+    "clock_drift_s",
+    "wl_version",
+    "legacy",
+    "stored",
+    "acked_seq",
+    "open_gaps",
+)
 CONSOLE = '\n[console]\nlisten = "127.0.0.1:0"\nrefresh_s = 30\n'
 
 try:
@@ -169,20 +184,12 @@ def test_console_page_json_and_metrics_show_status(tmp_path, broker, keys, capsy
                 "  out[tr.dataset.reader] = row; });"
                 "return out;"
             )
-            shown = {
-                int(k): {f: v[f] for f in ("stored", "acked_seq", "open_gaps", "free_heap", "online", "legacy")}
-                for k, v in cells.items()
-            }
+            shown = {int(k): {f: v[f] for f in FIGURES} for k, v in cells.items()}
 
             def s(x):
                 return "" if x is None else (str(x).lower() if isinstance(x, bool) else str(x))
 
-            assert shown == {
-                x["reader_id"]: {
-                    f: s(x[f]) for f in ("stored", "acked_seq", "open_gaps", "free_heap", "online", "legacy")
-                }
-                for x in want["readers"]
-            }
+            assert shown == {x["reader_id"]: {f: s(x[f]) for f in FIGURES} for x in want["readers"]}
             gaps = b.texts("#gaps tbody td")
             assert gaps[:3] == ["8", "4", "5"]
             assert (
