@@ -236,6 +236,10 @@ def _floor_name(f: int | None) -> str:
     return "ground" if f == 0 else str(f)
 
 
+def _house_name(h: int) -> str:
+    return "0 (unknown card)" if h == 0 else str(h)  # denials of cards not on the whitelist
+
+
 def _dest_name(f: int) -> str:
     return "none" if f == 0xFF else str(f)  # a denial before the destination was known
 
@@ -261,7 +265,7 @@ def render_text(st: Statement) -> str:
             ("household", "floor", "rides", "charged", "free", "denied", "fees", "cost share"),
             [
                 (
-                    str(h.household),
+                    _house_name(h.household),
                     _floor_name(h.floor),
                     str(h.counts.rides),
                     str(h.counts.charged),
@@ -309,7 +313,7 @@ table{border-collapse:collapse;margin:.5em 0}
 td,th{border-bottom:1px solid #ddd;padding:.25em .7em;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 dl{display:grid;grid-template-columns:max-content max-content;gap:.2em 1.2em}dd{margin:0;text-align:right}
-svg{border:1px solid #eee;background:#fcfcfc}.bar{fill:#3b7dd8}.axis{font-size:10px;fill:#555}
+svg{border:1px solid #eee;background:#fcfcfc}.bar{fill:#3b7dd8}.axis{font-size:10px;fill:#555}.value{font-size:10px;fill:#222}
 """
 
 
@@ -319,9 +323,10 @@ def _esc(x) -> str:
 
 def _bar_chart(chart_id: str, title: str, items: list[tuple[str, str, int, str]]) -> str:
     """An inline SVG bar chart; items: (key attribute, label, value, shown value)."""
-    w, h, pad = 640, 200, 24
+    w, h, pad = 640, 200, 28
     n = max(1, len(items))
-    bw = (w - 2 * pad) / n
+    slot = (w - 2 * pad) / n
+    bw = min(slot - 2, 48)  # a few floors make no slabs
     top = max([v for _, _, v, _ in items] + [1])
     parts = [
         '<svg id="%s" role="img" aria-label="%s" width="%d" height="%d" viewBox="0 0 %d %d" '
@@ -330,14 +335,16 @@ def _bar_chart(chart_id: str, title: str, items: list[tuple[str, str, int, str]]
     ]
     for i, (key, label, v, shown) in enumerate(items):
         bh = (h - pad) * v / top
-        x = pad + i * bw
+        cx = pad + i * slot + slot / 2
         parts.append(
             '<rect class="bar" %s data-value="%d" x="%.1f" y="%.1f" width="%.1f" height="%.1f">'
-            "<title>%s: %s</title></rect>" % (key, v, x + 1, h - bh, max(bw - 2, 1), bh, _esc(label), _esc(shown))
+            "<title>%s: %s</title></rect>" % (key, v, cx - bw / 2, h - bh, max(bw, 1), bh, _esc(label), _esc(shown))
         )
-        parts.append(
-            '<text class="axis" x="%.1f" y="%d" text-anchor="middle">%s</text>' % (x + bw / 2, h + 14, _esc(label))
-        )
+        if v:
+            parts.append(
+                '<text class="value" x="%.1f" y="%.1f" text-anchor="middle">%s</text>' % (cx, h - bh - 4, _esc(shown))
+            )
+        parts.append('<text class="axis" x="%.1f" y="%d" text-anchor="middle">%s</text>' % (cx, h + 14, _esc(label)))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -354,10 +361,10 @@ def render_html(st: Statement) -> str:
     for hl in st.households:
         c = hl.counts
         rows.append(
-            '<tr class="household" data-household="%d"><td class="household-id">%d</td>%s%s%s%s%s%s%s</tr>'
+            '<tr class="household" data-household="%d"><td class="household-id">%s</td>%s%s%s%s%s%s%s</tr>'
             % (
                 hl.household,
-                hl.household,
+                _esc(_house_name(hl.household)),
                 cell("floor", _floor_name(hl.floor)),
                 cell("rides", c.rides),
                 cell("charged", c.charged),
