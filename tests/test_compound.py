@@ -101,7 +101,7 @@ def test_the_lost_card_is_refused_after_its_revocation_arrived(small):
                 if arrival_n is not None:
                     assert p.rec.result == Result.LOST  # once refused, refused at every later tap
         assert arrival_n is not None, "the lost card was never refused at reader %d" % rid
-        assert "reader %d: revocation arrived" % rid in text
+        assert "reader %d: revocation in place" % rid in text
 
 
 def test_free_class_and_visitors_in_the_logs(small):

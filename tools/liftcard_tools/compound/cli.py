@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from liftcard_protocol.epoch import day_to_date, epoch_from_unix, local_day
+from liftcard_protocol.epoch import date_to_day, day_to_date, epoch_from_unix, local_day
 from liftcard_testing.compoundsite import CompoundSite
 from liftcard_testing.paths import REPO
 
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--elevators", type=int, help="elevators in all, one reader each: BUILDINGS .. 2*BUILDINGS (default 4 for 3)"
     )
-    p.add_argument("--households", type=int, default=6, help="households per building (1..40, default 6)")
+    p.add_argument("--households", type=int, default=8, help="households per building (1..40, default 8)")
     p.add_argument("--days", type=int, default=2, help="simulated days (1..31, default 2)")
     p.add_argument("--seed", type=int, default=1, help="the compound and its traffic (default 1)")
     p.add_argument(
@@ -133,6 +133,13 @@ class Outcome:
     work: Path
 
 
+def first_day_of_run() -> int:
+    """The 10th of this month (local): a run of a few days stays in one month,
+    so the monthly cap is seen to bite rather than reset halfway."""
+    today = day_to_date(local_day(epoch_from_unix(int(time.time())), UTC_OFFSET_MIN))
+    return date_to_day(today.replace(day=10))
+
+
 def run(args, out=None, tamper=None) -> Outcome:
     """The whole run. tamper(site), if given, is called after the drain and
     before the evidence is read (the tests break the evidence with it)."""
@@ -142,7 +149,7 @@ def run(args, out=None, tamper=None) -> Outcome:
         print(text, file=out, flush=True)
 
     rng = random.Random(args.seed)
-    first_day = local_day(epoch_from_unix(int(time.time())), UTC_OFFSET_MIN)
+    first_day = first_day_of_run()
     clock = Clock(start_epoch_for(first_day), args.days, args.speed)
     compound = make_compound(rng, args.buildings, args.elevators, args.households, first_day)
     script = make_script(rng, clock, compound)
@@ -254,7 +261,7 @@ def _print_report(say, report, ev, script, clock, compound) -> None:
             sim_s, real_s, how = report.latency[rid]
             granted, tried = report.lost_taps.get(rid, (0, 0))
             say(
-                "  reader %d: revocation arrived %d simulated min (%.2f s real) after issue (shown by %s); "
+                "  reader %d: revocation in place %d simulated min (%.2f s real) after issue (first shown by %s); "
                 "taps of the card between report and arrival granted: %d; after arrival: %d, all refused"
                 % (rid, sim_s // 60, real_s, how, granted, tried)
             )
