@@ -200,7 +200,7 @@ def test_bank_broker_refuses_clients_without_a_valid_certificate(tmp_path, pki, 
     with pytest.raises((ssl.SSLError, OSError)):
         tls_connack(bank.host, bank.port, pki.ca_cert, None, None)
     other = make_ca("an impostor CA")
-    k, crt = issue(other, "gw-gw1")  # the right name, the wrong issuer
+    k, crt = issue(other, "gw1")  # the right name, the wrong issuer
     write_private(tmp_path / "x.key", k)
     (tmp_path / "x.crt").write_bytes(crt)
     with pytest.raises((ssl.SSLError, OSError)):
@@ -323,7 +323,7 @@ def test_a_gateway_cannot_take_over_the_ledgers_or_another_gateways_client_id(pk
     ledger.c.subscribe("liftcard/gw/+/batches", qos=1)
     assert ledger.subscribed.wait(10)
     victim_gw = Watched(pki, *gw1, "liftcard-gateway").start(bank)
-    for client_id in ("liftcard-ledger", "ledger", "liftcard-gateway", "gw-gw1"):
+    for client_id in ("liftcard-ledger", "ledger", "liftcard-gateway", "gw1"):
         _take_over(pki, bank, gw2, client_id)
     for v in (ledger, victim_gw):
         with pytest.raises(queue.Empty):
