@@ -2,11 +2,11 @@
 listener that requires a client certificate (docs/upstream.md).
 
 The client certificate's CN is the MQTT identity (`use_identity_as_username`):
-`gw-<gateway_id>` for a gateway, `ledger` for the ledger, `cards` for the
+the gateway id itself for a gateway (`gw-0001`), `ledger` for the ledger, `cards` for the
 bank's card publisher. The ACL, one explicit
 `user` block each:
 
-    user gw-<id>
+    user <gateway_id>
     topic write liftcard/gw/<id>/batches
     topic read liftcard/gw/<id>/acks
     topic read liftcard/gw/<id>/cards
