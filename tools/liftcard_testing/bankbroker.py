@@ -168,6 +168,8 @@ class BankBroker(MosquittoProcess):
         self.gateway_ids = list(gateway_ids)
         self.extra_acl = dict(extra_acl or {})  # identity -> ("topic ...", ...)
         self.ledger_workers = tuple(ledger_workers)  # further ledger CNs (shared subscriptions)
+        if set(self.ledger_workers) & {gateway_identity(g) for g in self.gateway_ids}:
+            raise ValueError("a ledger worker's identity is a gateway's")
 
     def __repr__(self) -> str:
         return "<BankBroker %s:%s running=%s>" % (self._host, self._port, self.running)
