@@ -70,8 +70,11 @@ def test_the_small_compound_reconciles(small):
     assert n == len(outcome.script.taps) == len(ev.played) == len(ev.gw_rows) == len(ev.ledger_rows)
     assert "rides: %d logged by the readers, %d at the gateway, %d at the ledger" % (n, n, n) in text
     # The ledger's own totals (its CLI) agree with the reader logs, per reader.
-    assert sum(r for r, _ in ev.ledger_totals.values()) == n
-    assert sum(f for _, f in ev.ledger_totals.values()) == sum(row["fee"] for row in ev.gw_rows)
+    assert sum(t["rides"] for t in ev.ledger_totals.values()) == n
+    assert sum(t["fees_fen"] for t in ev.ledger_totals.values()) == sum(row["fee"] for row in ev.gw_rows)
+    # The account book (double entry): each household debited its fees, each fund credited its building's, balanced.
+    assert sum(ev.book.households.values()) == sum(ev.book.fund_in.values()) == sum(r["fee"] for r in ev.gw_rows)
+    assert ev.book.unbalanced == []
 
 
 def test_every_fault_was_injected_and_shown(small):
@@ -152,10 +155,21 @@ def test_the_reconciliation_catches_each_kind_of_damage(small):
 
     def totals_off(ev):
         rid = next(iter(ev.ledger_totals))
-        r, f = ev.ledger_totals[rid]
-        ev.ledger_totals[rid] = (r, f + 1)
+        ev.ledger_totals[rid]["fees_fen"] += 1
 
     check(totals_off, "the ledger's totals for reader")
+
+    def book_off(ev):
+        key = next(k for k, v in ev.book.households.items() if v > 0)
+        ev.book.households[key] -= 1
+
+    check(book_off, "fees differ")
+
+    def fund_off(ev):
+        b = next(iter(ev.book.fund_in))
+        ev.book.fund_in[b] += 10
+
+    check(fund_off, "its fund took in")
 
 
 def test_a_ride_deleted_from_the_ledger_fails_the_run(tmp_path):

@@ -191,6 +191,12 @@ class CompoundSite:
             self.ledger_db, "SELECT * FROM rides WHERE gateway_id=? ORDER BY reader_id, seq", (self.gateway_id,)
         )
 
+    def counts(self) -> tuple:
+        """(rides at the gateway, rides of this gateway at the ledger)."""
+        gw = _rows(self.db_path, "SELECT COUNT(*) AS n FROM rides")
+        led = _rows(self.ledger_db, "SELECT COUNT(*) AS n FROM rides WHERE gateway_id=?", (self.gateway_id,))
+        return (gw[0]["n"] if gw else 0, led[0]["n"] if led else 0)
+
     def dump(self, rid: int) -> list:
         """The reader's whole log (its DUMP), as raw records in seq order."""
         r = self.readers[rid]

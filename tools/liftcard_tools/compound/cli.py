@@ -26,6 +26,7 @@ from liftcard_testing.paths import REPO
 
 from . import statement
 from .bankside import BankSide
+from .book import read_book
 from .play import DRAIN_TIMEOUT_S, Player
 from .population import UTC_OFFSET_MIN, make_compound, reader_config
 from .progress import Progress
@@ -104,7 +105,7 @@ def prepare_dir(d: Path) -> Path:
 
 
 def ledger_totals(config: Path) -> dict | None:
-    """reader_id -> (rides, fees_fen), from the ledger's own `totals --json`."""
+    """reader_id -> {"rides": n, "fees_fen": f, ...}, from the ledger's own `totals --json`."""
     r = subprocess.run(
         [sys.executable, "-m", "liftcard_tools.ledger", "totals", "--config", str(config), "--json"],
         capture_output=True,
@@ -116,7 +117,7 @@ def ledger_totals(config: Path) -> dict | None:
     out = {}
     for ln in r.stdout.splitlines():
         t = json.loads(ln)
-        out[t["reader_id"]] = (t["rides"], t["fees_fen"])
+        out[t["reader_id"]] = {k: v for k, v in t.items() if isinstance(v, int) and k != "reader_id"}
     return out
 
 
@@ -217,12 +218,13 @@ def run(args, out=None, tamper=None) -> Outcome:
         ledger_cfg = site.ledger_cfg
     finally:
         site.close()
+    months = sorted(
+        {day_to_date(local_day(clock.at(d, 0), UTC_OFFSET_MIN)).strftime("%Y-%m") for d in range(args.days)}
+    )
+    ev.book = read_book(ledger_cfg, buildings, months)  # the ledger has stopped: nothing moves under it
     report = reconcile(ev, script, compound, clock)
     _print_report(say, report, ev, script, clock, compound)
     if statement.offered():
-        months = sorted(
-            {day_to_date(local_day(clock.at(d, 0), UTC_OFFSET_MIN)).strftime("%Y-%m") for d in range(args.days)}
-        )
         for b, m, page, err in statement.write_statements(ledger_cfg, buildings, months, work / "statements"):
             say("statement of building %d for %s: %s" % (b, m, page if page else "not written (%s)" % err))
     return Outcome(0 if report.ok else 1, report, ev, script, compound, clock, work)
@@ -247,8 +249,9 @@ def _print_report(say, report, ev, script, clock, compound) -> None:
         "rides: %d logged by the readers, %d at the gateway, %d at the ledger (each once)"
         % (n, len(ev.gw_rows), len(ev.ledger_rows))
     )
-    say("fees per household and building (yuan), as the readers logged them, the gateway and the ledger stored")
-    say("them, and the reference fee model computed them:")
+    say("fees per household and building (yuan): as the readers logged them, as the gateway and the ledger stored")
+    say("them, as the ledger's account book debited the household (the fund's intake for 'all'), and as the")
+    say("reference fee model computed them:")
     for ln in report.lines:
         say("  " + ln)
     lost = script.lost

@@ -131,6 +131,11 @@ class Player:
         elif e.kind == "cut":
             s.cut(e.reader_id)
         elif e.kind == "restore":
+            st = s.readers[e.reader_id].status()
+            self.progress.line(
+                "           reader %d while cut off: uplink %s, %d rides waiting on its flash"
+                % (e.reader_id, st["uplink"], st["backlog"])
+            )
             s.restore(e.reader_id)
         elif e.kind == "kill_gateway":
             s.kill_gateway()

@@ -26,15 +26,9 @@ class Progress:
             per_b[b] = per_b.get(b, 0) + 1
         rides = " ".join("b%d:%d" % (b, per_b.get(b, 0)) for b in sorted(set(self.building_of.values())))
         logs = " ".join("%d:%d" % (rid, n) for rid, n in sorted(backlogs.items()))
+        at_gw, at_ledger = self.site.counts()
         self.line(
-            "%s  rides %s  gateway %d  ledger %d  backlog %s"
-            % (
-                self.clock.text(t),
-                rides,
-                len(self.site.gw_rides()),
-                len(self.site.ledger_rides()),
-                logs,
-            )
+            "%s  rides %s  gateway %d  ledger %d  backlog %s" % (self.clock.text(t), rides, at_gw, at_ledger, logs)
         )
 
     def event(self, t: int, text: str) -> None:

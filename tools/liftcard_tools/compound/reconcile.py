@@ -48,7 +48,8 @@ class Evidence:
     dumps: dict  # reader_id -> [raw record, ...]
     gw_rows: list  # the gateway's rides table
     ledger_rows: list  # the ledger's rides of this gateway
-    ledger_totals: dict | None  # reader_id -> (rides, fees_fen), from `liftcard-ledger totals --json`
+    ledger_totals: dict | None  # reader_id -> {"rides": n, "fees_fen": f, ...}, from `liftcard-ledger totals --json`
+    book: object = None  # book.Book: the ledger's account book; None if it keeps none
 
 
 @dataclass
@@ -196,6 +197,101 @@ def _lost_card(ev: Evidence, script, compound, clock, arrived_by_tap: dict, repo
             report.problem("reader %d: the lost card was never tried after its revocation arrived" % rid)
 
 
+COLUMNS = ("readers", "gateway", "ledger", "book", "model")
+_ROW = "%-9s %-10s %5s %6s" + " %10s" * len(COLUMNS) + "  %s"
+
+
+def _fee_table(ev: Evidence, compound, building_of: dict, gw: dict, led: dict, model_fee: dict, report: Report) -> None:
+    """One line per household and a total per building, each column a source of
+    the same fees; a household (or a building's fund) whose columns differ is a problem."""
+    book = ev.book
+    sums: dict = {}  # (building, household) -> [rides, readers, gateway, ledger, book, model]
+
+    def row_of(b, hh):
+        return sums.setdefault((b, hh), [0] * (1 + len(COLUMNS)))
+
+    capped = set()
+    for rid, raws in ev.dumps.items():
+        for raw in raws:
+            rec = RideRecord.unpack(raw)
+            row = row_of(building_of[rid], rec.household)
+            row[0] += 1
+            row[1] += rec.fee
+            row[5] += model_fee.get((rid, rec.seq), 0)
+            if rec.flags & Flag.CAPPED:
+                capped.add((building_of[rid], rec.household))
+    for col, rows in ((2, gw), (3, led)):
+        for (rid, _), r in rows.items():
+            if rid in building_of:
+                row_of(building_of[rid], r["household"])[col] += r["fee"]
+    if book is not None:
+        for (b, hh), fen in book.households.items():
+            if fen or (b, hh) in sums:
+                row_of(b, hh)[4] += fen
+    cols = [i for i, c in enumerate(COLUMNS, 1) if c != "book" or book is not None]
+
+    def shown(row):
+        return [yuan(row[i]) if i in cols else "-" for i in range(1, 1 + len(COLUMNS))]
+
+    report.lines.append(_ROW % ("building", "household", "floor", "rides", *COLUMNS, ""))
+    for b in compound.buildings:
+        bid = b.building_id
+        tot = [0] * (1 + len(COLUMNS))
+        known = {h.household_id: h for h in b.households}
+        for hid in [*known, *sorted(h for (bb, h) in sums if bb == bid and h not in known)]:
+            row = sums.get((bid, hid))
+            if row is None:
+                continue
+            tot = [x + y for x, y in zip(tot, row)]
+            hh = known.get(hid)
+            note = ""
+            if len({row[i] for i in cols}) > 1:
+                note = "MISMATCH"
+                report.problem(
+                    "building %d household %d: fees differ: %s"
+                    % (bid, hid, ", ".join("%s %s" % (COLUMNS[i - 1], yuan(row[i])) for i in cols))
+                )
+            elif (bid, hid) in capped:
+                note = "reached the monthly cap"
+            elif hh and any(p.role == "elder" for p in hh.people):
+                note = "an elder rides free"
+            name = hid if hh else ("(unknown)" if hid == 0 else "%d?" % hid)
+            report.lines.append(_ROW % (bid, name, hh.floor if hh else "", row[0], *shown(row), note))
+        note = "" if len({tot[i] for i in cols}) == 1 else "MISMATCH"
+        if book is not None and book.fund_in.get(bid, 0) != tot[1]:
+            note = "MISMATCH"
+            report.problem(
+                "building %d: its fund took in %s, its readers charged %s"
+                % (bid, yuan(book.fund_in.get(bid, 0)), yuan(tot[1]))
+            )
+        report.lines.append(_ROW % (bid, "all", "", tot[0], *shown(tot), note))
+    if book is not None:
+        for line in book.unbalanced:
+            report.problem("the ledger's books do not balance: %s" % line)
+
+
+def _ledger_totals(ev: Evidence, building_of: dict, report: Report) -> None:
+    """The ledger's own per-reader totals against the reader's log."""
+    if ev.ledger_totals is None:
+        report.problem("the ledger's totals could not be read")
+        return
+    for rid in building_of:
+        recs = [RideRecord.unpack(r) for r in ev.dumps.get(rid, [])]
+        want = {
+            "rides": len(recs),
+            "charged": sum(r.result == Result.GRANTED and r.fee > 0 for r in recs),
+            "free": sum(r.result == Result.GRANTED and r.fee == 0 for r in recs),
+            "denied": sum(r.result != Result.GRANTED for r in recs),
+            "fees_fen": sum(r.fee for r in recs),
+        }
+        got = ev.ledger_totals.get(rid, {})
+        for k, v in want.items():
+            if k in got and got[k] != v:
+                report.problem("the ledger's totals for reader %d: %s %d, its log %d" % (rid, k, got[k], v))
+        if "rides" not in got or "fees_fen" not in got:
+            report.problem("the ledger's totals have no line for reader %d" % rid)
+
+
 def reconcile(ev: Evidence, script, compound, clock) -> Report:
     report = Report()
     building_of = {r: b.building_id for b in compound.buildings for r in b.reader_ids}
@@ -222,76 +318,9 @@ def reconcile(ev: Evidence, script, compound, clock) -> Report:
     # 3. the fee model
     model_fee, arrived_by_tap = _model_fees(ev, script, building_of, report)
 
-    # 4. fees per household and per building, four ways
-    sums: dict = {}  # (building, household) -> [rides, readers, gateway, ledger, model]
-
-    def add(rid, rec_household, col, fee, rides=0):
-        row = sums.setdefault((building_of[rid], rec_household), [0, 0, 0, 0, 0])
-        row[0] += rides
-        row[col] += fee
-
-    capped = set()
-    for rid, raws in ev.dumps.items():
-        for raw in raws:
-            rec = RideRecord.unpack(raw)
-            if rec.flags & Flag.CAPPED:
-                capped.add((building_of[rid], rec.household))
-            add(rid, rec.household, 1, rec.fee, 1)
-            add(rid, rec.household, 4, model_fee.get((rid, rec.seq), 0))
-    for col, rows in ((2, gw), (3, led)):
-        for (rid, _), row in rows.items():
-            if rid in building_of:
-                add(rid, row["household"], col, row["fee"])
-    report.lines.append(
-        "%-9s %-10s %5s %6s %10s %10s %10s %10s  %s"
-        % ("building", "household", "floor", "rides", "readers", "gateway", "ledger", "model", "")
-    )
-    for b in compound.buildings:
-        tot = [0, 0, 0, 0, 0]
-        for hh in [*b.households, None]:
-            hid = hh.household_id if hh else 0
-            row = sums.get((b.building_id, hid))
-            if row is None:
-                continue
-            tot = [x + y for x, y in zip(tot, row)]
-            note = "" if len(set(row[1:])) == 1 else "MISMATCH"
-            if note:
-                report.problem(
-                    "building %d household %d: fees differ: readers %s, gateway %s, ledger %s, model %s"
-                    % (b.building_id, hid, *(yuan(x) for x in row[1:]))
-                )
-            elif (b.building_id, hid) in capped:
-                note = "reached the monthly cap"
-            elif hh and any(p.role == "elder" for p in hh.people):
-                note = "an elder rides free"
-            report.lines.append(
-                "%-9s %-10s %5s %6d %10s %10s %10s %10s  %s"
-                % (
-                    b.building_id,
-                    hid if hh else "(unknown)",
-                    hh.floor if hh else "",
-                    row[0],
-                    *(yuan(x) for x in row[1:]),
-                    note,
-                )
-            )
-        same = len(set(tot[1:])) == 1
-        report.lines.append(
-            "%-9s %-10s %5s %6d %10s %10s %10s %10s  %s"
-            % (b.building_id, "all", "", tot[0], *(yuan(x) for x in tot[1:]), "" if same else "MISMATCH")
-        )
-    if ev.ledger_totals is None:
-        report.problem("the ledger's totals could not be read")
-    else:
-        for rid in building_of:
-            raws = ev.dumps.get(rid, [])
-            want = (len(raws), sum(RideRecord.unpack(r).fee for r in raws))
-            got = ev.ledger_totals.get(rid, (0, 0))
-            if tuple(got) != want:
-                report.problem(
-                    "the ledger's totals for reader %d: %d rides %s, its log: %d rides %s"
-                    % (rid, got[0], yuan(got[1]), want[0], yuan(want[1]))
-                )
+    # 4. fees per household and per building: readers, gateway, ledger, account book, model
+    _fee_table(ev, compound, building_of, gw, led, model_fee, report)
+    _ledger_totals(ev, building_of, report)
 
     # 5. the lost card
     _lost_card(ev, script, compound, clock, arrived_by_tap, report)
