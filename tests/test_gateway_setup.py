@@ -270,3 +270,13 @@ def test_output_to_a_closed_pipe_ends_quietly(gw, cmd):
         os.close(wfd)
     assert "Traceback" not in p.stderr and "BrokenPipeError" not in p.stderr and "Exception ignored" not in p.stderr
     assert p.stderr == "" and p.returncode == 141
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a directory to another user")
+def test_root_is_told_to_run_as_the_gateways_user(tmp_path, capsys):
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    os.chown(etc, 65534, 65534)  # as `install -d -o liftcard /etc/liftcard` leaves it
+    conf, code, out, err = init(capsys, tmp_path, "--gateway-id", "gw-0001")
+    assert code == 1 and "run this as" in err and "sudo -u" in err and err.count("\n") == 1
+    assert list(etc.iterdir()) == [] and not (tmp_path / "var").exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import sys
 import tomllib
@@ -59,6 +60,27 @@ def add_parsers(sub) -> None:
     p.add_argument("--port", type=int, help="the local broker's port (default 1883)")
     b = sub.add_parser("broker", help="render the local Mosquitto's config, passwd and ACL; reload it if it runs")
     b.add_argument("--config", required=True, help="the gateway's TOML config")
+
+
+def check_owner(path: Path) -> None:
+    """As root, refuse to write into another user's gateway: the files would be
+    root's, 0600, and the daemon (User=liftcard) could not read them."""
+    if os.geteuid() != 0:
+        return
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    uid = p.stat().st_uid
+    if uid == 0:
+        return
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = str(uid)
+    raise SetupError(
+        "%s belongs to %s: run this as %s (sudo -u %s liftcard-gateway ...), so the daemon can read what it writes"
+        % (p, name, name, name)
+    )
 
 
 # -- init -----------------------------------------------------------------------------------
@@ -195,6 +217,7 @@ def _mkdir(path: Path, done: list) -> None:
 def init(args) -> int:
     """`liftcard-gateway init`: create what is missing, keep what is there."""
     plan = _plan(args)
+    check_owner(plan.config)
     for d in (plan.confdir, plan.data_dir):
         probe = d
         while not probe.exists():
@@ -351,6 +374,7 @@ def report_sync(s: BrokerSync) -> None:
 
 
 def broker_command(cfg: GatewayConfig) -> int:
+    check_owner(cfg.path)
     report_sync(sync_broker(cfg))
     return 0
 
