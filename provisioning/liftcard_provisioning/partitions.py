@@ -15,8 +15,9 @@ describes every byte and the capacities.
   many rides the log buffers; ``check_whitelist(flash_size, cards)`` is the check a
   list sender makes (a list that cannot fit is refused with the reason).
 
-Standard library only, so the capacity rules can move next to the formats
-(liftcard_protocol) unchanged when the gateway needs them.
+The whitelist capacity rule (max_cards and what it needs) lives in
+liftcard_protocol.capacity, shared with the gateway's list sender and
+re-exported here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,20 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
+
+from liftcard_protocol.capacity import (  # noqa: F401 (re-exported: the layout's capacities in one module)
+    OVERLAY_COPIES,
+    OVERLAY_FILE,
+    OVERLAY_MAX,
+    VFS_RESERVED_BLOCKS,
+    WL_COPIES,
+    WL_HEADER,
+    WL_MAC,
+    WL_RECORD,
+    file_blocks,
+    max_cards,
+    whitelist_bytes,
+)
 
 TABLE_OFFSET = 0x8000
 TABLE_LEN = 0xC00  # ESP-IDF's MAX_PARTITION_LENGTH; the rest of the 4 KB sector is for a signature
@@ -55,21 +70,9 @@ RIDE_JOURNAL_SECTORS = 2
 RIDE_ERASE_AHEAD = 1  # the sector ahead of the head is kept erased: its slots never hold rides
 RIDE_MIN_SECTORS = RIDE_JOURNAL_SECTORS + 2
 
-# The whitelist (firmware/liftcard/whitelist.py, wlrecv.py; docs/formats.md LCWL/LCWO).
-WL_HEADER = 32
-WL_RECORD = 16
-WL_MAC = 16
-OVERLAY_MAX = 256
-OVERLAY_FILE = 24 + 17 * OVERLAY_MAX + 16  # LCWO: header, 17-byte entries, MAC
-# At most three lists at once: the base list, a new list being received
-# (wl/recv.new) and, if a delta compacts the overlay meanwhile, the new base
-# (wl/base.new); plus the overlay and its replacement.
-WL_COPIES = 3
-OVERLAY_COPIES = 2
-# Blocks of vfs kept for everything else: littlefs's superblock and directory
-# pairs, the firmware and micropython-lib .mpy files (~150 KB, one block or more
-# each), config.json, the spend checkpoint, the replay state, and spare.
-VFS_RESERVED_BLOCKS = 80
+# The whitelist's constants and capacity rule (WL_*, OVERLAY_*,
+# VFS_RESERVED_BLOCKS, file_blocks, whitelist_bytes, max_cards) are imported
+# above from liftcard_protocol.capacity: the gateway's list sender uses them too.
 
 
 class PartitionError(ValueError):
@@ -212,37 +215,6 @@ def ride_slots(partition_size: int) -> int:
     if sectors < RIDE_MIN_SECTORS:
         return 0
     return (sectors - RIDE_JOURNAL_SECTORS - RIDE_ERASE_AHEAD) * RIDE_SLOTS_PER_SECTOR
-
-
-def whitelist_bytes(cards: int) -> int:
-    return WL_HEADER + WL_RECORD * cards + WL_MAC
-
-
-def file_blocks(nbytes: int) -> int:
-    """littlefs blocks for a file of nbytes: a CTZ skip list, where block i
-    (i >= 1) starts with ctz(i) + 1 four-byte pointers."""
-    blocks, room = 1, SECTOR
-    while room < nbytes:
-        i = blocks
-        room += SECTOR - 4 * (((i & -i).bit_length() - 1) + 1)
-        blocks += 1
-    return blocks
-
-
-def max_cards(vfs_size: int) -> int:
-    """The largest list for which every copy that can be on flash at once fits."""
-    free = vfs_size // SECTOR - VFS_RESERVED_BLOCKS - OVERLAY_COPIES * file_blocks(OVERLAY_FILE)
-    per_list = free // WL_COPIES
-    if per_list <= 0:
-        return 0
-    lo, hi = 0, per_list * SECTOR // WL_RECORD
-    while lo < hi:  # largest n with file_blocks(list(n)) <= per_list
-        mid = (lo + hi + 1) // 2
-        if file_blocks(whitelist_bytes(mid)) <= per_list:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
 
 
 @dataclass(frozen=True)
