@@ -280,3 +280,14 @@ def test_root_is_told_to_run_as_the_gateways_user(tmp_path, capsys):
     conf, code, out, err = init(capsys, tmp_path, "--gateway-id", "gw-0001")
     assert code == 1 and "run this as" in err and "sudo -u" in err and err.count("\n") == 1
     assert list(etc.iterdir()) == [] and not (tmp_path / "var").exists()
+
+
+def test_init_again_takes_the_paths_from_the_config(tmp_path, capsys):
+    conf, code, _, _ = init(capsys, tmp_path, "--gateway-id", "gw-0001")
+    before = snapshot(tmp_path)
+    code, out, err = run(capsys, "init", "--config", conf)  # no --data-dir: the config's, not the default
+    assert code == 0, err
+    assert "made" not in out and snapshot(tmp_path) == before
+    code, out, err = run(capsys, "init", "--config", conf, "--data-dir", tmp_path / "elsewhere")
+    assert code == 1 and "keeps its data in %s" % (tmp_path / "var") in err
+    assert snapshot(tmp_path) == before and not (tmp_path / "elsewhere").exists()

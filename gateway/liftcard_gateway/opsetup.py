@@ -102,6 +102,15 @@ class _Plan:
     reader_host: str
     port: int
 
+    readers_dir: Path | None = None
+    enrolment_dir: Path | None = None
+    password_file: Path | None = None
+
+    def __post_init__(self):
+        self.readers_dir = self.readers_dir or self.confdir / "readers"
+        self.enrolment_dir = self.enrolment_dir or self.confdir / "enrolment"
+        self.password_file = self.password_file or self.confdir / "broker.pass"
+
     @property
     def upstream(self) -> Path:
         return self.confdir / "upstream"
@@ -119,8 +128,8 @@ gateway_id = {_toml_str(self.gateway_id)}
 compound_id = {self.compound_id}
 data_dir = {_toml_str(self.data_dir)}
 # Readers added by `liftcard-gateway readers add`, and their enrolment files.
-readers_dir = {_toml_str(c / "readers")}
-enrolment_dir = {_toml_str(c / "enrolment")}
+readers_dir = {_toml_str(self.readers_dir)}
+enrolment_dir = {_toml_str(self.enrolment_dir)}
 
 # The local Mosquitto (`liftcard-gateway broker`, docs/broker.md): its listener
 # (the Pi's Wi-Fi address lets readers in) and the address the readers are given.
@@ -129,7 +138,7 @@ listen = {_toml_str(self.listen)}
 port = {self.port}
 reader_host = {_toml_str(self.reader_host)}
 username = "gateway"
-password_file = {_toml_str(c / "broker.pass")}
+password_file = {_toml_str(self.password_file)}
 dir = {_toml_str(c / "broker")}
 
 # When the bank has returned upstream/gw.crt, upstream/ca.crt and upstream/ledger.pub,
@@ -152,23 +161,39 @@ dir = {_toml_str(c / "broker")}
 _ADDR_RE = re.compile(r"[0-9A-Za-z.:\-]{1,253}")
 
 
-def _existing_identity(path: Path) -> tuple[str | None, int | None]:
-    """The identity an existing config holds (its own checks come with load_config)."""
+def _existing(path: Path) -> dict:
+    """What an existing config says init needs: its identity and the paths it
+    names (its own checks come with load_config)."""
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise SetupError("%s exists but cannot be read as TOML (%s): fix or move it first" % (path, type(e).__name__))
     gw = doc.get("gateway") if isinstance(doc.get("gateway"), dict) else {}
+    br = doc.get("broker") if isinstance(doc.get("broker"), dict) else {}
+
+    def where(t, key):
+        v = t.get(key)
+        return path.parent / Path(v).expanduser() if isinstance(v, str) and v else None
+
     gid, cid = gw.get("gateway_id"), gw.get("compound_id")
-    return (gid if isinstance(gid, str) else None, cid if isinstance(cid, int) else None)
+    return {
+        "gateway_id": gid if isinstance(gid, str) else None,
+        "compound_id": cid if isinstance(cid, int) and not isinstance(cid, bool) else None,
+        "data_dir": where(gw, "data_dir"),
+        "readers_dir": where(gw, "readers_dir"),
+        "enrolment_dir": where(gw, "enrolment_dir"),
+        "password_file": where(br, "password_file"),
+    }
 
 
 def _plan(args) -> _Plan:
     config = Path(args.config).expanduser().absolute()
     gid, cid = args.gateway_id, args.compound_id
+    old: dict = {}
     if config.exists():
-        old_gid, old_cid = _existing_identity(config)
+        old = _existing(config)
+        old_gid, old_cid = old["gateway_id"], old["compound_id"]
         if gid is not None and old_gid is not None and gid != old_gid:
             raise SetupError(
                 "%s is gateway %s already, not %s: one gateway, one identity (edit the config to change it)"
@@ -200,10 +225,28 @@ def _plan(args) -> _Plan:
     if not 1 <= port <= 65535:
         raise SetupError("--port must be 1 .. 65535", 2)
     data_dir = Path(args.data_dir or "/var/lib/liftcard").expanduser().absolute()
+    if old.get("data_dir") is not None:
+        if args.data_dir is not None and data_dir != old["data_dir"].absolute():
+            raise SetupError(
+                "%s keeps its data in %s, not %s (edit the config to move it)" % (config, old["data_dir"], data_dir)
+            )
+        data_dir = old["data_dir"].absolute()
     for p in (config, data_dir):
         if any(c in str(p) for c in "\n\r\"' #"):
             raise SetupError("%s: paths must not contain spaces, quotes, # or newlines" % p, 2)
-    return _Plan(config, config.parent, data_dir, gid, cid, listen, reader_host, port)
+    return _Plan(
+        config,
+        config.parent,
+        data_dir,
+        gid,
+        cid,
+        listen,
+        reader_host,
+        port,
+        old.get("readers_dir"),
+        old.get("enrolment_dir"),
+        old.get("password_file"),
+    )
 
 
 def _mkdir(path: Path, done: list) -> None:
@@ -225,14 +268,14 @@ def init(args) -> int:
         if not os.access(probe, os.W_OK):
             raise SetupError("cannot write in %s: run this as the gateway's user (sudo -u liftcard ...)" % probe)
     done: list[str] = []
-    for d in (plan.confdir, plan.data_dir, plan.upstream, plan.confdir / "readers", plan.confdir / "enrolment"):
+    for d in (plan.confdir, plan.data_dir, plan.upstream, plan.readers_dir, plan.enrolment_dir):
         _mkdir(d, done)
     if plan.config.exists():
         done.append("kept %s (gateway %s)" % (plan.config, plan.gateway_id))
     else:
         write_private(plan.config, plan.skeleton().encode())
         done.append("wrote %s (gateway %s, compound %d)" % (plan.config, plan.gateway_id, plan.compound_id))
-    pw = plan.confdir / "broker.pass"
+    pw = plan.password_file
     if pw.exists():
         done.append("kept %s" % pw)
     else:
