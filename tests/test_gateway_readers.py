@@ -271,3 +271,12 @@ def test_without_a_readers_dir_add_says_what_to_set(tmp_path, capsys):
     code, _, err = run(capsys, "readers", "add", 7, "--building", 12, "--config", conf)
     assert code == 2 and "gateway.readers_dir is not set" in err and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broker.pass", "gw.toml"]
+
+
+def test_a_loopback_reader_host_is_pointed_out(gw, capsys):
+    conf, _ = gw
+    code, out, _ = run(capsys, "readers", "add", 7, "--building", 12, "--config", conf)
+    assert code == 0 and "note:" not in out  # the fixture's reader_host is the Pi's address
+    conf.write_text(conf.read_text().replace('reader_host = "10.0.0.2"', 'reader_host = "127.0.0.1"'))
+    code, out, _ = run(capsys, "readers", "add", 8, "--building", 12, "--config", conf)
+    assert code == 0 and "note: it sends the reader to 127.0.0.1 (broker.reader_host)" in out

@@ -139,6 +139,16 @@ def _enrolment(cfg: GatewayConfig, rid: int, bid: int, key: bytes, password: str
     return dumps_enrolment(parse_enrolment(doc))
 
 
+def _wrote_enrolment(cfg: GatewayConfig, out: Path, what: str) -> None:
+    say("wrote %s (0600): %s" % (out, what))
+    if cfg.broker.reader_host in ("127.0.0.1", "localhost", "::1"):
+        # Right for a test bench, never for a reader in a lift car.
+        say(
+            "note: it sends the reader to %s (broker.reader_host): a reader on Wi-Fi needs the Pi's address there"
+            % cfg.broker.reader_host
+        )
+
+
 def _sync(cfg: GatewayConfig) -> None:
     """Re-read the config (the registry changed) and bring the broker's files along."""
     try:
@@ -215,7 +225,7 @@ def add(cfg: GatewayConfig, args) -> int:
     readerreg.write_entry(rdir, rid, bid, Secret(key), pw_hash)
     say("added reader %d (building %d, broker user %s)" % (rid, bid, reader_user(rid)))
     if doc is not None:
-        say("wrote %s (0600): the reader's key and broker password, for the technician" % out)
+        _wrote_enrolment(cfg, out, "the reader's key and broker password, for the technician")
     _sync(cfg)
     say(RESTART)
     return 0
@@ -280,7 +290,7 @@ def rotate_key(cfg: GatewayConfig, args) -> int:
     readerreg.write_entry(rdir, rid, bid, Secret(key), pw_hash)
     say("reader %d has a new key%s" % (rid, " (its broker password stays)" if kept else " and a new broker password"))
     if doc is not None:
-        say("wrote %s (0600): configure the reader with it" % out)
+        _wrote_enrolment(cfg, out, "configure the reader with it")
     _sync(cfg)
     say(RESTART)
     return 0
