@@ -121,6 +121,7 @@ def test_add_from_a_technicians_enrolment_file_and_its_idempotence(gw, tmp_path,
     assert load_config(conf).readers[7].key.value == TECH_KEY
     assert password_matches(read_passwd(etc / "broker" / "passwd")["reader-7"], TECH_PASSWORD)
     assert not (etc / "enrolment" / "reader-7.json").exists()  # the technician has the file
+    assert "note:" not in out  # it names this broker
     assert TECH_PASSWORD not in out + err and TECH_KEY.hex() not in out + err
     before = snapshot(etc)
     code, out, _ = run(capsys, "readers", "add", "--from", f, "--config", conf)
@@ -280,3 +281,11 @@ def test_a_loopback_reader_host_is_pointed_out(gw, capsys):
     conf.write_text(conf.read_text().replace('reader_host = "10.0.0.2"', 'reader_host = "127.0.0.1"'))
     code, out, _ = run(capsys, "readers", "add", 8, "--building", 12, "--config", conf)
     assert code == 0 and "note: it sends the reader to 127.0.0.1 (broker.reader_host)" in out
+
+
+def test_a_technicians_file_for_another_address_is_pointed_out(gw, tmp_path, capsys):
+    conf, _ = gw
+    f = tmp_path / "elsewhere.json"
+    f.write_bytes(dumps_enrolment(parse_enrolment(enrolment_doc(7, 12, TECH_KEY, "10.9.9.9", TECH_PASSWORD))))
+    code, out, _ = run(capsys, "readers", "add", "--from", f, "--config", conf)
+    assert code == 0 and "sends the reader to 10.9.9.9:1883, this broker is 10.0.0.2:1883" in out

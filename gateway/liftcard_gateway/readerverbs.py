@@ -224,6 +224,11 @@ def add(cfg: GatewayConfig, args) -> int:
         write_private(out, doc)
     readerreg.write_entry(rdir, rid, bid, Secret(key), pw_hash)
     say("added reader %d (building %d, broker user %s)" % (rid, bid, reader_user(rid)))
+    if enr is not None and (enr.uplink["host"], enr.uplink["port"]) != (cfg.broker.reader_host, cfg.broker.port):
+        say(
+            "note: %s sends the reader to %s:%d, this broker is %s:%d (broker.reader_host, port)"
+            % (args.from_file, enr.uplink["host"], enr.uplink["port"], cfg.broker.reader_host, cfg.broker.port)
+        )
     if doc is not None:
         _wrote_enrolment(cfg, out, "the reader's key and broker password, for the technician")
     _sync(cfg)
