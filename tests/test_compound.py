@@ -42,7 +42,7 @@ try:
 except Exception:  # pragma: no cover
     pytest.skip("mosquitto is not installed (scripts/setup.sh installs it)", allow_module_level=True)
 
-SMALL = ["--buildings", "2", "--elevators", "3", "--households", "3", "--days", "1", "--speed", "6000"]
+SMALL = ["--buildings", "2", "--elevators", "3", "--households", "3", "--days", "2", "--speed", "9000"]
 
 
 def _args(argv):
@@ -113,7 +113,12 @@ def test_free_class_and_visitors_in_the_logs(small):
     assert any(r.result == Result.GRANTED and r.fee > 0 for r in recs)
     assert any(r.result == Result.GRANTED and r.flags & Flag.FREE_CLASS and r.fee == 0 for r in recs)  # an elder
     visitor = {p.card.card_id for p, _ in outcome.compound.visitors}
-    assert any(p.tap.card_id in visitor and p.rec.result == Result.GRANTED for p in outcome.evidence.played)
+    played = outcome.evidence.played
+    day_two = outcome.clock.at(1, 0)
+    assert any(p.tap.card_id in visitor and p.rec.result == Result.GRANTED for p in played if p.tap.t < day_two)
+    # The visitors' cards were valid on the first day only.
+    late = [p for p in played if p.tap.card_id in visitor and p.tap.t >= day_two]
+    assert late and all(p.rec.result == Result.EXPIRED for p in late)
 
 
 def _broken(evidence, change):

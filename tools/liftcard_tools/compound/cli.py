@@ -11,6 +11,7 @@ run could not finish), 2 for bad options.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import random
 import shutil
@@ -20,7 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from liftcard_protocol.codes import RESULT_NAMES, Flag, Result
 from liftcard_protocol.epoch import date_to_day, day_to_date, epoch_from_unix, local_day
+from liftcard_protocol.ride import RideRecord
 from liftcard_testing.compoundsite import CompoundSite
 from liftcard_testing.paths import REPO
 
@@ -248,6 +251,21 @@ def _print_report(say, report, ev, script, clock, compound) -> None:
     say(
         "rides: %d logged by the readers, %d at the gateway, %d at the ledger (each once)"
         % (n, len(ev.gw_rows), len(ev.ledger_rows))
+    )
+    recs = [RideRecord.unpack(raw) for raws in ev.dumps.values() for raw in raws]
+    granted = [r for r in recs if r.result == Result.GRANTED]
+    denied = collections.Counter(RESULT_NAMES.get(r.result, str(r.result)).lower() for r in recs if r.result)
+    say(
+        "taps: %d granted (%d charged, %d free: %d on the free class, %d past the monthly cap), %d refused (%s)"
+        % (
+            len(granted),
+            sum(r.fee > 0 for r in granted),
+            sum(r.fee == 0 for r in granted),
+            sum(bool(r.flags & Flag.FREE_CLASS) for r in granted),
+            sum(bool(r.flags & Flag.CAPPED) and r.fee == 0 for r in granted),
+            sum(denied.values()),
+            ", ".join("%s %d" % kv for kv in sorted(denied.items())) or "none",
+        )
     )
     say("fees per household and building (yuan): as the readers logged them, as the gateway and the ledger stored")
     say("them, as the ledger's account book debited the household (the fund's intake for 'all'), and as the")
