@@ -4,7 +4,9 @@ CN equal to the id), and a command whose reader goes away (`| head -1`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import ssl
 import subprocess
 import sys
 
@@ -13,13 +15,17 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from liftcard_gateway.__main__ import main
-from liftcard_gateway.broker import password_matches, read_passwd
+from liftcard_gateway.broker import find_tool, password_matches, read_passwd
 from liftcard_gateway.config import GatewayConfigError, load_config
 from liftcard_gateway.store import Store
+from liftcard_protocol.enrolment import loads_enrolment
 from liftcard_protocol.keys import load_signing_key
 from liftcard_testing import procs
 from liftcard_testing.bankbroker import render_bank_acl
 from liftcard_testing.devpki import make_dev_pki
+from liftcard_testing.mosquitto import free_port
+from liftcard_testing.mqttprobe import connack
+from liftcard_testing.wait import wait_for
 
 
 def run(capsys, *args):
@@ -291,3 +297,32 @@ def test_init_again_takes_the_paths_from_the_config(tmp_path, capsys):
     code, out, err = run(capsys, "init", "--config", conf, "--data-dir", tmp_path / "elsewhere")
     assert code == 1 and "keeps its data in %s" % (tmp_path / "var") in err
     assert snapshot(tmp_path) == before and not (tmp_path / "elsewhere").exists()
+
+
+def test_a_tls_listener_takes_a_reader_over_tls_with_its_password(tmp_path, pki, capsys):
+    """The option of docs/operations.md step 4, against the real Mosquitto: the
+    rendered TLS listener starts, a reader logs in over TLS with the password
+    of its enrolment file, and a wrong password is refused there too."""
+    port, tls_port = free_port(), free_port()
+    conf, code, _, err = init(capsys, tmp_path, "--gateway-id", "gw-0001", "--port", port)
+    assert code == 0, err
+    text = conf.read_text().replace(
+        "\n[broker]\n",
+        '\n[broker]\ntls_cert_file = "%s"\ntls_key_file = "%s"\ntls_port = %d\n'
+        % (pki.server_cert, pki.server_key, tls_port),
+    )
+    conf.write_text(text)
+    assert run(capsys, "readers", "add", 7, "--building", 12, "--config", conf)[0] == 0
+    enr = loads_enrolment((conf.parent / "enrolment" / "reader-7.json").read_bytes())
+    ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+    with procs.running(procs.spawn([find_tool("mosquitto"), "-c", conf.parent / "broker" / "mosquitto.conf"])) as m:
+
+        def up():
+            assert m.poll() is None, (conf.parent / "broker" / "mosquitto.log").read_text()
+            with contextlib.suppress(OSError):
+                return connack("127.0.0.1", tls_port, "reader-7", enr.password, tls=ctx) == 0
+            return False
+
+        wait_for(up, 30, "the TLS listener")
+        assert connack("127.0.0.1", tls_port, "reader-7", "not-its-password", tls=ctx) != 0
+        assert connack("127.0.0.1", port, "reader-7", enr.password) == 0  # the plain listener stays
