@@ -47,7 +47,7 @@ Config (TOML; relative paths from the file's directory):
 
     [[gateways]]
     gateway_id = "gw1"
-    public_key_file = "gw-gw1-signing.pub"    # the gateway's registered Ed25519 public key
+    public_key_file = "gw1-signing.pub"       # the gateway's registered Ed25519 public key
 """
 
 from __future__ import annotations
