@@ -27,6 +27,8 @@ One module per idea:
 - ``cards``: signed card updates and their whitelist chunks, for tests.
 - ``logcapture``: an event log that keeps its records.
 - ``site``: a building (local broker, gateway process, virtual readers).
+- ``compoundsite``: a compound (several buildings' readers, the gateway, the bank).
+- ``netcut``: a relay that drops one reader's network and restores it.
 
 The product (liftcard_gateway, liftcard_protocol, liftcard_provisioning)
 never imports this package.
