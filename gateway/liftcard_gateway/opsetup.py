@@ -359,6 +359,13 @@ def _write_if_changed(path: Path, data: bytes, changed: list) -> bool:
     return True
 
 
+def check_renderable(cfg: GatewayConfig) -> None:
+    """SetupError unless `broker` can render this config's broker files (checked
+    by the readers verbs too, before they change anything)."""
+    if cfg.broker.username != mq.GATEWAY_USER:
+        raise SetupError("broker.username must be %s for a broker this command renders" % mq.GATEWAY_USER, 2)
+
+
 def sync_broker(cfg: GatewayConfig) -> BrokerSync:
     """Render mosquitto.conf, passwd and acl into [broker] dir from the config,
     write those that differ, and SIGHUP a running Mosquitto (it re-reads
@@ -366,8 +373,7 @@ def sync_broker(cfg: GatewayConfig) -> BrokerSync:
     b = cfg.broker
     if b.dir is None:
         raise SetupError("broker.dir is not set in %s: name the directory for the broker's files" % cfg.path, 2)
-    if b.username != mq.GATEWAY_USER:
-        raise SetupError("broker.username must be %s for a broker this command renders" % mq.GATEWAY_USER, 2)
+    check_renderable(cfg)
     wd = b.dir
     bc = broker_config(cfg)
     try:

@@ -33,7 +33,7 @@ from liftcard_protocol.topics import reader_user
 from . import broker as mq
 from . import readerreg
 from .config import GatewayConfig, GatewayConfigError, load_config
-from .opsetup import SetupError, check_owner, report_sync, say, sync_broker
+from .opsetup import SetupError, check_owner, check_renderable, report_sync, say, sync_broker
 from .tables import render_table
 from .tomlconf import Secret
 
@@ -84,6 +84,8 @@ def command(cfg: GatewayConfig, args) -> int:
     if verb == "list":
         return list_readers(cfg, args.json)
     check_owner(cfg.path)
+    if cfg.broker.dir is not None:
+        check_renderable(cfg)
     if verb == "add":
         return add(cfg, args)
     if verb == "remove":
