@@ -155,7 +155,7 @@ def write_conf(tmp_path, pki, gateway: str, sections: str):
 def test_the_identity_lives_in_gateway_and_everything_derives_from_it(tmp_path, pki):
     cfg = load_config(write_conf(tmp_path, pki, 'gateway_id = "gw-0001"\ncompound_id = 9', "UPSTREAM\nCARDS"))
     assert cfg.upstream.gateway_id == "gw-0001" and cfg.cards.compound_id == 9
-    assert cfg.upstream.client_id == "liftcard-gw-gw-0001"
+    assert cfg.upstream.client_id == "liftcard-gw-0001"  # the id once, as everywhere
 
 
 @pytest.mark.parametrize(

@@ -243,7 +243,7 @@ def test_config_defaults(tmp_path, pki):
         500,
         16,
         10,
-        "liftcard-gw-gw1",
+        "liftcard-gw1",
         "3.1.1",
     )
     assert "PRIVATE" not in repr(cfg) and "Secret(<hidden>)" in repr(u.signing_key)

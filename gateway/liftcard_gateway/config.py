@@ -378,7 +378,7 @@ def _parse_upstream(doc: dict, base: Path, gid: str | None) -> "UpstreamConf | N
         lpub = keys.load_public_key(files["ledger_public_key_file"])
     except keys.KeyFileError as e:
         raise GatewayConfigError("upstream.ledger_public_key_file", str(e)) from None
-    client_id = string(up, "client_id", pre, "liftcard-gw-" + gid)
+    client_id = string(up, "client_id", pre, "liftcard-" + gid)
     keepalive = integer(up, "keepalive", pre, 5, 3600, 30)
     batch_rides = integer(up, "batch_rides", pre, 1, 5000, 500)
     max_inflight = integer(up, "max_inflight", pre, 1, 1024, 16)
