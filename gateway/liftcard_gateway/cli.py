@@ -1,6 +1,8 @@
 """liftcard-gateway: `run`, `status [--json]`, `report`, `cards import FILE |
 cards status`, `import FILE` (a harvest file), each with `--config gw.toml`
-(docs/gateway.md, docs/cards.md).
+(docs/gateway.md, docs/cards.md); the set-up verbs `init`, `broker` (opsetup.py)
+and `readers add | remove | rotate-key | list` (readerverbs.py)
+(docs/operations.md).
 
 Exit status: 0 done; 1 refused or failed (one line on stderr); 2 a bad config
 or a bad command line, or a harvest file refused (`import`). `run` logs JSON lines to stderr (logs.py).
