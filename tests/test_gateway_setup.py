@@ -94,6 +94,8 @@ def test_init_again_keeps_everything_and_says_so(tmp_path, capsys):
         (["--gateway-id", "gw-1", "--compound-id", "0"], "--compound-id must be"),
         (["--gateway-id", "gw-1", "--listen", "a b"], "--listen must be"),
         (["--gateway-id", "gw-1", "--port", "70000"], "--port must be"),
+        (["--gateway-id", "gw-1", "--port", "http"], "--port must be"),
+        (["--gateway-id", "gw-1", "--compound-id", "x"], "--compound-id must be"),
     ],
 )
 def test_init_bad_input_one_line_nothing_written(tmp_path, capsys, args, words):

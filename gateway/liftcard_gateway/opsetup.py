@@ -52,12 +52,10 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--gateway-id", help="this gateway's identity on the bank link, e.g. gw-0001 (needed the first time)"
     )
-    p.add_argument(
-        "--compound-id", type=int, help="the bank's number for this compound (default: the gateway id's number)"
-    )
+    p.add_argument("--compound-id", help="the bank's number for this compound (default: the gateway id's number)")
     p.add_argument("--listen", help="the local broker's listener address (default 127.0.0.1)")
     p.add_argument("--reader-host", help="the address readers are given (default: the listener's)")
-    p.add_argument("--port", type=int, help="the local broker's port (default 1883)")
+    p.add_argument("--port", help="the local broker's port (default 1883)")
     b = sub.add_parser("broker", help="render the local Mosquitto's config, passwd and ACL; reload it if it runs")
     b.add_argument("--config", required=True, help="the gateway's TOML config")
 
@@ -187,9 +185,21 @@ def _existing(path: Path) -> dict:
     }
 
 
+def _int(text: str | None, name: str, lo: int, hi: int) -> int | None:
+    if text is None:
+        return None
+    try:
+        v = int(text, 10)
+    except ValueError:
+        v = lo - 1
+    if not lo <= v <= hi:
+        raise SetupError("%s must be %d .. %d" % (name, lo, hi), 2)
+    return v
+
+
 def _plan(args) -> _Plan:
     config = Path(args.config).expanduser().absolute()
-    gid, cid = args.gateway_id, args.compound_id
+    gid, cid = args.gateway_id, _int(args.compound_id, "--compound-id", 1, ID_MAX)
     old: dict = {}
     if config.exists():
         old = _existing(config)
@@ -214,16 +224,12 @@ def _plan(args) -> _Plan:
         if not m or not 1 <= int(m.group(1)) <= ID_MAX:
             raise SetupError("--compound-id is needed: %s ends in no number to take it from" % gid, 2)
         cid = int(m.group(1))
-    if not 1 <= cid <= ID_MAX:
-        raise SetupError("--compound-id must be 1 .. %d" % ID_MAX, 2)
     listen = args.listen or "127.0.0.1"
     reader_host = args.reader_host or ("127.0.0.1" if listen in ("0.0.0.0", "::") else listen)
     for name, v in (("--listen", listen), ("--reader-host", reader_host)):
         if not _ADDR_RE.fullmatch(v):
             raise SetupError("%s must be a host name or an IP address" % name, 2)
-    port = args.port if args.port is not None else 1883
-    if not 1 <= port <= 65535:
-        raise SetupError("--port must be 1 .. 65535", 2)
+    port = _int(args.port, "--port", 1, 65535) or 1883
     data_dir = Path(args.data_dir or "/var/lib/liftcard").expanduser().absolute()
     if old.get("data_dir") is not None:
         if args.data_dir is not None and data_dir != old["data_dir"].absolute():
