@@ -145,8 +145,8 @@ def first_day_of_run() -> int:
 
 
 def run(args, out=None, tamper=None) -> Outcome:
-    """The whole run. tamper(site), if given, is called after the drain and
-    before the evidence is read (the tests break the evidence with it)."""
+    """The whole run. tamper(site), if given, is called once every process has
+    stopped and before the databases are read (the tests break the evidence with it)."""
     out = out or sys.stdout
 
     def say(text=""):
@@ -207,28 +207,28 @@ def run(args, out=None, tamper=None) -> Outcome:
         for f in bank.failures:
             say("bank: %s" % f)
         dumps = {rid: site.dump(rid) for rid in site.readers}
-        if tamper is not None:
-            tamper(site)
-        ev = Evidence(
-            player.played,
-            player.seen,
-            player.issued,
-            dumps,
-            site.gw_rides(),
-            site.ledger_rides(),
-            ledger_totals(site.ledger_cfg),
-        )
-        ledger_cfg = site.ledger_cfg
     finally:
         site.close()
+    # Every process has stopped: what the databases hold now is final.
+    if tamper is not None:
+        tamper(site)
     months = sorted(
         {day_to_date(local_day(clock.at(d, 0), UTC_OFFSET_MIN)).strftime("%Y-%m") for d in range(args.days)}
     )
-    ev.book = read_book(ledger_cfg, buildings, months)  # the ledger has stopped: nothing moves under it
+    ev = Evidence(
+        player.played,
+        player.seen,
+        player.issued,
+        dumps,
+        site.gw_rides(),
+        site.ledger_rides(),
+        ledger_totals(site.ledger_cfg),
+        read_book(site.ledger_cfg, buildings, months),
+    )
     report = reconcile(ev, script, compound, clock)
     _print_report(say, report, ev, script, clock, compound)
     if statement.offered():
-        for b, m, page, err in statement.write_statements(ledger_cfg, buildings, months, work / "statements"):
+        for b, m, page, err in statement.write_statements(site.ledger_cfg, buildings, months, work / "statements"):
             say("statement of building %d for %s: %s" % (b, m, page if page else "not written (%s)" % err))
     return Outcome(0 if report.ok else 1, report, ev, script, compound, clock, work)
 
@@ -249,7 +249,7 @@ def _print_report(say, report, ev, script, clock, compound) -> None:
     say()
     say("Reconciliation")
     say(
-        "rides: %d logged by the readers, %d at the gateway, %d at the ledger (each once)"
+        "rides: %d logged by the readers; the gateway holds %d, the ledger %d"
         % (n, len(ev.gw_rows), len(ev.ledger_rows))
     )
     recs = [RideRecord.unpack(raw) for raws in ev.dumps.values() for raw in raws]
