@@ -55,6 +55,7 @@ def test_vector_coverage():
         ("delta", "down"),
         ("whitelist", "down"),
         ("sunctr_down", "down"),
+        ("resend", "down"),
     }
     for d in ("up", "down"):
         assert {v["reason"] for v in V["invalid"] if v["direction"] == d} == set(U.REASONS), d
@@ -70,6 +71,8 @@ def _fields_of(m: U.Message) -> dict:
         return {"seq": m.seq}
     if m.kind == U.TIME:
         return {"epoch_s": m.epoch_s}
+    if m.kind == U.RESEND:
+        return {"from_seq": m.from_seq}
     if m.kind == U.DELTA:
         return {"blob": m.blob.hex()}
     if m.kind in (U.SUNCTR_UP, U.SUNCTR_DOWN):
@@ -94,6 +97,7 @@ def test_valid_vectors(v):
         "status": lambda: U.build_status(*args, U.ReaderStatus(**f)),
         "ack": lambda: U.build_ack(*args, f["seq"]),
         "time": lambda: U.build_time(*args, f["epoch_s"]),
+        "resend": lambda: U.build_resend(*args, f["from_seq"]),
         "delta": lambda: U.build_delta(*args, bytes.fromhex(f["blob"])),
         "whitelist": lambda: U.build_whitelist_chunk(
             *args, f["version"], f["total"], f["offset"], bytes.fromhex(f["data"])

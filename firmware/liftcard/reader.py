@@ -375,6 +375,7 @@ class Reader:
                 ("uplink_batches", u.batches),
                 ("uplink_acks", u.acks),
                 ("uplink_refused", u.refused),
+                ("uplink_resends", u.resends),
                 ("uplink_sun_sent", u.sun_sent),
                 ("uplink_sun_merged", u.sun_merged),
                 ("uplink_error", '"%s"' % u.error_text.replace('"', "'") if u.error_text else "null"),

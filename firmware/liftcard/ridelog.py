@@ -109,6 +109,16 @@ class RideLog:
     def backlog(self):
         return self.next_seq - 1 - self.acked
 
+    @property
+    def oldest_seq(self):
+        # The lowest seq still on flash (next_seq when it holds none): what a
+        # RESEND can still bring back. Off the tap path (the heartbeat).
+        lo = self.next_seq
+        for s in range(self.nsec):
+            if self.state[s] == USED and self.first[s] < lo:
+                lo = self.first[s]
+        return lo
+
     # ---- boot ----
 
     def mount(self):

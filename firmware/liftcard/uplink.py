@@ -20,7 +20,15 @@
 #
 # Rides: at most one RIDES batch (<= 32 unacked records) in flight; resent
 # after _ACK_WAIT_MS or a reconnect; the gateway's ACK (MAC and replay checked
-# by the codec) moves the log's ack mark. Up messages go with QoS 0: the
+# by the codec) moves the log's ack mark.
+#
+# RESEND (docs/uplink.md): a gateway whose database lacks rides this reader
+# had acknowledged (a backup restored) names the first seq it lacks; the
+# records still on flash from there are sent again, in order, one batch per
+# ACK (which moves nothing: they are acknowledged already), then the unacked
+# backlog as usual. What the log no longer holds is not sent: the heartbeat's
+# oldest_seq tells the gateway where that gap ends. A replayed RESEND only
+# costs duplicates, which the gateway drops, so it is not saved to flash. Up messages go with QoS 0: the
 # application ACK is the delivery guarantee, and a QoS 1 PUBACK would be a
 # blocking round trip inside umqtt.publish().
 #
@@ -109,6 +117,7 @@ class Uplink:
         self._backoff = _BACKOFF_MIN_MS
         self._sub_pid = 0
         self._inflight = 0  # last seq of the batch in flight (0: none)
+        self._resend = 0  # next acknowledged seq to send again after a RESEND (0: none)
         self._sent_ms = 0
         self._last_ping = 0
         self._last_rx = 0
@@ -119,6 +128,7 @@ class Uplink:
         self.batches = 0
         self.acks = 0
         self.refused = 0
+        self.resends = 0  # RESEND messages obeyed
         self.sun_sent = 0  # SUN counters sent up
         self.sun_merged = 0  # SUN counters from the gateway that raised this reader's
 
@@ -218,9 +228,9 @@ class Uplink:
             self.client.ping()
             self._last_ping = ms
 
-    def _batch(self, log):
+    def _batch(self, log, start):
         n = 0
-        for rec in log.records(log.acked + 1):
+        for rec in log.records(start):
             self._upto = ridelog.seq_of(rec)
             yield rec
             n += 1
@@ -229,18 +239,27 @@ class Uplink:
 
     def _send_rides(self, ms):
         log = self.reader.log
-        if log.acked >= self._inflight:
-            self._inflight = 0
-        if log.last_seq <= log.acked:
-            return False
+        start = self._resend
+        if not start:
+            if log.acked >= self._inflight:
+                self._inflight = 0
+            if log.last_seq <= log.acked:
+                return False
+            start = log.acked + 1
+        # A resent batch is acknowledged already: any ACK (_on_msg) ends its wait.
         if self._inflight and self.reader.board.ticks_diff(ms, self._sent_ms) < _ACK_WAIT_MS:
             return False
         self._upto = 0
-        msg = self.codec.rides(self._batch(log))
+        msg = self.codec.rides(self._batch(log, start))
         if not self._upto:
+            self._resend = 0  # nothing held from there on
             return False
         self.client.publish(self.t_up, msg)
         self._inflight = self._upto
+        if self._resend:
+            self._resend = self._upto + 1
+            if self._resend > log.acked:
+                self._resend = 0  # the rest is the unacked backlog
         self._sent_ms = ms
         self.batches += 1
         return True
@@ -279,6 +298,8 @@ class Uplink:
             flags,
             r.boot_count,
             r.clock.now(),
+            r.log.acked,
+            r.log.oldest_seq,
         )
         self.client.publish(self.t_status, msg)
         self._status_ms = ms
@@ -307,6 +328,12 @@ class Uplink:
                 self.acks += 1
                 if log.acked >= self._inflight:
                     self._inflight = 0  # next batch at once
+            elif kind == uc.RESEND:
+                f = codec.from_seq
+                if f <= r.log.acked:  # above it, the backlog goes anyway
+                    self._resend = f if f > 0 else 1
+                    self._inflight = 0
+                    self.resends += 1
             elif kind == uc.TIME:
                 replaystate.save(codec)
                 reply = r.command("TIME %d" % codec.epoch_s)

@@ -4,7 +4,8 @@
 #
 # Up: RIDES (a batch of ride records), STATUS (heartbeat), SUNCTR_UP (NTAG
 # SUN counters). Down: ACK, TIME, DELTA (an LCWD blob), WHITELIST (a chunk of
-# an LCWL file), SUNCTR_DOWN (the building's SUN counters, same body). Keys are derived
+# an LCWL file), SUNCTR_DOWN (the building's SUN counters, same body), RESEND
+# (the seq to send the held rides again from). Keys are derived
 # from the reader key; the counter of every message only grows (replay).
 #
 # Off the tap path, but run for every batch: the message buffers are
@@ -30,12 +31,13 @@ TIME = const(0x82)
 DELTA = const(0x83)
 WHITELIST = const(0x84)
 SUNCTR_DOWN = const(0x85)  # counters other readers of the building accepted
+RESEND = const(0x86)  # send again what the log holds from a seq on (a restored gateway)
 
 HEADER_LEN = const(24)
 MAC_LEN = const(16)
 RIDE_LEN = const(32)
 MAX_RIDES = const(32)
-STATUS_LEN = const(28)
+STATUS_LEN = const(36)  # 28, then the ack mark and the oldest seq held
 MAX_BLOB = const(4096)
 MIN_DELTA = const(40)  # the smallest LCWD: header + MAC
 MIN_WHITELIST = const(48)  # the smallest LCWL: header + MAC
@@ -51,7 +53,7 @@ ST_CLOCK_SYNCED = const(0x01)
 ST_LOG_FULL = const(0x02)
 
 _HDR = ">4sBBHIIII"  # magic version kind reserved reader building counter_hi counter_lo
-_STATUS = ">IIIIIBBHI"
+_STATUS = ">IIIIIBBHIII"
 
 
 class UplinkError(Exception):
@@ -93,6 +95,7 @@ class Codec:
         # Fields of the last message open() accepted, by kind.
         self.seq = 0  # ACK: every record up to seq is acknowledged
         self.epoch_s = 0  # TIME: liftcard epoch seconds
+        self.from_seq = 0  # RESEND: send the held rides again from this seq
         self.blob = None  # DELTA: the LCWD; WHITELIST: the chunk's data; SUNCTR_DOWN: the entries (memoryview into a reused buffer)
         self.version = 0  # WHITELIST: version, total, offset
         self.total = 0
@@ -177,9 +180,24 @@ class Codec:
             n += 1
         return self._seal(RIDES, pos)
 
-    def status(self, uptime, free_heap, backlog, wl_version, unrecorded=0, last_error=0, flags=0, boot=0, time=0):
+    def status(
+        self,
+        uptime,
+        free_heap,
+        backlog,
+        wl_version,
+        unrecorded=0,
+        last_error=0,
+        flags=0,
+        boot=0,
+        time=0,
+        acked_seq=0,
+        oldest_seq=1,
+    ):
         # STATUS heartbeat; boot is the low 16 bits of the boot count, time
-        # the reader's clock (liftcard epoch seconds).
+        # the reader's clock (liftcard epoch seconds), acked_seq the log's ack
+        # mark and oldest_seq the lowest seq it still holds (a gateway behind
+        # them asks for a RESEND).
         struct.pack_into(
             _STATUS,
             self._up,
@@ -193,6 +211,8 @@ class Codec:
             flags,
             boot & 0xFFFF,
             time,
+            acked_seq,
+            oldest_seq,
         )
         return self._seal(STATUS, HEADER_LEN + STATUS_LEN)
 
@@ -247,7 +267,14 @@ class Codec:
         if msg[6] or msg[7]:
             raise UplinkError("field")
         kind = msg[5]
-        if kind != ACK and kind != TIME and kind != DELTA and kind != WHITELIST and kind != SUNCTR_DOWN:
+        if (
+            kind != ACK
+            and kind != TIME
+            and kind != DELTA
+            and kind != WHITELIST
+            and kind != SUNCTR_DOWN
+            and kind != RESEND
+        ):
             raise UplinkError("kind")
         _, _, _, _, reader, building, hi, lo = struct.unpack_from(_HDR, msg, 0)
         if reader != self.reader_id:
@@ -259,7 +286,7 @@ class Codec:
         blen = end - HEADER_LEN
         if blen > WLCHUNK_HEADER_LEN + MAX_BLOB:
             raise UplinkError("size")
-        if kind == ACK or kind == TIME:
+        if kind == ACK or kind == TIME or kind == RESEND:
             if blen != 4:
                 raise UplinkError("size")
         elif kind == DELTA:
@@ -279,12 +306,14 @@ class Codec:
                 body = self._down = bytearray(WLCHUNK_HEADER_LEN + MAX_BLOB)
             b0 = 0
         self._crypt(msg, HEADER_LEN, body, b0, blen, msg)
-        if kind == ACK or kind == TIME:
+        if kind == ACK or kind == TIME or kind == RESEND:
             v = struct.unpack_from(">I", body, b0)[0]
             if kind == ACK:
                 self.seq = v
-            else:
+            elif kind == TIME:
                 self.epoch_s = v
+            else:
+                self.from_seq = v
         elif kind == DELTA or kind == SUNCTR_DOWN:
             self.blob = memoryview(body)[b0 : b0 + blen]
         else:

@@ -74,6 +74,12 @@ TIME_SYNC_INTERVAL_S = 600.0
 GROUP_MAX = 64
 # The inbox's "topic" of a card update from the bank (upstream.on_card_update).
 CARD_UPDATE = object()
+# The inbox's "topic" of the gateway's own (re)connect to the broker: every
+# reader is asked to resend from the first seq this database lacks.
+RESYNC = object()
+# A reader whose heartbeat is ahead of the database is asked for a RESEND at
+# most this often (its resend takes a few batches; heartbeats come every 60 s).
+RESEND_INTERVAL_S = 30.0
 # The reader's NTAG counter table size (firmware/liftcard/sunctr.py): the
 # catch-up sends at most this many counters, the most recent first.
 SUN_TABLE_SIZE = 128
@@ -104,6 +110,8 @@ class Gateway:
         self._clock: dict[int, tuple] = {}
         # Readers sent the building's SUN counter table since their (re)connect.
         self._sun_synced: set[int] = set()
+        # reader_id -> monotonic time of the last RESEND sent to it.
+        self._resent: dict[int, float] = {}
         self._stop = threading.Event()
         self.console = None  # console.Console once run() started it ([console])
         self.retention = None  # retention.Retention once run() started it ([retention])
@@ -213,6 +221,44 @@ class Gateway:
         if table:
             self.log("sun_table_sent", reader_id=reader_id, entries=len(table), messages=sent)
 
+    # -- a database behind its readers (a restored backup) ---------------------------
+    def _send_resend(self, reader_id: int, building_id: int, from_seq: int, why: str) -> None:
+        msg = link.build_resend(self._keys[reader_id], reader_id, building_id, self._next_counter(), from_seq)
+        self.client.publish(reader_topics(building_id, reader_id)["down"], msg, qos=1)
+        self._resent[reader_id] = time.monotonic()
+        self.log("resend_sent", reader_id=reader_id, from_seq=from_seq, why=why)
+
+    def _resend_all(self) -> None:
+        """At each (re)connect to the broker: every reader whose run this
+        database knows is asked to resend from the first seq it lacks. A reader
+        acknowledged no further ignores it (its unacked backlog comes anyway);
+        one acknowledged further (this database was restored from a backup)
+        sends again what it still holds."""
+        for reader_id, rc in sorted(self.cfg.readers.items()):
+            try:
+                row = self.store.reader(reader_id)
+                if row is not None and row["acked_seq"] is not None:
+                    self._send_resend(reader_id, rc.building_id, row["acked_seq"] + 1, "connect")
+            except Exception as e:  # one reader must not stop the others
+                self.log("error", reader_id=reader_id, error=type(e).__name__, message=str(e))
+
+    def _catch_up(self, reader_id: int, building_id: int, st) -> None:
+        """A heartbeat with the reader's ack mark and oldest seq held: if it is
+        ahead of this database, what the reader no longer holds becomes a lost
+        gap (logged), the ack moves past it, and the reader is asked to resend
+        the rest (store.Store.reader_ahead)."""
+        got = self.store.reader_ahead(reader_id, st.acked_seq, st.oldest_seq)
+        if got is None:
+            return
+        from_seq, lost, acked = got
+        if lost is not None:
+            self.log("rides_lost", reader_id=reader_id, from_seq=lost[0], to_seq=lost[1], acked_seq=acked)
+            msg = link.build_ack(self._keys[reader_id], reader_id, building_id, self._next_counter(), acked)
+            self.client.publish(reader_topics(building_id, reader_id)["down"], msg, qos=1)
+        sent = self._resent.get(reader_id)
+        if from_seq is not None and (sent is None or time.monotonic() - sent >= RESEND_INTERVAL_S):
+            self._send_resend(reader_id, building_id, from_seq, "status")
+
     # -- card database ------------------------------------------------------------
     def _offer_cards(self, reader_id: int, building_id: int, held: int) -> None:
         down = reader_topics(building_id, reader_id)["down"]
@@ -247,6 +293,7 @@ class Gateway:
         # Forwards published while the gateway was away from the broker were
         # lost: every reader gets the building's table at its next STATUS.
         self._sun_synced.clear()
+        self._inbox.put((RESYNC, None))
 
     def _refuse(self, topic_reader, reason: str, topic: str, **kw) -> None:
         try:  # counted for status, the console and /metrics (refusals.py), before the line says so
@@ -298,6 +345,10 @@ class Gateway:
                 if topic is CARD_UPDATE:
                     self._store_rides(rides)
                     self._card_update(payload)
+                    continue
+                if topic is RESYNC:
+                    self._store_rides(rides)
+                    self._resend_all()
                     continue
                 got = self._verify(topic, payload, rides)
             except Exception as e:  # one bad message must not take its group with it
@@ -365,6 +416,8 @@ class Gateway:
                 clock_synced=synced,
                 drift_s=(st.time - epoch_from_unix(int(time.time()))) if synced else None,
             )
+            if st.acked_seq is not None:
+                self._catch_up(reader_id, building_id, st)
             prev = self._clock.get(reader_id)
             if prev is None or prev[1] != st.boot or st.uptime < prev[2]:
                 self._sun_synced.discard(reader_id)  # a (re)connect or a reboot: catch up

@@ -153,7 +153,15 @@ CREATE TABLE IF NOT EXISTS pruned_rides (
     add_missing_columns(conn, "readers", {"pruned_seq": "INTEGER"})
 
 
-MIGRATIONS = (_v1_store, _v2_store_columns, _v3_cards, _v4_upstream, _v5_refusals_retention)
+def _v6_lost_gaps(conn) -> None:
+    """gaps.lost_at: when the reader said it no longer holds the gap's rides
+    (a database restored from a backup lacks rides the reader had been
+    acknowledged for and has reclaimed since: store.Store.reader_ahead). The
+    ack runs past such a gap; the gap stays, unfilled, in the table."""
+    add_missing_columns(conn, "gaps", {"lost_at": "REAL"})
+
+
+MIGRATIONS = (_v1_store, _v2_store_columns, _v3_cards, _v4_upstream, _v5_refusals_retention, _v6_lost_gaps)
 
 
 def open_gateway_db(path):

@@ -20,9 +20,11 @@ Tables:
   clock minus the gateway's at the receipt of the last STATUS, signed whole
   seconds; NULL when that STATUS was not CLOCK_SYNCED) and clock_at (when the
   last drift was measured: the receipt of the last synced STATUS).
-- gaps (reader_id, from_seq, to_seq, noticed_at, filled_at): a batch whose
-  seqs jump past the highest stored + 1 records the missing range; it is marked
-  filled once every seq in it is stored. Never hidden, never deleted.
+- gaps (reader_id, from_seq, to_seq, noticed_at, filled_at, lost_at): a batch
+  whose seqs jump past the highest stored + 1 records the missing range; it is
+  marked filled once every seq in it is stored. Never hidden, never deleted.
+  lost_at: the reader said it no longer holds them (reader_ahead: a restored
+  backup); the contiguous run, and so the ack, goes past such a gap.
 - meta (key pk, value): 'down_reserved', the highest down counter reserved
   (downcounter.py).
 - sun_counters (building_id, card_id) primary key: the highest NTAG 424 SUN
@@ -245,12 +247,7 @@ class Store:
             )
         # Advance the contiguous run.
         if acked is not None:
-            nxt = acked + 1
-            for (s,) in c.execute("SELECT seq FROM rides WHERE reader_id=? AND seq>? ORDER BY seq", (reader_id, acked)):
-                if s != nxt:
-                    break
-                nxt += 1
-            acked = nxt - 1
+            acked = self._run_end(reader_id, acked)
         # Close gaps whose every seq is now stored.
         for gid, f, t in c.execute(
             "SELECT id, from_seq, to_seq FROM gaps WHERE reader_id=? AND filled_at IS NULL", (reader_id,)
@@ -273,6 +270,96 @@ class Store:
                 (first_seq, acked, hi, counter, now, reader_id),
             )
         return BatchResult(acked or 0, inserted, sent - inserted, tuple(new_gaps), corrected)
+
+    def _run_end(self, reader_id: int, acked: int) -> int:
+        """The end of the contiguous run from acked + 1 (inside a transaction):
+        every seq stored, or in a gap the reader said it no longer holds
+        (lost_at: nothing can fill it, and holding the ack back behind it would
+        stall the reader until its log is full)."""
+        c = self.conn
+        lost = c.execute(
+            "SELECT from_seq, to_seq FROM gaps WHERE reader_id=? AND lost_at IS NOT NULL AND to_seq>? ORDER BY from_seq",
+            (reader_id, acked),
+        ).fetchall()
+
+        def past_lost(n: int) -> int:
+            for f, t in lost:
+                if f <= n <= t:
+                    n = t + 1
+            return n
+
+        nxt = past_lost(acked + 1)
+        for (s,) in c.execute("SELECT seq FROM rides WHERE reader_id=? AND seq>? ORDER BY seq", (reader_id, acked)):
+            if s < nxt:
+                continue
+            if s != nxt:
+                break
+            nxt = past_lost(nxt + 1)
+        return nxt - 1
+
+    def reader_ahead(self, reader_id: int, reader_acked: int, oldest_seq: int, now: float | None = None):
+        """A heartbeat says the reader has been acknowledged up to reader_acked
+        and still holds every record from oldest_seq on. When that is ahead of
+        this database's ack (a database restored from a backup, or replaced),
+        in ONE transaction: the seqs the database lacks below oldest_seq are
+        recorded as a gap the reader can no longer fill (lost_at; reported,
+        never invented), and the ack runs past it. Returns None when the
+        reader is not ahead, else (from_seq, lost, acked): the first seq to ask
+        the reader to send again (None: nothing it holds is missing), the lost
+        (from_seq, to_seq) or None, and the ack now."""
+        now = _now() if now is None else now
+        c = self.conn
+        with transaction(c):
+            row = c.execute("SELECT acked_seq FROM readers WHERE reader_id=?", (reader_id,)).fetchone()
+            if row is None:
+                raise UnknownReader("reader %d is not registered" % reader_id)
+            acked = row[0]
+            if acked is None:
+                # No run known here (nothing stored from this reader): its
+                # first resent batch starts the run; nothing to call lost.
+                return (1, None, 0) if reader_acked > 0 else None
+            if reader_acked <= acked:
+                return None
+            lost = None
+            hi = min(oldest_seq - 1, reader_acked)
+            if hi > acked:
+                # Any part of it stored (a later batch) is no gap: record only
+                # the missing runs, and close the open gaps they cover.
+                lost_from = acked + 1
+                held = [
+                    s
+                    for (s,) in c.execute(
+                        "SELECT seq FROM rides WHERE reader_id=? AND seq BETWEEN ? AND ? ORDER BY seq",
+                        (reader_id, lost_from, hi),
+                    )
+                ]
+                runs, f = [], lost_from
+                for s in held + [hi + 1]:
+                    if s > f:
+                        runs.append((f, s - 1))
+                    f = s + 1
+                for f, t in runs:
+                    # The open gaps inside it are lost with it; the run gets
+                    # its own row unless one of them is exactly it.
+                    c.execute(
+                        "UPDATE gaps SET lost_at=? WHERE reader_id=? AND filled_at IS NULL AND lost_at IS NULL "
+                        "AND from_seq>=? AND to_seq<=?",
+                        (now, reader_id, f, t),
+                    )
+                    same = c.execute(
+                        "SELECT 1 FROM gaps WHERE reader_id=? AND from_seq=? AND to_seq=? AND lost_at IS NOT NULL",
+                        (reader_id, f, t),
+                    ).fetchone()
+                    if same is None:
+                        c.execute(
+                            "INSERT INTO gaps (reader_id, from_seq, to_seq, noticed_at, lost_at) VALUES (?,?,?,?,?)",
+                            (reader_id, f, t, now, now),
+                        )
+                lost = (lost_from, hi) if runs else None
+                new_acked = self._run_end(reader_id, acked)
+                c.execute("UPDATE readers SET acked_seq=? WHERE reader_id=?", (new_acked, reader_id))
+                acked = new_acked
+            return (acked + 1 if acked < reader_acked else None), lost, acked
 
     def _correct_unsynced(self, reader_id: int, boots) -> int:
         """Inside store_batch's transaction: for each boot touched by the batch,

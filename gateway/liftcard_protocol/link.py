@@ -45,9 +45,10 @@ TIME = 0x82
 DELTA = 0x83
 WHITELIST = 0x84
 SUNCTR_DOWN = 0x85  # the same body, forwarded by the gateway to the building's other readers
+RESEND = 0x86  # send the rides you still hold again, from a seq on (a gateway restored from a backup)
 
 UP_KINDS = (RIDES, STATUS, SUNCTR_UP)
-DOWN_KINDS = (ACK, TIME, DELTA, WHITELIST, SUNCTR_DOWN)
+DOWN_KINDS = (ACK, TIME, DELTA, WHITELIST, SUNCTR_DOWN, RESEND)
 KIND_NAMES = {
     RIDES: "rides",
     STATUS: "status",
@@ -57,6 +58,7 @@ KIND_NAMES = {
     DELTA: "delta",
     WHITELIST: "whitelist",
     SUNCTR_DOWN: "sunctr_down",
+    RESEND: "resend",
 }
 KINDS_BY_NAME = {v: k for k, v in KIND_NAMES.items()}
 
@@ -72,7 +74,9 @@ MAX_BLOB = 4096  # DELTA blob / WHITELIST chunk data
 MIN_DELTA = 24 + MAC_LEN  # the smallest LCWD (no operations)
 MIN_WHITELIST = 32 + MAC_LEN  # the smallest LCWL (no cards)
 _STATUS = struct.Struct(">IIIIIBBHI")  # uptime heap backlog wl_version unrecorded last_error flags boot time
-STATUS_LEN = _STATUS.size  # 28
+STATUS_LEN = _STATUS.size  # 28: a reader from before the seqs below
+_STATUS_SEQS = struct.Struct(">II")  # acked_seq oldest_seq, after the 28 bytes
+STATUS_SEQS_LEN = STATUS_LEN + _STATUS_SEQS.size  # 36
 _WLCHUNK = struct.Struct(">III")  # version total offset
 WLCHUNK_HEADER_LEN = _WLCHUNK.size  # 12
 SUN_ENTRY_LEN = 11  # SUNCTR entry: card_id u64, counter u24 (the NTAG SDMReadCtr)
@@ -156,7 +160,7 @@ def _mac(keys: LinkKeys, data: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class ReaderStatus:
-    """STATUS body: the reader's heartbeat (28 bytes)."""
+    """STATUS body: the reader's heartbeat (36 bytes; 28 from firmware before acked_seq and oldest_seq)."""
 
     uptime: int  # u32 seconds since this boot
     free_heap: int  # u32 bytes
@@ -167,6 +171,11 @@ class ReaderStatus:
     flags: int = 0  # u8 ST_* bits
     boot: int = 0  # u16 boot counter (low 16 bits)
     time: int = 0  # u32 the reader's clock, liftcard epoch seconds (its best guess unless CLOCK_SYNCED)
+    # u32 the reader's ack mark (every record up to it acknowledged by a
+    # gateway) and u32 the lowest seq its log still holds (acked_seq + backlog
+    # + 1 when it holds none): both or neither (None: older firmware, 28 bytes).
+    acked_seq: int | None = None
+    oldest_seq: int | None = None
 
     def __post_init__(self):
         for name, hi in (
@@ -183,9 +192,15 @@ class ReaderStatus:
             object.__setattr__(self, name, int(need_uint(name, getattr(self, name), hi)))
         if self.flags & ~ST_FLAGS:
             raise FormatError(R_FIELD, "status flags has undefined bits set")
+        if (self.acked_seq is None) != (self.oldest_seq is None):
+            raise FormatError(R_FIELD, "status acked_seq and oldest_seq go together")
+        if self.acked_seq is not None:
+            for name in ("acked_seq", "oldest_seq"):
+                object.__setattr__(self, name, int(need_uint(name, getattr(self, name), U32)))
 
     def pack(self) -> bytes:
-        return _STATUS.pack(
+        """28 bytes, or 36 with acked_seq and oldest_seq."""
+        base = _STATUS.pack(
             self.uptime,
             self.free_heap,
             self.backlog,
@@ -196,28 +211,26 @@ class ReaderStatus:
             self.boot,
             self.time,
         )
+        if self.acked_seq is None:
+            return base
+        return base + _STATUS_SEQS.pack(self.acked_seq, self.oldest_seq)
 
     @classmethod
     def unpack(cls, b: bytes) -> "ReaderStatus":
-        if len(b) != STATUS_LEN:
-            raise FormatError(R_SIZE, "status body must be %d bytes, got %d" % (STATUS_LEN, len(b)))
-        return cls(*_STATUS.unpack(b))
+        # 28 bytes: a reader whose firmware predates the seqs (a fleet is
+        # updated reader by reader); such a reader is never asked to resend.
+        if len(b) not in (STATUS_LEN, STATUS_SEQS_LEN):
+            raise FormatError(
+                R_SIZE, "status body must be %d or %d bytes, got %d" % (STATUS_LEN, STATUS_SEQS_LEN, len(b))
+            )
+        seqs = _STATUS_SEQS.unpack_from(b, STATUS_LEN) if len(b) == STATUS_SEQS_LEN else ()
+        return cls(*_STATUS.unpack_from(b), *seqs)
 
     def to_fields(self) -> dict:
-        return {
-            k: getattr(self, k)
-            for k in (
-                "uptime",
-                "free_heap",
-                "backlog",
-                "wl_version",
-                "unrecorded",
-                "last_error",
-                "flags",
-                "boot",
-                "time",
-            )
-        }
+        names = ["uptime", "free_heap", "backlog", "wl_version", "unrecorded", "last_error", "flags", "boot", "time"]
+        if self.acked_seq is not None:
+            names += ["acked_seq", "oldest_seq"]
+        return {k: getattr(self, k) for k in names}
 
 
 @dataclass(frozen=True, repr=False)
@@ -245,7 +258,8 @@ class Message:
     """A verified, decrypted message. Exactly one body field is set, by kind:
     rides (RIDES), status (STATUS), seq (ACK: every record up to seq is
     acknowledged), epoch_s (TIME), blob (DELTA: an LCWD), chunk (WHITELIST),
-    sun (SUNCTR up or down: ((card_id, counter), ...) in message order).
+    sun (SUNCTR up or down: ((card_id, counter), ...) in message order),
+    from_seq (RESEND: send again every ride still held from this seq on).
     The repr never shows card ids or blob content."""
 
     kind: int
@@ -259,6 +273,7 @@ class Message:
     blob: bytes | None = None
     chunk: WhitelistChunk | None = None
     sun: tuple = ()
+    from_seq: int | None = None
 
     @property
     def kind_name(self) -> str:
@@ -282,6 +297,8 @@ class Message:
             detail = ", %r" % (self.chunk,)
         elif self.kind in (SUNCTR_UP, SUNCTR_DOWN):
             detail = ", entries=%d" % len(self.sun)
+        elif self.kind == RESEND:
+            detail = ", from_seq=%d" % self.from_seq
         return "Message(%s, reader=%d, building=%d, counter=%d%s)" % (
             KIND_NAMES.get(self.kind, "?"),
             self.reader_id,
@@ -356,6 +373,13 @@ def build_ack(key, reader_id: int, building_id: int, counter: int, seq: int) -> 
 def build_time(key, reader_id: int, building_id: int, counter: int, epoch_s: int) -> bytes:
     """TIME (down): the gateway's clock, u32 seconds since the liftcard epoch."""
     return seal(key, TIME, reader_id, building_id, counter, need_uint("epoch_s", epoch_s, U32).to_bytes(4, "big"))
+
+
+def build_resend(key, reader_id: int, building_id: int, counter: int, from_seq: int) -> bytes:
+    """RESEND (down): send again, in order, every ride record still held with
+    seq >= from_seq, acknowledged or not (the gateway lost them: a database
+    restored from a backup). Records the reader no longer holds are not sent."""
+    return seal(key, RESEND, reader_id, building_id, counter, need_uint("from_seq", from_seq, U32).to_bytes(4, "big"))
 
 
 def build_delta(key, reader_id: int, building_id: int, counter: int, blob: bytes) -> bytes:
@@ -488,10 +512,10 @@ def parse(
         m["rides"] = _parse_rides(body)
     elif kind == STATUS:
         m["status"] = ReaderStatus.unpack(body)
-    elif kind in (ACK, TIME):
+    elif kind in (ACK, TIME, RESEND):
         if len(body) != 4:
             raise FormatError(R_SIZE, "%s body must be 4 bytes, got %d" % (KIND_NAMES[kind], len(body)))
-        m["seq" if kind == ACK else "epoch_s"] = int.from_bytes(body, "big")
+        m[{ACK: "seq", TIME: "epoch_s", RESEND: "from_seq"}[kind]] = int.from_bytes(body, "big")
     elif kind == DELTA:
         if not MIN_DELTA <= len(body) <= MAX_BLOB:
             raise FormatError(R_SIZE, "delta body must be %d..%d bytes, got %d" % (MIN_DELTA, MAX_BLOB, len(body)))

@@ -51,6 +51,8 @@ def test_encode_up_vectors():
             got = c.sunctr((unhex(e[0]), e[1]) for e in f["entries"])
         else:
             check(v["kind"] == "status", v["kind"])
+            if "acked_seq" not in f:
+                continue  # a 28-byte heartbeat of older firmware: the gateway still reads it
             got = c.status(
                 f["uptime"],
                 f["free_heap"],
@@ -61,6 +63,8 @@ def test_encode_up_vectors():
                 f["flags"],
                 f["boot"],
                 f["time"],
+                f["acked_seq"],
+                f["oldest_seq"],
             )
         check(bytes(got) == unhex(v["hex"]), "encoding of: " + v["why"])
         v = f = got = None
@@ -128,6 +132,7 @@ def test_decode_down_vectors():
                 "delta": uc.DELTA,
                 "whitelist": uc.WHITELIST,
                 "sunctr_down": uc.SUNCTR_DOWN,
+                "resend": uc.RESEND,
             }[v["kind"]],
             "kind of: " + v["why"],
         )
@@ -135,6 +140,8 @@ def test_decode_down_vectors():
             check(c.seq == f["seq"], v["why"])
         elif kind == uc.TIME:
             check(c.epoch_s == f["epoch_s"], v["why"])
+        elif kind == uc.RESEND:
+            check(c.from_seq == f["from_seq"], v["why"])
         elif kind == uc.DELTA:
             check(bytes(c.blob) == unhex(f["blob"]), v["why"])
         elif kind == uc.SUNCTR_DOWN:

@@ -28,6 +28,8 @@ class SimReader:
         self.last_down = 0
         self.acks = queue.Queue()
         self.sun = queue.Queue()  # the entries of each down SUNCTR
+        self.resends = queue.Queue()  # the from_seq of each RESEND
+        self.times = queue.Queue()  # the epoch_s of each TIME
         self._sub = threading.Event()
         c = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-{rid}-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv311
@@ -50,6 +52,10 @@ class SimReader:
         self.last_down = m.counter
         if m.kind == link.SUNCTR_DOWN:
             self.sun.put(m.sun)
+        elif m.kind == link.RESEND:
+            self.resends.put(m.from_seq)
+        elif m.kind == link.TIME:
+            self.times.put(m.epoch_s)
         else:
             self.acks.put(m.seq)
 
@@ -80,6 +86,14 @@ class SimReader:
 
     def send(self, seqs):
         self.publish(self.rides_msg(seqs))
+
+    def send_status(self, acked_seq=None, oldest_seq=None, backlog=0, boot=None):
+        """A heartbeat; with acked_seq and oldest_seq, as firmware that reports
+        its log's ack mark and the oldest seq it holds (36 bytes)."""
+        st = link.ReaderStatus(
+            60, 100000, backlog, 0, boot=self.boot if boot is None else boot, acked_seq=acked_seq, oldest_seq=oldest_seq
+        )
+        self.publish(link.build_status(self.key, self.rid, self.bid, self.counter(), st), topic="status")
 
     def ack(self, timeout=10):
         return self.acks.get(timeout=timeout)

@@ -108,6 +108,18 @@ def gen_uplink():
             up(4, 2),
             ul.ReaderStatus(0xFFFFFFFF, 0x80000000, 65152, 0xFFFFFFFF, 1234, 255, ul.ST_LOG_FULL, 0xFFFF, 0xFFFFFFFF),
         ),
+        (
+            "heartbeat with the ack mark and the oldest seq held (36 bytes)",
+            up(4, 4),
+            up(4, 3),
+            ul.ReaderStatus(3700, 61000, 3, 7, 0, 0, ul.ST_CLOCK_SYNCED, 4, t + 103, 150, 23),
+        ),
+        (
+            "heartbeat of a reader holding no record, seqs at their largest",
+            up(4, 5),
+            up(4, 4),
+            ul.ReaderStatus(1, 2, 0, 7, 0, 0, 0, 4, t, 0xFFFFFFFE, 0xFFFFFFFF),
+        ),
     ]
     for why, ctr, last, st in statuses:
         msg = ul.build_status(keys, rid, bid, ctr, st)
@@ -215,6 +227,13 @@ def gen_uplink():
                 ul.build_sunctr(keys, rid, bid, ctr_, ents, down=True),
                 {"entries": [["%016x" % c, n] for c, n in ents]},
             )
+        )
+    for why, ctr_, from_seq in (
+        ("resend from seq 101 (a gateway restored from a backup)", ul.counter_of(41, 4), 101),
+        ("resend from seq 1", ul.counter_of(41, 5), 1),
+    ):
+        downs.append(
+            (why, "resend", ctr_, downs[-1][2], ul.build_resend(keys, rid, bid, ctr_, from_seq), {"from_seq": from_seq})
         )
     for why, kind, ctr_, last, msg, fields in downs:
         ul.parse(keys, msg, rid, bid, ul.DOWN, last)
@@ -340,6 +359,13 @@ def gen_uplink():
         (
             "up",
             l_up,
+            sealed(ul.STATUS, st_bytes + bytes(4), ctr=c_up).hex(),
+            "status body of 32 bytes: an ack mark without the oldest seq (valid MAC)",
+            "size",
+        ),
+        (
+            "up",
+            l_up,
             sealed(ul.STATUS, st_bytes[:21] + b"\x81" + st_bytes[22:], ctr=c_up).hex(),
             "status flags with an undefined bit (valid MAC)",
             "field",
@@ -376,7 +402,8 @@ def gen_uplink():
         ("down", 0, sealed(reserved=0x100).hex(), "nonzero reserved header field (valid MAC)", "field"),
         ("down", 0, rides_raw(b"".join(rec3), c_ack).hex(), "an up kind (RIDES) sent down (valid MAC)", "kind"),
         ("down", 0, sealed(ul.STATUS, st_bytes).hex(), "an up kind (STATUS) sent down (valid MAC)", "kind"),
-        ("down", 0, sealed(0x86, b"").hex(), "unknown kind 0x86 (valid MAC)", "kind"),
+        ("down", 0, sealed(0x87, b"").hex(), "unknown kind 0x87 (valid MAC)", "kind"),
+        ("down", 0, sealed(ul.RESEND, b"\x00\x00\x01").hex(), "resend body of 3 bytes (valid MAC)", "size"),
         ("down", 0, sealed(ul.SUNCTR_UP, sun3).hex(), "an up kind (SUNCTR 0x03) sent down (valid MAC)", "kind"),
         ("down", 0, sealed(ul.SUNCTR_DOWN, b"").hex(), "SUNCTR with no entry (valid MAC)", "size"),
         (
