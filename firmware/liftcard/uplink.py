@@ -44,7 +44,7 @@ import socket
 
 from micropython import const
 
-from . import replaystate, ridelog
+from . import VERSION, replaystate, ridelog, wlcap
 from . import uplinkcodec as uc
 from .mqttclient import Client, MQTTException
 
@@ -54,6 +54,9 @@ _STATUS_MS = const(60000)
 _BACKOFF_MIN_MS = const(1000)
 _BACKOFF_MAX_MS = const(60000)
 _MAX_IN = const(4)  # down messages handled per step
+
+# The firmware's version for the heartbeat, parsed once: "0.1.0" -> (0, 1, 0).
+_FW = tuple(int(x) for x in VERSION.split("."))
 
 # state
 S_DOWN = const(0)  # waiting for the next connect attempt
@@ -300,6 +303,11 @@ class Uplink:
             r.clock.now(),
             r.log.acked,
             r.log.oldest_seq,
+            r.net.rssi() if r.net is not None else 0,
+            _FW[0],
+            _FW[1],
+            _FW[2],
+            wlcap.capacity(),
         )
         self.client.publish(self.t_status, msg)
         self._status_ms = ms

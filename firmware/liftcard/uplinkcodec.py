@@ -37,7 +37,7 @@ HEADER_LEN = const(24)
 MAC_LEN = const(16)
 RIDE_LEN = const(32)
 MAX_RIDES = const(32)
-STATUS_LEN = const(36)  # 28, then the ack mark and the oldest seq held
+STATUS_LEN = const(44)  # 28, the ack mark and the oldest seq held, then rssi, version, list capacity
 MAX_BLOB = const(4096)
 MIN_DELTA = const(40)  # the smallest LCWD: header + MAC
 MIN_WHITELIST = const(48)  # the smallest LCWL: header + MAC
@@ -53,7 +53,7 @@ ST_CLOCK_SYNCED = const(0x01)
 ST_LOG_FULL = const(0x02)
 
 _HDR = ">4sBBHIIII"  # magic version kind reserved reader building counter_hi counter_lo
-_STATUS = ">IIIIIBBHIII"
+_STATUS = ">IIIIIBBHIIIbBBBI"
 
 
 class UplinkError(Exception):
@@ -193,11 +193,22 @@ class Codec:
         time=0,
         acked_seq=0,
         oldest_seq=1,
+        rssi=0,
+        fw_major=0,
+        fw_minor=0,
+        fw_patch=0,
+        wl_capacity=0,
     ):
         # STATUS heartbeat; boot is the low 16 bits of the boot count, time
         # the reader's clock (liftcard epoch seconds), acked_seq the log's ack
         # mark and oldest_seq the lowest seq it still holds (a gateway behind
-        # them asks for a RESEND).
+        # them asks for a RESEND); rssi the signal in dBm (0: unknown), the
+        # firmware's version, and wl_capacity the cards the whitelist can hold
+        # (wlcap.py; 0: unknown), so the gateway sends no list that cannot fit.
+        if rssi < -128:
+            rssi = -128
+        elif rssi > 127:
+            rssi = 127
         struct.pack_into(
             _STATUS,
             self._up,
@@ -213,6 +224,11 @@ class Codec:
             time,
             acked_seq,
             oldest_seq,
+            rssi,
+            fw_major,
+            fw_minor,
+            fw_patch,
+            wl_capacity,
         )
         return self._seal(STATUS, HEADER_LEN + STATUS_LEN)
 

@@ -77,6 +77,8 @@ _STATUS = struct.Struct(">IIIIIBBHI")  # uptime heap backlog wl_version unrecord
 STATUS_LEN = _STATUS.size  # 28: a reader from before the seqs below
 _STATUS_SEQS = struct.Struct(">II")  # acked_seq oldest_seq, after the 28 bytes
 STATUS_SEQS_LEN = STATUS_LEN + _STATUS_SEQS.size  # 36
+_STATUS_DEVICE = struct.Struct(">bBBBI")  # rssi fw_major fw_minor fw_patch wl_capacity, after the 36 bytes
+STATUS_DEVICE_LEN = STATUS_SEQS_LEN + _STATUS_DEVICE.size  # 44
 _WLCHUNK = struct.Struct(">III")  # version total offset
 WLCHUNK_HEADER_LEN = _WLCHUNK.size  # 12
 SUN_ENTRY_LEN = 11  # SUNCTR entry: card_id u64, counter u24 (the NTAG SDMReadCtr)
@@ -160,7 +162,9 @@ def _mac(keys: LinkKeys, data: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class ReaderStatus:
-    """STATUS body: the reader's heartbeat (36 bytes; 28 from firmware before acked_seq and oldest_seq)."""
+    """STATUS body: the reader's heartbeat (44 bytes; 36 from firmware before
+    rssi, fw_version and wl_capacity; 28 from firmware before acked_seq and
+    oldest_seq)."""
 
     uptime: int  # u32 seconds since this boot
     free_heap: int  # u32 bytes
@@ -176,6 +180,13 @@ class ReaderStatus:
     # + 1 when it holds none): both or neither (None: older firmware, 28 bytes).
     acked_seq: int | None = None
     oldest_seq: int | None = None
+    # i8 the Wi-Fi signal in dBm (0: unknown), (u8, u8, u8) the firmware's
+    # version (0.0.0: unknown) and u32 how many cards its whitelist can hold
+    # (its vfs size under liftcard_protocol.capacity's rule; 0: unknown): all
+    # three or none (None: older firmware), and only after the seqs.
+    rssi: int | None = None
+    fw_version: tuple | None = None
+    wl_capacity: int | None = None
 
     def __post_init__(self):
         for name, hi in (
@@ -197,9 +208,27 @@ class ReaderStatus:
         if self.acked_seq is not None:
             for name in ("acked_seq", "oldest_seq"):
                 object.__setattr__(self, name, int(need_uint(name, getattr(self, name), U32)))
+        device = (self.rssi, self.fw_version, self.wl_capacity)
+        if device != (None, None, None):
+            if None in device or self.acked_seq is None:
+                raise FormatError(R_FIELD, "status rssi, fw_version and wl_capacity go together, after the seqs")
+            if isinstance(self.rssi, bool) or not isinstance(self.rssi, int) or not -128 <= self.rssi <= 127:
+                raise FormatError(R_FIELD, "status rssi must be -128..127 dBm")
+            fw = tuple(self.fw_version)
+            if len(fw) != 3:
+                raise FormatError(R_FIELD, "status fw_version must be (major, minor, patch)")
+            object.__setattr__(self, "fw_version", tuple(int(need_uint("fw_version", x, U8)) for x in fw))
+            object.__setattr__(self, "wl_capacity", int(need_uint("wl_capacity", self.wl_capacity, U32)))
+
+    @property
+    def firmware(self) -> str | None:
+        """The firmware's version as "major.minor.patch"; None when not carried or 0.0.0."""
+        if not self.fw_version or not any(self.fw_version):
+            return None
+        return "%d.%d.%d" % self.fw_version
 
     def pack(self) -> bytes:
-        """28 bytes, or 36 with acked_seq and oldest_seq."""
+        """28 bytes, 36 with acked_seq and oldest_seq, 44 with rssi, fw_version and wl_capacity too."""
         base = _STATUS.pack(
             self.uptime,
             self.free_heap,
@@ -213,24 +242,38 @@ class ReaderStatus:
         )
         if self.acked_seq is None:
             return base
-        return base + _STATUS_SEQS.pack(self.acked_seq, self.oldest_seq)
+        base += _STATUS_SEQS.pack(self.acked_seq, self.oldest_seq)
+        if self.rssi is None:
+            return base
+        return base + _STATUS_DEVICE.pack(self.rssi, *self.fw_version, self.wl_capacity)
 
     @classmethod
     def unpack(cls, b: bytes) -> "ReaderStatus":
         # 28 bytes: a reader whose firmware predates the seqs (a fleet is
         # updated reader by reader); such a reader is never asked to resend.
-        if len(b) not in (STATUS_LEN, STATUS_SEQS_LEN):
+        # 36 bytes: one whose firmware predates rssi, fw_version and
+        # wl_capacity (its list is sent whatever its size, as before).
+        if len(b) not in (STATUS_LEN, STATUS_SEQS_LEN, STATUS_DEVICE_LEN):
             raise FormatError(
-                R_SIZE, "status body must be %d or %d bytes, got %d" % (STATUS_LEN, STATUS_SEQS_LEN, len(b))
+                R_SIZE,
+                "status body must be %d, %d or %d bytes, got %d"
+                % (STATUS_LEN, STATUS_SEQS_LEN, STATUS_DEVICE_LEN, len(b)),
             )
-        seqs = _STATUS_SEQS.unpack_from(b, STATUS_LEN) if len(b) == STATUS_SEQS_LEN else ()
-        return cls(*_STATUS.unpack_from(b), *seqs)
+        seqs = _STATUS_SEQS.unpack_from(b, STATUS_LEN) if len(b) >= STATUS_SEQS_LEN else ()
+        device = ()
+        if len(b) == STATUS_DEVICE_LEN:
+            rssi, major, minor, patch, cap = _STATUS_DEVICE.unpack_from(b, STATUS_SEQS_LEN)
+            device = (rssi, (major, minor, patch), cap)
+        return cls(*_STATUS.unpack_from(b), *seqs, *device)
 
     def to_fields(self) -> dict:
         names = ["uptime", "free_heap", "backlog", "wl_version", "unrecorded", "last_error", "flags", "boot", "time"]
         if self.acked_seq is not None:
             names += ["acked_seq", "oldest_seq"]
-        return {k: getattr(self, k) for k in names}
+        out = {k: getattr(self, k) for k in names}
+        if self.rssi is not None:
+            out.update(rssi=self.rssi, fw_version=list(self.fw_version), wl_capacity=self.wl_capacity)
+        return out
 
 
 @dataclass(frozen=True, repr=False)

@@ -120,6 +120,24 @@ def gen_uplink():
             up(4, 4),
             ul.ReaderStatus(1, 2, 0, 7, 0, 0, 0, 4, t, 0xFFFFFFFE, 0xFFFFFFFF),
         ),
+        (
+            "heartbeat with the signal, the firmware version and the whitelist capacity (44 bytes)",
+            up(4, 6),
+            up(4, 5),
+            ul.ReaderStatus(3800, 60000, 2, 7, 0, 0, ul.ST_CLOCK_SYNCED, 4, t + 203, 151, 24, -67, (0, 1, 0), 36279),
+        ),
+        (
+            "heartbeat with the signal at its lowest, the largest version and capacity",
+            up(4, 7),
+            up(4, 6),
+            ul.ReaderStatus(5, 6, 0, 8, 0, 0, 0, 5, t, 9, 10, -128, (255, 255, 255), 0xFFFFFFFF),
+        ),
+        (
+            "heartbeat with the signal, the version and the capacity unknown (0)",
+            up(4, 8),
+            up(4, 7),
+            ul.ReaderStatus(5, 6, 0, 8, 0, 0, 0, 5, t, 9, 10, 0, (0, 0, 0), 0),
+        ),
     ]
     for why, ctr, last, st in statuses:
         msg = ul.build_status(keys, rid, bid, ctr, st)
@@ -361,6 +379,20 @@ def gen_uplink():
             l_up,
             sealed(ul.STATUS, st_bytes + bytes(4), ctr=c_up).hex(),
             "status body of 32 bytes: an ack mark without the oldest seq (valid MAC)",
+            "size",
+        ),
+        (
+            "up",
+            l_up,
+            sealed(ul.STATUS, statuses[5][3].pack()[:-4], ctr=c_up).hex(),
+            "status body of 40 bytes: the signal and version without the capacity (valid MAC)",
+            "size",
+        ),
+        (
+            "up",
+            l_up,
+            sealed(ul.STATUS, statuses[5][3].pack() + b"\x00", ctr=c_up).hex(),
+            "status body of 45 bytes (valid MAC)",
             "size",
         ),
         (

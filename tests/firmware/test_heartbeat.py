@@ -1,0 +1,74 @@
+# The reader's heartbeat (STATUS, docs/uplink.md): the 44-byte body with the
+# Wi-Fi signal, the firmware version and the whitelist capacity, encoded byte
+# for byte as the shared vectors (tests/vectors/uplink.jsonl, written by the
+# gateway's codec) say; and the capacity rule (wlcap.py) giving the gateway's
+# figures (liftcard_protocol/capacity.py, pinned by tests/test_heartbeat_capacity.py).
+import rig
+from rig import check, unhex, vector_cases, vector_meta
+from liftcard import wlcap
+from liftcard.uplinkcodec import STATUS_LEN, Codec
+
+_NAME = "uplink.jsonl"
+_U32 = 0xFFFFFFFF
+
+
+def test_encode_heartbeat_vectors():
+    m = vector_meta(_NAME)
+    c = Codec(unhex(m["key"]), m["reader_id"], m["building_id"])
+    check(STATUS_LEN == 44, "STATUS_LEN")
+    n = 0
+    for _, v in vector_cases(_NAME, "valid"):
+        if v["kind"] != "status" or "wl_capacity" not in v["fields"]:
+            continue
+        f = v["fields"]
+        c.boot = v["counter"] >> 32
+        c.msgno = (v["counter"] & _U32) - 1
+        fw = f["fw_version"]
+        got = c.status(
+            f["uptime"],
+            f["free_heap"],
+            f["backlog"],
+            f["wl_version"],
+            f["unrecorded"],
+            f["last_error"],
+            f["flags"],
+            f["boot"],
+            f["time"],
+            f["acked_seq"],
+            f["oldest_seq"],
+            f["rssi"],
+            fw[0],
+            fw[1],
+            fw[2],
+            f["wl_capacity"],
+        )
+        check(bytes(got) == unhex(v["hex"]), "encoding of: " + v["why"])
+        n += 1
+    check(n >= 2, "44-byte heartbeat vectors: %d" % n)
+
+
+def test_signal_out_of_range_is_clamped_to_an_i8():
+    c = Codec(bytes(32), 1, 2)
+    lo = bytes(c.status(1, 2, 3, 4, rssi=-300))
+    c.msgno = 0
+    at = bytes(c.status(1, 2, 3, 4, rssi=-128))
+    check(lo == at, "below -128 dBm reads as -128")
+
+
+def test_capacity_rule_gives_the_gateways_figures():
+    # docs/partitions.md: the vfs of the 4, 8 and 16 MB layouts, and the host
+    # board's 2 MB image.
+    got = [wlcap.max_cards(s) for s in (0x180000, 0x400000, 0xA00000, 2 * 1024 * 1024)]
+    check(got == [25548, 79970, 210786, 36279], "max_cards: %r" % (got,))
+    check(wlcap.max_cards(0) == 0 and wlcap.max_cards(80 * 4096) == 0, "too small a filesystem holds no list")
+    check(wlcap.file_blocks(4096) == 1 and wlcap.file_blocks(4097) == 2, "file_blocks")
+    check(wlcap.file_blocks(2 * 4096 - 4) == 2 and wlcap.file_blocks(2 * 4096 - 3) == 3, "block 1 holds one pointer")
+
+
+def test_capacity_of_the_filesystem_the_reader_runs_in():
+    rig.make_images("hb")
+    r = rig.boot("hb")
+    try:
+        check(wlcap.capacity() == 36279, "capacity %d" % wlcap.capacity())  # a 2 MB littlefs image
+    finally:
+        rig.shutdown(r)
