@@ -117,7 +117,7 @@ def _matches(d, rec: RideRecord) -> bool:
 
 def _model_fees(ev: Evidence, script, building_of: dict, report: Report) -> tuple:
     """Runs the fee model over every reader's taps; returns
-    ({(reader, seq): model fee}, {(reader, version): op number of the arrival seen in a tap})."""
+    ({(reader, seq): model fee}, {(reader, version): the first tap that showed the reader held it})."""
     fees, arrived_by_tap = {}, {}
     versions = sorted(v.version for v in script.versions)
     wrong = 0
