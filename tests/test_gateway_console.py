@@ -36,6 +36,9 @@ FIGURES = (
     "last_seen",
     "backlog",
     "free_heap",
+    "rssi",
+    "fw_version",
+    "wl_capacity",
     "clock_synced",
     "clock_drift_s",
     "wl_version",
@@ -110,23 +113,41 @@ def settle(snap: dict) -> dict:
 
 
 def load_site(g, cfg, made, broker, keys):
-    """Reader 7: rides 1..5 and a heartbeat; reader 8: rides 1..3 then 6..7
-    (a gap) and a forged message; reader 9: never seen."""
+    """Reader 7: rides 1..5 and a heartbeat with its signal, firmware version
+    and list capacity; reader 8: rides 1..3 then 6..7 (a gap), a heartbeat of
+    older firmware (28 bytes: those unknown) and a forged message; reader 9:
+    never seen."""
     r7 = SimReader(broker, 7, keys[7])
     r8 = SimReader(broker, 8, keys[8])
     made += [r7, r8]
     r7.send(range(1, 6))
     assert r7.ack() == 5
     now = epoch_from_unix(int(time.time()))
-    st = link.ReaderStatus(3600, 61234, 0, 0, flags=link.ST_CLOCK_SYNCED, boot=1, time=now)
+    st = link.ReaderStatus(
+        3600,
+        61234,
+        0,
+        0,
+        flags=link.ST_CLOCK_SYNCED,
+        boot=1,
+        time=now,
+        acked_seq=5,
+        oldest_seq=6,
+        rssi=-61,
+        fw_version=(0, 1, 0),
+        wl_capacity=36279,
+    )
     r7.publish(link.build_status(keys[7], 7, 12, r7.counter(), st), topic="status")
+    old = link.ReaderStatus(60, 50000, 0, 0, boot=1)
+    r8.publish(link.build_status(keys[8], 8, 12, r8.counter(), old), topic="status")
     r8.send([1, 2, 3])
     assert r8.ack() == 3
     r8.send([6, 7])
     assert r8.ack() == 3
     r8.publish(b"\x00" * 40)  # garbage on its own topic: refused, counted
     g.memlog.wait(lambda x: x["event"] == "refused")
-    g.memlog.wait(lambda x: x["event"] == "status")
+    g.memlog.wait(lambda x: x["event"] == "status" and x["reader_id"] == 7)
+    g.memlog.wait(lambda x: x["event"] == "status" and x["reader_id"] == 8)
 
 
 def test_console_page_json_and_metrics_show_status(tmp_path, broker, keys, capsys):
@@ -144,6 +165,8 @@ def test_console_page_json_and_metrics_show_status(tmp_path, broker, keys, capsy
         r = {x["reader_id"]: x for x in want["readers"]}
         assert (r[7]["stored"], r[7]["free_heap"], r[7]["clock_synced"]) == (5, 61234, True)
         assert (r[8]["stored"], r[8]["open_gaps"]) == (5, 1)
+        assert (r[7]["rssi"], r[7]["fw_version"], r[7]["wl_capacity"]) == (-61, "0.1.0", 36279)
+        assert (r[8]["rssi"], r[8]["fw_version"], r[8]["wl_capacity"]) == (None, None, None)  # older firmware
         assert r[9]["online"] is False and r[9]["last_seen"] is None
         assert [(x["reader_id"], x["reason"], x["count"]) for x in want["refusals"]] == [
             (8, want["refusals"][0]["reason"], 1)
@@ -158,6 +181,13 @@ def test_console_page_json_and_metrics_show_status(tmp_path, broker, keys, capsy
             if s.name == "liftcard_rides_stored"
         }
         assert stored == {"7": 5.0, "8": 5.0, "9": 0.0}
+        rssi = {
+            s.labels["reader"]: s.value
+            for fam in text_string_to_metric_families(body.decode())
+            for s in fam.samples
+            if s.name == "liftcard_reader_rssi_dbm"
+        }
+        assert rssi == {"7": -61.0}
 
         code, _, _ = get(base + "nothing-here")
         assert code == 404
@@ -190,6 +220,11 @@ def test_console_page_json_and_metrics_show_status(tmp_path, broker, keys, capsy
                 return "" if x is None else (str(x).lower() if isinstance(x, bool) else str(x))
 
             assert shown == {x["reader_id"]: {f: s(x[f]) for f in FIGURES} for x in want["readers"]}
+            seen = b.script(
+                "return Array.from(document.querySelectorAll('#readers tbody tr[data-reader=\"7\"] td'))"
+                ".filter(td => td.dataset.k === 'rssi' || td.dataset.k === 'fw_version').map(td => td.textContent);"
+            )
+            assert seen == ["-61 dBm", "0.1.0"]  # what the page shows, not only its data
             gaps = b.texts("#gaps tbody td")
             assert gaps[:3] == ["8", "4", "5"]
             assert (
@@ -264,8 +299,19 @@ def test_page_with_upstream_and_cards_in_a_browser(tmp_path):
     st.store_batch(7, 1, [RideRecord(s, 5000 + s, s, 0xABC, 7, 3, 40, 0, 0, 1) for s in range(1, 9)])
     st.store_batch(8, 1, [RideRecord(s, 5000 + s, s, 0xABC, 7, 3, 40, 0, 0, 1) for s in range(1, 4)])
     st.store_status(7, 2, link.ReaderStatus(60, 50000, 0, 6))
+    st.store_status(
+        8,
+        2,
+        link.ReaderStatus(60, 50000, 0, 5, acked_seq=3, oldest_seq=4, rssi=-70, fw_version=(0, 1, 0), wl_capacity=4),
+    )
     with transaction(st.conn):
         st.conn.execute("INSERT INTO card_meta (key, value) VALUES ('version', 7)")
+        # cardservice.py held reader 8's full list back: 9 cards, it holds 4.
+        st.conn.execute(
+            "INSERT INTO whitelist_refused (reader_id, building_id, held_version, to_version, cards, capacity, "
+            "refused_at) VALUES (8, 12, 5, 7, 9, 4, ?)",
+            (time.time() - 5,),
+        )
         st.conn.execute(
             "INSERT INTO upstream_readers (reader_id, sent_rowid, acked_rowid, acked_rides, acked_batches, "
             "last_ack_at) VALUES (7, 5, 5, 5, 1, ?)",
@@ -287,7 +333,8 @@ def test_page_with_upstream_and_cards_in_a_browser(tmp_path):
         up = b.texts("#upstream tbody td")
         assert up[:4] == ["7", "8", "5", "3"] and up[6:10] == ["8", "3", "0", "3"]
         cards = b.texts("#cards tbody td")
-        assert cards[:5] == ["7", "6", "7", "behind", "1"] and cards[5:9] == ["8", "-", "7", "unknown"]
+        assert cards[:7] == ["7", "6", "7", "behind", "1", "-", "-"]
+        assert cards[7:14] == ["8", "5", "7", "too_big", "2", "4", "9 cards: not sent"]
         assert b.count("#chart rect") == 2
 
 

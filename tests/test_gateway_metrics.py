@@ -52,7 +52,23 @@ def populated(tmp_path) -> Path:
         now=T0,
     )
     st.store_batch(7, 2, [ride(9, 10)], now=T0)  # gap 5..8
-    st.store_status(7, 3, link.ReaderStatus(100, 54321, 3, 5, flags=link.ST_CLOCK_SYNCED, time=1000))
+    st.store_status(
+        7,
+        3,
+        link.ReaderStatus(
+            100,
+            54321,
+            3,
+            5,
+            flags=link.ST_CLOCK_SYNCED,
+            time=1000,
+            acked_seq=4,
+            oldest_seq=5,
+            rssi=-61,
+            fw_version=(0, 1, 0),
+            wl_capacity=36279,
+        ),
+    )
     st.store_batch(8, 1, [ride(1, 30)], now=T0)
     refusals.record(st.conn, 8, "mac", known=True)
     refusals.record(st.conn, 99, "unknown_reader", known=False)
@@ -84,6 +100,9 @@ def test_scrape_reads_the_database_and_matches_status(tmp_path):
     assert m["liftcard_reader_free_heap_bytes"][r7] == 54321
     assert m["liftcard_reader_whitelist_version"][r7] == 5
     assert m["liftcard_reader_card_version_lag"] == {r7: 2}
+    assert m["liftcard_reader_rssi_dbm"] == {r7: -61}  # reader 8 never said
+    assert m["liftcard_reader_whitelist_capacity_cards"] == {r7: 36279}
+    assert m["liftcard_reader_whitelist_too_big"] == {r7: 0, r8: 0}
     assert m["liftcard_card_database_version"][()] == 7
     assert m["liftcard_rides_stored"] == {r7: 5, r8: 1}
     assert m["liftcard_reader_open_gaps"] == {r7: 1, r8: 0}

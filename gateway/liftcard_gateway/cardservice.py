@@ -8,7 +8,15 @@ database (carddb.py).
 - `on_status(reader_id, building_id, held_version, send)`: at every verified
   STATUS, a reader behind the database's version gets a DELTA or its full
   list in WHITELIST chunks (`whitelist_sent`), without a resend storm; a
-  reader ahead of it is logged once (`whitelist_ahead`).
+  reader ahead of it is logged once (`whitelist_ahead`). A full list with
+  more cards than the capacity the reader reported in its heartbeat is not
+  sent: its chunks would fail on the reader's flash. `whitelist_too_big` is
+  logged once (cards, capacity, reason) and the refusal is kept in
+  gateway.db's whitelist_refused for `status` and the console, until a list
+  or a delta goes to that reader or it is current. A reader that reported no
+  capacity (0, older firmware) gets its list as before; a delta is never held
+  back for the size (it may carry a revocation, and the overlay it goes to
+  has a fixed size).
 
 Events go to the logger `liftcard.cards` (logs.py), or the one given. Never a
 card id, key, MAC or signature.
@@ -22,6 +30,7 @@ import time
 from dataclasses import dataclass
 
 from liftcard_protocol import link
+from liftcard_protocol.capacity import too_big
 from liftcard_protocol.cardupdate import UpdateError
 from liftcard_protocol.delta import build_delta
 from liftcard_protocol.epoch import epoch_from_unix
@@ -29,6 +38,8 @@ from liftcard_protocol.fields import U32
 from liftcard_protocol.whitelist import build_whitelist
 
 from .carddb import MAX_DELTA_OPS, CardDB, Plan
+from .db import transaction
+from .schema import open_gateway_db
 from .logs import EventLog, events
 
 LOGGER = "liftcard.cards"
@@ -74,10 +85,44 @@ class CardService:
         self._keys = {rid: r.key.value for rid, r in cfg.readers.items()}
         self._sent: dict[int, tuple] = {}  # reader -> (from, to, how, monotonic time)
         self._ahead: dict[int, tuple] = {}  # reader -> (held, version) last logged as ahead
+        self._capacity: dict[int, int] = {}  # reader -> the cards its last heartbeat said it can hold
+        self._refused_db = open_gateway_db(cfg.db_path)  # whitelist_refused, for status and the console
+        # reader -> (to_version, cards, capacity) refused and not yet superseded (kept across restarts)
+        self._too_big: dict[int, tuple] = {
+            r[0]: tuple(r[1:])
+            for r in self._refused_db.execute("SELECT reader_id, to_version, cards, capacity FROM whitelist_refused")
+        }
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self.db.close()
+        self._refused_db.close()
+
+    def _refuse_too_big(self, reader_id: int, building_id: int, held: int, plan: Plan, capacity: int, why: str):
+        key = (plan.to_version, len(plan.cards), capacity)
+        if self._too_big.get(reader_id) == key:
+            return  # logged at an earlier heartbeat: one event per refusal, not one a minute
+        self._too_big[reader_id] = key
+        with transaction(self._refused_db) as c:
+            c.execute(
+                "INSERT OR REPLACE INTO whitelist_refused (reader_id, building_id, held_version, to_version, "
+                "cards, capacity, refused_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (reader_id, building_id, held, plan.to_version, len(plan.cards), capacity, time.time()),
+            )
+        self.log(
+            "whitelist_too_big",
+            reader_id=reader_id,
+            held_version=held,
+            to_version=plan.to_version,
+            cards=len(plan.cards),
+            capacity=capacity,
+            reason=why,
+        )
+
+    def _clear_too_big(self, reader_id: int) -> None:
+        if self._too_big.pop(reader_id, None) is not None:
+            with transaction(self._refused_db) as c:
+                c.execute("DELETE FROM whitelist_refused WHERE reader_id=?", (reader_id,))
 
     # -- from the bank ---------------------------------------------------------------
     def apply_update(self, payload: bytes) -> ApplyResult:
@@ -87,14 +132,21 @@ class CardService:
         return apply_and_log(self.db, payload, self.log)
 
     # -- to the readers ---------------------------------------------------------------
-    def on_status(self, reader_id: int, building_id: int, held: int, send) -> Plan | None:
+    def on_status(self, reader_id: int, building_id: int, held: int, send, capacity: int | None = None) -> Plan | None:
         """Called at each verified STATUS of a configured reader with the
         whitelist version it reports. send(make) publishes one down message:
-        make(counter) returns its bytes. Returns the plan sent, or None."""
+        make(counter) returns its bytes. capacity: the cards its whitelist can
+        hold, from that heartbeat (0: unknown; None: the last one it
+        reported, for a card update between heartbeats). Returns the plan
+        sent, or None."""
         with self._lock:
+            if capacity is not None:
+                self._capacity[reader_id] = capacity
+            capacity = self._capacity.get(reader_id, 0)
             now = self.clock()
             plan = self.db.plan(building_id, held, self.max_ops)
             if plan is None:
+                self._clear_too_big(reader_id)
                 self._sent.pop(reader_id, None)
                 cur = self.db.version()
                 if held > cur and self._ahead.get(reader_id) != (held, cur):
@@ -109,6 +161,11 @@ class CardService:
                 # wait for the timeout, unless a small delta is outdated by a newer version.
                 if waiting and (p_to == plan.to_version or p_how == "full"):
                     return None
+            why = too_big(len(plan.cards), capacity) if plan.how == "full" else None
+            if why is not None:
+                self._refuse_too_big(reader_id, building_id, held, plan, capacity, why)
+                return None
+            self._clear_too_big(reader_id)
             key = self._keys[reader_id]
             if plan.how == "delta":
                 blob = build_delta(key, reader_id, building_id, plan.from_version, plan.to_version, plan.ops)

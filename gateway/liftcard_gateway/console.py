@@ -48,6 +48,10 @@ th{background:#eaeef2;text-align:center}td:first-child,th:first-child{text-align
 """
 
 
+# Card states the page marks red: the reader lacks cards the database has.
+_LATE = ("behind", "too_big")
+
+
 def _e(x) -> str:
     return html.escape("-" if x is None else str(x), quote=True)
 
@@ -126,6 +130,8 @@ def render_page(snap: dict, refresh_s: int = 10) -> str:
                     _cell("last_seen", r["last_seen"], ago(r["last_seen"], now)),
                     _cell("backlog", r["backlog"]),
                     _cell("free_heap", r["free_heap"]),
+                    _cell("rssi", r["rssi"], None if r["rssi"] is None else "%d dBm" % r["rssi"]),
+                    _cell("fw_version", r["fw_version"]),
                     _cell(
                         "clock_synced",
                         r["clock_synced"],
@@ -133,7 +139,8 @@ def render_page(snap: dict, refresh_s: int = 10) -> str:
                     ),
                     _cell("clock_drift_s", drift, None if drift is None else "%+ds" % drift),
                     _cell("wl_version", r["wl_version"]),
-                    _cell("card_state", c.get("state"), cls="no" if c.get("state") == "behind" else ""),
+                    _cell("wl_capacity", r["wl_capacity"]),
+                    _cell("card_state", c.get("state"), cls="no" if c.get("state") in _LATE else ""),
                     _cell("legacy", r["legacy"], cls="no" if r["legacy"] else ""),
                     _cell("stored", r["stored"]),
                     _cell("acked_seq", r["acked_seq"]),
@@ -151,9 +158,12 @@ def render_page(snap: dict, refresh_s: int = 10) -> str:
             "last seen",
             "backlog",
             "free heap",
+            "signal",
+            "firmware",
             "clock",
             "clock offset",
             "whitelist",
+            "list capacity",
             "cards",
             "legacy rides",
             "stored",
@@ -186,8 +196,8 @@ def render_page(snap: dict, refresh_s: int = 10) -> str:
     parts = [
         "<h2>Readers</h2>",
         readers_html,
-        '<p class="meta">Signal strength (RSSI) and firmware version are not part of the reader\'s '
-        "heartbeat on the link (docs/uplink.md, STATUS): the reader's own STATUS line over USB shows them.</p>",
+        '<p class="meta">Signal, firmware and list capacity (the cards its whitelist can hold) are what '
+        "the reader's last heartbeat said (docs/uplink.md, STATUS); - when it did not say.</p>",
         "<h2>Open gaps</h2>",
         _table("gaps", ("reader", "from seq", "to seq", "noticed"), grows, "no open gap"),
         "<h2>Refused messages</h2>",
@@ -215,19 +225,31 @@ def render_page(snap: dict, refresh_s: int = 10) -> str:
         ]
     if cards is not None:
         crows = [
-            "<tr>%s%s%s%s%s</tr>"
+            "<tr>%s%s%s%s%s%s%s</tr>"
             % (
                 _cell("reader_id", c["reader_id"]),
                 _cell("held", c["held"]),
                 _cell("target", c["target"]),
-                _cell("state", c["state"], cls="no" if c["state"] == "behind" else ""),
+                _cell("state", c["state"], cls="no" if c["state"] in _LATE else ""),
                 _cell("lag", c["lag"]),
+                _cell("capacity", c["capacity"]),
+                _cell(
+                    "too_big",
+                    None if c["too_big"] is None else c["too_big"]["cards"],
+                    None if c["too_big"] is None else "%d cards: not sent" % c["too_big"]["cards"],
+                    "no" if c["too_big"] else "",
+                ),
             )
             for c in cards["readers"]
         ]
         parts += [
             "<h2>Card updates</h2>",
-            _table("cards", ("reader", "held", "target", "state", "versions behind"), crows, "-"),
+            _table(
+                "cards",
+                ("reader", "held", "target", "state", "versions behind", "list capacity", "list too big"),
+                crows,
+                "-",
+            ),
         ]
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
     return (

@@ -260,10 +260,14 @@ class Gateway:
             self._send_resend(reader_id, building_id, from_seq, "status")
 
     # -- card database ------------------------------------------------------------
-    def _offer_cards(self, reader_id: int, building_id: int, held: int) -> None:
+    def _offer_cards(self, reader_id: int, building_id: int, held: int, capacity: int | None = None) -> None:
         down = reader_topics(building_id, reader_id)["down"]
         self.cards.on_status(
-            reader_id, building_id, held, lambda make: self.client.publish(down, make(self._next_counter()), qos=1)
+            reader_id,
+            building_id,
+            held,
+            lambda make: self.client.publish(down, make(self._next_counter()), qos=1),
+            capacity=capacity,
         )
 
     def _queue_card_update(self, payload: bytes) -> None:
@@ -426,7 +430,7 @@ class Gateway:
                 self._send_sun_table(reader_id, building_id)
             self._held[reader_id] = st.wl_version
             if self.cards is not None:  # a reader behind the card database gets a DELTA or the full list
-                self._offer_cards(reader_id, building_id, st.wl_version)
+                self._offer_cards(reader_id, building_id, st.wl_version, st.wl_capacity or 0)
         return None
 
     def _store_rides(self, pending: list) -> None:

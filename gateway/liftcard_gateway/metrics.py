@@ -37,11 +37,14 @@ METRIC_NAMES = (
     "liftcard_reader_last_seen_age_seconds",
     "liftcard_reader_backlog_rides",
     "liftcard_reader_free_heap_bytes",
+    "liftcard_reader_rssi_dbm",
+    "liftcard_reader_whitelist_capacity_cards",
     "liftcard_reader_clock_drift_seconds",
     "liftcard_reader_open_gaps",
     "liftcard_reader_legacy_rides",
     "liftcard_reader_whitelist_version",
     "liftcard_reader_card_version_lag",
+    "liftcard_reader_whitelist_too_big",
     "liftcard_rides_stored",
     "liftcard_taps_total",
     "liftcard_fees_fen_total",
@@ -123,6 +126,8 @@ class GatewayCollector(Collector):
         gaps = g("liftcard_reader_open_gaps", "open gaps in the reader's sequence numbers")
         legacy = g("liftcard_reader_legacy_rides", "stored rides granted to a bare-UID card (legacy mode)")
         wl = g("liftcard_reader_whitelist_version", "the whitelist version of the reader's last heartbeat")
+        rssi = g("liftcard_reader_rssi_dbm", "the reader's Wi-Fi signal at its last heartbeat (readers that say)")
+        cap = g("liftcard_reader_whitelist_capacity_cards", "the cards the reader's whitelist can hold (its heartbeat)")
         stored = g("liftcard_rides_stored", "ride records (taps) held in the gateway database")
         building = {}
         for r in snap["readers"]:
@@ -131,13 +136,20 @@ class GatewayCollector(Collector):
             online.add_metric(lab, 1 if r["online"] else 0)
             if r["last_seen"] is not None:
                 age.add_metric(lab, max(0.0, now - r["last_seen"]))
-            for fam, key in ((backlog, "backlog"), (heap, "free_heap"), (drift, "clock_drift_s"), (wl, "wl_version")):
+            for fam, key in (
+                (backlog, "backlog"),
+                (heap, "free_heap"),
+                (drift, "clock_drift_s"),
+                (wl, "wl_version"),
+                (rssi, "rssi"),
+                (cap, "wl_capacity"),
+            ):
                 if r[key] is not None:
                     fam.add_metric(lab, r[key])
             gaps.add_metric(lab, r["open_gaps"])
             legacy.add_metric(lab, r["legacy"])
             stored.add_metric(lab, r["stored"])
-        yield from (online, age, backlog, heap, drift, gaps, legacy, wl, stored)
+        yield from (online, age, backlog, heap, drift, gaps, legacy, wl, stored, rssi, cap)
 
         tap = CounterMetricFamily(
             "liftcard_taps",
@@ -198,10 +210,16 @@ class GatewayCollector(Collector):
             ver = GaugeMetricFamily("liftcard_card_database_version", "the card database's version (0: empty)")
             ver.add_metric([], c["version"])
             lag = g("liftcard_reader_card_version_lag", "card database version minus the reader's whitelist version")
+            big = g(
+                "liftcard_reader_whitelist_too_big",
+                "1 while the full list the reader needs is not sent: more cards than its capacity",
+            )
             for r in c["readers"]:
+                lab = [str(r["reader_id"]), str(r["building_id"])]
                 if r["lag"] is not None:
-                    lag.add_metric([str(r["reader_id"]), str(r["building_id"])], r["lag"])
-            yield from (ver, lag)
+                    lag.add_metric(lab, r["lag"])
+                big.add_metric(lab, 1 if r["state"] == "too_big" else 0)
+            yield from (ver, lag, big)
 
         d = snap["database"]
         size = GaugeMetricFamily("liftcard_db_size_bytes", "gateway.db and its WAL on disk")

@@ -13,14 +13,23 @@ four views, the same figures. Read-only: it works on a read-only connection
       "database": {"bytes", "pages", "free_pages", "page_size", "schema_version"},
       "readers": [{reader_id, building_id, online, last_seen, status_at, acked_seq, max_seq,
                    pruned_seq, stored, backlog, wl_version, free_heap, uptime, last_error,
-                   clock_synced, clock_drift_s, open_gaps, legacy, legacy_refused}],
+                   rssi, fw_version, wl_capacity, clock_synced, clock_drift_s, open_gaps,
+                   legacy, legacy_refused}],
       "gaps": [{reader_id, from_seq, to_seq, noticed_at}],          # open ones
       "refusals": [{reader_id, reason, count, first_at, last_at}],  # reader 0: not a configured reader
       "upstream": null | {"backlog", "oldest_unacked_batch_at", "oldest_backlog_at",
                           "readers": [{reader_id, stored, ledger_acked, backlog, acked_batches,
                                        inflight_batch, last_ack_at, oldest_backlog_at}]},
-      "cards": null | {"version", "readers": [{reader_id, building_id, held, target, state, lag}]}
+      "cards": null | {"version", "readers": [{reader_id, building_id, held, target, state, lag,
+                                               capacity, too_big}]}
     }
+
+`rssi` (dBm), `fw_version` ("0.1.0") and `wl_capacity` (the cards the
+reader's whitelist can hold) are what its last heartbeat said, null when it
+did not say (older firmware, or 0: unknown). A reader's card `state` is
+"too_big" while the full list it needs is held back because it has more cards
+than the reader's capacity (cardservice.py); `too_big` then says {cards,
+capacity, to_version, refused_at}, else null.
 
 `legacy` counts the rides GRANTED to a bare-UID card (result 0 and flag
 LEGACY_UID): the reader lets copyable cards ride; `legacy_refused` the
@@ -57,6 +66,9 @@ _READER_COLS = (
     "last_error",
     "status_flags",
     "clock_drift_s",
+    "rssi",
+    "fw_version",
+    "wl_capacity",
 )
 
 
@@ -68,16 +80,19 @@ def _columns(conn, table: str) -> set:
     return {r[1] for r in conn.execute("PRAGMA table_info(%s)" % table)}
 
 
-def card_state(held: int | None, target: int) -> str:
+def card_state(held: int | None, target: int, too_big: bool = False) -> str:
     """A reader's whitelist against the card database: unknown (no heartbeat
-    yet), current, behind, ahead, or "-" when the database is empty."""
+    yet), current, behind, too_big (behind, and the list it needs is refused
+    for its size), ahead, or "-" when the database is empty."""
     if held is None:
         return "unknown"
     if target == 0:
         return "-"
     if held == target:
         return "current"
-    return "ahead" if held > target else "behind"
+    if held > target:
+        return "ahead"
+    return "too_big" if too_big else "behind"
 
 
 def database_size(conn) -> dict:
@@ -173,10 +188,17 @@ def _cards(conn, readers: list[dict]) -> dict:
     if _has_table(conn, "card_meta"):
         row = conn.execute("SELECT value FROM card_meta WHERE key='version'").fetchone()
         target = row[0] if row and row[0] is not None else 0
+    refused = {}
+    if _has_table(conn, "whitelist_refused"):
+        for rid, cards, cap, to_v, at in conn.execute(
+            "SELECT reader_id, cards, capacity, to_version, refused_at FROM whitelist_refused"
+        ):
+            refused[rid] = {"cards": cards, "capacity": cap, "to_version": to_v, "refused_at": at}
     out = []
     for r in readers:
         held = r["wl_version"]
-        state = card_state(held, target)
+        too_big = refused.get(r["reader_id"])
+        state = card_state(held, target, too_big is not None)
         out.append(
             {
                 "reader_id": r["reader_id"],
@@ -185,6 +207,8 @@ def _cards(conn, readers: list[dict]) -> dict:
                 "target": target,
                 "state": state,
                 "lag": max(0, target - held) if held is not None and target else None,
+                "capacity": r["wl_capacity"],
+                "too_big": too_big if state == "too_big" else None,
             }
         )
     return {"version": target, "readers": out}

@@ -161,7 +161,34 @@ def _v6_lost_gaps(conn) -> None:
     add_missing_columns(conn, "gaps", {"lost_at": "REAL"})
 
 
-MIGRATIONS = (_v1_store, _v2_store_columns, _v3_cards, _v4_upstream, _v5_refusals_retention, _v6_lost_gaps)
+def _v7_reader_device(conn) -> None:
+    """What the heartbeat says of the reader itself (docs/uplink.md, STATUS):
+    readers.rssi (dBm), fw_version ("0.1.0") and wl_capacity (the cards its
+    whitelist can hold), NULL when unknown or from older firmware; and
+    whitelist_refused, the full list cardservice.py did not send a reader
+    because it cannot fit (one row per reader, gone once a list or a delta is
+    sent to it or it is current)."""
+    add_missing_columns(conn, "readers", {"rssi": "INTEGER", "fw_version": "TEXT", "wl_capacity": "INTEGER"})
+    run_statements(
+        conn,
+        """
+CREATE TABLE IF NOT EXISTS whitelist_refused (
+    reader_id INTEGER PRIMARY KEY, building_id INTEGER NOT NULL, held_version INTEGER NOT NULL,
+    to_version INTEGER NOT NULL, cards INTEGER NOT NULL, capacity INTEGER NOT NULL, refused_at REAL NOT NULL
+);
+""",
+    )
+
+
+MIGRATIONS = (
+    _v1_store,
+    _v2_store_columns,
+    _v3_cards,
+    _v4_upstream,
+    _v5_refusals_retention,
+    _v6_lost_gaps,
+    _v7_reader_device,
+)
 
 
 def open_gateway_db(path):

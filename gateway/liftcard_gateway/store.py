@@ -403,7 +403,9 @@ class Store:
         The reader's clock drift: its STATUS time minus the gateway's clock at
         receipt (`now`, Unix seconds), both in whole liftcard-epoch seconds;
         NULL unless the reader says CLOCK_SYNCED (an unsynced clock is a
-        guess, not a drift). clock_at keeps when the last drift was measured."""
+        guess, not a drift). clock_at keeps when the last drift was measured.
+        rssi, fw_version and wl_capacity: NULL when the reader says 0 (unknown)
+        or its firmware's heartbeat does not carry them."""
         now = _now() if now is None else now
         drift = None
         if status.flags & ST_CLOCK_SYNCED:
@@ -414,7 +416,8 @@ class Store:
             c.execute(
                 "UPDATE readers SET last_up_counter=?, last_seen=?, status_at=?, online=1, uptime=?, "
                 "free_heap=?, backlog=?, wl_version=?, unrecorded=?, last_error=?, status_flags=?, boot=?, "
-                "clock_drift_s=?, clock_at=CASE WHEN ? IS NULL THEN clock_at ELSE ? END "
+                "clock_drift_s=?, clock_at=CASE WHEN ? IS NULL THEN clock_at ELSE ? END, "
+                "rssi=?, fw_version=?, wl_capacity=? "
                 "WHERE reader_id=?",
                 (
                     counter,
@@ -431,6 +434,9 @@ class Store:
                     drift,
                     drift,
                     now,
+                    status.rssi or None,
+                    status.firmware,
+                    status.wl_capacity or None,
                     reader_id,
                 ),
             )

@@ -59,6 +59,9 @@ def format_status(rows: list[dict], now: float | None = None) -> str:
         "backlog",
         "wl version",
         "free heap",
+        "signal",
+        "firmware",
+        "wl capacity",
         "clock",
         "drift",
         "gaps",
@@ -75,6 +78,9 @@ def format_status(rows: list[dict], now: float | None = None) -> str:
             v(r["backlog"]),
             v(r["wl_version"]),
             v(r["free_heap"]),
+            "-" if r.get("rssi") is None else "%d dBm" % r["rssi"],
+            v(r.get("fw_version")),
+            v(r.get("wl_capacity")),
             clock(r),
             drift(r),
             str(r["open_gaps"]),
@@ -188,13 +194,32 @@ def format_overview(snap: dict, now: float | None = None) -> str:
         states = [c["state"] for c in cards["readers"]]
         out += [
             "",
-            "card updates: database version %d; readers current %d of %d, behind %d, unknown %d"
+            "card updates: database version %d; readers current %d of %d, behind %d, too big %d, unknown %d"
             % (
                 cards["version"],
                 states.count("current"),
                 len(states),
                 states.count("behind"),
+                states.count("too_big"),
                 states.count("unknown"),
             ),
         ]
+        big = [c for c in cards["readers"] if c["too_big"]]
+        if big:  # cardservice.py holds these lists back: they would fail on the reader's flash
+            out += ["", "whitelists not sent (more cards than the reader can hold):"]
+            out.append(
+                render_table(
+                    ("reader", "cards", "capacity", "version", "refused"),
+                    [
+                        (
+                            str(c["reader_id"]),
+                            str(c["too_big"]["cards"]),
+                            str(c["too_big"]["capacity"]),
+                            str(c["too_big"]["to_version"]),
+                            ago(c["too_big"]["refused_at"], now),
+                        )
+                        for c in big
+                    ],
+                )
+            )
     return "\n".join(out)
