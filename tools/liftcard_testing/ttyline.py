@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import termios
 import time
 import tty
 
@@ -15,9 +16,14 @@ from liftcard_protocol.ride import RideRecord
 
 
 class TtyLines:
-    def __init__(self, path: str, timeout: float = 30.0):
+    def __init__(self, path: str, timeout: float = 30.0, baud: int = 115200):
         self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
         tty.setraw(self.fd)
+        # The reader's test UART runs at 115200 (board_esp32); a pty ignores it.
+        attrs = termios.tcgetattr(self.fd)
+        attrs[4] = attrs[5] = getattr(termios, "B%d" % baud)
+        attrs[2] |= termios.CLOCAL | termios.CREAD  # no modem lines on a USB-serial adapter's 3 wires
+        termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
         self.timeout = timeout
         self.buf = b""
 

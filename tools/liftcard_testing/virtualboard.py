@@ -55,12 +55,12 @@ FS_SIZE = 2 * 1024 * 1024  # a fresh littlefs image (board_host's default)
 
 # What an ESP32 does at every boot and soft reset: its _boot.py mounts the
 # filesystem (at /flash here, made the cwd) with the modules imported from it
-# ('' and lib/, as '' and /lib on a board), then boot.py from the flash runs
-# if it is there. Only the host board's own modules (board_host, hostflash:
-# the "chip") come from the build. %r: the host modules, main.py's argv, the
-# fs image, its size when fresh.
+# ('' and /flash/lib, as '' and /lib on a board), then boot.py from the flash
+# runs if it is there. Only the host board's own modules (board_host,
+# hostflash: the "chip") come from the build. %r: the host modules, main.py's
+# argv, the fs image, its size when fresh.
 _BOOT = """import sys, os, vfs
-sys.path[:] = ['', 'lib', %r]
+sys.path[:] = ['', '/flash/lib', %r]
 sys.argv[:] = %r
 from hostflash import BlockDev
 try:
@@ -209,8 +209,11 @@ class Rig:
     def __init__(self, workdir, heap: str = firmware.HEAP, usb_link=None, test_link=None, out=None, blank=False):
         self.dir = Path(workdir).resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
-        if not blank and not (self.dir / firmware.FS_IMG).exists():
-            install(self.dir, deployed_files())
+        if not (self.dir / firmware.FS_IMG).exists():
+            # Formatted before the first power-on, not by the boot code: a
+            # Ctrl-C from a client arriving during the first boot would
+            # otherwise interrupt the format and leave an image nothing mounts.
+            install(self.dir, [] if blank else deployed_files())
         self.heap = heap
         self.out = out or sys.stdout
         self.usb = Cable(isig=True, link=usb_link)
