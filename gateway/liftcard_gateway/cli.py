@@ -22,7 +22,7 @@ from . import logs, overview, report
 from .carddb import CardDB, verify_update
 from .config import GatewayConfigError, load_config
 from .daemon import Gateway
-from .db import connect
+from .db import connect, explain
 from .importer import ImportRefused, describe, import_harvest, read_harvest
 from . import opsetup, readerverbs
 from .store import Store
@@ -119,7 +119,9 @@ def run(cfg) -> int:
     except OSError as e:
         return _fail("cannot open the data directory %s: %s" % (cfg.data_dir, e.strerror))
     except sqlite3.Error as e:
-        return _fail("cannot open the database %s: %s" % (cfg.db_path, e))
+        # SQLite names neither the file nor why ("attempt to write a readonly
+        # database"): a read-only -shm or a full disk is said as such.
+        return _fail(explain(cfg.db_path, e) or "cannot open the database %s: %s" % (cfg.db_path, e))
     return gw.run()
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import queue
 import signal
+import sqlite3
 import threading
 import time
 
@@ -54,6 +55,7 @@ from . import refusals
 from .cardservice import CardService
 from .config import GatewayConfig
 from .console import Console
+from .db import explain
 from .downcounter import DownCounter
 from .logs import events
 from .mqttservice import MqttService, MqttSettings
@@ -332,7 +334,23 @@ class Gateway:
             try:
                 self.handle_many(group)
             except Exception as e:  # never let one group stop the loop; the readers resend
-                self.log("error", topic=str(group[0][0]), messages=len(group), error=type(e).__name__)
+                self.log("error", topic=str(group[0][0]), messages=len(group), **self._why(e))
+
+    def _why(self, e: BaseException) -> dict:
+        """An error's log fields: its type, and for the database or a file its
+        message and the file (a full disk must say so, not just
+        OperationalError), with db.explain's cause when it finds one."""
+        out = {"error": type(e).__name__}
+        if isinstance(e, sqlite3.Error):
+            out.update(message=str(e), file=str(self.cfg.db_path))
+            cause = explain(self.cfg.db_path, e)
+            if cause:
+                out["cause"] = cause
+        elif isinstance(e, OSError):
+            out["message"] = e.strerror or str(e)
+            if e.filename:
+                out["file"] = str(e.filename)
+        return out
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Handle one message now (the ingest thread, tests)."""
@@ -356,7 +374,7 @@ class Gateway:
                     continue
                 got = self._verify(topic, payload, rides)
             except Exception as e:  # one bad message must not take its group with it
-                self.log("error", topic=str(topic), error=type(e).__name__)
+                self.log("error", topic=str(topic), **self._why(e))
                 continue
             if got is not None:
                 rides.append(got)
@@ -480,6 +498,8 @@ class Gateway:
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
         self.log("starting", readers=len(self.cfg.readers))
+        for line in self.store.repaired:
+            self.log("db_repaired", detail=line)
         self._ingester.start()
         self.mqtt.start()
         if self.upstream is not None:

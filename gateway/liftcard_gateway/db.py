@@ -20,16 +20,31 @@ upstream.py; its tables are in schema.py) and the reference ledger's.
   transaction with the new version, so a crash leaves it at v or at the end.
   A database newer than the program is refused (`SchemaError`).
 - `open_db(path, migrations)`: connect, then migrate.
+- `explain(path, err)`: what an SQLite error at opening or writing `path`
+  means in one line naming the file and the cause (a read-only `-wal`/`-shm`
+  or database file with its mode, a read-only directory, a full disk), or
+  None; SQLite itself says only "attempt to write a readonly database" or
+  "disk I/O error", naming no file.
+- `repair_modes(path)`: SQLite's own `-wal` and `-shm` files of `path` made
+  writable again (0600) when this user owns them and they are not (a start
+  that failed half-way, or a tool run with another umask, can leave them
+  read-only; their content is SQLite's and their mode nobody's choice).
+  Returns what it changed; a file of another owner is left to explain().
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 BUSY_TIMEOUT_S = 30.0
+# Below this much free space on the database's file system an SQLite error is
+# put down to a full disk (a WAL checkpoint or the -shm needs some room).
+LOW_SPACE_BYTES = 1 << 20
 
 # A migration: a function that changes the schema of a connection inside
 # migrate()'s transaction. It must not commit (no executescript()).
@@ -172,3 +187,80 @@ def add_missing_columns(conn, table: str, cols: dict[str, str]) -> None:
     for name, typ in cols.items():
         if name not in have:
             conn.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, name, typ))
+
+
+# -- what an error means -----------------------------------------------------------------
+
+
+def sidecars(path) -> list[Path]:
+    """The database file, then its -wal and -shm."""
+    path = Path(path)
+    return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+
+
+def _owner(uid: int) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return str(uid)
+
+
+def repair_modes(path) -> list[str]:
+    """Make the -wal and -shm of `path` writable (0600) when this user owns them
+    and cannot write them (module docstring); returns one line per change."""
+    done = []
+    for f in sidecars(path)[1:]:
+        try:
+            st = os.stat(f)
+        except OSError:
+            continue
+        if st.st_uid == os.geteuid() and not os.access(f, os.W_OK):
+            os.chmod(f, 0o600)
+            done.append("%s was read-only (mode %04o): made it 0600" % (f, stat.S_IMODE(st.st_mode)))
+    return done
+
+
+def explain(path, err: BaseException) -> str | None:
+    """One line naming the file and the cause of an SQLite error on `path`, or
+    None when none of the known causes applies (module docstring)."""
+    path = Path(path)
+    for f in sidecars(path):
+        try:
+            st = os.stat(f)
+        except OSError:
+            continue
+        if not os.access(f, os.W_OK):
+            me = _owner(os.geteuid())
+            fix = "chmod 600 %s" % f
+            if st.st_uid != os.geteuid():
+                fix = "chown %s %s && %s" % (me, f, fix)
+            return "cannot open %s: read-only (mode %04o, owner %s; this is %s); %s" % (
+                f,
+                stat.S_IMODE(st.st_mode),
+                _owner(st.st_uid),
+                me,
+                fix,
+            )
+    d = path.parent
+    if d.is_dir() and not os.access(d, os.W_OK | os.X_OK):
+        return "cannot open %s: its directory %s is read-only for %s (SQLite needs to create %s-wal there)" % (
+            path,
+            d,
+            _owner(os.geteuid()),
+            path.name,
+        )
+    try:
+        vfs = os.statvfs(d)
+    except OSError:
+        return None
+    free = vfs.f_bavail * vfs.f_frsize
+    if free < LOW_SPACE_BYTES:
+        return "cannot write %s: the disk is full (%d bytes free on %s; SQLite: %s); free some space there" % (
+            path,
+            free,
+            d,
+            err,
+        )
+    return None

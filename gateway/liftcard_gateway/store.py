@@ -60,7 +60,7 @@ from liftcard_protocol.epoch import epoch_from_unix
 from liftcard_protocol.link import ST_CLOCK_SYNCED
 from liftcard_protocol.ride import RideRecord
 
-from .db import savepoint, transaction
+from .db import repair_modes, savepoint, transaction
 from .schema import open_gateway_db
 
 
@@ -92,6 +92,9 @@ def _now() -> float:
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        # A -wal/-shm of ours left read-only would stop every write: made
+        # writable first (db.repair_modes); the daemon logs what was done.
+        self.repaired = repair_modes(self.path)
         # The daemon's ingest thread writes; the main thread closes after joining it.
         self.conn = open_gateway_db(self.path)
         self.db = sqlite_utils.Database(self.conn)  # dict rows for reader() and status_rows()
