@@ -42,11 +42,12 @@ class VirtualReader:
     """A reader process; boots (READY) in the constructor. `kill()` (or a
     `with` block) makes sure it is gone; `quit()` is the clean way out."""
 
-    def __init__(self, workdir: str | Path, env: dict | None = None):
-        """env: the process's environment (default firmware.reader_env())."""
+    def __init__(self, workdir: str | Path, env: dict | None = None, args: tuple = ()):
+        """env: the process's environment (default firmware.reader_env());
+        args: more of main.py's options (e.g. ("--log-size", "24576"))."""
         self.dir = Path(workdir)
         self.p = procs.spawn(
-            firmware.reader_argv(self.dir),
+            firmware.reader_argv(self.dir, *args),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -113,10 +114,13 @@ class VirtualReader:
         self.kill()
 
 
-def configured_reader(workdir: str | Path, host: str, port: int, password: str, keepalive: int = 10) -> VirtualReader:
+def configured_reader(
+    workdir: str | Path, host: str, port: int, password: str, keepalive: int = 10, args: tuple = ()
+) -> VirtualReader:
     """The standard test reader (CONFIG) with an uplink to host:port,
-    whitelist v1 of CARDS and its clock set; killed if any step fails."""
-    r = VirtualReader(workdir)
+    whitelist v1 of CARDS and its clock set; killed if any step fails.
+    args: more of main.py's options (VirtualReader)."""
+    r = VirtualReader(workdir, args=args)
     try:
         cfg = dict(CONFIG, uplink={"host": host, "port": port, "password": password, "keepalive_s": keepalive})
         path = r.file("config.json", json.dumps(cfg).encode())
