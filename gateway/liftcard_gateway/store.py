@@ -312,6 +312,9 @@ class Store:
         (from_seq, to_seq) or None, and the ack now."""
         now = _now() if now is None else now
         c = self.conn
+        row = c.execute("SELECT acked_seq FROM readers WHERE reader_id=?", (reader_id,)).fetchone()
+        if row is not None and row[0] is not None and reader_acked <= row[0]:
+            return None  # the common case, at every heartbeat: no write lock taken
         with transaction(c):
             row = c.execute("SELECT acked_seq FROM readers WHERE reader_id=?", (reader_id,)).fetchone()
             if row is None:
