@@ -5,8 +5,8 @@ updates and the faults, each at a simulated time.
     day 1 09:30  v2: a family moves in: the bank issues its cards
     day 1 11:00  one reader's network drops for an hour (12:00 back)
     day 1 13:00  a resident reports a card lost: v3 marks it lost and issues
-                 a replacement; from 13:05 someone who found the card tries it
-                 at every elevator of the building every 25 minutes
+                 a replacement; from 13:05 to 21:25 someone who found the card
+                 tries it at every elevator of the building every 25 minutes
     day 1 15:00  the gateway is killed (SIGKILL); 15:40 it is started again
     last 17:00   the ledger is killed (SIGKILL); 18:30 started again
     last 20:00   the bank broker stops; 21:30 it is back
@@ -27,7 +27,9 @@ from liftcard_protocol.codes import Status
 from .population import GROUND, Compound, card_id
 from .schedule import Clock, Tap, all_taps, hm
 
-FINDER_TRIES = 10
+# Until 22:00: long enough, in real time, for the revocation to arrive even on
+# a loaded machine at a high speed, so refusals after its arrival are seen.
+FINDER_TRIES = 21
 FINDER_EVERY_S = 25 * 60
 
 
