@@ -89,11 +89,19 @@ class SerialAccess:
     def cut(self) -> None:
         import serial
 
-        with serial.Serial(self.usb, 115200) as s:
-            s.dtr = False  # GPIO0 high: a normal boot, not the ROM bootloader
-            s.rts = True  # EN low: the chip stops where it is
+        s = serial.Serial()
+        s.port, s.baudrate = self.usb, 115200
+        # Set before the port opens: opening asserts both lines otherwise, and
+        # DTR with RTS is the bridge's way into the ROM bootloader.
+        s.dtr = False  # GPIO0 high: a normal boot
+        s.rts = False
+        s.open()
+        try:
+            s.rts = True  # EN low: the chip stops wherever it is
             time.sleep(0.2)
             s.rts = False
+        finally:
+            s.close()
 
     def close(self) -> None:
         pass

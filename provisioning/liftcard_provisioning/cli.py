@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rescue the rides a reader holds, and personalise and read DESFire cards through a USB PN532 "
         "(docs/technicians.md).",
         epilog="Examples:\n  %(prog)s ports\n  %(prog)s flash ESP32_GENERIC-v1.28.0.bin\n"
-        "  %(prog)s register --gateway-config /etc/liftcard/gw.toml\n"
+        "  %(prog)s register --gateway-config /etc/liftcard/gateway.toml\n"
         "  %(prog)s card personalise --port auto --keys building-12.json --card-id 00000000075BCD15 \\\n"
         "      --valid-from 2026-01-01 --valid-until 2027-12-31\n"
         "  %(prog)s card read --port /dev/ttyUSB0 --keys building-12.json\n"

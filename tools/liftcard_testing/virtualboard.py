@@ -9,10 +9,12 @@ The rig is a process of its own (``python -m liftcard_testing.virtualboard
   line protocol, ``firmware/liftcard/lineproto.py``, through board_host's
   ``--test-port``). A client opens the user end's path (printed, or a stable
   symlink); the board's end is held by the real ``micropython`` binary;
-- the board: firmware/main.py (compiled) under ``micropython -i`` with the
-  production heap and the reader's two images in DIR (littlefs ``fs.img``
-  mounted at /flash before main.py, the REPL's cwd; the NOR ``log.img`` as the
-  ridelog partition). ``-i``: when main.py stops (Ctrl-C), the REPL takes
+- the board: ``micropython -i`` with the production heap and the reader's
+  two images in DIR (littlefs ``fs.img`` mounted at /flash, the REPL's cwd;
+  the NOR ``log.img`` as the ridelog partition), running what is on the
+  flash as an ESP32 does: boot.py, then main.py and the firmware it imports
+  (a new flash gets the built firmware, as deploy puts it, or stays empty
+  with ``--blank``). ``-i``: when main.py stops (Ctrl-C), the REPL takes
   over, as on a board; a SystemExit out of it is a reset (a cold boot);
 - Ctrl-C on the USB port while code runs: SIGINT to the board (the UART's
   interrupt character), and what follows is held until the REPL reads again;
