@@ -2,8 +2,8 @@
 # (docs/uplink.md, STATUS) so that the gateway sends no full list that would
 # fail on this flash. The rule is liftcard_protocol/capacity.py's (docs/partitions.md,
 # "Capacities"): three lists, two overlays and a reserve must fit in the
-# littlefs partition the lists live on. Computed once per boot (a few
-# thousand loop turns: never on the tap path) and kept.
+# littlefs partition the lists live on. Computed once per boot (a few loop
+# turns) and kept.
 
 import os
 
@@ -36,20 +36,27 @@ def file_blocks(nbytes):
     return blocks
 
 
+def _room(blocks):
+    # The bytes a file of `blocks` blocks holds: 4096 each, less the pointers
+    # of blocks 1..n-1 (n = blocks - 1), sum(ctz(i) + 1) = 2n - popcount(n).
+    # The same figure as growing file_blocks() to the limit, in a dozen steps
+    # instead of a search over thousands of blocks.
+    n = blocks - 1
+    ones = 0
+    m = n
+    while m:
+        ones += m & 1
+        m >>= 1
+    return _SECTOR * blocks - 4 * (2 * n - ones)
+
+
 def max_cards(vfs_size):
     free = vfs_size // _SECTOR - _RESERVED_BLOCKS - _OVERLAY_COPIES * file_blocks(_OVERLAY_FILE)
     per_list = free // _WL_COPIES
     if per_list <= 0:
         return 0
-    lo = 0
-    hi = per_list * _SECTOR // _REC
-    while lo < hi:  # the largest n whose list takes at most per_list blocks
-        mid = (lo + hi + 1) // 2
-        if file_blocks(_LIST_FIXED + _REC * mid) <= per_list:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    n = (_room(per_list) - _LIST_FIXED) // _REC
+    return n if n > 0 else 0
 
 
 def capacity():

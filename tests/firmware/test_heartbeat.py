@@ -65,6 +65,20 @@ def test_capacity_rule_gives_the_gateways_figures():
     check(wlcap.file_blocks(2 * 4096 - 4) == 2 and wlcap.file_blocks(2 * 4096 - 3) == 3, "block 1 holds one pointer")
 
 
+def test_capacity_is_the_largest_list_whose_copies_fit():
+    # wlcap computes the figure in closed form; the rule is a search for the
+    # largest list whose three copies fit beside two overlays and the reserve.
+    over = 2 * wlcap.file_blocks(24 + 17 * 256 + 16)
+    size = 0
+    while size < 24 * 1024 * 1024:
+        n = wlcap.max_cards(size)
+        free = size // 4096 - 80 - over
+        fits = 3 * wlcap.file_blocks(48 + 16 * n) <= free
+        check(fits if n else 3 * wlcap.file_blocks(64) > free, "size %d: %d cards do not fit" % (size, n))
+        check(3 * wlcap.file_blocks(48 + 16 * (n + 1)) > free, "size %d: %d cards fit too" % (size, n + 1))
+        size += 4096 * 97 + 1234
+
+
 def test_capacity_of_the_filesystem_the_reader_runs_in():
     rig.make_images("hb")
     r = rig.boot("hb")
