@@ -32,7 +32,7 @@ from liftcard_testing.configs import BrokerLogin, write_gateway_config
 from liftcard_testing.mosquitto import free_port
 from liftcard_testing.wait import wait_for
 from liftcard_tools import demo
-from liftcard_tools.compound import cli
+from liftcard_tools.compound import cli, pages
 from liftcard_tools.compound.population import elevators_per_building, make_compound
 from liftcard_tools.compound.reconcile import reconcile, yuan
 from liftcard_tools.compound.schedule import ACTIVE_S, Clock
@@ -75,6 +75,17 @@ def test_the_small_compound_reconciles(small):
     # The account book (double entry): each household debited its fees, each fund credited its building's, balanced.
     assert sum(ev.book.households.values()) == sum(ev.book.fund_in.values()) == sum(r["fee"] for r in ev.gw_rows)
     assert ev.book.unbalanced == []
+
+
+def test_each_buildings_statement_page_if_the_ledger_offers_one(small):
+    outcome, text = small
+    if not pages.offered():
+        assert "statement of building" not in text
+        return
+    for b in outcome.compound.buildings:
+        line = next(ln for ln in text.splitlines() if ln.startswith("statement of building %d for " % b.building_id))
+        page = Path(line.split(": ", 1)[1])
+        assert page.is_file() and "<html" in page.read_text().lower()
 
 
 def test_every_fault_was_injected_and_shown(small):

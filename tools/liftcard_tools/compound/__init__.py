@@ -11,7 +11,7 @@ One module per idea:
 - ``progress``: what is shown while it plays.
 - ``reconcile``: readers vs gateway vs ledger vs the fee model, and the lost card.
 - ``book``: the ledger's account book, as its statement reads it.
-- ``statement``: each building's statement page, if the ledger offers one.
+- ``pages``: each building's statement page, if the ledger offers one.
 - ``banksetup``: the bank side's files for a trial by hand.
 - ``cli``: the command.
 

@@ -27,7 +27,7 @@ from liftcard_protocol.ride import RideRecord
 from liftcard_testing.compoundsite import CompoundSite
 from liftcard_testing.paths import REPO
 
-from . import statement
+from . import pages
 from .bankside import BankSide
 from .book import read_book
 from .play import DRAIN_TIMEOUT_S, Player
@@ -227,8 +227,8 @@ def run(args, out=None, tamper=None) -> Outcome:
     )
     report = reconcile(ev, script, compound, clock)
     _print_report(say, report, ev, script, clock, compound)
-    if statement.offered():
-        for b, m, page, err in statement.write_statements(site.ledger_cfg, buildings, months, work / "statements"):
+    if pages.offered():
+        for b, m, page, err in pages.write_statements(site.ledger_cfg, buildings, months, work / "statements"):
             say("statement of building %d for %s: %s" % (b, m, page if page else "not written (%s)" % err))
     return Outcome(0 if report.ok else 1, report, ev, script, compound, clock, work)
 
