@@ -153,6 +153,9 @@ def test_a_list_that_cannot_fit_is_not_sent_and_the_refusal_is_shown(tmp_path, b
         assert "too big 1" in text and "whitelists not sent (more cards than the reader can hold):" in text
         row = [ln.split() for ln in text.splitlines() if ln.startswith("7 ") and "ago" in ln][-1]
         assert row[:4] == ["7", "300", "299", "1"]
+        assert cli.main(["cards", "status", "--config", str(cfg_path)]) == 0
+        states = {ln.split()[0]: ln.split()[4] for ln in capsys.readouterr().out.splitlines() if ln[:2] in ("7 ", "8 ")}
+        assert states == {"7": "too_big", "8": "behind"}  # 8 got the list; its next heartbeat will say so
 
         # The reader's capacity grows (say its flash was replaced): the list goes, the refusal is gone.
         small.heartbeat(5000)

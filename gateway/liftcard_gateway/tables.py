@@ -131,6 +131,8 @@ def format_cards_status(db, cfg, held: dict, now: float | None = None) -> str:
     out.append("")
     out.append(render_table(["building", "cards"], [[str(b), str(counts.get(b, 0))] for b in buildings]))
     sends = db.sends()
+    # Full lists cardservice.py held back for their size (overview.py reads the same table).
+    too_big = {r[0] for r in db.conn.execute("SELECT reader_id FROM whitelist_refused")}
     rows = []
     for rid in sorted(cfg.readers):
         r = cfg.readers[rid]
@@ -144,7 +146,7 @@ def format_cards_status(db, cfg, held: dict, now: float | None = None) -> str:
         elif h > ver:
             state = "ahead"
         else:
-            state = "behind"
+            state = "too_big" if rid in too_big else "behind"
         s = sends.get(rid)
         last = (
             "-"
