@@ -2,8 +2,8 @@
 updates and the faults, each at a simulated time.
 
     start      v1: a snapshot of every card (residents, elders, visitors)
+    day 1 07:30  one reader's network drops for an hour, in the morning peak (08:30 back)
     day 1 09:30  v2: a family moves in: the bank issues its cards
-    day 1 11:00  one reader's network drops for an hour (12:00 back)
     day 1 13:00  a resident reports a card lost: v3 marks it lost and issues
                  a replacement; from 13:05 to 21:25 someone who found the card
                  tries it at every elevator of the building every 25 minutes
@@ -120,8 +120,8 @@ def make_script(rng: random.Random, clock: Clock, compound: Compound) -> Script:
     at = clock.at
     events = [
         Event(at(0, hm(9, 30)), "issue", "the bank issues a moving-in family's cards (v2)", version=2),
-        Event(at(0, hm(11)), "cut", "reader %d: network down" % cut_reader, reader_id=cut_reader),
-        Event(at(0, hm(12)), "restore", "reader %d: network back" % cut_reader, reader_id=cut_reader),
+        Event(at(0, hm(7, 30)), "cut", "reader %d: network down" % cut_reader, reader_id=cut_reader),
+        Event(at(0, hm(8, 30)), "restore", "reader %d: network back" % cut_reader, reader_id=cut_reader),
         Event(reported, "issue", "%s reports a card lost: the bank revokes it (v3)" % person.name, version=3),
         Event(at(0, hm(15)), "kill_gateway", "the gateway is killed (SIGKILL)"),
         Event(at(0, hm(15, 40)), "start_gateway", "the gateway is started again"),
