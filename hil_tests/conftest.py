@@ -24,11 +24,21 @@ if "liftcard_testing" not in sys.modules:
     pytest.register_assert_rewrite("liftcard_testing")
 
 
+REAL_BOARD = ("--test-uart", "--micropython-image", "--gateway-host", "--wifi-ssid")
+
+
 def pytest_configure(config):
     # The leak check, once: tests/conftest.py names it too; when this suite
     # runs alone, it is loaded here (a late plugin still gets its configure).
     if not config.pluginmanager.has_plugin(LEAKCHECK):
         config.pluginmanager.import_plugin(LEAKCHECK)
+    # A real board needs all of it: refused before anything runs, not half way.
+    if config.getoption("--port") is not None:
+        need = [o for o in REAL_BOARD if not config.getoption(o)]
+        if need:
+            raise pytest.UsageError("hil_tests --port needs %s too (hil_tests/README.md)" % ", ".join(need))
+        if "LIFTCARD_WIFI_PASSWORD" not in os.environ:
+            raise pytest.UsageError("hil_tests --port: set LIFTCARD_WIFI_PASSWORD (the reader's Wi-Fi password)")
 
 
 def pytest_addoption(parser):
@@ -49,11 +59,6 @@ def board_access(request, tmp_path):
     if opt("--port") is None:
         access = VirtualAccess(tmp_path)
     else:
-        need = [o for o in ("--test-uart", "--micropython-image", "--gateway-host", "--wifi-ssid") if not opt(o)]
-        if need:
-            raise pytest.UsageError("hil_tests --port needs %s too (hil_tests/README.md)" % ", ".join(need))
-        if "LIFTCARD_WIFI_PASSWORD" not in os.environ:
-            raise pytest.UsageError("hil_tests --port: set LIFTCARD_WIFI_PASSWORD (the reader's Wi-Fi password)")
         access = SerialAccess(
             opt("--port"), opt("--test-uart"), opt("--micropython-image"), opt("--gateway-host"), opt("--wifi-ssid")
         )
