@@ -81,16 +81,19 @@ class SerialAccess:
         yield self.image, self.usb
 
     def power_up(self) -> None:
-        # After flash's reset MicroPython formats its filesystem at first boot:
-        # give it the seconds that takes, then any REPL answer will do.
-        self.cut()
-        time.sleep(3)
+        # A fresh MicroPython formats its filesystem at its first boot: a
+        # Ctrl-C from the next command must not land in that, so wait for the
+        # REPL's prompt (a blank filesystem runs no main.py).
+        self._reset(until=b">>> ")
 
     def cut(self) -> None:
+        self._reset()
+
+    def _reset(self, until: bytes | None = None, timeout: float = 60.0) -> None:
         import serial
 
         s = serial.Serial()
-        s.port, s.baudrate = self.usb, 115200
+        s.port, s.baudrate, s.timeout = self.usb, 115200, 0.5
         # Set before the port opens: opening asserts both lines otherwise, and
         # DTR with RTS is the bridge's way into the ROM bootloader.
         s.dtr = False  # GPIO0 high: a normal boot
@@ -98,8 +101,13 @@ class SerialAccess:
         s.open()
         try:
             s.rts = True  # EN low: the chip stops wherever it is
-            time.sleep(0.2)
+            time.sleep(0.2)  # long enough a pulse for the EN capacitor
             s.rts = False
+            seen = b""
+            end = time.monotonic() + timeout
+            while until is not None and until not in seen:
+                assert time.monotonic() < end, "no %r from %s after a reset: %r" % (until, self.usb, seen[-200:])
+                seen = (seen + s.read(256))[-4096:]
         finally:
             s.close()
 
