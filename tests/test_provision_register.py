@@ -10,12 +10,15 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytest.importorskip("mpremote")
 
-from liftcard_protocol.enrolment import loads_enrolment
+from liftcard_protocol.enrolment import dumps_enrolment, loads_enrolment
+from liftcard_protocol.fields import ID_MAX
 from liftcard_protocol.readerconfig import validate_config
-from liftcard_provisioning import boardlink
+from liftcard_provisioning import boardlink, register
 from liftcard_testing import procs
 from liftcard_testing.reader import BUILDING, CONFIG, KEY, READER
 from liftcard_testing.ttyline import TtyLines
@@ -205,3 +208,39 @@ def test_configure_takes_the_gateways_enrolment_file_with_options(board, tmp_pat
     rc, out, err = run("register", "--port", b.usb, "--gateway-config", gateway)
     assert rc == 0, err
     assert "registered already with this key" in err
+
+
+_printable = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=40)
+
+
+@given(
+    reader_id=st.integers(1, ID_MAX),
+    building_id=st.integers(1, ID_MAX),
+    key=st.binary(min_size=32, max_size=32),
+    host=_printable,
+    password=_printable,
+    port=st.integers(1, 65535),
+    keepalive=st.integers(4, 3600),
+)
+def test_the_enrolment_is_the_boards_config_and_configures_it_back(
+    reader_id, building_id, key, host, password, port, keepalive
+):
+    """Whatever valid config a reader holds, its enrolment file carries its
+    ids, key and uplink exactly, and a config made from that file (configure
+    --file, the tariff as options) gives the reader the same ones back."""
+    cfg = validate_config(
+        dict(
+            CONFIG,
+            reader_id=reader_id,
+            building_id=building_id,
+            key=key.hex(),
+            uplink={"host": host, "port": port, "password": password, "keepalive_s": keepalive},
+        )
+    )
+    e = loads_enrolment(register.enrolment(cfg, "/dev/ttyX"))
+    assert (e.reader_id, e.building_id, e.key) == (reader_id, building_id, key)
+    assert e.uplink == dict(cfg["uplink"], username="reader-%d" % reader_id)
+    back = validate_config(
+        dict(json.loads(dumps_enrolment(e)), **{k: CONFIG[k] for k in ("floors", "ground_floor", "tariff")})
+    )
+    assert back == cfg
