@@ -175,6 +175,15 @@ def test_the_reconciliation_catches_each_kind_of_damage(small):
 
     check(totals_off, "the ledger's totals for reader")
 
+    # v3 changes only the lost card's building: a reader elsewhere shows it only in its STATUS.
+    far = outcome.compound.buildings[-1].reader_ids[0]
+    assert far not in outcome.compound.building(outcome.script.lost.building_id).reader_ids
+
+    def update_lost(ev):
+        ev.seen[:] = [x for x in ev.seen if not (x.reader_id == far and x.version >= 3)]
+
+    check(update_lost, "reader %d never held whitelist v3" % far)
+
     def book_off(ev):
         key = next(k for k, v in ev.book.households.items() if v > 0)
         ev.book.households[key] -= 1

@@ -224,12 +224,14 @@ def run(args, out=None, tamper=None) -> Outcome:
         site.ledger_rides(),
         ledger_totals(site.ledger_cfg),
         read_book(site.ledger_cfg, buildings, months),
+        list(bank.failures),
     )
     report = reconcile(ev, script, compound, clock)
     _print_report(say, report, ev, script, clock, compound)
     if pages.offered():
         for b, m, page, err in pages.write_statements(site.ledger_cfg, buildings, months, work / "statements"):
             say("statement of building %d for %s: %s" % (b, m, page if page else "not written (%s)" % err))
+    say("logs of every process: %s" % (work / "logs"))
     return Outcome(0 if report.ok else 1, report, ev, script, compound, clock, work)
 
 

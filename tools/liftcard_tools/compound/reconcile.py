@@ -13,7 +13,8 @@
 4. Fees per household and per building: reader logs = gateway = ledger =
    model, to the fen; the ledger's own totals (its `totals --json`) per reader
    equal the reader logs.
-5. The lost card: at every reader of its building, from the moment the
+5. Every card update the bank issued reached every reader.
+6. The lost card: at every reader of its building, from the moment the
    revocation arrived there (the first STATUS showing it, or the first tap
    refused because of it), every tap of the card was refused. The latency is
    issue time -> that arrival.
@@ -50,6 +51,7 @@ class Evidence:
     ledger_rows: list  # the ledger's rides of this gateway
     ledger_totals: dict | None  # reader_id -> {"rides": n, "fees_fen": f, ...}, from `liftcard-ledger totals --json`
     book: object = None  # book.Book: the ledger's account book; None if it keeps none
+    bank_failures: list = field(default_factory=list)  # card updates the gateway never applied
 
 
 @dataclass
@@ -321,6 +323,15 @@ def reconcile(ev: Evidence, script, compound, clock) -> Report:
     # 4. fees per household and per building: readers, gateway, ledger, account book, model
     _fee_table(ev, compound, building_of, gw, led, model_fee, report)
     _ledger_totals(ev, building_of, report)
+
+    # every card update the bank issued reached every reader
+    for v in sorted(ev.issued):
+        for rid in building_of:
+            held = any(x.reader_id == rid and x.version >= v for x in ev.seen)
+            if not held and not any(r == rid and w >= v for r, w in arrived_by_tap):
+                report.problem("reader %d never held whitelist v%d" % (rid, v))
+    for f in ev.bank_failures:
+        report.problem("the bank: %s" % f)
 
     # 5. the lost card
     _lost_card(ev, script, compound, clock, arrived_by_tap, report)
