@@ -69,6 +69,25 @@ def test_boot_py_runs_the_same_switch_as_deploy():
     assert _function(boot, "_fw_apply") == _function(D.APPLY, "_fw_apply")
 
 
+def _switch_cut_at(link, cut: int, new: dict) -> None:
+    """The old set on the board, the new one staged and committed, and the
+    switch run until just before file operation number `cut`."""
+    # The old set: what MOVE names differs from the build, and a module the
+    # new set drops. An old main.py that does not start the reader: if it
+    # ran, READY would never come.
+    for rel in MOVE:
+        old = b"print('old main')\n" if rel == "main.py" else b"old " + rel.encode()
+        if rel == "boot.py":
+            old = new[rel] + b"# the previous release\n"
+        link.write_file(rel, old)
+    link.write_file(STALE, b"old module")
+    # Staged and committed, as deploy leaves it just before the switch.
+    for rel in MOVE:
+        link.write_file(D.STAGE + "/" + rel, new[rel])
+    link.write_file(D.MARKER, json.dumps({"move": MOVE, "remove": [STALE]}).encode())
+    assert link.exec(D.APPLY + _CUT_AT % cut).strip() == "CUT"
+
+
 @pytest.mark.parametrize("cut", range(OPS))
 def test_a_power_cut_at_each_step_of_the_switch_boots_the_new_set(tmp_path, cut):
     files, _ = D.firmware_files()
@@ -77,24 +96,25 @@ def test_a_power_cut_at_each_step_of_the_switch_boots_the_new_set(tmp_path, cut)
     with VirtualBoard(tmp_path / "board") as b, TtyLines(b.test) as port:
         port.until("READY")
         with boardlink.connect(b.usb) as link:
-            # The old set: what MOVE names differs from the build, and a
-            # module the new set drops. An old main.py that does not start
-            # the reader: if it ran, READY would never come.
-            for rel in MOVE:
-                old = b"print('old main')\n" if rel == "main.py" else b"old " + rel.encode()
-                if rel == "boot.py":
-                    old = new[rel] + b"# the previous release\n"
-                link.write_file(rel, old)
-            link.write_file(STALE, b"old module")
-            # Staged and committed, as deploy leaves it just before the switch.
-            for rel in MOVE:
-                link.write_file(D.STAGE + "/" + rel, new[rel])
-            link.write_file(D.MARKER, json.dumps({"move": MOVE, "remove": [STALE]}).encode())
-            said = link.exec(D.APPLY + _CUT_AT % cut).strip()
-            assert said == "CUT"
+            _switch_cut_at(link, cut, new)
         b.power_off()
         b.power_on()
         port.until("READY")  # the new main.py and modules run
         with boardlink.connect(b.usb) as link:
+            after = link.hashes(list(want) + [STALE, D.MARKER])
+    assert after == dict(want, **{STALE: None, D.MARKER: None})
+
+
+def test_a_soft_reset_finishes_the_switch_too(tmp_path):
+    """boot.py runs at a soft reset as at a power-on (mpremote's, from the raw
+    REPL, which runs no main.py): the next command already sees the new set."""
+    files, _ = D.firmware_files()
+    new = {rel: local.read_bytes() for local, rel in files}
+    want = {rel: D._sha(local) for local, rel in files}
+    with VirtualBoard(tmp_path / "board") as b, TtyLines(b.test) as port:
+        port.until("READY")
+        with boardlink.connect(b.usb) as link:
+            _switch_cut_at(link, 2, new)
+            link.soft_reset()
             after = link.hashes(list(want) + [STALE, D.MARKER])
     assert after == dict(want, **{STALE: None, D.MARKER: None})
