@@ -141,10 +141,10 @@ def make_compound(rng: random.Random, buildings: int, elevators: int, households
         if (bid == 2 or buildings == 1) and households > 1:
             b.households[-1].moves_in = True
         host = b.households[0]
+        floors = 1 << GROUND | 1 << host.floor
         rec = CardRecord(
-            card_id(bid, host.household_id, 0x80), host.household_id, 1 << GROUND | 1 << host.floor,
-            Status.ACTIVE, Klass.VISITOR, first_day,
-        )  # fmt: skip
+            card_id(bid, host.household_id, 0x80), host.household_id, floors, Status.ACTIVE, Klass.VISITOR, first_day
+        )
         visitors.append((Person("a visitor of household %d" % host.household_id, "visitor", rec), host))
         out.append(b)
     return Compound(out, visitors)

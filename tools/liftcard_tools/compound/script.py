@@ -18,6 +18,7 @@ the reconciliation can run the fee model with the list a reader held.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 
@@ -81,9 +82,7 @@ def make_script(rng: random.Random, clock: Clock, compound: Compound) -> Script:
     person = next(p for p in hh.people if p.role == "worker")
     reported = clock.at(0, hm(13))
     spare = CardRecord(card_id(b1.building_id, hh.household_id, 0x40), hh.household_id, person.card.floors)
-    lost = LostCard(
-        person.card.card_id, spare.card_id, b1.building_id, hh.household_id, 3, reported, person.name
-    )  # fmt: skip
+    lost = LostCard(person.card.card_id, spare.card_id, b1.building_id, hh.household_id, 3, reported, person.name)
 
     def card_of(p, t):
         return spare.card_id if p is person and t >= reported else p.card.card_id
@@ -101,10 +100,7 @@ def make_script(rng: random.Random, clock: Clock, compound: Compound) -> Script:
         for p in h.people:
             (newcomers if h.moves_in else first).append((h.building_id, p.card))
     first += [(host.building_id, p.card) for p, host in compound.visitors]
-    revoked = CardRecord(
-        person.card.card_id, hh.household_id, person.card.floors, Status.LOST, person.card.klass,
-        person.card.valid_until,
-    )  # fmt: skip
+    revoked = dataclasses.replace(person.card, status=Status.LOST)
     versions = [
         CardVersion(1, None, first),
         CardVersion(2, 1, newcomers),
