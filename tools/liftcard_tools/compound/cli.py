@@ -304,7 +304,8 @@ def main(argv=None) -> int:
     try:
         check_args(args)
     except ValueError as e:
-        ap.error(str(e))
+        print("%s: error: %s" % (PROG, e), file=sys.stderr)
+        return 2
     try:
         return run(args).code
     except RunError as e:
