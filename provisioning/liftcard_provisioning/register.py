@@ -148,7 +148,7 @@ def cmd_register(args) -> int:
             write_private(out, data)
             print(
                 "wrote %s (0600) for %s: the gateway's operator runs "
-                "liftcard-gateway readers add --from %s --config GW.toml" % (out, who, out.name)
+                "liftcard-gateway readers add --from %s --config GW.toml" % (out, who, out)
             )
             return 0
         if out is not None:
