@@ -3,6 +3,7 @@ reference ledger as its own process: drain to exactly once, in order; forged
 acks refused; clients without a valid certificate refused; card updates."""
 
 import json
+import logging
 import os
 import queue
 import ssl
@@ -273,9 +274,40 @@ def test_card_updates_reach_the_callback(tmp_path, pki, bank):
             timeout=60,
         )
         assert r.returncode == 0, r.stderr
+        assert r.stderr == ""
         assert got.get(timeout=10) == payload
     finally:
         up.stop()
+
+
+def test_publishing_card_updates_logs_no_error(tmp_path, pki, bank, monkeypatch):
+    # paho's loop thread logs "Client is not connected" when it runs on after
+    # a one-shot publisher's disconnect; the demo printed it between its
+    # progress lines. A slow caller (here: 0.3 s between disconnect and
+    # loop_stop) makes that window certain.
+    from liftcard_tools import ledger
+
+    real_make_client = ledger.make_client
+
+    def slow_to_stop(*a, **kw):
+        c = real_make_client(*a, **kw)
+        stop = c.loop_stop
+        c.loop_stop = lambda: (time.sleep(0.3), stop())[1]
+        return c
+
+    monkeypatch.setattr(ledger, "make_client", slow_to_stop)
+    led_cfg = ledger.load_config(configs.write_ledger_config(tmp_path / "ledger", pki, bank))
+    seen = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda rec: seen.append(rec.getMessage()) if rec.levelno >= logging.WARNING else None
+    log = logging.getLogger(ledger.LOGGER)
+    log.addHandler(handler)
+    try:
+        for _ in range(3):
+            ledger.publish_card(led_cfg, "gw1", os.urandom(40))
+    finally:
+        log.removeHandler(handler)
+    assert seen == []
 
 
 class Watched:

@@ -354,7 +354,10 @@ def publish_card(cfg: LedgerConfig, gateway_id: str, payload: bytes, timeout: fl
         persistent=False,
         tls=TlsFiles(cfg.ca_file, cfg.cards_cert_file, cfg.cards_key_file),
     )
-    c = make_client(s, logging.getLogger(LOGGER))
+    # Set before the disconnect: paho's loop thread can log "Client is not
+    # connected" as it winds down, which is no error of this publish.
+    closing = threading.Event()
+    c = make_client(s, logging.getLogger(LOGGER), quiet=closing)
     try:
         c.connect(s.host, s.port, s.keepalive, **connect_kwargs(s))
     except (OSError, ssl.SSLError) as e:
@@ -366,6 +369,7 @@ def publish_card(cfg: LedgerConfig, gateway_id: str, payload: bytes, timeout: fl
         if not mi.is_published():
             raise RuntimeError("no PUBACK from %s:%d within %gs" % (cfg.host, cfg.port, timeout))
     finally:
+        closing.set()
         c.disconnect()
         c.loop_stop()
 
