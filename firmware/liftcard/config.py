@@ -158,16 +158,13 @@ def parse(text):
 
 def _read(path, missing):
     try:
-        size = os.stat(path)[6]
-        if size > MAX_BYTES:
-            raise ConfigError("config: %s is %d bytes, more than the %d a config may be" % (path, size, MAX_BYTES))
-        with open(path) as f:
-            text = f.read(MAX_BYTES + 1)
+        n = os.stat(path)[6]
+        if n <= MAX_BYTES:
+            with open(path) as f:
+                return f.read()
     except OSError:
         raise ConfigError(missing % path)
-    if len(text) > MAX_BYTES:  # grew after the stat
-        raise ConfigError("config: %s is more than the %d bytes a config may be" % (path, MAX_BYTES))
-    return text
+    raise ConfigError("config: %s is %d bytes, more than the %d a config may be" % (path, n, MAX_BYTES))
 
 
 def load(path=PATH):
