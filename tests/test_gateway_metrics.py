@@ -220,3 +220,31 @@ def test_every_alert_names_only_exported_metrics(tmp_path):
         "liftcard_data_disk_free_bytes",
     ):
         assert need in seen, need
+
+
+def test_a_reader_taken_out_of_the_config_leaves_health_but_not_the_upstream(tmp_path):
+    """`readers remove` takes the login away, so no Last Will ever marks the
+    reader offline: its frozen row would read online (and its open gap would
+    alert) for ever. Its rides still count until the ledger has them."""
+    db = populated(tmp_path)
+    text = metrics.render(metrics.registry_for(db, configured=lambda: {8})).decode()
+    m: dict = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            m.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    r8 = (("building", "12"), ("reader", "8"))
+    assert m["liftcard_reader_online"] == {r8: 1}
+    assert m["liftcard_reader_open_gaps"] == {r8: 0}
+    assert m["liftcard_gaps_open"][()] == 0
+    assert m.get("liftcard_reader_card_version_lag", {}) == {}
+    assert m["liftcard_upstream_backlog_rides"] == {(("reader", "7"),): 1, (("reader", "8"),): 1}
+    assert m["liftcard_fees_fen_total"] == {(("building", "12"), ("reader", "7")): 75, r8: 30}
+
+    conn = connect(db, readonly=True)
+    try:
+        snap = overview.snapshot(conn, configured={8})
+    finally:
+        conn.close()
+    assert [r["reader_id"] for r in snap["readers"]] == [8]
+    assert snap["gaps"] == [] and [c["reader_id"] for c in snap["cards"]["readers"]] == [8]
+    assert [u["reader_id"] for u in snap["upstream"]["readers"]] == [7, 8]

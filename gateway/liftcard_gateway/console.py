@@ -281,7 +281,9 @@ class Console:
         self.conf = conf
         self.cfg = cfg
         self.log = events(log or LOGGER)
-        self.registry = metrics.registry_for(cfg.db_path, cfg.upstream is not None, cfg.cards is not None)
+        self.registry = metrics.registry_for(
+            cfg.db_path, cfg.upstream is not None, cfg.cards is not None, lambda: set(self.cfg.readers)
+        )
         self.server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 

@@ -83,12 +83,16 @@ def tap_totals(conn) -> dict:
 
 
 class GatewayCollector(Collector):
-    """db_path: gateway.db; upstream / cards: the config has those sections."""
+    """db_path: gateway.db; upstream / cards: the config has those sections;
+    configured: None (every reader of the database) or a function giving the
+    config's reader ids at each scrape (overview.snapshot), so a reader taken
+    out of the config leaves the reader families."""
 
-    def __init__(self, db_path, upstream: bool = True, cards: bool = True):
+    def __init__(self, db_path, upstream: bool = True, cards: bool = True, configured=None):
         self.db_path = Path(db_path)
         self.upstream = upstream
         self.cards = cards
+        self.configured = configured
 
     def describe(self):
         return []  # families are known only at a scrape: never collect() at registration
@@ -98,8 +102,12 @@ class GatewayCollector(Collector):
         try:
             conn = connect(self.db_path, readonly=True)
             try:
-                snap = overview.snapshot(conn, self.upstream, self.cards)
+                snap = overview.snapshot(
+                    conn, self.upstream, self.cards, configured=None if self.configured is None else self.configured()
+                )
                 taps = tap_totals(conn)
+                # A removed reader's counters keep their building label.
+                buildings = {rid: str(b) for rid, b in conn.execute("SELECT reader_id, building_id FROM readers")}
             finally:
                 conn.close()
         except (OSError, sqlite3.Error):
@@ -108,10 +116,10 @@ class GatewayCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
-        yield from self._families(snap, taps)
+        yield from self._families(snap, taps, buildings)
         yield from self._disk()
 
-    def _families(self, snap: dict, taps: dict):
+    def _families(self, snap: dict, taps: dict, buildings: dict | None = None):
         now = snap["generated_at"]
         rl = ["reader", "building"]
 
@@ -129,7 +137,7 @@ class GatewayCollector(Collector):
         rssi = g("liftcard_reader_rssi_dbm", "the reader's Wi-Fi signal at its last heartbeat (readers that say)")
         cap = g("liftcard_reader_whitelist_capacity_cards", "the cards the reader's whitelist can hold (its heartbeat)")
         stored = g("liftcard_rides_stored", "ride records (taps) held in the gateway database")
-        building = {}
+        building = dict(buildings or {})
         for r in snap["readers"]:
             lab = [str(r["reader_id"]), str(r["building_id"])]
             building[r["reader_id"]] = str(r["building_id"])
@@ -240,10 +248,10 @@ class GatewayCollector(Collector):
         yield from (free, size)
 
 
-def registry_for(db_path, upstream: bool = True, cards: bool = True) -> CollectorRegistry:
+def registry_for(db_path, upstream: bool = True, cards: bool = True, configured=None) -> CollectorRegistry:
     """A registry of its own (no process metrics of the test or CLI process)."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(GatewayCollector(db_path, upstream, cards))
+    reg.register(GatewayCollector(db_path, upstream, cards, configured))
     return reg
 
 

@@ -214,20 +214,30 @@ def _cards(conn, readers: list[dict]) -> dict:
     return {"version": target, "readers": out}
 
 
-def snapshot(conn, upstream: bool = True, cards: bool = True, now: float | None = None) -> dict:
+def snapshot(conn, upstream: bool = True, cards: bool = True, now: float | None = None, configured=None) -> dict:
     """Every figure of the status, in one read transaction of `conn`.
-    `upstream` / `cards`: the config has [upstream] / [cards] (else null)."""
+    `upstream` / `cards`: the config has [upstream] / [cards] (else null).
+    `configured`: the reader ids of the config, or None for every reader the
+    database knows. A reader taken away (`readers remove`) keeps its row and
+    rides in the database, but its login is gone, so no Last Will can mark it
+    offline: its health, gaps and card state would stay frozen as they were.
+    Only its rides still matter, until the ledger has them: the upstream
+    section keeps every reader that has rides."""
     now = time.time() if now is None else now
     conn.execute("BEGIN")
     try:
-        readers = _readers(conn)
+        every = _readers(conn)
+        readers = every if configured is None else [r for r in every if r["reader_id"] in configured]
+        gaps = _gaps(conn)
+        if configured is not None:
+            gaps = [g for g in gaps if g["reader_id"] in configured]
         out = {
             "generated_at": now,
             "database": dict(database_size(conn), schema_version=user_version(conn)),
             "readers": readers,
-            "gaps": _gaps(conn),
+            "gaps": gaps,
             "refusals": refusals.rows(conn),
-            "upstream": _upstream(conn, [r["reader_id"] for r in readers]) if upstream else None,
+            "upstream": _upstream(conn, [r["reader_id"] for r in every]) if upstream else None,
             "cards": _cards(conn, readers) if cards else None,
         }
     finally:
@@ -239,5 +249,7 @@ def snapshot(conn, upstream: bool = True, cards: bool = True, now: float | None 
 
 
 def for_config(conn, cfg, now: float | None = None) -> dict:
-    """snapshot() with the sections the gateway's config has."""
-    return snapshot(conn, upstream=cfg.upstream is not None, cards=cfg.cards is not None, now=now)
+    """snapshot() with the sections and the readers the gateway's config has."""
+    return snapshot(
+        conn, upstream=cfg.upstream is not None, cards=cfg.cards is not None, now=now, configured=set(cfg.readers)
+    )
