@@ -7,7 +7,10 @@ config, whitelist, NFC, network objects), then, if the config has Wi-Fi or an
 uplink, runs the reader's ``idle()`` for ``--settle`` seconds so the station
 can join and the MQTT link connect, then prints the reader's STATUS (the same
 fields the line protocol's STATUS gives) and, where a PN532 is configured, its
-GetFirmwareVersion. Booting the reader logic counts as a boot (boot.cnt).
+GetFirmwareVersion. Then it drives the outputs as a tap does: the relay for
+``PULSE_MS`` with the green LED and the short beep, then the red LED and the
+deny beep, so the technician hears the relay click (the virtual board reports
+them on its test port). Booting the reader logic counts as a boot (boot.cnt).
 
 Each line of the table is OK, WARN (worth a look, not a fault) or FAIL; any
 FAIL makes the exit code 1. What a board cannot report is said as such: the
@@ -23,6 +26,7 @@ from .boardlink import Board, BoardError
 
 HEAP_FAIL = 12 * 1024  # less free heap than this after boot: the reader will not last
 HEAP_WARN = 24 * 1024
+PULSE_MS = 300  # the relay's test pulse: long enough to hear, short of a ride's 4 s
 
 _SNIPPET = """
 import sys, gc, json, time
@@ -61,6 +65,19 @@ if _r.nfc is not None:
         _st['nfc_chip'] = [int(x) for x in _p.rx[2:2 + _n]]
     except Exception as e:
         _st['nfc_chip'] = 'error: %%s' %% e
+# The outputs, as a tap drives them: relay and green LED with the short beep,
+# then the red LED with the deny beep; the technician hears the click.
+_t = _b.ticks_ms()
+_b.signal(True, %d)
+while _b.relay_on and _b.ticks_diff(_b.ticks_ms(), _t) < 3000:
+    _b.service()
+    time.sleep_ms(5)
+_st['relay_ms'] = _b.ticks_diff(_b.ticks_ms(), _t) if not _b.relay_on else -1
+_b.signal(False, 0)
+_t = _b.ticks_ms()
+while _b.ticks_diff(_b.ticks_ms(), _t) < 500:
+    _b.service()
+    time.sleep_ms(5)
 if _r.uplink is not None:
     _r.uplink.close()
 if _r.net is not None:
@@ -69,9 +86,14 @@ print('SELFTEST ' + json.dumps(_st))
 """
 
 
+def board_code(settle_s: float) -> str:
+    """What selftest runs on the board: it prints one ``SELFTEST {json}`` line."""
+    return _SNIPPET % (int(settle_s * 1000), PULSE_MS)
+
+
 def gather(board: Board, settle_s: float) -> dict:
     try:
-        out = board.exec(_SNIPPET % int(settle_s * 1000), timeout=settle_s + 30)
+        out = board.exec(board_code(settle_s), timeout=settle_s + 30)
     except BoardError as e:
         if "ImportError" not in str(e):
             raise
@@ -152,6 +174,19 @@ def checks(st: dict) -> list[tuple[str, str, str]]:
         rows.append(("uplink", "OK" if st["uplink"] == "up" else "FAIL", st["uplink"] + (": " + e if e else "")))
     else:
         rows.append(("uplink", "OK", "not configured (offline reader)"))
+    pulse = st.get("relay_ms")
+    if pulse is not None:
+        if pulse < 0:
+            rows.append(("relay", "FAIL", "switched on for a %d ms pulse but not off again" % PULSE_MS))
+        else:
+            rows.append(
+                (
+                    "relay",
+                    "OK",
+                    "pulsed %d ms with the green LED and the short beep, then the red LED and the deny beep: "
+                    "listen for the click" % pulse,
+                )
+            )
     chip = st.get("nfc_chip")
     if isinstance(chip, list) and len(chip) == 4 and chip[0] == 0x32:
         rows.append(("NFC chip", "OK", "PN5%02X firmware %d.%d" % (chip[0], chip[1], chip[2])))
