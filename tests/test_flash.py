@@ -272,3 +272,26 @@ def test_ports_json_and_text(monkeypatch, capsys):
     assert "<- ESP32 board (CP210x)" in out and "<- PN532 adapter (CH340)" in out
     r = run("ports", "--json")  # the machine's real ports, whatever they are
     assert r.returncode == 0 and isinstance(json.loads(r.stdout), list)
+
+
+def test_a_transfer_cut_mid_write_says_so_and_what_to_do(tmp_path, mock):
+    """The cable pulled (here: the board's end gone) while MicroPython is being
+    written: one line naming the interrupted transfer and the step, the
+    board holding part of an image, and to flash again."""
+    img = tmp_path / "ESP32_GENERIC.bin"
+    img.write_bytes(merged_image(app=app_image(payload=os.urandom(1_200_000))))
+    cmd = [str(EXE)] if EXE.exists() else [sys.executable, "-m", "liftcard_provisioning.cli"]
+    p = procs.spawn(
+        cmd + ["flash", str(img), "--port", mock.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    with procs.running(p):
+        seen = []
+        for line in p.stderr:
+            seen.append(line)
+            if line.strip().endswith("%") and any("write MicroPython" in s for s in seen):
+                break
+        procs.kill(mock.proc)
+        out, err = p.communicate(timeout=120)
+    r = subprocess.CompletedProcess(p.args, p.returncode, out, "".join(seen) + err)
+    line = one_line_error(r, code=1)
+    assert "interrupted while writing MicroPython" in line and "run flash again" in line

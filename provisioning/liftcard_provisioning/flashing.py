@@ -172,8 +172,13 @@ def progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _board_error(e: Exception, port: str) -> FlashError:
+def _board_error(e: Exception, port: str, writing: str | None = None) -> FlashError:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if writing is not None:
+        return FlashError(
+            "transfer with the board on %s interrupted while %s (%s): the board holds a partial image; "
+            "check the cable and power, then run flash again" % (port, writing, text)
+        )
     if "Failed to connect" in text or "No serial data" in text or "Could not open" in text:
         return FlashError(
             "no ESP32 bootloader answering on %s (%s): hold BOOT, press EN/RESET, release BOOT, try again"
@@ -204,6 +209,7 @@ def flash(path: str, port: str, baud: int = 460800, verbose: bool = False) -> di
         loader = cmds.connect_esp(port=port, chip="auto")
     except (FatalError, serial.SerialException, OSError) as e:
         raise _board_error(e, port) from None
+    writing = None  # what was being written when the link went: the board then holds part of it
     with loader as esp:  # closes the port
         try:
             progress("board on %s: %s" % (port, esp.get_chip_description()))
@@ -244,9 +250,11 @@ def flash(path: str, port: str, baud: int = 460800, verbose: bool = False) -> di
             regions.append((APP_OFFSET, image.app, "MicroPython"))
             for off, data, what in regions:
                 progress("  write %s at 0x%X (%d bytes), verify" % (what, off, len(data)))
+                writing = "writing " + what
                 cmds.write_flash(esp, [(off, data)], flash_size=size_str)
             log_part = PT.find(entries, "ridelog")
             progress("  erase ridelog at 0x%X (%d KB), verify" % (log_part.offset, log_part.size // 1024))
+            writing = "erasing ridelog"
             cmds.erase_region(esp, log_part.offset, log_part.size)
             got = esp.flash_md5sum(log_part.offset, log_part.size)
             want = hashlib.md5(b"\xff" * log_part.size).digest()
@@ -262,7 +270,5 @@ def flash(path: str, port: str, baud: int = 460800, verbose: bool = False) -> di
                 "max_cards": cap.max_cards,
                 "max_rides": cap.max_rides,
             }
-        except FatalError as e:
-            raise _board_error(e, port) from None
-        except (serial.SerialException, OSError) as e:
-            raise _board_error(e, port) from None
+        except (FatalError, serial.SerialException, OSError) as e:
+            raise _board_error(e, port, writing) from None
