@@ -17,9 +17,10 @@ except ImportError:
 # once .fw-new/COMMIT is on the flash the new set is the one to run, and the
 # renames that were not done yet are done here, before main.py imports a
 # module, so the board never runs half of each set. Idempotent (a cut in here
-# is finished by the next boot) and a no-op without the marker. The same code
-# as liftcard_provisioning.deploy.APPLY, which a deploy runs over USB: a test
-# holds the two equal.
+# is finished by the next boot) and a no-op without the marker. The one copy
+# of the switch: a deploy reads this function out of this file
+# (liftcard_provisioning.deploy.APPLY) and runs it over USB, so it must stay
+# plain MicroPython using only os and json.
 def _fw_apply(stage=".fw-new"):
     try:
         with open(stage + "/COMMIT") as f:

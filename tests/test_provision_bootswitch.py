@@ -69,6 +69,18 @@ def test_boot_py_runs_the_same_switch_as_deploy():
     assert _function(boot, "_fw_apply") == _function(D.APPLY, "_fw_apply")
 
 
+def test_the_deploy_switch_is_read_out_of_boot_py(tmp_path):
+    """One source: what deploy runs is whatever boot.py's _fw_apply is."""
+    boot = (mpybuild.FIRMWARE / "boot.py").read_text()
+    changed = tmp_path / "boot.py"
+    changed.write_text(boot.replace("    n = 0\n", "    n = 0  # another release\n    n += 0\n", 1))
+    got = D._boot_switch(changed)
+    assert "n += 0" in got and _function(got, "_fw_apply") == _function(changed.read_text(), "_fw_apply")
+    changed.write_text("print('no switch here')\n")
+    with pytest.raises(RuntimeError, match="defines no _fw_apply"):
+        D._boot_switch(changed)
+
+
 def _switch_cut_at(link, cut: int, new: dict) -> None:
     """The old set on the board, the new one staged and committed, and the
     switch run until just before file operation number `cut`."""

@@ -17,13 +17,14 @@ Never a mix of two firmware sets, whenever the power or the cable goes:
 3. **Switch**: ``APPLY`` (below, run on the board) renames each staged file
    over its live path, removes the stale ones, then the marker and the
    staging directory. It is idempotent: a deploy that finds a COMMIT finishes
-   it first (roll forward), and so should the board at boot, before main.py
-   imports anything (see docs/technicians.md, "deploy": boot.py runs the
-   same ``APPLY`` text).
+   it first (roll forward), and so does the board at boot, before main.py
+   imports anything (docs/technicians.md, "deploy"): ``APPLY`` is boot.py's
+   own ``_fw_apply``, read out of firmware/boot.py.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 from pathlib import Path
@@ -34,38 +35,22 @@ from .boardlink import Board, BoardError
 STAGE = ".fw-new"
 MARKER = STAGE + "/COMMIT"
 
-# Run on the board (and, for a switch cut by a power loss, by boot.py): finish
-# a committed switch. Idempotent; a no-op without a marker.
-APPLY = """
-import os, json
-def _fw_apply(stage='.fw-new'):
-    try:
-        with open(stage + '/COMMIT') as f:
-            plan = json.load(f)
-    except OSError:
-        return 0
-    n = 0
-    for p in plan['move']:
-        d = ''
-        for c in p.split('/')[:-1]:
-            d = d + '/' + c if d else c
-            try:
-                os.mkdir(d)
-            except OSError:
-                pass
-        try:
-            os.rename(stage + '/' + p, p)
-            n += 1
-        except OSError:
-            pass
-    for p in plan['remove']:
-        try:
-            os.remove(p)
-        except OSError:
-            pass
-    os.remove(stage + '/COMMIT')
-    return n
-"""
+# Run on the board: finish a committed switch (idempotent; a no-op without a
+# marker). One source: the function firmware/boot.py defines, which a board
+# runs at every boot to finish a switch a power cut interrupted, taken out of
+# that file here, so the deploy and the board can never switch differently.
+BOOT_PY = mpybuild.FIRMWARE / "boot.py"
+
+
+def _boot_switch(path: Path = BOOT_PY) -> str:
+    src = path.read_text()
+    for node in ast.parse(src).body:
+        if isinstance(node, ast.FunctionDef) and node.name == "_fw_apply":
+            return "import os, json\n" + ast.get_source_segment(src, node) + "\n"
+    raise RuntimeError("%s defines no _fw_apply: the deploy switch lives there" % path)
+
+
+APPLY = _boot_switch()
 
 # Removes the staging directory (files first, deepest directories first).
 _CLEAN = """
