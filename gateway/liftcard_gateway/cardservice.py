@@ -94,6 +94,18 @@ class CardService:
         }
         self._lock = threading.Lock()
 
+    def use_readers(self, readers: dict, forget=()) -> None:
+        """A reloaded config's readers (reader_id -> config.ReaderConf): their
+        keys from now on. What was sent to the readers in `forget` (removed,
+        re-keyed, moved) is forgotten, as at a restart: a re-keyed reader gets
+        its list again, under its new key, at its next heartbeat."""
+        with self._lock:
+            self._keys = {rid: r.key.value for rid, r in readers.items()}
+            for rid in forget:
+                self._sent.pop(rid, None)
+                self._ahead.pop(rid, None)
+                self._capacity.pop(rid, None)
+
     def close(self) -> None:
         self.db.close()
         self._refused_db.close()

@@ -38,6 +38,7 @@ are tomlconf.py's, shared with the reference ledger's config.
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import os
 import re
@@ -506,3 +507,78 @@ def _parse_retention(doc: dict) -> "RetentionConf | None":
     return RetentionConf(
         integer(t, "acked_ride_days", "retention", 1, 36500, 90), integer(t, "every_s", "retention", 60, 86400, 3600)
     )
+
+
+# -- reload (SIGHUP; daemon.py) ----------------------------------------------------------
+@dataclass(frozen=True)
+class ReaderChanges:
+    """Reader ids, sorted, by what a reload does to them."""
+
+    added: tuple[int, ...]
+    removed: tuple[int, ...]
+    rekeyed: tuple[int, ...]  # another key (its building may have changed too)
+    changed: tuple[int, ...]  # the same key, another building or first_seq
+
+
+def reader_changes(old: dict[int, ReaderConf], new: dict[int, ReaderConf]) -> ReaderChanges:
+    rekeyed, changed = [], []
+    for rid in sorted(old.keys() & new.keys()):
+        a, b = old[rid], new[rid]
+        if not hmac.compare_digest(a.key.value, b.key.value):
+            rekeyed.append(rid)
+        elif (a.building_id, a.first_seq) != (b.building_id, b.first_seq):
+            changed.append(rid)
+    return ReaderChanges(
+        tuple(sorted(new.keys() - old.keys())), tuple(sorted(old.keys() - new.keys())), tuple(rekeyed), tuple(changed)
+    )
+
+
+def _same_secret(a: Secret | None, b: Secret | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return hmac.compare_digest(a.value, b.value)
+
+
+def _same_upstream(a: UpstreamConf | None, b: UpstreamConf | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    # The keys are objects: compared by their public halves' bytes (one
+    # signing key has one public key), so no private byte is read here.
+    return (
+        a == b
+        and (a.signing_key_file, a.ledger_public_key_file) == (b.signing_key_file, b.ledger_public_key_file)
+        and keys.public_key_bytes(a.signing_key.value.public_key())
+        == keys.public_key_bytes(b.signing_key.value.public_key())
+        and keys.public_key_bytes(a.ledger_public_key) == keys.public_key_bytes(b.ledger_public_key)
+        and _same_secret(a.password, b.password)
+    )
+
+
+def restart_only_changes(old: GatewayConfig, new: GatewayConfig) -> list[str]:
+    """The keys (or sections) changed between old and new that the daemon
+    takes only when it starts: its database, its broker login, its identity,
+    the upstream, the card database, the console and retention. The readers
+    (and readers_dir) are not among them; nor are the broker's listener keys,
+    which the daemon does not use (`liftcard-gateway broker` renders them)."""
+    out = []
+    for key, a, b in (
+        ("gateway.data_dir", old.data_dir, new.data_dir),
+        ("gateway.gateway_id", old.gateway_id, new.gateway_id),
+        ("gateway.compound_id", old.compound_id, new.compound_id),
+        ("broker.host", old.broker.host, new.broker.host),
+        ("broker.port", old.broker.port, new.broker.port),
+        ("broker.username", old.broker.username, new.broker.username),
+        ("broker.client_id", old.broker.client_id, new.broker.client_id),
+        ("broker.keepalive", old.broker.keepalive, new.broker.keepalive),
+    ):
+        if a != b:
+            out.append(key)
+    ob, nb = old.broker, new.broker
+    if ob.password_file != nb.password_file or not _same_secret(ob.password, nb.password):
+        out.append("broker.password_file")
+    if not _same_upstream(old.upstream, new.upstream):
+        out.append("upstream")
+    for section in ("cards", "console", "retention"):
+        if getattr(old, section) != getattr(new, section):
+            out.append(section)
+    return out

@@ -30,6 +30,17 @@ sends it the building's table (the SUN_TABLE_SIZE most recent counters, most
 recent first, <= 64 per message), so a reader that was offline catches up.
 Card ids are never logged.
 
+Reload (SIGHUP, `systemctl reload`; docs/gateway.md, "Reload"): the main
+thread re-reads and checks the whole config; a refused one is logged in one
+line and the daemon runs on with the old. A good one goes through the inbox,
+so the ingest thread applies its readers between two messages: the
+messages before it are handled with the old readers, those after with the new
+(new readers known, removed ones refused as unknown, a new key used). What
+the daemon set up at start from the rest (database, broker login, upstream,
+console, retention, cards) stays as it was and is logged as needing a
+restart. `run` keeps its pid in data_dir/gateway.pid, so the reader commands
+can send the SIGHUP themselves (signal_reload).
+
 The MQTT client is an mqttservice.MqttService. Events go to the logger
 `liftcard.gateway` (logs.py: one JSON object per line): refused payloads with
 reader_id and reason, never a card id, key, MAC or body.
@@ -37,12 +48,15 @@ reader_id and reason, never a card id, key, MAC or body.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import queue
 import signal
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 from liftcard_protocol import link
 from liftcard_protocol.codes import Flag, Result
@@ -53,7 +67,7 @@ from liftcard_protocol.topics import parse_reader_topic, reader_topics
 
 from . import refusals
 from .cardservice import CardService
-from .config import GatewayConfig
+from .config import GatewayConfig, GatewayConfigError, load_config, reader_changes, restart_only_changes
 from .console import Console
 from .db import explain
 from .downcounter import DownCounter
@@ -79,6 +93,10 @@ CARD_UPDATE = object()
 # The inbox's "topic" of the gateway's own (re)connect to the broker: every
 # reader is asked to resend from the first seq this database lacks.
 RESYNC = object()
+# The inbox's "topic" of a reloaded config (SIGHUP): its readers replace the old.
+RELOAD = object()
+# data_dir/PID_FILE: the pid of `liftcard-gateway run`, for signal_reload.
+PID_FILE = "gateway.pid"
 # A reader whose heartbeat is ahead of the database is asked for a RESEND at
 # most this often (its resend takes a few batches; heartbeats come every 60 s).
 RESEND_INTERVAL_S = 30.0
@@ -115,6 +133,7 @@ class Gateway:
         # reader_id -> monotonic time of the last RESEND sent to it.
         self._resent: dict[int, float] = {}
         self._stop = threading.Event()
+        self._hup = threading.Event()  # SIGHUP arrived: reload at the main loop's next turn
         self.console = None  # console.Console once run() started it ([console])
         self.retention = None  # retention.Retention once run() started it ([retention])
         self._inbox: queue.Queue = queue.Queue(INBOX_MAX)
@@ -372,6 +391,11 @@ class Gateway:
                     self._store_rides(rides)
                     self._resend_all()
                     continue
+                if topic is RELOAD:
+                    # Held-back batches are acked under the keys they were verified with.
+                    self._store_rides(rides)
+                    self._apply_readers(payload)
+                    continue
                 got = self._verify(topic, payload, rides)
             except Exception as e:  # one bad message must not take its group with it
                 self.log("error", topic=str(topic), **self._why(e))
@@ -493,10 +517,22 @@ class Gateway:
     def stop(self, *_a) -> None:
         self._stop.set()
 
+    def request_reload(self, *_a) -> None:
+        """Re-read the config soon (SIGHUP's handler: the main loop does the
+        reading, not the signal handler)."""
+        self._hup.set()
+
     def run(self, install_signals: bool = True) -> int:
+        """Until stop(). install_signals: SIGTERM and SIGINT stop, SIGHUP
+        reloads, and data_dir/gateway.pid names this process (the program's
+        own daemon; not a daemon in a test's thread)."""
+        pid_file = None
         if install_signals:
+            # SIGHUP's default action ends the process: handled first of all.
+            signal.signal(signal.SIGHUP, self.request_reload)
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
+            pid_file = self._write_pid()
         self.log("starting", readers=len(self.cfg.readers))
         for line in self.store.repaired:
             self.log("db_repaired", detail=line)
@@ -506,11 +542,83 @@ class Gateway:
             self.upstream.start()
         self._start_extras()
         try:
-            while not self._stop.wait(0.5):
-                pass
+            while not self._stop.wait(0.2):
+                if self._hup.is_set():
+                    self._hup.clear()
+                    self.reload()
         finally:
             self.shutdown()
+            if pid_file is not None:
+                _remove_pid(pid_file)
         return 0
+
+    def _write_pid(self) -> Path | None:
+        """data_dir/gateway.pid (written whole, by rename); None if it cannot be
+        written (the daemon runs on; the reader commands then say how to reload)."""
+        p = self.cfg.data_dir / PID_FILE
+        tmp = p.with_name(p.name + ".tmp")
+        try:
+            tmp.write_text("%d\n" % os.getpid())
+            os.replace(tmp, p)
+        except OSError as e:
+            self.log("error", where="pid_file", error=type(e).__name__, message=e.strerror or str(e), file=str(p))
+            return None
+        return p
+
+    # -- reload (SIGHUP) -------------------------------------------------------------
+    def reload(self) -> bool:
+        """Re-read and check the whole config (gateway.toml and readers_dir).
+        Refused: one line naming the key (config.py never puts a secret in
+        it), the old config stays. Accepted: what needs a restart is logged
+        and kept; the readers go to the ingest thread (RELOAD). True if accepted."""
+        try:
+            new = load_config(self.cfg.path)
+        except GatewayConfigError as e:
+            self.log("config_refused", key=e.key, error=str(e), file=str(self.cfg.path))
+            return False
+        except Exception as e:  # a reload must never take the daemon down
+            self.log("config_refused", key="", error=type(e).__name__, file=str(self.cfg.path))
+            return False
+        keep = restart_only_changes(self.cfg, new)
+        if keep:
+            self.log("config_needs_restart", keys=keep, message="needs a restart: the old values stay until then")
+        self._inbox.put((RELOAD, new))
+        return True
+
+    def _apply_readers(self, new: GatewayConfig) -> None:
+        """The ingest thread: the reloaded config's readers replace the old.
+        A reader removed, re-keyed or moved to another building loses what
+        the daemon remembers of it, as at a restart: its next STATUS is a
+        (re)connect (TIME, the building's SUN table, its whitelist, under its
+        new key)."""
+        ch = reader_changes(self.cfg.readers, new.readers)
+        try:
+            for rid in ch.added + ch.changed:
+                rc = new.readers[rid]
+                self.store.ensure_reader(rid, rc.building_id, rc.first_seq)
+        except Exception as e:  # the database refused: the old readers stay, a later SIGHUP tries again
+            self.log("error", where="reload", **self._why(e))
+            return
+        forget = ch.removed + ch.rekeyed + ch.changed
+        for rid in forget:
+            self._clock.pop(rid, None)
+            self._sun_synced.discard(rid)
+            self._resent.pop(rid, None)
+            self._held.pop(rid, None)
+        self._keys = {rid: link.LinkKeys(r.key.value) for rid, r in new.readers.items()}
+        self.cfg = dataclasses.replace(
+            self.cfg, readers=new.readers, readers_dir=new.readers_dir, enrolment_dir=new.enrolment_dir
+        )
+        if self.cards is not None:
+            self.cards.use_readers(new.readers, forget)
+        self.log(
+            "config_reloaded",
+            readers=len(new.readers),
+            added=len(ch.added),
+            removed=len(ch.removed),
+            rekeyed=len(ch.rekeyed),
+            changed=len(ch.changed),
+        )
 
     def _start_extras(self) -> None:
         """The web console and the retention timer, when configured: a console
@@ -544,3 +652,42 @@ class Gateway:
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """True once connected and subscribed."""
         return self.mqtt.wait_ready(timeout)
+
+
+def _remove_pid(p: Path) -> None:
+    """Remove the pid file if it still names this process (a second daemon on
+    the same data_dir may have written its own since)."""
+    try:
+        if p.read_text().strip() == str(os.getpid()):
+            p.unlink()
+    except OSError:
+        pass
+
+
+def _is_gateway_run(pid: int) -> bool:
+    """pid is a `liftcard-gateway run` (or `python -m liftcard_gateway run`):
+    a stale pid file whose pid now belongs to another program is never signalled."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return False
+    prog = [i for i, a in enumerate(argv) if a == "liftcard_gateway" or os.path.basename(a) == "liftcard-gateway"]
+    return bool(prog) and "run" in argv[prog[0] + 1 :]
+
+
+def signal_reload(data_dir: Path) -> int | None:
+    """SIGHUP to the daemon whose pid file is in data_dir, if that pid is a
+    running `liftcard-gateway run` this user may signal; its pid, or None
+    (none running, or not ours to signal: the caller says how to reload)."""
+    try:
+        text = (Path(data_dir) / PID_FILE).read_text().strip()
+    except OSError:
+        return None
+    if not text.isdigit() or not _is_gateway_run(int(text)):
+        return None
+    try:
+        os.kill(int(text), signal.SIGHUP)
+    except OSError:
+        return None
+    return int(text)
