@@ -11,8 +11,8 @@ from the registry without any plain password. Every file is 0600 and written
 atomically, so gateway.toml stays the operator's, hand-editable, and a reader
 is added or removed by one rename.
 
-The daemon reads the registry with the config (config.py), at start: an added
-or removed reader takes effect when the daemon restarts.
+The daemon reads the registry with the config (config.py), at start and on
+SIGHUP: an added, removed or re-keyed reader takes effect at its next reload.
 """
 
 from __future__ import annotations

@@ -10,8 +10,10 @@ enrolment file for the technician (liftcard_protocol.enrolment; 0600). With
 technician made instead. Adding a reader twice with the same key changes
 nothing; with another key it is refused: that is `rotate-key`.
 
-The daemon reads the readers when it starts: after an add, remove or
-rotate-key, restart it (`systemctl restart liftcard-gateway`).
+The daemon re-reads its readers on SIGHUP: after an add, remove or
+rotate-key the command sends it one when data_dir/gateway.pid names a running
+`liftcard-gateway run` (daemon.signal_reload), and otherwise says how
+(`systemctl reload liftcard-gateway`).
 
 Every check runs before anything is written; keys and passwords go only into
 0600 files, never to the terminal.
@@ -33,12 +35,21 @@ from liftcard_protocol.topics import reader_user
 from . import broker as mq
 from . import readerreg
 from .config import GatewayConfig, GatewayConfigError, load_config
+from .daemon import signal_reload
 from .opsetup import SetupError, check_owner, check_renderable, report_sync, say, sync_broker
 from .tables import render_table
 from .tomlconf import Secret
 
 MAX_ENROLMENT_FILE = 65536
-RESTART = "restart the daemon to use it: systemctl restart liftcard-gateway"
+RELOAD = "reload the daemon to use it: systemctl reload liftcard-gateway (or send it SIGHUP)"
+
+
+def _reload_daemon(cfg: GatewayConfig) -> None:
+    pid = signal_reload(cfg.data_dir)
+    if pid is None:
+        say(RELOAD)
+    else:
+        say("sent the gateway daemon (pid %d) SIGHUP: it re-reads its readers (its log says config_reloaded)" % pid)
 
 
 def _id(text: str, name: str) -> int:
@@ -234,7 +245,7 @@ def add(cfg: GatewayConfig, args) -> int:
     if doc is not None:
         _wrote_enrolment(cfg, out, "the reader's key and broker password, for the technician")
     _sync(cfg)
-    say(RESTART)
+    _reload_daemon(cfg)
     return 0
 
 
@@ -251,7 +262,7 @@ def remove(cfg: GatewayConfig, rid: int) -> int:
             ef.unlink()
             say("removed %s" % ef)
     _sync(cfg)
-    say(RESTART)
+    _reload_daemon(cfg)
     return 0
 
 
@@ -299,7 +310,7 @@ def rotate_key(cfg: GatewayConfig, args) -> int:
     if doc is not None:
         _wrote_enrolment(cfg, out, "configure the reader with it")
     _sync(cfg)
-    say(RESTART)
+    _reload_daemon(cfg)
     return 0
 
 
