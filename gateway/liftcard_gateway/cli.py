@@ -1,5 +1,5 @@
 """liftcard-gateway: `run`, `status [--json]`, `report`, `cards import FILE |
-cards status`, `import FILE` (a harvest file), each with `--config gw.toml`
+cards status`, `import FILE` (a harvest file), `backup FILE` (backup.py), each with `--config gw.toml`
 (docs/gateway.md, docs/cards.md); the set-up verbs `init`, `broker` (opsetup.py)
 and `readers add | remove | rotate-key | list` (readerverbs.py)
 (docs/operations.md).
@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import pwd
 import sqlite3
 import sys
 from pathlib import Path
 
 from liftcard_protocol.cardupdate import INCREMENTAL, KIND_NAMES, R_GAP, UpdateError
 
-from . import logs, overview, report
+from . import backup, logs, overview, report
 from .carddb import CardDB, verify_update
 from .config import GatewayConfigError, load_config
 from .daemon import Gateway
@@ -79,7 +81,32 @@ def parser() -> argparse.ArgumentParser:
     # docs/operations.md: setting the gateway up (opsetup.py, readerverbs.py)
     opsetup.add_parsers(sub)
     readerverbs.add_parser(sub)
+    backup.add_parser(sub)
     return ap
+
+
+def _owner_hint(path) -> str:
+    """' (... run it as OWNER ...)' when the config is kept from this user by
+    its owner's modes (the guide's 0700 /etc/liftcard of the liftcard user),
+    else ''. The first path up the tree this user can stat names the owner."""
+    p = Path(path).absolute()
+    if os.access(p, os.R_OK):
+        return ""
+    for q in (p, *p.parents):
+        try:
+            uid = os.stat(q).st_uid
+        except PermissionError:
+            continue
+        except OSError:
+            return ""
+        if uid == os.geteuid():
+            return ""
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            name = str(uid)
+        return " (it belongs to %s: run the command as that user, sudo -u %s %s ...)" % (name, name, PROG)
+    return ""
 
 
 def main(argv=None) -> int:
@@ -89,7 +116,7 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(args.config)
     except GatewayConfigError as e:
-        return _fail("config error: %s" % e, 2)
+        return _fail("config error: %s%s" % (e, _owner_hint(args.config)), 2)
     if args.cmd == "broker":
         return opsetup.run(lambda: opsetup.broker_command(cfg))
     if args.cmd == "readers":
@@ -107,8 +134,10 @@ def main(argv=None) -> int:
             return report.command(cfg, args)
         if args.cmd == "import":
             return harvest_import(cfg, Path(args.file))
+        if args.cmd == "backup":
+            return backup.command(cfg, args)
         return run(cfg)
-    except _CannotOpen as e:
+    except (_CannotOpen, backup.BackupError) as e:
         return _fail(str(e))
 
 

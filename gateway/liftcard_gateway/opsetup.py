@@ -153,6 +153,16 @@ dir = {_toml_str(c / "broker")}
 # With the bank's card-update public key (docs/cards.md):
 # [cards]
 # bank_public_key_file = {_toml_str(c / "bank.pub")}
+
+# The read-only web console and Prometheus /metrics, on loopback (reach it through
+# SSH); uncomment to serve it (docs/gateway.md, "Web console"):
+# [console]
+# listen = "127.0.0.1:8480"
+
+# Pruning the rides the ledger acknowledged; without it nothing is ever deleted
+# (docs/gateway.md, "Retention"):
+# [retention]
+# acked_ride_days = 90
 """
 
 
