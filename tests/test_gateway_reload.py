@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import signal
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -280,3 +281,27 @@ def test_the_daemon_removes_its_pid_file_when_it_stops(gw):
     assert procs.stop(p) == 0
     gw.proc = None
     assert not pid_file.exists()
+
+
+def test_the_console_shows_the_reloaded_readers(gw):
+    k7, k8 = secrets.token_bytes(32), secrets.token_bytes(32)
+    gw.write_conf(extra='[console]\nlisten = "127.0.0.1:0"\n')
+    gw.cmd("readers", "add", "--from", gw.tech_file(7, k7))
+    gw.start()
+    url = gw.wait_event("console_started", 1, "the console")["url"].rstrip("/")
+
+    def shown():
+        with urllib.request.urlopen(url + "/status.json", timeout=10) as resp:
+            return [r["reader_id"] for r in json.load(resp)["readers"]]
+
+    assert shown() == [7]
+    gw.cmd("readers", "add", "--from", gw.tech_file(8, k8))
+    gw.wait_event("config_reloaded", 1, "the reload")
+    assert shown() == [7, 8]
+    gw.cmd("readers", "remove", 7)
+    gw.wait_event("config_reloaded", 2, "the second reload")
+    assert shown() == [8]
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+        metrics = resp.read().decode()
+    online = [x.split(" ")[0] for x in metrics.splitlines() if x.startswith("liftcard_reader_online{")]
+    assert online == ['liftcard_reader_online{building="12",reader="8"}']  # reader 7 left the reader families

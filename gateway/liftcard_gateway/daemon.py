@@ -611,6 +611,8 @@ class Gateway:
         )
         if self.cards is not None:
             self.cards.use_readers(new.readers, forget)
+        if self.console is not None:  # its pages and /metrics show the config's readers
+            self.console.cfg = self.cfg
         self.log(
             "config_reloaded",
             readers=len(new.readers),
