@@ -4,7 +4,8 @@ Mosquitto started from the rendered config (as liftcard-broker.service does),
 the daemon, a virtual reader configured from its enrolment file and a tariff,
 a tap, and the ride stored at the gateway. Then a third reader is added while
 the broker runs, with the other readers' plain passwords gone from the Pi:
-Mosquitto is reloaded, the new reader connects, and the first one still does."""
+Mosquitto is reloaded, the new reader connects, and the first one still does.
+Then a backup while the daemon runs, and a reader removed leaves `status`."""
 
 from __future__ import annotations
 
@@ -119,3 +120,14 @@ def test_from_a_fresh_pi_to_the_first_ride_then_a_third_reader(tmp_path):
         wait_for(lambda: db_rides(cfg, 9) == [ride9.seq], 60, "reader 9's ride stored")
         ride7 = r7.tap(CARDS[1].card_id, 4)  # reader 7's login survived the reload
         wait_for(lambda: db_rides(cfg, 7) == [ride.seq, ride7.seq], 60, "reader 7's second ride stored")
+
+        # Step 10: a backup while the daemon runs, with the project's own command.
+        copy = tmp_path / "backups" / "gateway.db"
+        copy.parent.mkdir(mode=0o700)
+        assert "3 rides" in ok("backup", copy, *C)
+        assert copy.stat().st_mode & 0o077 == 0
+
+        # A reader taken away leaves status (its login is gone: nothing would mark it offline).
+        ok("readers", "remove", 9, *C)
+        snap = json.loads(ok("status", "--json", *C))
+        assert [r["reader_id"] for r in snap["readers"]] == [7, 8]
