@@ -190,6 +190,12 @@ def run(args, out=None, tamper=None) -> Outcome:
         player = Player(site, script, clock, progress, bank)
         _wait_heartbeats(site)
         bank.issue(script.versions[0], wait=True)
+        rows = script.registers[0][1]
+        say(
+            "the bank imports its household register into the ledger: %d households of %d buildings, by floor"
+            % (len(rows), len({r[0] for r in rows}))
+        )
+        bank.import_register(rows, wait=True)
         if bank.failures:
             raise RunError(bank.failures[0])
         player.wait_whitelists(1)
@@ -274,6 +280,11 @@ def _print_report(say, report, ev, script, clock, compound) -> None:
     say("reference fee model computed them:")
     for ln in report.lines:
         say("  " + ln)
+    if report.funds:
+        say("the elevator funds in the ledger's account book (inflows, outflows, balance) and each cost's sharing")
+        say("by floor (a household's weight is its storeys above the ground floor):")
+        for ln in report.funds:
+            say("  " + ln)
     lost = script.lost
     say(
         "lost card of %s (household %d), reported at %s, revoked by card update v%d:"
@@ -289,7 +300,10 @@ def _print_report(say, report, ev, script, clock, compound) -> None:
                 % (rid, sim_s // 60, real_s, how, granted, tried)
             )
     if report.ok:
-        say("RECONCILED: every ride once everywhere, every fee equal to the fen, the lost card refused after arrival")
+        say(
+            "RECONCILED: every ride once everywhere, every fee equal to the fen, each fund's balance its fees less "
+            "its costs, each cost shared by floor to the fen, the lost card refused after arrival"
+        )
     else:
         say("NOT RECONCILED: %d problems" % len(report.problems))
         for p in report.problems:

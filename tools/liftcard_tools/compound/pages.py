@@ -8,27 +8,15 @@ nothing about it. Only the ledger's command line is used."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-LEDGER = "liftcard_tools.ledger"
-
-
-def _ledger(*args, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", LEDGER, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-    )
+from .bankside import run_ledger
 
 
 def offered() -> bool:
     try:
-        return _ledger("statement", "--help").returncode == 0
+        return run_ledger("statement", "--help").returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -40,7 +28,7 @@ def write_statements(config: Path, buildings, months, out_dir: Path) -> list:
     for b in buildings:
         for m in months:
             page = out_dir / ("statement-b%d-%s.html" % (b, m))
-            r = _ledger("statement", "--config", config, "--building", b, "--month", m, "--html", page)
+            r = run_ledger("statement", "--config", config, "--building", b, "--month", m, "--html", page)
             if r.returncode == 0 and page.exists():
                 out.append((b, m, page, None))
             else:

@@ -128,6 +128,11 @@ class Player:
             self.bank.issue(cv)
             for rid in s.readers:
                 self._watch[rid] = max(self._watch.get(rid, 0), e.version)
+        elif e.kind == "register":
+            self.bank.import_register(e.rows)
+        elif e.kind == "cost":
+            for c in e.costs:
+                self.bank.enter_cost(c)
         elif e.kind == "cut":
             s.cut(e.reader_id)
         elif e.kind == "restore":

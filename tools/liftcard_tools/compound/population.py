@@ -150,6 +150,14 @@ def make_compound(rng: random.Random, buildings: int, elevators: int, households
     return Compound(out, visitors)
 
 
+def register_rows(compound: Compound, moved_in: bool) -> list:
+    """The bank's household register, (building, household, floor) a line: every
+    household of the compound, the family moving in only once it has (`moved_in`).
+    The floor is the household's floor index, which is its number of storeys
+    above the ground floor (index 0): what the ledger shares a cost by."""
+    return [(h.building_id, h.household_id, h.floor) for h in compound.households() if moved_in or not h.moves_in]
+
+
 def card_entry(building_id: int, rec: CardRecord, op: str = "upsert") -> dict:
     """A card as the bank's input file lists it (liftcard-bank update --from)."""
     if op == "remove":

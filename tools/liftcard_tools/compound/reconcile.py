@@ -14,7 +14,12 @@
    model, to the fen; the ledger's own totals (its `totals --json`) per reader
    equal the reader logs.
 5. Every card update the bank issued reached every reader.
-6. The lost card: at every reader of its building, from the moment the
+6. The account book (funds.py): each building's fund took in its readers'
+   fees, paid out exactly the costs the bank entered and holds the
+   difference; each cost is shared by floor among the households registered
+   when it was entered, to the fen, as docs/ledger.md's rule gives; the
+   register and the statement's floors are the population's.
+7. The lost card: at every reader of its building, from the moment the
    revocation arrived there (the first STATUS showing it, or the first tap
    refused because of it), every tap of the card was refused. The latency is
    issue time -> that arrival.
@@ -32,6 +37,7 @@ from liftcard_protocol.codes import Flag, Result
 from liftcard_protocol.ride import RideRecord
 from liftcard_tools.feemodel import FeeModel
 
+from .funds import check_funds
 from .population import reader_config
 
 MODEL_FLAGS = int(Flag.DEBOUNCED | Flag.FREE_CLASS | Flag.CAPPED)
@@ -60,6 +66,7 @@ class Report:
     lines: list = field(default_factory=list)
     latency: dict = field(default_factory=dict)  # reader_id -> (simulated s, real s, what showed the arrival)
     lost_taps: dict = field(default_factory=dict)  # reader_id -> (granted after the report before arrival, tried after)
+    funds: list = field(default_factory=list)  # the account book's summary: each fund, each cost's sharing by floor
 
     @property
     def ok(self) -> bool:
@@ -324,7 +331,7 @@ def reconcile(ev: Evidence, script, compound, clock) -> Report:
     _fee_table(ev, compound, building_of, gw, led, model_fee, report)
     _ledger_totals(ev, building_of, report)
 
-    # every card update the bank issued reached every reader
+    # 5. every card update the bank issued reached every reader
     for v in sorted(ev.issued):
         for rid in building_of:
             held = any(x.reader_id == rid and x.version >= v for x in ev.seen)
@@ -333,6 +340,14 @@ def reconcile(ev: Evidence, script, compound, clock) -> Report:
     for f in ev.bank_failures:
         report.problem("the bank: %s" % f)
 
-    # 5. the lost card
+    # 6. the funds: balances, costs and their sharing by floor
+    if ev.book is not None:
+        charged: dict = {}
+        for rid, raws in ev.dumps.items():
+            bid = building_of.get(rid)
+            charged[bid] = charged.get(bid, 0) + sum(RideRecord.unpack(raw).fee for raw in raws)
+        check_funds(ev.book, script, compound, charged, report)
+
+    # 7. the lost card
     _lost_card(ev, script, compound, clock, arrived_by_tap, report)
     return report
