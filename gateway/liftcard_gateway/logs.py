@@ -47,6 +47,8 @@ _WARNING_EVENTS = frozenset(
         "upstream_refused",
         "upstream_broker_refused",
         "upstream_disconnected",
+        "config_refused",
+        "config_needs_restart",
     }
 )
 _ERROR_EVENTS = frozenset({"error", "upstream_error"})
