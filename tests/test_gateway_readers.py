@@ -5,6 +5,7 @@ with nothing changed and no secret shown."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -289,3 +290,49 @@ def test_a_technicians_file_for_another_address_is_pointed_out(gw, tmp_path, cap
     f.write_bytes(dumps_enrolment(parse_enrolment(enrolment_doc(7, 12, TECH_KEY, "10.9.9.9", TECH_PASSWORD))))
     code, out, _ = run(capsys, "readers", "add", "--from", f, "--config", conf)
     assert code == 0 and "sends the reader to 10.9.9.9:1883, this broker is 10.0.0.2:1883" in out
+
+
+def test_the_technicians_file_on_stdin(gw, tmp_path, capsys, monkeypatch):
+    """The file sits in the operator's home, which the liftcard user the
+    command runs as cannot read: the operator's shell hands it over
+    (`--from - < reader-7.json`); a file it cannot open says so."""
+    conf, etc = gw
+    f = tech_file(tmp_path)
+
+    class Stdin:
+        buffer = open(f, "rb")
+
+    monkeypatch.setattr("sys.stdin", Stdin)
+    try:
+        code, out, err = run(capsys, "readers", "add", "--from", "-", "--config", conf)
+    finally:
+        Stdin.buffer.close()
+    assert code == 0, err
+    assert load_config(conf).readers[7].key.value == TECH_KEY
+    assert TECH_PASSWORD not in out + err and TECH_KEY.hex() not in out + err
+
+    class Garbage:
+        buffer = io.BytesIO(b"{not json")
+
+    monkeypatch.setattr("sys.stdin", Garbage)
+    code, out, err = run(capsys, "readers", "rotate-key", 7, "--from", "-", "--config", conf)
+    assert code == 2 and "the enrolment file on stdin" in err and err.count("\n") == 1
+
+
+def test_an_unreadable_technicians_file_says_to_use_stdin(gw, tmp_path, capsys, monkeypatch):
+    conf, etc = gw
+    f = tech_file(tmp_path)
+    real_open = open
+
+    def denied(path, *a, **kw):
+        if str(path) == str(f):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr("builtins.open", denied)
+    before = snapshot(etc)
+    code, out, err = run(capsys, "readers", "add", "--from", f, "--config", conf)
+    monkeypatch.setattr("builtins.open", real_open)
+    assert code == 1 and err.count("\n") == 1
+    assert "Permission denied" in err and "--from - < %s" % f in err
+    assert snapshot(etc) == before

@@ -5,6 +5,7 @@ and a command run by a user the config's owner keeps out, told whose it is."""
 
 from __future__ import annotations
 
+import io
 import os
 import pwd
 import sqlite3
@@ -16,6 +17,8 @@ from liftcard_gateway.config import load_config
 from liftcard_gateway.db import connect
 from liftcard_gateway.store import Store
 from liftcard_protocol.ride import RideRecord
+from liftcard_testing.cards import card, write_cards_config
+from liftcard_testing.cards import snapshot as card_snapshot
 
 
 def run(capsys, *args):
@@ -154,3 +157,29 @@ def test_a_config_kept_from_this_user_names_its_owner(tmp_path, capsys, monkeypa
     assert "belongs to %s" % owner in hint and "sudo -u %s liftcard-gateway" % owner in hint
     monkeypatch.setattr(os, "access", real_access)
     assert cli._owner_hint(conf) == ""  # readable: nothing to add
+
+
+def test_a_card_update_on_stdin(tmp_path, capsys, monkeypatch):
+    """`sudo -u liftcard liftcard-gateway cards import - < update.bin`: the
+    bank's file in the operator's home, which the liftcard user cannot read."""
+    cfg_path, _ = write_cards_config(tmp_path)
+
+    class Stdin:
+        buffer = io.BytesIO(card_snapshot(1, {12: [card(1), card(2)]}))
+
+    monkeypatch.setattr("sys.stdin", Stdin)
+    code, out, err = run(capsys, "cards", "import", "-", "--config", cfg_path)
+    assert code == 0, err
+    assert "card database at version 1" in out
+
+    real_open = open
+
+    def denied(path, *a, **kw):
+        if str(path) == "/home/op/update.bin":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr("builtins.open", denied)
+    code, out, err = run(capsys, "cards", "import", "/home/op/update.bin", "--config", cfg_path)
+    monkeypatch.setattr("builtins.open", real_open)
+    assert code == 1 and err.count("\n") == 1 and "cards import - < /home/op/update.bin" in err

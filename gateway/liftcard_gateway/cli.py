@@ -70,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
     pc = sub.add_parser("cards", help="the card database: import a signed card update, show versions")
     csub = pc.add_subparsers(dest="cards_cmd", required=True)
     pi = csub.add_parser("import", help="apply a signed card update file to the database")
-    pi.add_argument("file", help="the signed update (liftcard-bank update --out ...)")
+    pi.add_argument("file", help="the signed update (liftcard-bank update --out ...); - reads it from stdin")
     pi.add_argument("--config", required=True, help="the gateway's TOML config")
     ps = csub.add_parser("status", help="database version, cards per building, readers' versions")
     ps.add_argument("--config", required=True, help="the gateway's TOML config")
@@ -173,8 +173,13 @@ def cards_import(cfg, path: Path) -> int:
     touched (nor created) for a refused one."""
     cc = cfg.cards
     try:
-        with open(path, "rb") as f:
-            payload = f.read(MAX_CARD_UPDATE_FILE + 1)
+        if str(path) == "-":  # the operator's shell opens a file the liftcard user may not read
+            payload = sys.stdin.buffer.read(MAX_CARD_UPDATE_FILE + 1)
+        else:
+            with open(path, "rb") as f:
+                payload = f.read(MAX_CARD_UPDATE_FILE + 1)
+    except PermissionError as e:
+        return _fail("cannot read %s: %s (give it on stdin: cards import - < %s)" % (path, e.strerror, path))
     except OSError as e:
         return _fail("cannot read %s: %s" % (path, e.strerror or type(e).__name__))
     try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+import sys
 from pathlib import Path
 
 from liftcard_protocol.enrolment import Enrolment, dumps_enrolment, enrolment_doc, loads_enrolment, parse_enrolment
@@ -73,7 +74,9 @@ def add_parser(sub) -> None:
     a.add_argument("reader_id", nargs="?", help="the reader's id (1 .. 2^30-1); with --from, taken from the file")
     a.add_argument("--building", help="its building id (with --from, checked against the file)")
     a.add_argument(
-        "--from", dest="from_file", help="an enrolment file the technician made (liftcard-provision register)"
+        "--from",
+        dest="from_file",
+        help="an enrolment file the technician made (liftcard-provision register); - reads it from stdin",
     )
     a.add_argument("--out", help="where to write the enrolment file (default: enrolment_dir/reader-<id>.json)")
     a.add_argument("--config", required=True, help="the gateway's TOML config")
@@ -82,7 +85,7 @@ def add_parser(sub) -> None:
     r.add_argument("--config", required=True, help="the gateway's TOML config")
     k = rs.add_parser("rotate-key", help="a new key for a reader (its broker password stays) and a new enrolment file")
     k.add_argument("reader_id")
-    k.add_argument("--from", dest="from_file", help="take the new key from the technician's enrolment file")
+    k.add_argument("--from", dest="from_file", help="take the new key from the technician's enrolment file (- : stdin)")
     k.add_argument("--out", help="where to write the enrolment file (default: enrolment_dir/reader-<id>.json)")
     k.add_argument("--config", required=True, help="the gateway's TOML config")
     ls = rs.add_parser("list", help="the readers table (never a key)")
@@ -123,16 +126,28 @@ def _not_hand_listed(cfg: GatewayConfig, rid: int) -> None:
         )
 
 
+def _shown(path: str) -> str:
+    return "the enrolment file on stdin" if path == "-" else path
+
+
 def _read_enrolment(path: str) -> Enrolment:
+    """`-` is stdin: the technician's file sits in the operator's home, which
+    the liftcard user these commands run as cannot read, and the operator's
+    own shell can open it for them (`--from - < reader-7.json`)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_ENROLMENT_FILE + 1)
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_ENROLMENT_FILE + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(MAX_ENROLMENT_FILE + 1)
+    except PermissionError as e:
+        raise SetupError("cannot read %s: %s (give it on stdin: --from - < %s)" % (path, e.strerror, path)) from None
     except OSError as e:
         raise SetupError("cannot read %s: %s" % (path, e.strerror or type(e).__name__)) from None
     try:
         return loads_enrolment(data)
     except EnrolmentError as e:
-        raise SetupError("%s: %s" % (path, e), 2) from None
+        raise SetupError("%s: %s" % (_shown(path), e), 2) from None
 
 
 def _enrolment_path(cfg: GatewayConfig, rid: int, out: str | None) -> Path | None:
@@ -188,9 +203,9 @@ def add(cfg: GatewayConfig, args) -> int:
         enr = _read_enrolment(args.from_file)
         rid, bid = enr.reader_id, enr.building_id
         if args.reader_id is not None and _reader_id(args.reader_id) != rid:
-            raise SetupError("%s is for reader %d, not %s" % (args.from_file, rid, args.reader_id), 2)
+            raise SetupError("%s is for reader %d, not %s" % (_shown(args.from_file), rid, args.reader_id), 2)
         if args.building is not None and _id(args.building, "--building") != bid:
-            raise SetupError("%s is for building %d, not %s" % (args.from_file, bid, args.building), 2)
+            raise SetupError("%s is for building %d, not %s" % (_shown(args.from_file), bid, args.building), 2)
         if args.out:
             raise SetupError("--out goes with a new key, not with --from (the technician has the file)", 2)
     else:
@@ -213,7 +228,7 @@ def add(cfg: GatewayConfig, args) -> int:
         if not _same_key(old, enr.key):
             raise SetupError(
                 "reader %d is registered with another key: `liftcard-gateway readers rotate-key %d --from %s` replaces it"
-                % (rid, rid, args.from_file)
+                % (rid, rid, _shown(args.from_file))
             )
         if not (old.broker_hash and mq.password_matches(old.broker_hash, enr.password)):
             raise SetupError("reader %d is registered with another broker password: remove it first" % rid)
@@ -240,7 +255,7 @@ def add(cfg: GatewayConfig, args) -> int:
     if enr is not None and (enr.uplink["host"], enr.uplink["port"]) != (cfg.broker.reader_host, cfg.broker.port):
         say(
             "note: %s sends the reader to %s:%d, this broker is %s:%d (broker.reader_host, port)"
-            % (args.from_file, enr.uplink["host"], enr.uplink["port"], cfg.broker.reader_host, cfg.broker.port)
+            % (_shown(args.from_file), enr.uplink["host"], enr.uplink["port"], cfg.broker.reader_host, cfg.broker.port)
         )
     if doc is not None:
         _wrote_enrolment(cfg, out, "the reader's key and broker password, for the technician")
@@ -279,7 +294,7 @@ def rotate_key(cfg: GatewayConfig, args) -> int:
         if (enr.reader_id, enr.building_id) != (rid, bid):
             raise SetupError(
                 "%s is for reader %d of building %d, not reader %d of building %d"
-                % (args.from_file, enr.reader_id, enr.building_id, rid, bid),
+                % (_shown(args.from_file), enr.reader_id, enr.building_id, rid, bid),
                 2,
             )
         if args.out:
