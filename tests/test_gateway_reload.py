@@ -12,23 +12,27 @@ import json
 import os
 import secrets
 import signal
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
 from liftcard_gateway.__main__ import main
 from liftcard_gateway.broker import find_tool
-from liftcard_gateway.config import load_config
+from liftcard_gateway.config import ReaderConf, load_config, reader_changes, restart_only_changes
+from liftcard_gateway.tomlconf import Secret
 from liftcard_gateway.daemon import PID_FILE
 from liftcard_protocol.enrolment import dumps_enrolment, enrolment_doc, parse_enrolment
 from liftcard_testing import procs
+from liftcard_testing.configs import BrokerLogin, write_gateway_config
 from liftcard_testing.daemonrig import daemon_broker, db_rides
 from liftcard_testing.programs import start_gateway
 from liftcard_testing.simreader import SimReader
-from liftcard_testing.wait import wait_for
-
 from liftcard_testing.paths import REPO
+from liftcard_testing.wait import wait_for
 
 BUILDING = 12
 BROKER_READERS = {7: BUILDING, 8: BUILDING}  # logins on the broker; the gateway knows what it is told
@@ -305,3 +309,58 @@ def test_the_console_shows_the_reloaded_readers(gw):
         metrics = resp.read().decode()
     online = [x.split(" ")[0] for x in metrics.splitlines() if x.startswith("liftcard_reader_online{")]
     assert online == ['liftcard_reader_online{building="12",reader="8"}']  # reader 7 left the reader families
+
+
+def test_the_installed_command_is_found_and_signalled_through_its_pid_file(gw):
+    """As systemd runs it: the console script, not python -m."""
+    k7 = secrets.token_bytes(32)
+    script = Path(sys.executable).parent / "liftcard-gateway"
+    with procs.log_file(gw.log) as out:
+        p = gw.ends.enter_context(
+            procs.running(
+                procs.spawn(
+                    [str(script), "run", "--config", str(gw.conf)], stdout=out, stderr=out, stdin=subprocess.DEVNULL
+                )
+            )
+        )
+    gw.wait_event("subscribed", 1, "the daemon subscribed")
+    out = gw.cmd("readers", "add", "--from", gw.tech_file(7, k7))
+    assert "sent the gateway daemon (pid %d) SIGHUP" % p.pid in out
+    ev = gw.wait_event("config_reloaded", 1, "the reload")
+    assert ev["added"] == 1
+    r7 = reader(gw, 7, k7)
+    r7.send([1])
+    assert r7.ack() == 1
+
+
+def test_what_needs_a_restart_is_named_and_nothing_else(tmp_path):
+    login = BrokerLogin()
+    cfg = load_config(write_gateway_config(tmp_path, login, {}, {}, client_id="gw-a"))
+    assert restart_only_changes(cfg, load_config(cfg.path)) == []
+    (tmp_path / "broker.pass").write_text("y" * 16 + "\n")  # same file, another password
+    text = cfg.path.read_text().replace("[broker]\n", '[broker]\nkeepalive = 60\nlisten = "0.0.0.0"\n')
+    cfg.path.write_text(text + '[retention]\nacked_ride_days = 30\n')
+    new = load_config(cfg.path)
+    # listen is the broker's own setting (`broker` renders it), not the daemon's
+    assert restart_only_changes(cfg, new) == ["broker.keepalive", "broker.password_file", "retention"]
+
+
+KEYS = [bytes([i]) * 32 for i in range(3)]
+READER = st.builds(
+    lambda b, k, f: (b, k, f), st.sampled_from([1, 2]), st.sampled_from(KEYS), st.sampled_from([None, 5])
+)
+
+
+def _readers(d: dict) -> dict:
+    return {rid: ReaderConf(rid, b, Secret(k), Path("reader-%d.key" % rid), f) for rid, (b, k, f) in d.items()}
+
+
+@given(st.dictionaries(st.integers(1, 6), READER), st.dictionaries(st.integers(1, 6), READER))
+def test_each_reader_is_counted_once_by_what_a_reload_does_to_it(old, new):
+    ch = reader_changes(_readers(old), _readers(new))
+    assert set(ch.added) == new.keys() - old.keys() and set(ch.removed) == old.keys() - new.keys()
+    both = old.keys() & new.keys()
+    assert set(ch.rekeyed) == {r for r in both if old[r][1] != new[r][1]}  # a new key, whatever else changed
+    assert set(ch.changed) == {r for r in both if old[r][1] == new[r][1] and old[r] != new[r]}
+    every = ch.added + ch.removed + ch.rekeyed + ch.changed
+    assert len(every) == len(set(every)) and all(list(t) == sorted(t) for t in ch.__dict__.values())
