@@ -19,6 +19,7 @@ _NEW = "config.new"
 MAX_BYTES = const(4096)
 _INT_LIMIT = const(1 << 30)
 _HEX = "0123456789abcdefABCDEF"
+_NAME = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 
 
 class ConfigError(Exception):
@@ -140,12 +141,32 @@ def _uplink(u):
     pw = u.get("password")
     if type(pw) is not str or not 1 <= len(pw) <= 128 or any(c < " " or c > "~" for c in pw):
         raise ConfigError("config: uplink.password must be 1..128 printable ASCII characters")
-    return {
-        "host": host,
-        "port": _int(u, "port", 1, 65535, 1883, within="uplink."),
-        "password": pw,
-        "keepalive_s": _int(u, "keepalive_s", 4, 3600, 60, within="uplink."),
-    }
+    out = {"host": host, "password": pw}
+    if "tls" in u:
+        out["tls"] = _tls(u["tls"], host)
+    out["port"] = _int(u, "port", 1, 65535, 8883 if "tls" in out else 1883, within="uplink.")
+    out["keepalive_s"] = _int(u, "keepalive_s", 4, 3600, 60, within="uplink.")
+    return out
+
+
+def _tls(t, host):
+    # Optional: the uplink over TLS (docs/uplink.md, "TLS on the local link").
+    # The CA certificate is a DER file on flash, not PEM in this file: the
+    # config stays small, and this MicroPython's mbedTLS takes DER only.
+    if type(t) is not dict:
+        raise ConfigError("config: uplink.tls must be an object")
+    ca = t.get("ca", "ca.der")
+    if type(ca) is not str or not 1 <= len(ca) <= 32 or ca[0] == "." or any(c not in _NAME for c in ca):
+        raise ConfigError(
+            "config: uplink.tls.ca must be a file name on the reader's flash"
+            " (1..32 of A-Z a-z 0-9 . _ -, not starting with a dot)"
+        )
+    name = t.get("server_name", host)
+    if type(name) is not str or not 1 <= len(name) <= 253 or any(c <= " " or c > "~" for c in name):
+        raise ConfigError(
+            "config: uplink.tls.server_name must be a host name or IP address (1..253 printable characters)"
+        )
+    return {"ca": ca, "server_name": name}
 
 
 def parse(text):

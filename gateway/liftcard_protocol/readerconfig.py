@@ -15,6 +15,11 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 # The board profiles the firmware knows (firmware/liftcard/profiles.py, docs/board.md).
 BOARD_PROFILES = ("devkit-v1", "devkit-v1-i2c", "wrover-v1")
 CONFIG_DEFAULTS = {"legacy_uid": False, "relay_ms": 4000, "utc_offset_min": 480}
+# The uplink over TLS (docs/uplink.md, "TLS on the local link"): its default
+# port, and the CA certificate's default file name on the reader's flash.
+TLS_PORT = 8883
+DEFAULT_CA_FILE = "ca.der"
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 
 
 def _cfg_int(obj: Mapping, key: str, lo: int, hi: int, path: str | None = None, default=None) -> int:
@@ -115,12 +120,41 @@ def _validate_uplink(u) -> dict:
         )
     if not _printable(u.get("password"), 1, 128, space=True):
         raise ConfigError("uplink.password", "config: uplink.password must be 1..128 printable ASCII characters")
-    return {
-        "host": u["host"],
-        "port": _cfg_int(u, "port", 1, 65535, "uplink.port", default=1883),
-        "password": u["password"],
-        "keepalive_s": _cfg_int(u, "keepalive_s", 4, 3600, "uplink.keepalive_s", default=60),
-    }
+    out = {"host": u["host"]}
+    if "tls" in u:
+        out["tls"] = _validate_tls(u["tls"], u["host"])
+    out["port"] = _cfg_int(u, "port", 1, 65535, "uplink.port", default=TLS_PORT if "tls" in out else 1883)
+    out["password"] = u["password"]
+    out["keepalive_s"] = _cfg_int(u, "keepalive_s", 4, 3600, "uplink.keepalive_s", default=60)
+    return out
+
+
+def is_flash_name(name) -> bool:
+    """A plain file name on the reader's flash: 1..32 of A-Z a-z 0-9 . _ -,
+    not starting with a dot."""
+    return isinstance(name, str) and 1 <= len(name) <= 32 and name[0] != "." and all(c in _NAME_CHARS for c in name)
+
+
+def _validate_tls(t, host: str) -> dict:
+    """The optional TLS of the uplink (docs/uplink.md, "TLS on the local
+    link"): the CA file on the reader's flash (DER, default ca.der) and the
+    name the broker's certificate must carry (default: the host)."""
+    if not isinstance(t, Mapping):
+        raise ConfigError("uplink.tls", "config: uplink.tls must be an object")
+    ca = t.get("ca", DEFAULT_CA_FILE)
+    if not is_flash_name(ca):
+        raise ConfigError(
+            "uplink.tls.ca",
+            "config: uplink.tls.ca must be a file name on the reader's flash "
+            "(1..32 of A-Z a-z 0-9 . _ -, not starting with a dot)",
+        )
+    name = t.get("server_name", host)
+    if not _printable(name, 1, 253, space=False):
+        raise ConfigError(
+            "uplink.tls.server_name",
+            "config: uplink.tls.server_name must be a host name or IP address (1..253 printable characters)",
+        )
+    return {"ca": ca, "server_name": name}
 
 
 def _ipv4(w: Mapping, key: str) -> str:

@@ -85,7 +85,14 @@ def gen_config():
             "gateway": "10.0.7.1",
         },
     )
-    valid = [base, defaults, low, high, linked, wireless, static]
+    # The uplink over TLS: defaults filled (ca.der, the host, port 8883), or all given.
+    tls_default = dict(base, reader_id=READER_ID + 2, uplink=dict(linked["uplink"], port=8883, tls={}))
+    tls_named = dict(
+        base,
+        reader_id=READER_ID + 3,
+        uplink={"host": "10.0.7.1", "password": "s3cret", "tls": {"ca": "gw-ca_2.der", "server_name": "gw.lift"}},
+    )
+    valid = [base, defaults, low, high, linked, wireless, static, tls_default, tls_named]
     for v in valid:
         validate_config(v)
 
@@ -164,6 +171,23 @@ def gen_config():
         ("uplink.keepalive_s", 60.0),
     ]
     invalid += [{"config": with_value(linked, k, v), "key": k} for k, v in bad_uplink]
+    bad_tls = [
+        ("uplink.tls", "on"),
+        ("uplink.tls", None),
+        ("uplink.tls", True),
+        ("uplink.tls.ca", ""),
+        ("uplink.tls.ca", ".ca.der"),
+        ("uplink.tls.ca", "certs/ca.der"),
+        ("uplink.tls.ca", "c" * 33),
+        ("uplink.tls.ca", "ca der"),
+        ("uplink.tls.ca", 1),
+        ("uplink.tls.ca", None),
+        ("uplink.tls.server_name", ""),
+        ("uplink.tls.server_name", "gate way"),
+        ("uplink.tls.server_name", "h" * 254),
+        ("uplink.tls.server_name", None),
+    ]
+    invalid += [{"config": with_value(tls_named, k, v), "key": k} for k, v in bad_tls]
     bad_wireless = [
         ("board", "no-such-board"),
         ("board", "DEVKIT-V1"),
