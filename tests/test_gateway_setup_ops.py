@@ -183,3 +183,19 @@ def test_a_card_update_on_stdin(tmp_path, capsys, monkeypatch):
     code, out, err = run(capsys, "cards", "import", "/home/op/update.bin", "--config", cfg_path)
     monkeypatch.setattr("builtins.open", real_open)
     assert code == 1 and err.count("\n") == 1 and "cards import - < /home/op/update.bin" in err
+
+
+def test_init_without_its_directory_says_to_make_it(tmp_path, capsys, monkeypatch):
+    """Run as liftcard before the guide's `install -d`: the parent (/etc) is
+    root's. The line names the command that makes the directory, not a user
+    to become (it is run as the right one)."""
+    etc = tmp_path / "etc-root"
+    etc.mkdir()
+    conf = etc / "liftcard" / "gateway.toml"
+    real_access = os.access
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(etc) else real_access(p, mode))
+    code, out, err = run(capsys, "init", "--config", conf, "--data-dir", tmp_path / "var", "--gateway-id", "gw-0001")
+    assert code != 0 and err.count("\n") == 1 and "Traceback" not in err
+    assert "does not exist" in err and "install -d" in err and str(etc / "liftcard") in err
+    assert not (etc / "liftcard").exists()

@@ -11,6 +11,7 @@ changes nothing. Secrets go only into 0600 files, never to the terminal.
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
@@ -273,6 +274,37 @@ def _mkdir(path: Path, done: list) -> None:
     done.append("made %s/" % path)
 
 
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _unwritable(d: Path, probe: Path) -> str:
+    """Why init cannot make or fill d (probe: d or its first existing parent,
+    which this user may not write in), and the command that fixes it."""
+    if probe != d:  # the guide's `install -d` was skipped: /etc is root's
+        try:
+            group = grp.getgrgid(os.getegid()).gr_name
+        except KeyError:
+            group = str(os.getegid())
+        return "%s does not exist and %s is not yours: make it first (sudo install -d -o %s -g %s -m 0700 %s)" % (
+            d,
+            probe,
+            _user(os.geteuid()),
+            group,
+            d,
+        )
+    owner = _user(probe.stat().st_uid)
+    return "cannot write in %s: it belongs to %s (run this as %s: sudo -u %s liftcard-gateway ...)" % (
+        probe,
+        owner,
+        owner,
+        owner,
+    )
+
+
 def init(args) -> int:
     """`liftcard-gateway init`: create what is missing, keep what is there."""
     plan = _plan(args)
@@ -282,7 +314,7 @@ def init(args) -> int:
         while not probe.exists():
             probe = probe.parent
         if not os.access(probe, os.W_OK):
-            raise SetupError("cannot write in %s: run this as the gateway's user (sudo -u liftcard ...)" % probe)
+            raise SetupError(_unwritable(d, probe))
     done: list[str] = []
     for d in (plan.confdir, plan.data_dir, plan.upstream, plan.readers_dir, plan.enrolment_dir):
         _mkdir(d, done)
