@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import secrets
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from hypothesis import given, strategies as st
 
 from liftcard_gateway.__main__ import main
@@ -25,8 +27,10 @@ from liftcard_gateway.broker import find_tool
 from liftcard_gateway.config import ReaderConf, load_config, reader_changes, restart_only_changes
 from liftcard_gateway.tomlconf import Secret
 from liftcard_gateway.daemon import PID_FILE
+from liftcard_protocol import link
 from liftcard_protocol.enrolment import dumps_enrolment, enrolment_doc, parse_enrolment
 from liftcard_testing import procs
+from liftcard_testing.cards import BANK, COMPOUND, assemble, card, snapshot
 from liftcard_testing.configs import BrokerLogin, write_gateway_config
 from liftcard_testing.daemonrig import daemon_broker, db_rides
 from liftcard_testing.programs import start_gateway
@@ -63,11 +67,11 @@ class Gw:
         self.log = tmp_path / "gateway.log"
         self.proc = None
 
-    def write_conf(self, data_dir: str = "data", extra: str = "") -> None:
+    def write_conf(self, data_dir: str = "data", extra: str = "", gateway: str = "") -> None:
         self.conf.write_text(
-            '[gateway]\ndata_dir = "%s"\nreaders_dir = "readers"\n\n'
+            '[gateway]\n%sdata_dir = "%s"\nreaders_dir = "readers"\n\n'
             '[broker]\nhost = "%s"\nport = %d\nusername = "gateway"\npassword_file = "broker.pass"\n'
-            'client_id = "%s"\n\n%s' % (data_dir, self.broker.host, self.broker.port, self.client_id, extra)
+            'client_id = "%s"\n\n%s' % (gateway, data_dir, self.broker.host, self.broker.port, self.client_id, extra)
         )
 
     def tech_file(self, rid: int, key: bytes) -> Path:
@@ -364,3 +368,54 @@ def test_each_reader_is_counted_once_by_what_a_reload_does_to_it(old, new):
     assert set(ch.changed) == {r for r in both if old[r][1] == new[r][1] and old[r] != new[r]}
     every = ch.added + ch.removed + ch.rekeyed + ch.changed
     assert len(every) == len(set(every)) and all(list(t) == sorted(t) for t in ch.__dict__.values())
+
+
+class ListReader(SimReader):
+    """A SimReader that also takes WHITELIST chunks (checked under its key)."""
+
+    def __init__(self, *a, **kw):
+        self.chunks = queue.Queue()
+        super().__init__(*a, **kw)
+
+    def _on_message(self, client, userdata, msg):
+        m = link.parse(self.key, msg.payload, self.rid, self.bid, link.DOWN, self.last_down)
+        if m.kind != link.WHITELIST:
+            return super()._on_message(client, userdata, msg)
+        self.last_down = m.counter
+        self.chunks.put(m)
+
+    def whitelist(self):
+        msgs = [self.chunks.get(timeout=10)]
+        while sum(len(m.chunk.data) for m in msgs) < msgs[0].chunk.total:
+            msgs.append(self.chunks.get(timeout=10))
+        return assemble(msgs, self.key, self.rid, BUILDING)
+
+
+def test_a_reader_added_or_rekeyed_by_a_reload_gets_its_whitelist_at_its_next_heartbeat(gw):
+    k7, k8, k8b = (secrets.token_bytes(32) for _ in range(3))
+    (gw.dir / "bank.pub").write_bytes(
+        BANK.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    gw.write_conf(gateway="compound_id = %d\n" % COMPOUND, extra='[cards]\nbank_public_key_file = "bank.pub"\n')
+    cards = [card(0x8000000000000000 + i, hh=i) for i in range(5)]
+    (gw.dir / "snap.bin").write_bytes(snapshot(1, {BUILDING: cards}))
+    gw.cmd("cards", "import", gw.dir / "snap.bin")
+    gw.cmd("readers", "add", "--from", gw.tech_file(7, k7))
+    gw.start()
+
+    gw.cmd("readers", "add", "--from", gw.tech_file(8, k8))
+    gw.wait_event("config_reloaded", 1, "the reload")
+    r8 = ListReader(gw.broker, 8, k8)
+    gw.ends.callback(r8.close)
+    r8.send_status()  # holds no list (version 0)
+    wl = r8.whitelist()
+    assert (wl.version, wl.cards) == (1, sorted(cards))
+
+    # Re-keyed before it took the list: at its next heartbeat, under the new key, the list again
+    # (not held back as "sent, waiting for the reader to report it").
+    gw.cmd("readers", "rotate-key", 8, "--from", gw.tech_file(8, k8b))
+    gw.wait_event("config_reloaded", 2, "the second reload")
+    r8.key = k8b
+    r8.send_status()
+    wl = r8.whitelist()
+    assert (wl.version, wl.cards) == (1, sorted(cards))
