@@ -1,8 +1,11 @@
 """The compound (liftcard-demo, liftcard_tools.compound) at a small size:
 every process real (local Mosquitto, gateway, TLS bank broker, ledger, one
 virtual reader per elevator), the traffic and the faults of its script, then
-its reconciliation, asserted; and a broken piece of evidence (a ride deleted
-from the ledger's database before the check) makes it exit 1.
+its reconciliation, asserted, the elevator funds' account book included (the
+household register, the maintenance and repair costs shared by floor, each
+building's statement page in headless chromium); and broken evidence (a ride
+deleted and a cost share changed in the ledger's database before the check)
+makes it exit 1.
 
 The model pieces (population, clock, money formatting) and the
 reconciliation's own checks are exercised without processes too.
@@ -10,7 +13,9 @@ reconciliation's own checks are exercised without processes too.
 
 import copy
 import dataclasses
+import datetime
 import io
+import random
 import shlex
 import sqlite3
 import stat
@@ -26,16 +31,20 @@ from hypothesis import strategies as st
 from liftcard_gateway.broker import find_tool
 from liftcard_gateway.config import load_config
 from liftcard_protocol.codes import Flag, Result
+from liftcard_protocol.epoch import date_to_day
 from liftcard_testing import procs
 from liftcard_testing.bankbroker import tls_connack
 from liftcard_testing.configs import BrokerLogin, write_gateway_config
 from liftcard_testing.mosquitto import free_port
 from liftcard_testing.wait import wait_for
 from liftcard_tools import demo
+from liftcard_tools.accountbook import share_cost
 from liftcard_tools.compound import cli, pages
+from liftcard_tools.compound.funds import share_by_floor
 from liftcard_tools.compound.population import elevators_per_building, make_compound
 from liftcard_tools.compound.reconcile import reconcile, yuan
-from liftcard_tools.compound.schedule import ACTIVE_S, Clock
+from liftcard_tools.compound.schedule import ACTIVE_S, Clock, hm, start_epoch_for
+from liftcard_tools.compound.script import MAINTENANCE_FEN, make_script
 
 try:
     find_tool("mosquitto")
@@ -75,6 +84,102 @@ def test_the_small_compound_reconciles(small):
     # The account book (double entry): each household debited its fees, each fund credited its building's, balanced.
     assert sum(ev.book.households.values()) == sum(ev.book.fund_in.values()) == sum(r["fee"] for r in ev.gw_rows)
     assert ev.book.unbalanced == []
+
+
+def _ledger_shares(outcome) -> dict:
+    """{cost id: (building, amount, {household: (floor, share)}, memo)} straight from the ledger's database."""
+    con = sqlite3.connect(str(outcome.work / "ledger" / "ledger-data" / "ledger.db"))
+    try:
+        out = {
+            cid: (b, amount, {}, memo)
+            for cid, b, amount, memo in con.execute("SELECT id, building_id, amount, memo FROM costs")
+        }
+        for cid, hh, floor, share in con.execute("SELECT cost_id, household, floor, share FROM cost_shares"):
+            out[cid][2][hh] = (floor, share)
+        return out
+    finally:
+        con.close()
+
+
+def test_the_funds_pay_maintenance_and_a_repair_shared_by_floor(small):
+    outcome, text = small
+    ev, script, compound = outcome.evidence, outcome.script, outcome.compound
+    # The register came from the population: every household on its floor (the one moving in once it had).
+    assert (
+        "the bank imports its household register into the ledger: %d households"
+        % (sum(not h.moves_in for h in compound.households()))
+        in text
+    )
+    for b in compound.buildings:
+        assert sorted(ev.book.register[b.building_id]) == sorted((h.household_id, h.floor) for h in b.households)
+    mover = next(h for h in compound.households() if h.moves_in)
+    # Entered as the run went, printed as they happened.
+    assert "** the bank adds household %d to the household register" % mover.household_id in text
+    assert "** the bank pays " in text and "elevator maintenance from each building's fund" in text
+    shares = _ledger_shares(outcome)
+    assert len(shares) == len(script.costs) == len(compound.buildings) + 1
+    for cid, (b, amount, _, _) in shares.items():
+        assert "ledger: cost %d: %d fen from fund:%d" % (cid, amount, b) in text
+    for b in compound.buildings:
+        bid = b.building_id
+        assert sum(x[1] for x in shares.values() if x[0] == bid) == ev.book.fund_out[bid]
+        assert MAINTENANCE_FEN * len(b.reader_ids) in [x[1] for x in shares.values() if x[0] == bid]
+        fees = sum(r["fee"] for r in ev.ledger_rows if r["building_id"] == bid)
+        assert ev.book.fund_in[bid] == fees
+        assert ev.book.fund_closing[bid] == fees - ev.book.fund_out[bid]
+        assert (
+            "building %d: fund in %s yuan (fees), out %s (costs), balance %s"
+            % (
+                bid,
+                yuan(fees),
+                yuan(ev.book.fund_out[bid]),
+                yuan(fees - ev.book.fund_out[bid]),
+            )
+            in text
+        )
+    for b, amount, by_hh, _ in shares.values():
+        assert sum(s for _, s in by_hh.values()) == amount
+        # The ledger's sharing is the population's floors under the rule of docs/ledger.md.
+        floors = {h.household_id: h.floor for h in compound.building(b).households}
+        assert all(floors[h] == f for h, (f, _) in by_hh.items())
+        assert {h: s for h, (_, s) in by_hh.items()} == share_by_floor(amount, [(h, f) for h, (f, _) in by_hh.items()])
+    # Frozen at entry: the maintenance before the family moved in left it out, the repair after it did not.
+    maint = [x[2] for x in shares.values() if x[0] == mover.building_id and "maintenance" in x[3]]
+    repair = [x for x in shares.values() if x[3] == script.costs[-1].memo]
+    assert len(repair) == 1 and repair[0][0] == mover.building_id and mover.household_id in repair[0][2]
+    assert maint and all(mover.household_id not in by for by in maint)
+
+
+def test_a_buildings_statement_page_shows_floors_and_cost_shares(small):
+    from liftcard_testing.browser import Browser, browser_missing
+
+    reason = browser_missing()
+    if reason:
+        pytest.skip(reason)
+    outcome, text = small
+    ev, compound = outcome.evidence, outcome.compound
+    bid = outcome.script.costs[-1].building_id  # the building with a repair as well as its maintenance
+    line = next(ln for ln in text.splitlines() if ln.startswith("statement of building %d for " % bid))
+    page = Path(line.split(": ", 1)[1])
+    shares = {cid: x[2] for cid, x in _ledger_shares(outcome).items() if x[0] == bid}
+    assert len(shares) == 2
+    with Browser() as b:
+        b.open(page.as_uri())
+        assert b.console_errors() == []
+        for hh in compound.building(bid).households:
+            row = 'tr.household[data-household="%d"] ' % hh.household_id
+            assert b.text(row + "td.floor") == str(hh.floor)
+            mine = sum(by.get(hh.household_id, (0, 0))[1] for by in shares.values())
+            assert b.text(row + "td.share") == yuan(mine)
+        assert b.count("section.cost") == 2
+        for cid, by in shares.items():
+            assert b.count('section.cost[data-cost="%d"] tr.share' % cid) == len(by)
+            for hh, (floor, share) in by.items():
+                row = 'section.cost[data-cost="%d"] tr.share[data-household="%d"] ' % (cid, hh)
+                assert b.text(row + "td.share") == yuan(share)
+                assert b.text(row + "td.floor") == str(floor)
+        assert b.text("#fund-out") == yuan(ev.book.fund_out[bid])
+        assert b.text("#fund-closing") == yuan(ev.book.fund_in[bid] - ev.book.fund_out[bid])
 
 
 def test_each_buildings_statement_page_if_the_ledger_offers_one(small):
@@ -196,9 +301,63 @@ def test_the_reconciliation_catches_each_kind_of_damage(small):
 
     check(fund_off, "its fund took in")
 
+    # The account book: a fund, a cost, a share, the register, the statement's floors.
+    repair_b = outcome.script.costs[-1].building_id
 
-def test_a_ride_deleted_from_the_ledger_fails_the_run(tmp_path):
-    deleted = []
+    def cost_of(ev):
+        return next(c for c in ev.book.costs[repair_b] if sum(1 for s in c.shares if s.share) > 1)
+
+    def share_moved(ev):  # the same sum, not the floor rule's split
+        c = cost_of(ev)
+        i, j = [k for k, s in enumerate(c.shares) if s.share][:2]
+        c.shares[i] = dataclasses.replace(c.shares[i], share=c.shares[i].share - 1)
+        c.shares[j] = dataclasses.replace(c.shares[j], share=c.shares[j].share + 1)
+
+    check(share_moved, "the floor rule gives")
+
+    def share_short(ev):
+        c = cost_of(ev)
+        c.shares[-1] = dataclasses.replace(c.shares[-1], share=c.shares[-1].share + 1)
+
+    check(share_short, "its shares sum to")
+
+    def cost_lost(ev):
+        c = cost_of(ev)
+        ev.book.costs[repair_b].remove(c)
+        ev.book.fund_out[repair_b] -= c.amount_fen
+        ev.book.fund_closing[repair_b] += c.amount_fen
+
+    check(cost_lost, "is not in the ledger")
+
+    def paid_more(ev):
+        ev.book.fund_out[repair_b] += 1
+
+    check(paid_more, "its fund paid out")
+
+    def balance_off(ev):
+        ev.book.fund_closing[repair_b] -= 1
+
+    check(balance_off, "its fund holds")
+
+    def floor_moved(ev):
+        c = cost_of(ev)
+        s = next(s for s in c.shares if s.share)
+        c.shares[c.shares.index(s)] = dataclasses.replace(s, floor=s.floor + 1, weight=s.weight + 1)
+
+    check(floor_moved, "the register then held")
+
+    def unregistered(ev):
+        hh = outcome.compound.building(repair_b).households[0]
+        key = (repair_b, hh.household_id)
+        ev.book.floors[key] = None
+        ev.book.register[repair_b] = [r for r in ev.book.register[repair_b] if r[0] != key[1]]
+
+    check(unregistered, "its statement shows household")
+    check(unregistered, "the ledger's register holds")
+
+
+def test_a_ride_deleted_and_a_cost_share_changed_in_the_ledger_fail_the_run(tmp_path):
+    deleted, moved = [], []
 
     def tamper(site):
         con = sqlite3.connect(str(site.ledger_db), timeout=30)
@@ -206,7 +365,16 @@ def test_a_ride_deleted_from_the_ledger_fails_the_run(tmp_path):
             with con:
                 row = con.execute("SELECT reader_id, seq FROM rides ORDER BY rowid DESC LIMIT 1").fetchone()
                 con.execute("DELETE FROM rides WHERE reader_id=? AND seq=?", row)
+                # One fen from one household's share of the repair to another's: the cost still sums.
+                cid, a, b = con.execute(
+                    "SELECT s.cost_id, s.household, t.household FROM cost_shares s JOIN cost_shares t "
+                    "ON t.cost_id = s.cost_id AND t.household > s.household WHERE s.share > 0 "
+                    "ORDER BY s.cost_id DESC LIMIT 1"
+                ).fetchone()
+                con.execute("UPDATE cost_shares SET share = share - 1 WHERE cost_id=? AND household=?", (cid, a))
+                con.execute("UPDATE cost_shares SET share = share + 1 WHERE cost_id=? AND household=?", (cid, b))
             deleted.append(row)
+            moved.append((cid, a))
         finally:
             con.close()
 
@@ -217,6 +385,9 @@ def test_a_ride_deleted_from_the_ledger_fails_the_run(tmp_path):
     assert outcome.code == 1
     assert "NOT RECONCILED" in text
     assert "the ledger is missing reader %d seq %d" % deleted[0] in text
+    assert "cost %d: household %d" % moved[0] in text and "the floor rule gives" in text
+    # The ledger's own check is content with it (the shares still sum to the cost): the floor rule is not.
+    assert "its shares sum to" not in text and "is shared as" not in text
 
 
 def test_bad_options_are_one_line(capsys):
@@ -235,6 +406,45 @@ def test_a_dir_that_is_not_a_compounds_is_left_alone(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not empty and not a compound's work dir" in err
     assert (d / "keep.txt").read_text() == "mine" and len(list(d.iterdir())) == 1
+
+
+@given(
+    st.integers(0, 10**9),
+    st.lists(
+        st.tuples(st.integers(1, 16777215), st.integers(0, 255)), min_size=1, max_size=40, unique_by=lambda x: x[0]
+    ),
+)
+def test_the_floor_rule_recomputed_as_the_ledger_shares(amount, households):
+    if not any(f for _, f in households):
+        assert share_by_floor(amount, households) == {}
+        return
+    mine = share_by_floor(amount, households)
+    assert sum(mine.values()) == amount
+    total = sum(f for _, f in households)
+    floor_of = dict(households)
+    for h, s in mine.items():
+        assert abs(s * total - amount * floor_of[h]) < total  # within one fen of the exact part
+    for h1, s1 in mine.items():
+        for h2, s2 in mine.items():
+            if floor_of[h1] > floor_of[h2]:
+                assert s1 >= s2  # a higher floor never pays less
+    assert {s.household: s.share for s in share_cost(amount, households)} == mine
+
+
+def test_the_script_pays_maintenance_each_month_and_moves_the_register():
+    rng = random.Random(3)
+    first = date_to_day(datetime.date(2026, 11, 26))  # ten days from the 26th: across a month's end
+    c = make_compound(rng, 2, 3, 4, first)
+    clock = Clock(start_epoch_for(first), 10, 4000)
+    script = make_script(rng, clock, c)
+    maint = [x for x in script.costs if "maintenance" in x.memo]
+    assert len(maint) == 2 * len(c.buildings) and len({x.day[:7] for x in maint}) == 2
+    assert all(x.amount_fen == MAINTENANCE_FEN * len(c.building(x.building_id).reader_ids) for x in maint)
+    mover = next(h for h in c.households() if h.moves_in)
+    before = script.register_at(mover.building_id, clock.at(0, hm(9)))
+    after = script.register_at(mover.building_id, clock.at(0, hm(10)))
+    assert (mover.household_id, mover.floor) in after and (mover.household_id, mover.floor) not in before
+    assert len(after) == len(before) + 1
 
 
 @given(st.integers(1, 9), st.data())
