@@ -106,3 +106,39 @@ def test_broker_unit_starts_mosquitto_on_the_rendered_config_and_reloads_it(tmp_
     assert argv[2] == str(Path(ETC_CONFIG).parent / rel / "mosquitto.conf")
     assert shlex.split(u["Service"]["ExecReload"]) == ["/bin/kill", "-HUP", "$MAINPID"]
     capsys.readouterr()
+
+
+def guide_commands() -> list[str]:
+    """The shell lines of the guide's ```sh blocks, continuation lines joined."""
+    out = []
+    for block in re.findall(r"```sh\n(.*?)```", GUIDE, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #")[0].strip()
+            if line and not line.startswith("#"):
+                out.append(line)
+    return out
+
+
+def test_every_gateway_command_of_the_guide_runs_as_a_user_that_reads_the_config():
+    """/etc/liftcard is 0700 of liftcard: an operator's plain command there is
+    refused (Permission denied). Each runs as liftcard, or as root where it
+    writes only outside liftcard's directories (backup)."""
+    cmds = [c for c in guide_commands() if "liftcard-gateway " in c and ETC_CONFIG in c]
+    assert len(cmds) > 10
+    for c in cmds:
+        assert c.startswith("sudo -u liftcard liftcard-gateway ") or c.startswith("sudo liftcard-gateway backup "), c
+
+
+def test_every_program_the_guide_runs_is_installed_by_it():
+    """On a fresh Pi only what step 1 installs is there (and what its own
+    lines install later): no `sqlite3` shell, no `jq`, unless apt brings it."""
+    installed = set()
+    for c in guide_commands():
+        m = re.match(r"sudo apt-get install -y (.*)", c)
+        if m:
+            installed |= set(m.group(1).split())
+    provides = {"jq": "jq", "sqlite3": "sqlite3", "gpg": "gnupg", "mosquitto": "mosquitto", "git": "git"}
+    for c in guide_commands():
+        for word in re.findall(r"(?:^|[|;&]\s*|sudo (?:-u \w+ )?)([a-z][\w.-]*)", c):
+            if word in provides:
+                assert provides[word] in installed, "%s in %r: the guide never installs %s" % (word, c, provides[word])
