@@ -47,7 +47,7 @@ from .schedule import Clock, Tap, all_taps, hm
 FINDER_TRIES = 21
 FINDER_EVERY_S = 25 * 60
 MAINTENANCE_FEN = 450  # per elevator and month
-MAINTENANCE_MEMO = "elevator maintenance, %s"  # the month
+MAINTENANCE_MEMO = "elevator maintenance for %s"  # the month
 REPAIR_FEN = 317
 REPAIR_MEMO = "repair: door sensor of elevator %d"
 
