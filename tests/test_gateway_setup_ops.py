@@ -13,7 +13,7 @@ import stat
 
 from liftcard_gateway import cli
 from liftcard_gateway.__main__ import main
-from liftcard_gateway.config import load_config
+from liftcard_gateway.config import load_config, valid_address
 from liftcard_gateway.db import connect
 from liftcard_gateway.store import Store
 from liftcard_protocol.ride import RideRecord
@@ -199,3 +199,31 @@ def test_init_without_its_directory_says_to_make_it(tmp_path, capsys, monkeypatc
     assert code != 0 and err.count("\n") == 1 and "Traceback" not in err
     assert "does not exist" in err and "install -d" in err and str(etc / "liftcard") in err
     assert not (etc / "liftcard").exists()
+
+
+def test_init_again_with_another_listener_says_where_to_change_it(tmp_path, capsys):
+    """Run again with --listen (the Pi's Wi-Fi address, forgotten the first
+    time): it kept the old listener and said nothing; now it says where."""
+    conf = initialised(tmp_path, capsys)
+    before = conf.read_bytes()
+    for opt, value, key in (("--listen", "192.168.4.1", "listen"), ("--port", "1884", "port")):
+        code, out, err = run(capsys, "init", "--config", conf, "--gateway-id", "gw-0001", opt, value)
+        assert code == 1 and err.count("\n") == 1, err
+        assert "[broker] %s" % key in err and "`broker`" in err
+    assert conf.read_bytes() == before
+    # the same values as the config's: kept, as any run again
+    code, out, err = run(capsys, "init", "--config", conf, "--listen", "127.0.0.1", "--port", "1883")
+    assert code == 0, err
+    assert "kept" in out
+
+
+def test_an_ipv4_look_alike_is_no_address(tmp_path, capsys):
+    code, out, err = run(
+        capsys, "init", "--config", tmp_path / "gateway.toml", "--gateway-id", "gw-0001", "--listen", "999.1.1.1"
+    )
+    assert code == 2 and "--listen must be a host name or an IP address" in err
+    assert not (tmp_path / "gateway.toml").exists()
+    for ok_ in ("192.168.4.1", "0.0.0.0", "::1", "pi.local", "gateway-1"):
+        assert valid_address(ok_), ok_
+    for bad in ("999.1.1.1", "1.2.3", "192.168.4.256", "a b", "fe80::zz"):
+        assert not valid_address(bad), bad

@@ -166,9 +166,22 @@ def check_gateway_id(gid: str, key: str = "gateway.gateway_id") -> str:
     return gid
 
 
+def valid_address(v: str) -> bool:
+    """A host name or an IP address. Digits and dots only is an IPv4 address
+    or nothing (999.1.1.1 is no host name: Mosquitto would fail at start)."""
+    if not _ADDRESS_RE.fullmatch(v):
+        return False
+    if ":" in v or all(part.isdigit() for part in v.split(".")):
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            return False
+    return True
+
+
 def _address(t: dict, key: str, default: str) -> str:
     v = string(t, key, "broker", default)
-    if not _ADDRESS_RE.fullmatch(v):
+    if not valid_address(v):
         raise GatewayConfigError("broker." + key, "must be a host name or an IP address")
     return v
 

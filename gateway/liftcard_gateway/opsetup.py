@@ -26,7 +26,7 @@ from liftcard_protocol.keys import new_signing_key, write_private
 from liftcard_protocol.topics import reader_user
 
 from . import broker as mq
-from .config import GatewayConfig, GatewayConfigError, check_gateway_id
+from .config import GatewayConfig, GatewayConfigError, check_gateway_id, valid_address
 from .pki import new_tls_request
 
 PROG = "liftcard-gateway"
@@ -167,9 +167,6 @@ dir = {_toml_str(c / "broker")}
 """
 
 
-_ADDR_RE = re.compile(r"[0-9A-Za-z.:\-]{1,253}")
-
-
 def _existing(path: Path) -> dict:
     """What an existing config says init needs: its identity and the paths it
     names (its own checks come with load_config)."""
@@ -193,6 +190,9 @@ def _existing(path: Path) -> dict:
         "readers_dir": where(gw, "readers_dir"),
         "enrolment_dir": where(gw, "enrolment_dir"),
         "password_file": where(br, "password_file"),
+        "listen": br.get("listen", "127.0.0.1") if isinstance(br.get("listen", ""), str) else None,
+        "reader_host": br.get("reader_host") if isinstance(br.get("reader_host"), str) else None,
+        "port": br.get("port", 1883) if isinstance(br.get("port", 0), int) else None,
     }
 
 
@@ -238,9 +238,20 @@ def _plan(args) -> _Plan:
     listen = args.listen or "127.0.0.1"
     reader_host = args.reader_host or ("127.0.0.1" if listen in ("0.0.0.0", "::") else listen)
     for name, v in (("--listen", listen), ("--reader-host", reader_host)):
-        if not _ADDR_RE.fullmatch(v):
+        if not valid_address(v):
             raise SetupError("%s must be a host name or an IP address" % name, 2)
     port = _int(args.port, "--port", 1, 65535) or 1883
+    if old:  # init keeps a config: an option for it would be dropped without a word
+        for opt, given, key in (
+            ("--listen", args.listen, "listen"),
+            ("--reader-host", args.reader_host, "reader_host"),
+            ("--port", args.port and port, "port"),
+        ):
+            if given is not None and old[key] is not None and given != old[key]:
+                raise SetupError(
+                    "%s has [broker] %s = %s already, not %s: edit it there, then run `broker`"
+                    % (config, key, json.dumps(old[key]), json.dumps(given))
+                )
     data_dir = Path(args.data_dir or "/var/lib/liftcard").expanduser().absolute()
     if old.get("data_dir") is not None:
         if args.data_dir is not None and data_dir != old["data_dir"].absolute():
