@@ -82,8 +82,13 @@ def check_funds(book, script, compound, charged: dict, report) -> None:
                 )
 
 
+def _key(c) -> tuple:
+    """A cost as both the bank and the ledger know it (a script.Cost or a statement.CostLine)."""
+    return (c.day, c.memo, c.amount_fen)
+
+
 def _check_costs(bid: int, entered: list, held: list, script, report) -> None:
-    key = lambda c: (c.day, c.memo, c.amount_fen)  # noqa: E731
+    key = _key
     want = collections.Counter(key(c) for c in entered)
     got = collections.Counter(key(c) for c in held)
     for day, memo, amount in sorted((want - got).elements()):
