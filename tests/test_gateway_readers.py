@@ -153,6 +153,8 @@ def test_rotate_key_keeps_the_broker_password_and_writes_a_new_enrolment_file(gw
     code, out, err = run(capsys, "readers", "rotate-key", 7, "--config", conf)
     assert code == 0, err
     assert "broker password stays" in out
+    # Under the old id a fresh board is refused as a replay (the gateway keeps its counters).
+    assert "new board in its place needs a new reader id" in out
     new = loads_enrolment(ef.read_bytes())
     assert new.key != old.key and new.password == old.password
     assert load_config(conf).readers[7].key.value == new.key

@@ -322,6 +322,9 @@ def rotate_key(cfg: GatewayConfig, args) -> int:
         write_private(out, doc)
     readerreg.write_entry(rdir, rid, bid, Secret(key), pw_hash)
     say("reader %d has a new key%s" % (rid, " (its broker password stays)" if kept else " and a new broker password"))
+    # The gateway keeps the board's link counters and sequence numbers under
+    # its id: a fresh board there would be refused as a replay.
+    say("for the same board only: a new board in its place needs a new reader id (readers add)")
     if doc is not None:
         _wrote_enrolment(cfg, out, "configure the reader with it")
     _sync(cfg)
