@@ -23,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sys
+import time
 
 from . import ports as P
 
@@ -30,6 +32,7 @@ ENTER_ATTEMPTS = 3  # a reader reset into safe mode by the Ctrl-C loses the firs
 ENTER_TIMEOUT_S = 10
 READ_TIMEOUT_S = 5  # longest wait for one read (mpremote reads the raw-paste handshake without a retry)
 EXEC_TIMEOUT_S = 10  # longest silence from the board while a command runs
+QUIET_RETRY_S = 3  # a failed attempt quicker than this is retried without a word
 
 # Hashes each path given (a JSON list) with hashlib.sha256 on the board: a dict
 # path -> hex digest, None for a missing file.
@@ -88,6 +91,14 @@ def _transport():
     return SerialTransport
 
 
+def _quiet():
+    """mpremote prints what the board sent when a raw-REPL step fails (its
+    own CLI's diagnostics): here that would be a stray line on the
+    technician's stdout, maybe a piece of a file in transit, before our own
+    one-line error. Kept off the screen."""
+    return contextlib.redirect_stdout(io.StringIO())
+
+
 def _errors():
     import serial
     from mpremote.transport import TransportError
@@ -109,7 +120,8 @@ class Board:
         is a BoardError naming its last line (the code is never shown);
         `timeout`: the longest silence from the board while it runs."""
         try:
-            out, err = self.t.exec_raw(code, timeout=timeout)
+            with _quiet():
+                out, err = self.t.exec_raw(code, timeout=timeout)
         except _errors() as e:
             raise self.interrupted(e) from None
         if err:
@@ -157,7 +169,8 @@ class Board:
         if self.hashes([path])[path] is None:
             return None
         try:
-            return bytes(self.t.fs_readfile(path, chunk_size=512))
+            with _quiet():
+                return bytes(self.t.fs_readfile(path, chunk_size=512))
         except _errors() as e:
             raise self.interrupted(e) from None
 
@@ -165,7 +178,8 @@ class Board:
         """Write `data` to `path`, making its directories; progress(done, total)."""
         self.makedirs(path.rsplit("/", 1)[0] if "/" in path else "")
         try:
-            self.t.fs_writefile(path, data, chunk_size=512, progress_callback=progress)
+            with _quiet():
+                self.t.fs_writefile(path, data, chunk_size=512, progress_callback=progress)
         except _errors() as e:
             raise self.interrupted(e) from None
 
@@ -189,7 +203,8 @@ class Board:
     def soft_reset(self) -> None:
         """Ctrl-D at the raw REPL: a fresh interpreter (main.py not run)."""
         try:
-            self.t.enter_raw_repl(soft_reset=True)
+            with _quiet():
+                self.t.enter_raw_repl(soft_reset=True)
         except _errors() as e:
             raise self.interrupted(e) from None
 
@@ -232,7 +247,11 @@ def _resync(t) -> None:
     t.exec("pass")  # the raw REPL answers: in step with the board
 
 
-def connect(port: str | None, ports=None) -> Board:
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def connect(port: str | None, ports=None, say=_stderr) -> Board:
     """Open the board on `port` (None: the one ESP32 board plugged in), stop
     the reader and enter the raw REPL. BoardError on anything a technician can
     fix: no board, a busy or missing port, no MicroPython answering."""
@@ -251,20 +270,29 @@ def connect(port: str | None, ports=None) -> Board:
     except (TransportError, OSError) as e:
         raise BoardError("cannot open %s: %s" % (port, e)) from None
     last = None
+    waited = 0.0
     for attempt in range(ENTER_ATTEMPTS):
+        t0 = time.monotonic()
         try:
+            if attempt and waited >= QUIET_RETRY_S:
+                # An attempt that timed out waited ENTER_TIMEOUT_S: say so, rather
+                # than a silent half minute (a quick retry, the usual lost Ctrl-A, is not news).
+                say(
+                    "waiting for the MicroPython REPL on %s: no answer in %d s, trying again (%d of %d)"
+                    % (port, round(waited), attempt + 1, ENTER_ATTEMPTS)
+                )
             if attempt:
                 # A command cut short (a client killed mid-transfer) leaves the
                 # raw REPL reading it: Ctrl-D ends it (at the friendly REPL it
                 # is a soft reset, which the Ctrl-C below stops again).
                 t.serial.write(b"\x04")
-            # enter_raw_repl prints what it got when it fails: keep it off the technician's screen.
-            with contextlib.redirect_stdout(io.StringIO()):
+            with _quiet():
                 t.enter_raw_repl(soft_reset=True, timeout_overall=ENTER_TIMEOUT_S)
                 _resync(t)
             return Board(port, t)
         except _errors() as e:
             last = e
+            waited = time.monotonic() - t0
     with contextlib.suppress(*_errors()):
         t.close()
     raise BoardError(
