@@ -155,6 +155,11 @@ def add_parsers(sub) -> None:
     )
     c.add_argument("--port", help=port_help)
     c.add_argument("--file", metavar="FILE", help="a config (docs/formats.md, 'Reader configuration'), .json or .toml")
+    c.add_argument(
+        "--new-key",
+        action="store_true",
+        help="give the reader a new random key (never shown; `register` hands it to the gateway)",
+    )
     c.add_argument("--reader-id", type=int)
     c.add_argument("--building-id", type=int)
     c.add_argument("--floors", type=int)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 
 from liftcard_protocol.errors import ConfigError
 from liftcard_protocol.readerconfig import validate_config
@@ -114,17 +115,58 @@ def build_config(args, env=os.environ) -> dict:
                 u["port"] = port
     for path, var in SECRET_ENV.items():
         v = env.get(var)
-        if v is None:
-            continue
-        obj = cfg
-        for k in path[:-1]:
-            obj = obj.setdefault(k, {})
-        if isinstance(obj, dict):
-            obj[path[-1]] = v
+        if v is not None:
+            _secret_from_env(cfg, path, var, v, args.file)
+    if getattr(args, "new_key", False):
+        if cfg.get("key") is not None:
+            raise BoardError(
+                "refused, nothing written to the board: --new-key, but the key is given already "
+                "(the file or LIFTCARD_READER_KEY): one or the other"
+            )
+        # A new reader's key is born here, from the OS CSPRNG, and goes only to
+        # the board; register carries it to the gateway from there.
+        cfg["key"] = secrets.token_hex(32)
     try:
         return validate_config(cfg)
     except ConfigError as e:
-        raise BoardError("refused, nothing written to the board: %s" % e) from None
+        hint = ""
+        for path, var in SECRET_ENV.items():
+            if str(e).startswith("config: %s " % ".".join(path)):
+                hint = " (a secret: from the file or %s, never an option)" % var
+        raise BoardError("refused, nothing written to the board: %s%s" % (e, hint)) from None
+
+
+# What each secret is, and the option that gives the object it belongs to.
+_SECRET_WHAT = {
+    "LIFTCARD_READER_KEY": ("the reader's key", None),
+    "LIFTCARD_BROKER_PASSWORD": ("the broker password", "--gateway HOST[:PORT]"),
+    "LIFTCARD_WIFI_PASSWORD": ("the Wi-Fi password", "--wifi-ssid SSID"),
+}
+
+
+def _secret_from_env(cfg: dict, path: tuple, var: str, value: str, file: str | None) -> None:
+    """Put a secret from the environment into the config. A variable exported
+    for an earlier reader must not silently replace what a file (the
+    gateway's enrolment file) says, nor conjure up a Wi-Fi or an uplink with
+    no address: both are refused, naming the variable, never a value."""
+    what, option = _SECRET_WHAT[var]
+    obj = cfg
+    for k in path[:-1]:
+        if obj.get(k) is None:
+            raise BoardError(
+                "refused, nothing written to the board: %s is set but the config has no %s: pass %s, "
+                "or unset %s" % (var, k, option, var)
+            )
+        obj = obj[k]
+    if not isinstance(obj, dict):
+        return  # the config's own rules refuse it, by its key
+    have = obj.get(path[-1])
+    if have is not None and have != value:
+        raise BoardError(
+            "refused, nothing written to the board: %s is in %s and in %s, and they differ: "
+            "unset %s to keep the file's" % (what, file or "the config", var, var)
+        )
+    obj[path[-1]] = value
 
 
 def encode(cfg: dict) -> bytes:
