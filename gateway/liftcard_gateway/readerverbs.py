@@ -42,7 +42,10 @@ from .tables import render_table
 from .tomlconf import Secret
 
 MAX_ENROLMENT_FILE = 65536
-RELOAD = "reload the daemon to use it: systemctl reload liftcard-gateway (or send it SIGHUP)"
+RELOAD = (
+    "no running gateway daemon was signalled: it reads its readers when it starts "
+    "(if it runs: systemctl reload liftcard-gateway)"
+)
 
 
 def _reload_daemon(cfg: GatewayConfig) -> None:
