@@ -44,7 +44,7 @@ from .tomlconf import Secret
 MAX_ENROLMENT_FILE = 65536
 RELOAD = (
     "no running gateway daemon was signalled: it reads its readers when it starts "
-    "(if it runs: systemctl reload liftcard-gateway)"
+    "(if it runs: systemctl reload liftcard-gateway, or send it SIGHUP)"
 )
 
 
