@@ -159,6 +159,7 @@ def test_selftest_table_and_exit_code(board, capsys, tmp_path):
     b, port = board
     rc, out, err = run(capsys, "selftest", "--port", b.usb)
     assert rc == 1, err  # blank: no config, no whitelist
+    assert "up to 15 s for Wi-Fi" in err  # the wait is announced, not a silent quarter minute
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert "FAIL" in rows["config"] and "FAIL" in rows["whitelist"]
     port.until("READY")

@@ -89,6 +89,10 @@ def cmd_selftest(args) -> int:
 
     b = boardlink.connect(args.port)
     try:
+        _say(
+            "booting the reader logic on %s; up to %g s for Wi-Fi, the gateway link and the gateway's time "
+            "and whitelist" % (b.port, args.settle)
+        )
         st = S.gather(b, args.settle)
     finally:
         b.close(run=True)
