@@ -7,6 +7,11 @@
 #   FAIL <reason code> [floor]       a card whose credential failed
 #   any other line                   a reader command (STATUS, TIME, WL, ...)
 #
+# [floor] is where the car is when the card is tapped (default: the ground
+# floor), not where the rider goes: the reader decides the destination (the
+# card's home floor from the ground floor, the ground floor from elsewhere)
+# and records that in the ride.
+#
 # Taps are parsed in place with no allocation; a malformed tap is answered with
 # one ERR line and dropped.
 
