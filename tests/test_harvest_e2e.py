@@ -132,3 +132,24 @@ def test_harvest_refusals_are_one_line(tmp_path):
         rc, out, err = run("liftcard_provisioning.cli", "harvest", *args, "--out", tmp_path / "x.lchv")
         assert rc == 2 and err.count("\n") == 1 and words in err, err
     assert not (tmp_path / "x.lchv").exists()
+
+
+def test_a_harvest_file_is_never_overwritten(tmp_path):
+    """Two dead readers harvested to the same --out: the second must not
+    replace the first reader's rides (its only copy, not yet imported)."""
+    from liftcard_protocol.harvest import SECTOR
+
+    img = tmp_path / "log.img"
+    img.write_bytes(b"\xff" * (8 * SECTOR))
+    out = tmp_path / "rides.lchv"
+    rc, _, err = run(
+        "liftcard_provisioning.cli", "harvest", "--image", img, "--reader", "7", "--building", "2", "--out", out
+    )
+    assert rc == 0, err
+    first = out.read_bytes()
+    rc, _, err = run(
+        "liftcard_provisioning.cli", "harvest", "--image", img, "--reader", "8", "--building", "2", "--out", out
+    )
+    assert rc == 2 and err.count("\n") == 1 and "rides.lchv exists" in err and "never overwritten" in err, err
+    assert out.read_bytes() == first and unpack_harvest(first).reader_id == 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.img", "rides.lchv"]  # no temporary file left

@@ -164,8 +164,14 @@ def build(reader_id: int, building_id: int, image: bytes, source: int, now: floa
     return h, scan.bad_slots
 
 
+def exists_error(path: Path) -> HarvestError:
+    return HarvestError("%s exists: move it away or name another --out (a harvest file is never overwritten)" % path)
+
+
 def write_atomic(path: Path, h: Harvest) -> None:
-    """The file at `path` holds the whole harvest or is as it was."""
+    """The file at `path` holds the whole harvest, or nothing is there. An
+    existing file is never replaced: it may be another reader's rides, or
+    this one's from before its log moved on, not yet imported."""
     data = pack_harvest(h)
     unpack_harvest(data)  # every record's CRC and the digest, before anything is written
     tmp = path.with_name(".%s.%d.tmp" % (path.name, os.getpid()))
@@ -174,7 +180,17 @@ def write_atomic(path: Path, h: Harvest) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            os.link(tmp, path)  # atomic, and fails rather than replace what is there
+            os.unlink(tmp)
+        except FileExistsError:
+            os.unlink(tmp)
+            raise exists_error(path) from None
+        except OSError:  # no hard links (a FAT USB stick): checked, then renamed
+            if path.exists():
+                os.unlink(tmp)
+                raise exists_error(path) from None
+            os.replace(tmp, path)
         dfd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dfd)
@@ -238,6 +254,8 @@ def cmd_harvest(args) -> int:
     from .boardlink import BoardError
 
     try:
+        if args.out and Path(args.out).exists():  # before the reader is stopped for nothing
+            raise exists_error(Path(args.out))
         if args.image:
             if args.reader is None or args.building is None:
                 raise HarvestError("--image needs --reader and --building (a flash image does not say whose it is)")
