@@ -13,6 +13,7 @@ liftcard-provision and liftcard-gateway as subprocesses, the real Mosquitto,
 the gateway daemon as its own process."""
 
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -35,12 +36,18 @@ from liftcard_testing.wait import wait_for
 BURST = 30  # taps sent in one go, the power cut lands somewhere in them
 
 
+# The path's config file gives the key and the broker password: a variable a
+# developer exported for another reader would be refused beside them.
+_FILE_SECRETS = ("LIFTCARD_READER_KEY", "LIFTCARD_BROKER_PASSWORD")
+
+
 def provision(*args, timeout: float = 300) -> subprocess.CompletedProcess:
     p = procs.spawn(
         [sys.executable, "-m", "liftcard_provisioning.cli", *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={k: v for k, v in os.environ.items() if k not in _FILE_SECRETS},
     )
     try:
         out, err = p.communicate(timeout=timeout)
