@@ -178,6 +178,9 @@ def test_user_errors_are_one_line_exit_2(tmp_path):
     assert "does not exist" in one_line_error(run("flash", img, "--port", tmp_path / "ttyNOPE"))
     r = run("flash")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    for bad in ("-1", "12", "fast"):
+        r = run("flash", img, "--port", "/dev/null", "--baud", bad)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--baud" in r.stderr, r.stderr
 
 
 def test_busy_port(tmp_path):

@@ -128,6 +128,8 @@ def test_harvest_refusals_are_one_line(tmp_path):
         (["--image", img], "--image needs --reader and --building"),
         (["--image", img, "--reader", "1", "--building", "2"], "not a ridelog partition image"),
         (["--image", tmp_path / "none.img", "--reader", "1", "--building", "2"], "cannot read"),
+        (["--image", img, "--reader", "0", "--building", "2"], "--reader: an id from 1 to 1073741823, got 0"),
+        (["--image", img, "--reader", "1", "--building", str(2**40)], "--building: an id from 1 to"),
     ):
         rc, out, err = run("liftcard_provisioning.cli", "harvest", *args, "--out", tmp_path / "x.lchv")
         assert rc == 2 and err.count("\n") == 1 and words in err, err

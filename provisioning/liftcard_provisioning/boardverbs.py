@@ -135,6 +135,20 @@ def cmd_console(args) -> int:
     return 0
 
 
+MAX_SETTLE_S = 600  # a board's ticks_ms wraps long after; a technician waits less
+
+
+def settle_seconds(text: str) -> float:
+    """--settle: seconds, 0 .. MAX_SETTLE_S (argparse makes a refusal one line)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 <= v <= MAX_SETTLE_S:  # NaN fails this too
+        raise argparse.ArgumentTypeError("seconds from 0 to %d, got %r" % (MAX_SETTLE_S, text))
+    return v
+
+
 def add_parsers(sub) -> None:
     port_help = "the board's serial port (default: the one ESP32 board plugged in)"
     d = sub.add_parser(
@@ -186,7 +200,9 @@ def add_parsers(sub) -> None:
         "--settle seconds, and print its STATUS as a table; exit 1 if a check FAILs.",
     )
     s.add_argument("--port", help=port_help)
-    s.add_argument("--settle", type=float, default=15.0, metavar="S", help="wait up to S s for Wi-Fi/uplink (15)")
+    s.add_argument(
+        "--settle", type=settle_seconds, default=15.0, metavar="S", help="wait up to S s for Wi-Fi/uplink (15)"
+    )
     s.add_argument("--json", action="store_true", help="print the checks as one JSON object")
     s.set_defaults(func=cmd_selftest)
 

@@ -70,6 +70,17 @@ def cmd_flash(args) -> int:
 # ---------------------------------------------------------------------------
 
 
+def baud(text: str) -> int:
+    """--baud: a rate esptool can ask the stub for, or 0 to stay at the ROM's."""
+    try:
+        v = int(text, 10)
+    except ValueError:
+        v = -1
+    if not (v == 0 or 9600 <= v <= 5_000_000):
+        raise argparse.ArgumentTypeError("a baud rate from 9600 to 5000000 (0: keep the ROM's), got %r" % text)
+    return v
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage dump
         self.exit(2, "%s: %s (see %s --help)\n" % (PROG, message, self.prog))
@@ -110,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fp.add_argument("image", metavar="IMAGE", help="MicroPython firmware .bin for the board's chip")
     fp.add_argument("--port", help="the board's serial port (default: the one ESP32 board plugged in)")
-    fp.add_argument("--baud", type=int, default=460800, help="transfer baud rate (default 460800)")
+    fp.add_argument("--baud", type=baud, default=460800, help="transfer baud rate (default 460800; 0: keep 115200)")
     fp.add_argument("--json", action="store_true", help="print the result as one JSON object")
     fp.add_argument("-v", "--verbose", action="store_true", help="show esptool's messages")
     fp.set_defaults(func=cmd_flash)

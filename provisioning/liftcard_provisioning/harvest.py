@@ -35,6 +35,7 @@ from pathlib import Path
 
 from liftcard_protocol.epoch import epoch_from_unix
 from liftcard_protocol.errors import FormatError
+from liftcard_protocol.fields import ID_MAX
 from liftcard_protocol.harvest import (
     SECTOR,
     SOURCE_IMAGE,
@@ -259,6 +260,9 @@ def cmd_harvest(args) -> int:
         if args.image:
             if args.reader is None or args.building is None:
                 raise HarvestError("--image needs --reader and --building (a flash image does not say whose it is)")
+            for opt, v in (("--reader", args.reader), ("--building", args.building)):
+                if not 1 <= v <= ID_MAX:
+                    raise HarvestError("%s: an id from 1 to %d, got %d" % (opt, ID_MAX, v))
             h, bad = build(args.reader, args.building, read_image(Path(args.image)), SOURCE_IMAGE)
         else:
             if args.reader is not None or args.building is not None:
