@@ -7,6 +7,7 @@ and a power cut at any instant keeps the logged rides."""
 
 import json
 import os
+import stat
 import subprocess
 
 import pytest
@@ -62,6 +63,9 @@ def test_stable_port_names(tmp_path):
             assert port.status()["boot"] == 1
         assert "boot.cnt" in mpremote(b.usb, "fs", "ls")
     assert not usb.exists() and not test.exists()  # gone with the rig
+    # the flash will hold the reader's key and passwords: its owner's alone
+    assert stat.S_IMODE((tmp_path / "board").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "board" / "fs.img").stat().st_mode) == 0o600
 
 
 def _boot_count(port) -> int:

@@ -210,12 +210,15 @@ class Rig:
 
     def __init__(self, workdir, heap: str = firmware.HEAP, usb_link=None, test_link=None, out=None, blank=False):
         self.dir = Path(workdir).resolve()
-        self.dir.mkdir(parents=True, exist_ok=True)
+        # The flash holds what a reader's does: its key and passwords
+        # (config.json), card ids (the ride log). Only its owner reads them.
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not (self.dir / firmware.FS_IMG).exists():
             # Formatted before the first power-on, not by the boot code: a
             # Ctrl-C from a client arriving during the first boot would
             # otherwise interrupt the format and leave an image nothing mounts.
             install(self.dir, [] if blank else deployed_files())
+            (self.dir / firmware.FS_IMG).chmod(0o600)
         self.heap = heap
         self.out = out or sys.stdout
         self.usb = Cable(isig=True, link=usb_link)
