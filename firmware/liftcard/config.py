@@ -192,10 +192,13 @@ def load(path=PATH):
     return parse(_read(path, "config: no %s on flash"))
 
 
-def install(src):
-    # Validates the config at `src` (any path) and makes it current.
+def install(src, check=None):
+    # Validates the config at `src` (any path) and makes it current. check:
+    # the caller's own refusal (ConfigError), before anything is written.
     text = _read(src, "config: cannot read %s")
     cfg = parse(text)
+    if check is not None:
+        check(cfg)
     atomic.write(PATH, _NEW, text)
     return cfg
 

@@ -11,7 +11,7 @@ from . import VERSION, atomic, codes, u32
 from . import config as configmod
 from .clock import Clock
 from .fees import Fees
-from . import ridelog
+from . import logid, ridelog
 from .ridelog import RideLog
 from .whitelist import Whitelist, discard_partial
 from .lineproto import EV_CMD, EV_TAP
@@ -61,6 +61,9 @@ class Reader:
         self.cfg = None
         self.error = None
         self.unlogged = 0  # rides granted while the log was full
+        self.foreign = 0  # unacked rides logged under another identity (logid.py)
+        self.held = None  # the identity the log's rides are written under
+        self.log_from = 1  # its first seq: what lies below is another identity's
         self.stopped = False
         self.log = None
         self.wl = None
@@ -91,7 +94,34 @@ class Reader:
             self.cfg = None
             self.error = str(e)
             return
+        self._own_log()
         self._apply_config()
+
+    def _own_log(self):
+        # Whose are the unacknowledged rides? A config.json written while the
+        # reader was stopped (over the raw REPL) may name another reader than
+        # the one they were logged under: those rides are then held for a
+        # harvest, never sent, never acknowledged (docs/formats.md, "Log
+        # identity"). With nothing unacknowledged the log takes the config's
+        # identity; so does a log from before logid.bin existed.
+        log = self.log
+        held = logid.read()
+        self.foreign = 0
+        if held is not None and logid.same(held, logid.of(self.cfg, 0)):
+            self.held = held
+        elif held is not None and log.backlog > 0:
+            self.held = held
+            self.foreign = log.backlog
+        else:
+            self.held = logid.of(self.cfg, log.next_seq if held is not None else 1)
+            logid.write(self.held)
+        self.log_from = logid.from_seq(self.held)
+
+    def _foreign_text(self):
+        return "reader %d still holds %d rides not acknowledged: harvest them first" % (
+            logid.reader_of(self.held),
+            self.foreign or self.log.backlog,
+        )
 
     def _apply_config(self):
         cfg = self.cfg
@@ -106,7 +136,7 @@ class Reader:
         self.wl.open()
         self.fees.configure(cfg["tariff"], cfg["floors"], cfg["ground_floor"], cfg["utc_offset_min"])
         self._rebuild_spend()
-        self.error = self.wl.error
+        self.error = self._foreign_error() or self.wl.error
         if self.nfc is None and hasattr(self.board, "start_nfc"):
             self.nfc = self.board.start_nfc()
         if self.nfc is not None:
@@ -130,7 +160,7 @@ class Reader:
             from .net import Net
 
             self.net = Net(self.board, wcfg)
-        if "uplink" in self.cfg:
+        if "uplink" in self.cfg and not self.foreign:  # never another reader's rides under this one's name
             from .uplink import Uplink
 
             self.uplink = Uplink(self, self.cfg["uplink"])
@@ -189,12 +219,14 @@ class Reader:
         )
         granted = result == codes.GRANTED
         # Durable before the resident sees "granted" (promise 2).
-        logged = self.log.append(rec)
+        logged = not self.foreign and self.log.append(rec)
         if logged:
             if decided:  # only a decision just made may charge
                 fees.commit(self.card, ms)
         elif granted:
-            # Log full: never strand a resident, never overwrite unacked rides.
+            # Log full, or holding another identity's rides (docs/formats.md,
+            # "Log identity"): never strand a resident, never overwrite unacked
+            # rides, never log a ride that could go out under the wrong name.
             self.unlogged += 1
         self.board.signal(granted, cfg["relay_ms"] if granted else 0)
         self.board.report(rec, logged)
@@ -269,7 +301,8 @@ class Reader:
         if verb == "CONFIG":
             if not arg:
                 return "ERR usage: CONFIG <path>"
-            self.cfg = configmod.install(arg)
+            self.cfg = configmod.install(arg, self._may_configure)
+            self._own_log()
             self._apply_config()
             return "OK config reader %d building %d" % (self.cfg["reader_id"], self.cfg["building_id"])
         if self.cfg is None:
@@ -300,6 +333,8 @@ class Reader:
             upto = _number(arg, -1)
             if upto < 0:
                 return "ERR usage: ACK <seq>"
+            if self.foreign:
+                return "ERR ack: %s" % self._foreign_text()
             self.log.ack(upto)
             return "OK acked %d" % self.log.acked
         if verb == "DUMP":
@@ -315,6 +350,17 @@ class Reader:
                 n += 1
             return "OK %d records" % n
         return "ERR unknown command %s" % verb
+
+    def _may_configure(self, cfg):
+        # Refuses, before anything is written, a config under which the
+        # unacknowledged rides would be sent as another reader's.
+        held = self.held or logid.read()
+        if self.log.backlog > 0 and held is not None and not logid.same(held, logid.of(cfg, 0)):
+            self.held = held
+            raise configmod.ConfigError("config: " + self._foreign_text())
+
+    def _foreign_error(self):
+        return self._foreign_text() if self.foreign else None
 
     def _delta_bytes(self, arg):
         if len(arg) % 2 == 0 and len(arg) >= 2 * (24 + 16):
@@ -335,6 +381,7 @@ class Reader:
         log = self.log
         cfg = self.cfg or {}
         wl = self.wl
+        error = self._foreign_error() or self.error
         gc.collect()  # heap_free is what is really free, not garbage not yet collected
         fields = (
             ("fw", '"%s"' % VERSION),
@@ -352,12 +399,14 @@ class Reader:
             ("log_capacity", log.capacity),
             ("log_full", "true" if log.full else "false"),
             ("unlogged_rides", self.unlogged),
+            ("foreign_rides", self.foreign),
+            ("log_reader_id", logid.reader_of(self.held) if self.held else 0),
             ("erases", log.erases),
             ("forced_erases", log.forced_erases),
             ("heap_free", gc.mem_free()),
             ("nfc_taps", self.nfc.taps if self.nfc else 0),
             ("nfc_chip_errors", self.nfc.chip_errors if self.nfc else 0),
-            ("error", '"%s"' % self.error if self.error else "null"),
+            ("error", '"%s"' % error if error else "null"),
         )
         net = self.net
         if net is not None:

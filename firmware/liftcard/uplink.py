@@ -302,7 +302,7 @@ class Uplink:
             r.boot_count,
             r.clock.now(),
             r.log.acked,
-            r.log.oldest_seq,
+            max(r.log.oldest_seq, r.log_from),
             r.net.rssi() if r.net is not None else 0,
             _FW[0],
             _FW[1],
@@ -337,7 +337,9 @@ class Uplink:
                 if log.acked >= self._inflight:
                     self._inflight = 0  # next batch at once
             elif kind == uc.RESEND:
-                f = codec.from_seq
+                # Never below the first ride of this identity: the records
+                # under it were another reader's (logid.py).
+                f = max(codec.from_seq, r.log_from)
                 if f <= r.log.acked:  # above it, the backlog goes anyway
                     self._resend = f if f > 0 else 1
                     self._inflight = 0
