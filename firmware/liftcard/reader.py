@@ -137,6 +137,10 @@ class Reader:
         self.fees.configure(cfg["tariff"], cfg["floors"], cfg["ground_floor"], cfg["utc_offset_min"])
         self._rebuild_spend()
         self.error = self._foreign_error() or self.wl.error
+        if "tls" in cfg.get("uplink", ()):
+            from .tlsctx import early
+
+            early(self)  # a 3 KB block, before the NFC stack fragments the heap (docs/board.md, "TLS")
         if self.nfc is None and hasattr(self.board, "start_nfc"):
             self.nfc = self.board.start_nfc()
         if self.nfc is not None:

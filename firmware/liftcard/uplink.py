@@ -16,7 +16,12 @@
 #   would never fire the Last Will), and a link with nothing received for a
 #   whole keepalive is declared dead;
 # - the packet id wraps at 65535 (umqtt.simple's grows without bound);
-# - the subscription to `down` is renewed after every reconnect.
+# - the subscription to `down` is renewed after every reconnect;
+# - over TLS (the config's uplink.tls), the handshake runs in steps from
+#   idle(), one per call, each only the crypto of what has arrived (a step
+#   that verifies the broker's certificate and makes the session key is the
+#   longest: docs/board.md, "TLS"); a certificate or name the CA file does not
+#   vouch for is last_error E_TLS, and the link tries again with backoff.
 #
 # Rides: at most one RIDES batch (<= 32 unacked records) in flight; resent
 # after _ACK_WAIT_MS or a reconnect; the gateway's ACK (MAC and replay checked
@@ -61,10 +66,11 @@ _FW = tuple(int(x) for x in VERSION.split("."))
 # state
 S_DOWN = const(0)  # waiting for the next connect attempt
 S_TCP = const(1)  # TCP connect in progress
-S_CONNACK = const(2)  # CONNECT sent, waiting for CONNACK
-S_SUBACK = const(3)  # connected, SUBSCRIBE sent
-S_UP = const(4)  # subscribed: rides and status flow
-STATE_NAMES = ("down", "connecting", "connecting", "subscribing", "up")
+S_TLS = const(2)  # TLS handshake in progress (CONNECT goes with its end)
+S_CONNACK = const(3)  # CONNECT sent, waiting for CONNACK
+S_SUBACK = const(4)  # connected, SUBSCRIBE sent
+S_UP = const(5)  # subscribed: rides and status flow
+STATE_NAMES = ("down", "connecting", "connecting", "connecting", "subscribing", "up")
 
 # last_error codes (STATUS byte 20)
 E_NONE = const(0)
@@ -73,6 +79,7 @@ E_REFUSED = const(2)  # CONNACK with a refusal code (bad user/password)
 E_IO = const(3)  # the link broke: timeout, reset, EOF, protocol error
 E_MESSAGE = const(4)  # a down message was refused (MAC, replay, ...)
 E_APPLY = const(5)  # a down message verified but could not be applied
+E_TLS = const(6)  # TLS: no usable CA file, or the broker's certificate or name refused
 
 
 class Uplink:
@@ -90,6 +97,7 @@ class Uplink:
         self.host = ucfg["host"]
         self.port = ucfg["port"]
         self.keepalive_ms = ucfg["keepalive_s"] * 1000
+        self.tls = ucfg.get("tls")  # {"ca": file on flash, "server_name": ...}; None: plain MQTT
         # The codec, and with it the up counter (the CTR nonce), lives as long
         # as the boot, not this Uplink: a reconfigure that made a new one
         # would count from 0 again and reuse keystream (docs/uplink.md).
@@ -102,7 +110,10 @@ class Uplink:
         self.codec = codec
         self.wlrecv = None  # wlrecv.WlRecv, made at the first WHITELIST chunk
         name = ("reader-%d" % rid).encode()
-        c = self.client = Client(
+        cls = Client
+        if self.tls is not None:
+            from .tlsclient import TlsClient as cls
+        c = self.client = cls(
             name, self.host, self.port, user=name, password=ucfg["password"].encode(), keepalive=ucfg["keepalive_s"]
         )
         c.set_last_will(self.t_status, b"offline", retain=False, qos=1)
@@ -149,6 +160,10 @@ class Uplink:
             elif st == S_TCP:
                 if self.client.ready(select.POLLOUT):
                     try:
+                        if self.tls is not None:
+                            self.client.start_tls()
+                            self.state = S_TLS
+                            return
                         self.client.send_connect()  # raises if the connect failed
                     except OSError as e:
                         self._fail(ms, E_CONNECT, "connect failed: %r" % (e,))
@@ -157,6 +172,21 @@ class Uplink:
                     self.state = S_CONNACK
                 elif b.ticks_diff(ms, self._deadline) >= 0:
                     self._fail(ms, E_CONNECT, "connect timed out")
+            elif st == S_TLS:
+                try:
+                    done = self.client.tls_step()
+                except MemoryError:
+                    raise
+                except Exception as e:  # the certificate or name refused, the TCP connect failed, a reset
+                    from .tlsclient import reason
+
+                    self._fail(ms, E_TLS, "tls: %s" % reason(e))
+                    return
+                if done:
+                    self.state = S_CONNACK
+                    self._deadline = ms + _CONNECT_MS
+                elif b.ticks_diff(ms, self._deadline) >= 0:
+                    self._fail(ms, E_TLS, "tls: handshake timed out")
             elif st == S_CONNACK:
                 if self.client.ready(select.POLLIN):
                     try:
@@ -187,6 +217,14 @@ class Uplink:
             self._fail(ms, E_IO, "link: %r" % (e,))
 
     def _connect(self, ms):
+        if self.tls is not None and self.client.tls is None:
+            from .tlsctx import prepare
+
+            ctx, why = prepare(self.reader, self.tls["ca"])
+            if ctx is None:
+                self._fail(ms, E_TLS, why)
+                return
+            self.client.tls = (ctx, self.tls["server_name"])
         if self._addr is None:
             # An IP literal resolves at once; a name may block on DNS (once).
             self._addr = socket.getaddrinfo(self.host, self.port)[0][-1]

@@ -230,6 +230,8 @@ class MosquittoInstance(MosquittoProcess):
     ``workdir`` None uses a fresh temporary directory (removed on exit); a given
     directory is kept. ``restart()`` keeps the port and the persistence database.
     ``add_reader()`` regenerates the password and ACL files and reloads them (SIGHUP).
+    ``tls=(cert_file, key_file)`` adds the readers' TLS listener (docs/broker.md,
+    "TLS on the local link") on a second free port, ``tls_port``.
     """
 
     def __init__(
@@ -243,8 +245,11 @@ class MosquittoInstance(MosquittoProcess):
         log_types: tuple[str, ...] | None = None,
         start_timeout: float = 20.0,
         extra_users: Mapping[str, tuple[str, ...]] | None = None,
+        tls: tuple[str | os.PathLike, str | os.PathLike] | None = None,
     ):
         super().__init__(host, port, workdir, start_timeout)
+        self._tls = None if tls is None else tuple(str(Path(p).absolute()) for p in tls)
+        self._tls_port = 0
         self._readers = dict(readers or {})
         # `probe` (no topics) tells when the broker is up without touching the
         # gateway's session: client id = username (use_username_as_clientid).
@@ -260,6 +265,11 @@ class MosquittoInstance(MosquittoProcess):
         return dict(self._creds)
 
     @property
+    def tls_port(self) -> int:
+        """The TLS listener's port (0: no TLS listener, or not started yet)."""
+        return self._tls_port
+
+    @property
     def readers(self) -> dict[int, int]:
         return dict(self._readers)
 
@@ -272,6 +282,10 @@ class MosquittoInstance(MosquittoProcess):
     # -- configuration ------------------------------------------------------
     def _config(self) -> BrokerConfig:
         kw = {} if self._log_types is None else {"log_types": self._log_types}
+        if self._tls is not None:
+            if not self._tls_port:
+                self._tls_port = free_port(self._host)  # kept across restarts, as the plain port is
+            kw.update(tls_cert=self._tls[0], tls_key=self._tls[1], tls_port=self._tls_port, tls_bind_address=self._host)
         return BrokerConfig(
             port=self._port, bind_address=self._host, readers=dict(self._readers), extra_users=dict(self._extra), **kw
         )

@@ -114,15 +114,83 @@ class VirtualReader:
         self.kill()
 
 
+# Writes one file onto a virtual reader's flash (its littlefs image), as
+# configure does on a board: mounted by the host board itself, written beside
+# and renamed over (atomic.py).
+_PUT = """
+import sys
+from board_host import Board
+from liftcard import atomic
+fs, log, size, src, name = sys.argv[1:]
+b = Board(fs, log, fs_size=int(size))
+b.mount()
+with open(src, "rb") as f:
+    data = f.read()
+atomic.write(name, name + ".new", data)
+print("OK", len(data))
+"""
+
+
+def put_flash_file(workdir: str | Path, name: str, data: bytes, fs_size: int = 2 * 1024 * 1024) -> None:
+    """Writes `name` (a plain file name) onto the flash of the virtual reader
+    in workdir, which must not be running; a first write makes the
+    filesystem, as the reader's first boot would (fs_size: its --fs-size)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    src = workdir / (".put-" + name)
+    src.write_bytes(data)
+    script = workdir / ".put.py"
+    script.write_text(_PUT)
+    try:
+        p = procs.spawn(
+            [
+                firmware.micropython(),
+                str(script),
+                str(workdir / firmware.FS_IMG),
+                str(workdir / firmware.LOG_IMG),
+                str(fs_size),
+                str(src),
+                name,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=firmware.reader_env(),
+            cwd=workdir,
+        )
+        try:
+            out, _ = p.communicate(timeout=60)
+        finally:
+            procs.stop(p)
+        assert p.returncode == 0 and out.startswith(b"OK"), out.decode(errors="replace")
+    finally:
+        src.unlink(missing_ok=True)
+        script.unlink(missing_ok=True)
+
+
 def configured_reader(
-    workdir: str | Path, host: str, port: int, password: str, keepalive: int = 10, args: tuple = ()
+    workdir: str | Path,
+    host: str,
+    port: int,
+    password: str,
+    keepalive: int = 10,
+    args: tuple = (),
+    tls: dict | None = None,
+    ca_der: bytes | None = None,
 ) -> VirtualReader:
     """The standard test reader (CONFIG) with an uplink to host:port,
     whitelist v1 of CARDS and its clock set; killed if any step fails.
-    args: more of main.py's options (VirtualReader)."""
+    args: more of main.py's options (VirtualReader). tls: the uplink's "tls"
+    object (docs/formats.md); ca_der: the CA certificate (DER) put on its
+    flash first, under tls["ca"] (default ca.der)."""
+    if ca_der is not None:
+        size = dict(zip(args[::2], args[1::2])).get("--fs-size", 2 * 1024 * 1024)
+        put_flash_file(workdir, (tls or {}).get("ca", "ca.der"), ca_der, int(size))
     r = VirtualReader(workdir, args=args)
     try:
-        cfg = dict(CONFIG, uplink={"host": host, "port": port, "password": password, "keepalive_s": keepalive})
+        uplink = {"host": host, "port": port, "password": password, "keepalive_s": keepalive}
+        if tls is not None:
+            uplink["tls"] = tls
+        cfg = dict(CONFIG, uplink=uplink)
         path = r.file("config.json", json.dumps(cfg).encode())
         reply = r.command("CONFIG " + path)
         assert reply.startswith("OK config reader %d" % READER), reply

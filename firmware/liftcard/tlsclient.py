@@ -1,0 +1,100 @@
+# The uplink's MQTT transport over TLS (docs/uplink.md, "TLS on the local
+# link"): mqttclient.Client with the TLS handshake in non-blocking steps.
+# Imported only by a reader whose config has uplink.tls, so a plain reader's
+# heap holds none of it.
+#
+# After the non-blocking TCP connect (Client.open, ready(POLLOUT)):
+# - start_tls() wraps the socket, still non-blocking, and builds the whole
+#   CONNECT in one buffer;
+# - tls_step(), one per Uplink.step(), writes that CONNECT: mbedTLS runs the
+#   handshake inside the write and answers "would block" (None) while it
+#   waits for the broker, so a step does only the crypto of what has arrived
+#   and never waits for the network (docs/board.md, "TLS"); once the write
+#   goes through, the handshake is over and CONNECT is sent;
+# - from then on the TCP socket has the plain link's short timeout, and the
+#   poller watches the TLS socket, which also sees bytes mbedTLS has already
+#   decrypted and holds (the TCP socket cannot).
+
+import errno
+import select
+import struct
+
+from .mqttclient import _IO_TIMEOUT_S, Client, _remaining_length
+
+
+def _add_str(pkt, s):
+    pkt.extend(struct.pack("!H", len(s)))
+    pkt.extend(s)
+
+
+def reason(e):
+    # One line from an exception: mbedTLS's reasons come with newlines.
+    for a in e.args:
+        if type(a) is str:
+            for line in a.split("\n"):
+                if line.strip():
+                    return line.strip()
+    return repr(e)
+
+
+class TlsClient(Client):
+    tls = None  # (tls.SSLContext, server name), set by the uplink before a connect
+    _raw = None  # the TCP socket under the TLS one
+    _pkt = None  # the CONNECT the handshake steps write (it holds the password)
+
+    def close(self):
+        self._raw = None
+        self._pkt = None
+        Client.close(self)
+
+    def start_tls(self):
+        from .tlsctx import release
+
+        ctx, name = self.tls
+        raw = self.sock
+        release()
+        self.sock = ctx.wrap_socket(raw, server_hostname=name, do_handshake_on_connect=False)
+        self._raw = raw
+        self._pkt = self.connect_packet()
+        self.poller = select.poll()
+        self.poller.register(self.sock, select.POLLIN)
+
+    def tls_step(self):
+        # True once the handshake is over and CONNECT is sent; a refused
+        # certificate or name raises (ValueError from mbedTLS).
+        n = self.sock.write(self._pkt)
+        if n is None:
+            return False
+        if n != len(self._pkt):
+            raise OSError(errno.ETIMEDOUT)
+        self._pkt = None
+        self._raw.settimeout(_IO_TIMEOUT_S)
+        return True
+
+    def connect_packet(self, clean_session=True):
+        # Client.send_connect's bytes in one buffer: TLS sends them in one record.
+        premsg = bytearray(b"\x10\0\0\0\0\0")
+        msg = bytearray(b"\x04MQTT\x04\x02\0\0")
+        sz = 10 + 2 + len(self.client_id)
+        msg[6] = clean_session << 1
+        if self.user is not None:
+            sz += 2 + len(self.user) + 2 + len(self.pswd)
+            msg[6] |= 0xC0
+        if self.keepalive:
+            msg[7] |= self.keepalive >> 8
+            msg[8] |= self.keepalive & 0x00FF
+        if self.lw_topic:
+            sz += 2 + len(self.lw_topic) + 2 + len(self.lw_msg)
+            msg[6] |= 0x4 | (self.lw_qos & 0x1) << 3 | (self.lw_qos & 0x2) << 3
+            msg[6] |= self.lw_retain << 5
+        i = _remaining_length(premsg, sz)
+        pkt = premsg[: i + 2]
+        pkt.extend(msg)
+        _add_str(pkt, self.client_id)
+        if self.lw_topic:
+            _add_str(pkt, self.lw_topic)
+            _add_str(pkt, self.lw_msg)
+        if self.user is not None:
+            _add_str(pkt, self.user)
+            _add_str(pkt, self.pswd)
+        return pkt
