@@ -31,6 +31,7 @@ from liftcard_protocol.enrolment import Enrolment, dumps_enrolment, enrolment_do
 from liftcard_protocol.errors import ConfigError as EnrolmentError
 from liftcard_protocol.fields import ID_MAX
 from liftcard_protocol.keys import write_private
+from liftcard_protocol.readertls import trust_anchor
 from liftcard_protocol.topics import reader_user
 
 from . import broker as mq
@@ -163,8 +164,15 @@ def _enrolment_path(cfg: GatewayConfig, rid: int, out: str | None) -> Path | Non
 
 def _enrolment(cfg: GatewayConfig, rid: int, bid: int, key: bytes, password: str) -> bytes:
     b = cfg.broker
+    port, tls = b.port, {}
+    try:  # the TLS listener's chain ends with the CA readers are given (docs/operations.md, step 4)
+        anchor = trust_anchor(b.tls_cert_file.read_bytes()) if b.tls_cert_file else None
+    except (OSError, EnrolmentError):
+        anchor = None
+    if anchor is not None:
+        port, tls = b.tls_port, {"tls": {"server_name": b.reader_host}, "tls_ca": anchor}
     try:
-        doc = enrolment_doc(rid, bid, key, b.reader_host, password, port=b.port)
+        doc = enrolment_doc(rid, bid, key, b.reader_host, password, port=port, **tls)
     except EnrolmentError as e:  # a reader_host the reader config cannot hold
         raise SetupError("broker.reader_host: %s" % e, 2) from None
     return dumps_enrolment(parse_enrolment(doc))

@@ -18,6 +18,7 @@ from typing import Mapping
 from .errors import ConfigError
 from .fields import ID_MAX, KEY_LEN, is_int
 from .readerconfig import _validate_uplink
+from .readertls import ca_der, ca_pem
 from .topics import reader_user
 
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -34,6 +35,7 @@ class Enrolment:
     building_id: int
     key: bytes = field(repr=False)
     uplink: dict = field(repr=False)
+    tls_ca: bytes | None = field(default=None, repr=False)  # the CA certificate (DER) for uplink.tls
 
     @property
     def username(self) -> str:
@@ -45,12 +47,15 @@ class Enrolment:
 
     def doc(self) -> dict:
         """The JSON object of this enrolment (what parse_enrolment reads back)."""
-        return {
+        d = {
             "reader_id": self.reader_id,
             "building_id": self.building_id,
             "key": self.key.hex(),
             "uplink": dict(self.uplink),
         }
+        if self.tls_ca is not None:
+            d["tls_ca"] = ca_pem(self.tls_ca)
+        return d
 
 
 def _id(obj: Mapping, name: str) -> int:
@@ -78,7 +83,7 @@ def parse_enrolment(obj) -> Enrolment:
     dropped, as the reader drops them. ConfigError names the key, never the value."""
     if not isinstance(obj, Mapping):
         raise ConfigError("", "enrolment: not a JSON object")
-    extra = sorted(k for k in obj if k not in ("reader_id", "building_id", "key", "uplink"))
+    extra = sorted(k for k in obj if k not in ("reader_id", "building_id", "key", "uplink", "tls_ca"))
     if extra:
         raise ConfigError(str(extra[0]), "enrolment: unknown key %s" % str(extra[0])[:40])
     reader_id = _id(obj, "reader_id")
@@ -101,7 +106,17 @@ def parse_enrolment(obj) -> Enrolment:
     if up["username"] != reader_user(reader_id):
         raise ConfigError("uplink.username", "enrolment: uplink.username must be reader-<reader_id>")
     uplink["username"] = up["username"]
-    return Enrolment(reader_id, building_id, bytes.fromhex(key), uplink)
+    tls_ca = None
+    if "tls_ca" in obj:
+        # The CA the reader's uplink.tls checks the broker with (PEM);
+        # configure writes it to the reader's flash as DER.
+        if "tls" not in uplink:
+            raise ConfigError("tls_ca", "enrolment: tls_ca goes with uplink.tls")
+        try:
+            tls_ca = ca_der(obj["tls_ca"])
+        except ConfigError as e:
+            raise ConfigError("tls_ca", "enrolment: %s" % e) from None
+    return Enrolment(reader_id, building_id, bytes.fromhex(key), uplink, tls_ca)
 
 
 def enrolment_doc(
@@ -111,11 +126,13 @@ def enrolment_doc(
     host: str,
     password: str,
     port: int = 1883,
+    tls_ca: bytes | None = None,
     **uplink_extra,
 ) -> dict:
     """The enrolment object for a reader, checked by parse_enrolment (so a bad
     host or password is refused here, naming the key). `uplink_extra` carries
-    the other uplink keys the reader config allows (keepalive_s)."""
+    the other uplink keys the reader config allows (keepalive_s, tls);
+    `tls_ca` the CA certificate (DER) that goes with uplink.tls."""
     if not isinstance(key, (bytes, bytearray)) or len(key) != KEY_LEN:
         raise ConfigError("key", "enrolment: key must be %d bytes" % KEY_LEN)
     uplink = {"host": host, "port": port, "username": None, "password": password}
@@ -123,6 +140,8 @@ def enrolment_doc(
     if is_int(reader_id) and 1 <= reader_id <= ID_MAX:
         uplink["username"] = reader_user(reader_id)
     doc = {"reader_id": reader_id, "building_id": building_id, "key": bytes(key).hex(), "uplink": uplink}
+    if tls_ca is not None:
+        doc["tls_ca"] = ca_pem(tls_ca)
     return parse_enrolment(doc).doc()
 
 

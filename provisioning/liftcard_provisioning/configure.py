@@ -23,6 +23,7 @@ import secrets
 
 from liftcard_protocol.errors import ConfigError
 from liftcard_protocol.readerconfig import validate_config
+from liftcard_protocol.readertls import ca_der
 
 from .boardlink import Board, BoardError
 
@@ -82,6 +83,7 @@ def build_config(args, env=os.environ) -> dict:
     """The config from --file, the options over it, the secrets from the
     environment; validated and normalised (BoardError with the key's name)."""
     cfg = load_file(args.file) if args.file else {}
+    tls_ca = cfg.pop("tls_ca", None)  # the enrolment file's CA (PEM), for uplink.tls
     simple = {
         "reader_id": args.reader_id,
         "building_id": args.building_id,
@@ -127,7 +129,12 @@ def build_config(args, env=os.environ) -> dict:
         # the board; register carries it to the gateway from there.
         cfg["key"] = secrets.token_hex(32)
     try:
-        return validate_config(cfg)
+        out = Config(validate_config(cfg))
+        if tls_ca is not None:
+            if "tls" not in out.get("uplink", {}):
+                raise ConfigError("tls_ca", "config: tls_ca goes with uplink.tls")
+            out.ca_der = ca_der(tls_ca, "config: tls_ca")
+        return out
     except ConfigError as e:
         hint = ""
         for path, var in SECRET_ENV.items():
@@ -169,12 +176,33 @@ def _secret_from_env(cfg: dict, path: tuple, var: str, value: str, file: str | N
     obj[path[-1]] = value
 
 
+class Config(dict):
+    """A validated reader config, and the CA certificate (DER) its uplink.tls
+    names, when the file gave one: written to the reader beside the config."""
+
+    ca_der: bytes | None = None
+
+
 def encode(cfg: dict) -> bytes:
     return (json.dumps(cfg, indent=1, sort_keys=True) + "\n").encode()
 
 
+def _write_ca(board: Board, name: str, der: bytes) -> None:
+    new = name + ".new"
+    board.write_file(new, der)
+    if board.read_file(new) != der:
+        board.remove(new)
+        raise BoardError("the CA file arrived damaged on %s; the old one is kept: run configure again" % board.port)
+    board.rename(new, name)
+    if board.read_file(name) != der:
+        raise BoardError("%s read back from %s differs from what was written: run configure again" % (name, board.port))
+
+
 def write(board: Board, cfg: dict) -> None:
     """config.new, renamed over config.json, read back and compared."""
+    der = getattr(cfg, "ca_der", None)
+    if der is not None:  # the CA file of uplink.tls first, as the config is written
+        _write_ca(board, cfg["uplink"]["tls"]["ca"], der)
     data = encode(cfg)
     board.write_file(NEW, data)
     back = board.read_file(NEW)
@@ -198,6 +226,8 @@ def summary(cfg: dict) -> str:
     parts = ["reader %d, building %d, %d floors" % (cfg["reader_id"], cfg["building_id"], cfg["floors"])]
     if "uplink" in cfg:
         parts.append("gateway %s:%d" % (cfg["uplink"]["host"], cfg["uplink"]["port"]))
+        if "tls" in cfg["uplink"]:
+            parts.append("TLS to %s, CA %s" % (cfg["uplink"]["tls"]["server_name"], cfg["uplink"]["tls"]["ca"]))
     if "wifi" in cfg:
         parts.append("Wi-Fi %r" % cfg["wifi"]["ssid"])
     secrets = ["key"] + (["broker password"] if "uplink" in cfg else []) + (["Wi-Fi password"] if "wifi" in cfg else [])

@@ -231,7 +231,7 @@ class MosquittoInstance(MosquittoProcess):
     directory is kept. ``restart()`` keeps the port and the persistence database.
     ``add_reader()`` regenerates the password and ACL files and reloads them (SIGHUP).
     ``tls=(cert_file, key_file)`` adds the readers' TLS listener (docs/broker.md,
-    "TLS on the local link") on a second free port, ``tls_port``.
+    "TLS on the local link") on ``tls_port`` (default: a second free port).
     """
 
     def __init__(
@@ -246,10 +246,11 @@ class MosquittoInstance(MosquittoProcess):
         start_timeout: float = 20.0,
         extra_users: Mapping[str, tuple[str, ...]] | None = None,
         tls: tuple[str | os.PathLike, str | os.PathLike] | None = None,
+        tls_port: int | None = None,
     ):
         super().__init__(host, port, workdir, start_timeout)
         self._tls = None if tls is None else tuple(str(Path(p).absolute()) for p in tls)
-        self._tls_port = 0
+        self._tls_port = tls_port or 0
         self._readers = dict(readers or {})
         # `probe` (no topics) tells when the broker is up without touching the
         # gateway's session: client id = username (use_username_as_clientid).
