@@ -13,11 +13,14 @@
 #   acknowledged), 8 bytes HMAC-SHA256(key, "liftcard log identity") (the key
 #   compared without being stored twice; it tells nothing of the key).
 #
-# Never on the tap path: it is read and written at boot and at CONFIG.
+# Never on the tap path: the reader loads this module at boot and at CONFIG
+# only, and drops it after (Reader._identity): 192K has no room to keep it
+# beside the NFC stack and the uplink.
 
 from micropython import const
 
 from . import atomic, u32
+from .config import ConfigError
 from .mac import Mac
 
 FILE = "logid.bin"
@@ -66,3 +69,40 @@ def read():
 
 def write(b):
     atomic.write(FILE, _NEW, b)
+
+
+def _refusal(r, held, n):
+    return "reader %d still holds %d rides not acknowledged: harvest them first" % (reader_of(held), n)
+
+
+def own(r):
+    # At boot and after a CONFIG: whose are the unacknowledged rides? A
+    # config.json written while the reader was stopped (over the raw REPL)
+    # may name another reader than the one they were logged under: those
+    # rides are then held for a harvest, never sent, never acknowledged, and
+    # no ride is logged beside them (docs/formats.md, "Log identity"). With
+    # nothing unacknowledged the log takes the config's identity; so does a
+    # log from before logid.bin existed (its rides are the config's).
+    log = r.log
+    held = read()
+    r.foreign = 0
+    r.foreign_text = None
+    if held is not None and same(held, of(r.cfg, 0)):
+        pass
+    elif held is not None and log.backlog > 0:
+        r.foreign = log.backlog
+        r.foreign_text = _refusal(r, held, r.foreign)
+    else:
+        held = of(r.cfg, log.next_seq if held is not None else 1)
+        write(held)
+    r.log_reader = reader_of(held)
+    r.log_from = from_seq(held)
+
+
+def check(r, cfg):
+    # Before a CONFIG writes anything: refused if the unacknowledged rides
+    # would then be sent as another reader's.
+    held = read()
+    n = r.log.backlog
+    if n > 0 and held is not None and not same(held, of(cfg, 0)):
+        raise ConfigError("config: " + _refusal(r, held, n))

@@ -11,7 +11,7 @@ from . import VERSION, atomic, codes, u32
 from . import config as configmod
 from .clock import Clock
 from .fees import Fees
-from . import logid, ridelog
+from . import ridelog
 from .ridelog import RideLog
 from .whitelist import Whitelist, discard_partial
 from .lineproto import EV_CMD, EV_TAP
@@ -62,7 +62,8 @@ class Reader:
         self.error = None
         self.unlogged = 0  # rides granted while the log was full
         self.foreign = 0  # unacked rides logged under another identity (logid.py)
-        self.held = None  # the identity the log's rides are written under
+        self.foreign_text = None  # why they are held, for STATUS and refusals
+        self.log_reader = 0  # the reader id the log's rides are written under
         self.log_from = 1  # its first seq: what lies below is another identity's
         self.stopped = False
         self.log = None
@@ -97,31 +98,24 @@ class Reader:
         self._own_log()
         self._apply_config()
 
-    def _own_log(self):
-        # Whose are the unacknowledged rides? A config.json written while the
-        # reader was stopped (over the raw REPL) may name another reader than
-        # the one they were logged under: those rides are then held for a
-        # harvest, never sent, never acknowledged (docs/formats.md, "Log
-        # identity"). With nothing unacknowledged the log takes the config's
-        # identity; so does a log from before logid.bin existed.
-        log = self.log
-        held = logid.read()
-        self.foreign = 0
-        if held is not None and logid.same(held, logid.of(self.cfg, 0)):
-            self.held = held
-        elif held is not None and log.backlog > 0:
-            self.held = held
-            self.foreign = log.backlog
-        else:
-            self.held = logid.of(self.cfg, log.next_seq if held is not None else 1)
-            logid.write(self.held)
-        self.log_from = logid.from_seq(self.held)
+    def _own_log(self, cfg=None):
+        # The log's identity (logid.py): taken at boot, checked before a
+        # CONFIG writes (cfg). The module is dropped after: it is needed
+        # only here, and the heap is short.
+        import sys
+        from . import logid
 
-    def _foreign_text(self):
-        return "reader %d still holds %d rides not acknowledged: harvest them first" % (
-            logid.reader_of(self.held),
-            self.foreign or self.log.backlog,
-        )
+        try:
+            if cfg is None:
+                logid.own(self)
+            else:
+                logid.check(self, cfg)
+        finally:
+            pkg, _, name = logid.__name__.rpartition(".")
+            logid = None
+            del sys.modules[pkg + "." + name]
+            delattr(sys.modules[pkg], name)
+            gc.collect()
 
     def _apply_config(self):
         cfg = self.cfg
@@ -136,7 +130,7 @@ class Reader:
         self.wl.open()
         self.fees.configure(cfg["tariff"], cfg["floors"], cfg["ground_floor"], cfg["utc_offset_min"])
         self._rebuild_spend()
-        self.error = self._foreign_error() or self.wl.error
+        self.error = self.foreign_text or self.wl.error
         if "tls" in cfg.get("uplink", ()):
             from .tlsctx import early
 
@@ -305,7 +299,7 @@ class Reader:
         if verb == "CONFIG":
             if not arg:
                 return "ERR usage: CONFIG <path>"
-            self.cfg = configmod.install(arg, self._may_configure)
+            self.cfg = configmod.install(arg, self._own_log)
             self._own_log()
             self._apply_config()
             return "OK config reader %d building %d" % (self.cfg["reader_id"], self.cfg["building_id"])
@@ -338,7 +332,7 @@ class Reader:
             if upto < 0:
                 return "ERR usage: ACK <seq>"
             if self.foreign:
-                return "ERR ack: %s" % self._foreign_text()
+                return "ERR ack: %s" % self.foreign_text
             self.log.ack(upto)
             return "OK acked %d" % self.log.acked
         if verb == "DUMP":
@@ -354,17 +348,6 @@ class Reader:
                 n += 1
             return "OK %d records" % n
         return "ERR unknown command %s" % verb
-
-    def _may_configure(self, cfg):
-        # Refuses, before anything is written, a config under which the
-        # unacknowledged rides would be sent as another reader's.
-        held = self.held or logid.read()
-        if self.log.backlog > 0 and held is not None and not logid.same(held, logid.of(cfg, 0)):
-            self.held = held
-            raise configmod.ConfigError("config: " + self._foreign_text())
-
-    def _foreign_error(self):
-        return self._foreign_text() if self.foreign else None
 
     def _delta_bytes(self, arg):
         if len(arg) % 2 == 0 and len(arg) >= 2 * (24 + 16):
@@ -385,7 +368,7 @@ class Reader:
         log = self.log
         cfg = self.cfg or {}
         wl = self.wl
-        error = self._foreign_error() or self.error
+        error = self.foreign_text or self.error
         gc.collect()  # heap_free is what is really free, not garbage not yet collected
         fields = (
             ("fw", '"%s"' % VERSION),
@@ -404,7 +387,7 @@ class Reader:
             ("log_full", "true" if log.full else "false"),
             ("unlogged_rides", self.unlogged),
             ("foreign_rides", self.foreign),
-            ("log_reader_id", logid.reader_of(self.held) if self.held else 0),
+            ("log_reader_id", self.log_reader),
             ("erases", log.erases),
             ("forced_erases", log.forced_erases),
             ("heap_free", gc.mem_free()),

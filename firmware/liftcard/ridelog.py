@@ -122,17 +122,24 @@ class RideLog:
     # ---- boot ----
 
     def mount(self):
+        best = self.scan()
+        if best < 0 and self.state[0] != CLEAN:
+            self._erase(0)
+
+    def scan(self):
+        # Reads the journal and every sector, writing nothing: acked, next_seq
+        # and backlog are then the log's (the technicians' tool reads them so
+        # over USB, docs/technicians.md). Returns the head sector, -1 if none.
         self._scan_journal()
         best = -1
         for s in range(self.nsec):
             self._scan_sector(s)
             if self.state[s] == USED and (best < 0 or self.last[s] > self.last[best]):
                 best = s
+        self.full = False
         if best < 0:
             self.head = 0
             self.slot = 0
-            if self.state[0] != CLEAN:
-                self._erase(0)
             self.next_seq = self.acked + 1
         else:
             self.head = best
@@ -140,7 +147,7 @@ class RideLog:
             self.next_seq = max(self.last[best], self.acked) + 1
             self._read_slot(best, self._last_valid_slot(best))
             self.newest_time = struct.unpack_from(">I", self._slotbuf, 4)[0]
-        self.full = False
+        return best
 
     def _read_slot(self, s, k):
         self.dev.readblocks(s + JOURNAL, self._slotbuf, k * SLOT)

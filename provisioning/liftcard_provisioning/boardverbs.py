@@ -77,6 +77,9 @@ def cmd_configure(args) -> int:
     try:
         C.write(b, cfg)
         ok = True
+    except C.Refused:
+        ok = True  # nothing was written: the reader goes on as it was
+        raise
     finally:
         b.close(run=ok)
     print("configured %s: %s; reader restarted" % (b.port, C.summary(cfg)))

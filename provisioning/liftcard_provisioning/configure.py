@@ -187,6 +187,29 @@ def encode(cfg: dict) -> bytes:
     return (json.dumps(cfg, indent=1, sort_keys=True) + "\n").encode()
 
 
+class Refused(BoardError):
+    """Refused after reading the board, before writing anything to it."""
+
+
+def check_owner(board: Board, cfg: dict) -> None:
+    """Refuses a config naming another reader, building or key than the one
+    the board's unacknowledged rides were logged under: they would reach the
+    gateway as the new reader's (docs/technicians.md, "A reader given another
+    identity")."""
+    from .harvest import HarvestError, survey
+
+    try:
+        s = survey(board)
+    except HarvestError as e:
+        raise Refused("refused, nothing written to the board: %s" % e) from None
+    if s.backlog and s.owner is not None and not s.owner.same(cfg):
+        raise Refused(
+            "refused, nothing written to the board: reader %d still holds %d rides not acknowledged by a "
+            "gateway: harvest them first (liftcard-provision harvest --clear, then liftcard-gateway import "
+            "the file)" % (s.owner.reader_id, s.backlog)
+        )
+
+
 def _write_ca(board: Board, name: str, der: bytes) -> None:
     new = name + ".new"
     board.write_file(new, der)
@@ -199,7 +222,9 @@ def _write_ca(board: Board, name: str, der: bytes) -> None:
 
 
 def write(board: Board, cfg: dict) -> None:
-    """config.new, renamed over config.json, read back and compared."""
+    """config.new, renamed over config.json, read back and compared; refused
+    first if it would give the board's unacknowledged rides another owner."""
+    check_owner(board, cfg)
     der = getattr(cfg, "ca_der", None)
     if der is not None:  # the CA file of uplink.tls first, as the config is written
         _write_ca(board, cfg["uplink"]["tls"]["ca"], der)

@@ -9,7 +9,11 @@ Two sources, one reading:
   on the board sends every programmed 32-byte slot of its `ridelog` partition
   (erased sectors and slots are skipped, so only what is written crosses the
   cable). The board's log is read, never written: no mount, no erase, no ack.
-  The reader id and building come from the reader's own config.json.
+  The reader id and building are those the log's rides were written under
+  (its logid.bin, docs/formats.md "Log identity"; config.json on a reader
+  from before it): never a config.json written since, which may name another
+  reader. Records below the identity's first seq belong to an earlier one
+  (all acknowledged) and are left out.
   A host board (the unix port under the virtual serial board, tests) has
   no partition table: the NOR image it runs on is the `--log` of its main.py
   argv (the hidden option --board-log-image PATH overrides it).
@@ -26,7 +30,10 @@ in the same directory, fsync, rename) and read back before the command says so.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import json
+import struct
 import os
 import sys
 import time
@@ -53,7 +60,7 @@ MAX_IMAGE = 16 * 1024 * 1024  # the largest ridelog partition (docs/partitions.m
 # label; a host board (the unix port, the virtual serial board) has no
 # partition table: the NOR image it runs on is named in its main.py argv
 # (which the virtual board sets at a raw-REPL boot too), or given here (%r).
-_DUMP = """
+_DEVICE = """
 import sys, binascii
 _p = %r
 if _p is None and sys.platform != 'esp32' and '--log' in sys.argv:
@@ -67,7 +74,10 @@ if _p is None:
 else:
     from hostflash import NorFlash
     _d = NorFlash(_p)
-_n = _d.ioctl(4, 0)
+"""
+_DUMP = (
+    _DEVICE
+    + """_n = _d.ioctl(4, 0)
 _b = bytearray(4096)
 _e = b'\\xff' * 4096
 _f = b'\\xff' * 32
@@ -82,6 +92,39 @@ for _s in range(_n):
 print('END', _n)
 del _p, _d, _n, _b, _e, _f
 """
+)
+# The log's ack mark and last seq, read with the firmware's own boot scan
+# (which writes nothing); "LOG acked last".
+_SURVEY = (
+    _DEVICE
+    + """try:
+    from liftcard.ridelog import RideLog
+    _g = RideLog(_d)
+    _g.scan()
+    print('LOG', _g.acked, _g.last_seq)
+    del _g, RideLog
+except ImportError:
+    print('LOG ? ?')
+del _p, _d
+"""
+)
+# Marks the log's rides up to %d acknowledged (the firmware's own journal
+# entry): only after the harvest file holding them is written and read back.
+_CLEAR = (
+    _DEVICE
+    + """from liftcard.ridelog import RideLog
+_g = RideLog(_d)
+_g.mount()
+if _g.last_seq != %d or _g.acked != %d:
+    raise OSError('the log changed since it was read')
+_g.ack(_g.last_seq)
+print('ACKED', _g.acked)
+del _p, _d, _g, RideLog
+"""
+)
+LOGID = "logid.bin"
+_LOGID = struct.Struct(">4sIII8s")
+_LOGID_LABEL = b"liftcard log identity"
 
 
 class HarvestError(Exception):
@@ -93,6 +136,79 @@ class Result:
     harvest: Harvest
     path: Path
     bad_slots: int  # programmed slots whose CRC16 failed (torn by a power cut, or damaged): left out
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whose rides the log holds (docs/formats.md, "Log identity")."""
+
+    reader_id: int
+    building_id: int
+    from_seq: int  # the first seq logged under it
+    key_check: bytes | None  # HMAC-SHA256(key, label)[:8]; None: not known
+
+    def same(self, cfg: dict) -> bool:
+        """True when `cfg` (a validated reader config) is this identity."""
+        if (cfg["reader_id"], cfg["building_id"]) != (self.reader_id, self.building_id):
+            return False
+        return self.key_check is None or hmac.compare_digest(key_check(cfg["key"]), self.key_check)
+
+
+@dataclass(frozen=True)
+class Survey:
+    owner: Owner | None  # None: the board has neither logid.bin nor a config
+    acked: int
+    last_seq: int
+
+    @property
+    def backlog(self) -> int:
+        return max(0, self.last_seq - self.acked)
+
+
+def key_check(key_hex: str) -> bytes:
+    return hmac.new(bytes.fromhex(key_hex), _LOGID_LABEL, hashlib.sha256).digest()[:8]
+
+
+def parse_logid(raw: bytes | None) -> Owner | None:
+    if raw is None or len(raw) != _LOGID.size:
+        return None
+    magic, rid, bid, first, kc = _LOGID.unpack(raw)
+    return Owner(rid, bid, first, kc) if magic == b"LCID" else None
+
+
+def owner_of(board) -> Owner | None:
+    """The identity of the board's logged rides: its logid.bin, else (a
+    reader from before it) its config.json; None: neither."""
+    own = parse_logid(board.read_file(LOGID))
+    if own is not None:
+        return own
+    raw = board.read_file("config.json")
+    if raw is None:
+        return None
+    try:
+        cfg = json.loads(raw)
+        return Owner(int(cfg["reader_id"]), int(cfg["building_id"]), 1, key_check(cfg["key"]))
+    except (ValueError, KeyError, TypeError):
+        raise HarvestError(
+            "the reader's config.json on %s does not name its reader and building" % board.port
+        ) from None
+
+
+def survey(board, host_log: str | None = None) -> Survey:
+    """Whose rides, and how many not acknowledged, on a board open in the raw REPL."""
+    own = owner_of(board)
+    out = board.exec(_SURVEY % (host_log,)).split()
+    try:
+        if out[-3] != "LOG":
+            raise ValueError
+        if out[-1] == "?":  # no firmware deployed to read it with: the whole log, read here
+            scan = scan_log_image(image_from_dump(board.exec(_DUMP % (host_log,))))
+            return Survey(own, scan.acked, max([scan.acked] + [r.seq for r in scan.records]))
+        return Survey(own, int(out[-2]), int(out[-1]))
+    except (ValueError, IndexError):
+        raise HarvestError(
+            "the board's ride log could not be read: check the cable and run the same command again"
+        ) from None
 
 
 def image_from_dump(text: str) -> bytes:
@@ -115,23 +231,16 @@ def image_from_dump(text: str) -> bytes:
     return bytes(img)
 
 
-def read_live(board, host_log: str | None = None) -> tuple[int, int, bytes]:
-    """(reader_id, building_id, the ridelog partition) from a board open in
-    the raw REPL (boardlink.connect). host_log: a host board's NOR image."""
-    raw = board.read_file("config.json")
-    if raw is None:
+def read_live(board, host_log: str | None = None) -> tuple[Owner, bytes]:
+    """(whose rides, the ridelog partition) from a board open in the raw REPL
+    (boardlink.connect). host_log: a host board's NOR image."""
+    own = owner_of(board)
+    if own is None:
         raise HarvestError(
             "the reader on %s has no config.json, so its id is unknown: read its flash with "
             "--image, giving --reader and --building" % board.port
         )
-    try:
-        cfg = json.loads(raw)
-        rid, bid = int(cfg["reader_id"]), int(cfg["building_id"])
-    except (ValueError, KeyError, TypeError):
-        raise HarvestError(
-            "the reader's config.json on %s does not name its reader and building" % board.port
-        ) from None
-    return rid, bid, image_from_dump(board.exec(_DUMP % (host_log,)))
+    return own, image_from_dump(board.exec(_DUMP % (host_log,)))
 
 
 def read_image(path: Path) -> bytes:
@@ -145,8 +254,11 @@ def read_image(path: Path) -> bytes:
     return data
 
 
-def build(reader_id: int, building_id: int, image: bytes, source: int, now: float | None = None) -> tuple:
-    """(Harvest, bad slots) of a partition image."""
+def build(
+    reader_id: int, building_id: int, image: bytes, source: int, now: float | None = None, from_seq: int = 1
+) -> tuple:
+    """(Harvest, bad slots) of a partition image: the records from `from_seq`
+    (below it, another identity's rides)."""
     try:
         scan = scan_log_image(image)
     except FormatError as e:
@@ -157,7 +269,7 @@ def build(reader_id: int, building_id: int, image: bytes, source: int, now: floa
             building_id,
             scan.acked,
             epoch_from_unix(int(time.time() if now is None else now)),
-            scan.records,
+            tuple(r for r in scan.records if r.seq >= from_seq),
             source,
         )
     except ValueError as e:
@@ -246,6 +358,13 @@ def add_parser(sub) -> None:
     hp.add_argument("--building", type=int, metavar="ID", help="with --image: the building id")
     hp.add_argument("--out", metavar="FILE", help="the harvest file (default: reader-ID-UTCTIME.lchv here)")
     hp.add_argument("--stay-stopped", action="store_true", help="live: leave the reader at the REPL afterwards")
+    hp.add_argument(
+        "--clear",
+        action="store_true",
+        help="live: once the file is written and read back, mark the harvested rides acknowledged on the reader "
+        "(they will never be sent by it: the file becomes their only copy, import it); what frees a reader "
+        "configured as another reader while it held rides",
+    )
     # A host board (the unix port, the virtual serial board) has no partition table: its NOR image.
     hp.add_argument("--board-log-image", help=argparse.SUPPRESS)
     hp.set_defaults(func=cmd_harvest)
@@ -258,6 +377,8 @@ def cmd_harvest(args) -> int:
         if args.out and Path(args.out).exists():  # before the reader is stopped for nothing
             raise exists_error(Path(args.out))
         if args.image:
+            if args.clear:
+                raise HarvestError("--clear goes with a live reader (--port), not --image")
             if args.reader is None or args.building is None:
                 raise HarvestError("--image needs --reader and --building (a flash image does not say whose it is)")
             for opt, v in (("--reader", args.reader), ("--building", args.building)):
@@ -267,7 +388,7 @@ def cmd_harvest(args) -> int:
         else:
             if args.reader is not None or args.building is not None:
                 raise HarvestError("--reader and --building go with --image (a live reader names itself)")
-            h, bad = _live(args)
+            return _live(args)
         path = Path(args.out) if args.out else default_name(h)
         write_atomic(path, h)
     except (HarvestError, BoardError) as e:
@@ -277,12 +398,36 @@ def cmd_harvest(args) -> int:
     return 0
 
 
-def _live(args):
+def _live(args) -> int:
     from . import boardlink
 
     b = boardlink.connect(args.port)
     try:
-        rid, bid, img = read_live(b, args.board_log_image)
-        return build(rid, bid, img, SOURCE_LIVE)
+        own, img = read_live(b, args.board_log_image)
+        h, bad = build(own.reader_id, own.building_id, img, SOURCE_LIVE, from_seq=own.from_seq)
+        path = Path(args.out) if args.out else default_name(h)
+        write_atomic(path, h)  # read back: the file holds every ride before the reader lets go of one
+        print(describe(Result(h, path, bad)))
+        if args.clear:
+            print(clear(b, h, path, args.board_log_image))
     finally:
         b.close(run=not args.stay_stopped)  # the reader serves taps again, whatever happened here
+    return 0
+
+
+def clear(board, h: Harvest, path: Path, host_log: str | None = None) -> str:
+    """Mark the harvested rides acknowledged on the board (it is stopped: its
+    log is as it was read). Only the unacknowledged rides the file holds."""
+    last = h.records[-1].seq if h.records else h.acked
+    if last <= h.acked:
+        return "cleared: nothing to clear, every ride on the reader was acknowledged already"
+    out = board.exec(_CLEAR % ((host_log,) + (last, h.acked)))
+    if "ACKED %d" % last not in out:
+        raise HarvestError(
+            "the reader did not mark its rides acknowledged; %s holds them: run harvest --clear again" % path
+        )
+    return (
+        "CLEARED: reader %d's rides up to seq %d are marked acknowledged on the reader, which will never send "
+        "them: %s is now their only copy: import it at the gateway (liftcard-gateway import %s)"
+        % (h.reader_id, last, path, path.name)
+    )

@@ -76,8 +76,10 @@ def prepare():
     _send(r)
     _configure(r, _cfg())  # the same config again: a technician's configure
     _send(r)
+    r.command("ACK %d" % r.log.last_seq)  # a key changes only over an acknowledged log
     _configure(r, _cfg(KEY2_HEX))  # a new key
     _send(r)
+    r.command("ACK %d" % r.log.last_seq)
     _configure(r, _cfg())  # back to the first key
     _send(r)
     _configure(r, _cfg(uplink=False))  # the uplink dropped...
