@@ -8,7 +8,9 @@ import json
 import rig
 from rig import check, tap, card_id, record
 from liftcard import logid
-from hostflash import PowerLoss
+from board_host import Board
+from hostflash import PowerLoss, Rail
+from liftcard.reader import Reader
 
 NEW = dict(rig.CONFIG, reader_id=10)
 REFUSED = "ERR config: reader 1017 still holds 2 rides not acknowledged: harvest them first"
@@ -123,3 +125,38 @@ def verify_change():
     check(r.log_from == logid.from_seq(held))
     rig.save_json("owner.json", rid)
     rig.shutdown(r)
+
+
+def test_power_cut_at_every_write_of_a_boot_that_takes_the_new_identity():
+    # config.json of reader 10 written behind the reader's back over an
+    # acknowledged log: the boot records the new identity; cut at each write.
+    r = _reader("base")
+    check(r.command("ACK 2") == "OK acked 2")
+    rig.copy_file(rig.write_config(NEW, rig.path("new.json")), "config.json")
+    rig.shutdown(r)
+    seen = set()
+    cut = 0
+    while True:
+        rig.child("test_logid", "cut_boot", cut)
+        came = rig.load_json("came.json")
+        rig.child("test_logid", "verify_change")
+        seen.add(rig.load_json("owner.json"))
+        if not came:
+            break
+        cut += 1
+    check(cut >= 3, "boot count and identity: only %d writes" % cut)
+    check(seen == {10}, "the config that boots owns the log: %r" % seen)
+    print("cut at each of", cut, "writes")
+
+
+def cut_boot(cut):
+    rig.snapshot("base", "run")
+    rail = Rail(int(cut))
+    r = Reader(Board(rig.path("run-fs.img"), rig.path("run-log.img"), stdin=None, stdout=rig.Sink(False), rail=rail))
+    came = False
+    try:
+        r.boot()
+    except PowerLoss:
+        came = True
+    rig.shutdown(r)
+    rig.save_json("came.json", came)
