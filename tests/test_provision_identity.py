@@ -1,0 +1,107 @@
+"""The technicians' tool and the log's identity (docs/technicians.md, "A
+reader given another identity"; docs/formats.md, "Log identity"), on the
+virtual serial board: configure compares the key through the reader's own
+key check (another key is another identity, the same one is not), falls back
+to config.json on a board without logid.bin, and a harvest leaves out the
+rides of an earlier identity."""
+
+import json
+
+import pytest
+
+pytest.importorskip("mpremote")
+
+from liftcard_protocol.harvest import unpack_harvest
+from liftcard_protocol.whitelist import build_whitelist
+from liftcard_provisioning import boardlink, cli
+from liftcard_testing import firmware
+from liftcard_testing.reader import BUILDING, CARDS, CONFIG, KEY, READER
+from liftcard_testing.ttyline import TtyLines
+from liftcard_testing.virtualboard import VirtualBoard
+
+REFUSED = "reader %d still holds 2 rides not acknowledged by a gateway" % READER
+
+
+@pytest.fixture
+def board(tmp_path, monkeypatch):
+    """Reader 1017, offline, holding 2 unacknowledged rides: (rig, test port, board dir)."""
+    for var in ("LIFTCARD_READER_KEY", "LIFTCARD_BROKER_PASSWORD", "LIFTCARD_WIFI_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    d = tmp_path / "board"
+    with VirtualBoard(d) as b, TtyLines(b.test) as port:
+        port.until("READY")
+        cfg = tmp_path / "config.json"
+        cfg.write_text(json.dumps(CONFIG))
+        assert port.command("CONFIG %s" % cfg).startswith("OK config reader %d" % READER)
+        wl = tmp_path / "wl.bin"
+        wl.write_bytes(build_whitelist(KEY, READER, BUILDING, 1, CARDS))
+        assert port.command("WL %s" % wl) == "OK whitelist v1 2 cards"
+        assert port.command("TIME 91000000") == "OK time 91000000"
+        assert [port.tap(c.card_id, 5).seq for c in CARDS] == [1, 2]
+        yield b, port, d
+
+
+def configure(b, tmp_path, capsys, **over):
+    f = tmp_path / ("cfg-%d.json" % len(list(tmp_path.glob("cfg-*.json"))))
+    f.write_text(json.dumps(dict(CONFIG, **over)))
+    rc = cli.main(["configure", "--port", b.usb, "--file", str(f)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_another_key_is_refused_the_same_identity_is_not(board, tmp_path, capsys):
+    b, port, d = board
+    other_key = "5a" * 32
+    rc, out, err = configure(b, tmp_path, capsys, key=other_key)
+    assert rc == 2 and err.count("\n") == 1 and REFUSED in err, err
+    assert other_key not in out + err and KEY.hex() not in out + err
+    port.until("READY")  # refused: the reader runs on, as it was
+    st = port.status()
+    assert (st["reader_id"], st["backlog"], st["foreign_rides"]) == (READER, 2, 0)
+    # The same reader, building and key with another tariff: no change of identity.
+    tariff = dict(CONFIG["tariff"], monthly_cap_fen=2000)
+    rc, out, err = configure(b, tmp_path, capsys, tariff=tariff)
+    assert rc == 0, err
+    port.until("READY")
+    st = port.status()
+    assert (st["reader_id"], st["backlog"], st["foreign_rides"], st["log_reader_id"]) == (READER, 2, 0, READER)
+
+
+def test_a_board_without_logid_is_judged_by_its_config(board, tmp_path, capsys):
+    b, port, d = board
+    link = boardlink.connect(b.usb)
+    try:
+        link.remove("logid.bin")  # as on a reader from before the file existed
+        assert link.read_file("logid.bin") is None
+    finally:
+        link.close()  # left stopped: booting, the reader would write it again
+    rc, out, err = configure(b, tmp_path, capsys, reader_id=1018)
+    assert rc == 2 and REFUSED in err, err
+    port.until("READY")
+    st = port.status()
+    assert (st["reader_id"], st["log_reader_id"], st["foreign_rides"]) == (READER, READER, 0)
+
+
+def test_a_harvest_leaves_out_an_earlier_identitys_rides(board, tmp_path):
+    b, port, d = board
+    assert port.command("ACK 2") == "OK acked 2"
+    cfg = tmp_path / "r10.json"
+    cfg.write_text(json.dumps(dict(CONFIG, reader_id=10)))
+    assert port.command("CONFIG %s" % cfg) == "OK config reader 10 building %d" % BUILDING
+    assert port.tap(CARDS[0].card_id, 5).seq == 3  # denied (no whitelist for reader 10), still logged
+    out_file = tmp_path / "r10.lchv"
+    rc = cli.main(["harvest", "--port", b.usb, "--board-log-image", str(d / firmware.LOG_IMG), "--out", str(out_file)])
+    assert rc == 0
+    h = unpack_harvest(out_file.read_bytes())
+    assert (h.reader_id, [r.seq for r in h.records]) == (10, [3])  # reader 1017's rides 1 and 2 are not its
+
+
+def test_clear_needs_the_live_reader(tmp_path, capsys):
+    img = tmp_path / "log.img"
+    img.write_bytes(b"\xff" * (8 * 4096))
+    rc = cli.main(
+        ["harvest", "--image", str(img), "--reader", "8", "--building", "2", "--clear", "--out", str(tmp_path / "x")]
+    )
+    out, err = capsys.readouterr()
+    assert rc == 2 and err.count("\n") == 1 and "--clear goes with a live reader" in err, err
+    assert not (tmp_path / "x").exists()
