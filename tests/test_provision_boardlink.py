@@ -39,3 +39,23 @@ def test_a_cut_mid_command_prints_nothing_of_mpremotes(capsys, call):
     with pytest.raises(BoardError, match="interrupted"):
         call(b)
     assert capsys.readouterr().out == ""
+
+
+def test_a_long_answer_arrives_whole_with_progress(tmp_path, capsys):
+    """A long output (a ride log's dump is megabytes on a full reader) is
+    collected as it comes, with a progress line every 64 KB: at 115200 baud
+    that is minutes, and mpremote's own collection (a byte at a time by
+    concatenation, quadratic) falls behind the board and loses what
+    overflows the port's buffer."""
+    from liftcard_provisioning import boardlink
+    from liftcard_testing.ttyline import TtyLines
+    from liftcard_testing.virtualboard import VirtualBoard
+
+    with VirtualBoard(tmp_path / "board") as b, TtyLines(b.test) as port:
+        port.until("READY")
+        with boardlink.connect(b.usb) as link:
+            capsys.readouterr()
+            out = link.exec("for i in range(1100):\n print('%064d' % i)", timeout=60)
+    assert out.split() == ["%064d" % i for i in range(1100)]
+    err = capsys.readouterr().err
+    assert err == "  64 KB from the board on %s so far\n" % b.usb

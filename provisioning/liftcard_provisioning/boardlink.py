@@ -106,12 +106,40 @@ def _errors():
     return (TransportError, serial.SerialException, OSError)
 
 
+PROGRESS_BYTES = 64 * 1024  # a command's output this long gets a progress line per this much
+
+
+class _Received:
+    """mpremote's data_consumer for a command's output. Without one, mpremote
+    grows the output a byte at a time by concatenation: quadratic, so a long
+    answer (a full ride log's dump, a megabyte or more) is read slower than a
+    115200-baud board sends it, and what overflows the port's buffer is lost.
+    Here it goes into a bytearray, with a progress line every
+    PROGRESS_BYTES (minutes at 115200 baud are not silent)."""
+
+    def __init__(self, board: "Board"):
+        self.board = board
+        self.buf = bytearray()
+        self.next = PROGRESS_BYTES
+
+    def __call__(self, data: bytes) -> None:
+        self.buf += data
+        if len(self.buf) >= self.next:
+            self.next += PROGRESS_BYTES
+            self.board.say("  %d KB from the board on %s so far" % (len(self.buf) // 1024, self.board.port))
+
+    def output(self) -> str:
+        out = bytes(self.buf[:-1] if self.buf.endswith(b"\x04") else self.buf)  # the end-of-output mark
+        return out.decode(errors="replace")
+
+
 class Board:
     """An open raw-REPL session on one board (see ``connect``)."""
 
-    def __init__(self, port: str, transport):
+    def __init__(self, port: str, transport, say=None):
         self.port = port
         self.t = transport
+        self.say = say or _stderr
 
     # ---- code ----
 
@@ -119,15 +147,17 @@ class Board:
         """Run `code` on the board; its output. A Python exception on the board
         is a BoardError naming its last line (the code is never shown);
         `timeout`: the longest silence from the board while it runs."""
+        got = _Received(self)
         try:
             with _quiet():
-                out, err = self.t.exec_raw(code, timeout=timeout)
+                _, err = self.t.exec_raw(code, timeout=timeout, data_consumer=got)
         except _errors() as e:
             raise self.interrupted(e) from None
+        out = got.output()
         if err:
             last = (err.decode(errors="replace").strip().splitlines() or ["error"])[-1]
             raise BoardError("the board refused a command on %s: %s" % (self.port, last))
-        return out.decode(errors="replace")
+        return out
 
     def eval(self, expr: str):
         """A Python literal the board computes."""
@@ -289,7 +319,7 @@ def connect(port: str | None, ports=None, say=_stderr) -> Board:
             with _quiet():
                 t.enter_raw_repl(soft_reset=True, timeout_overall=ENTER_TIMEOUT_S)
                 _resync(t)
-            return Board(port, t)
+            return Board(port, t, say)
         except _errors() as e:
             last = e
             waited = time.monotonic() - t0
