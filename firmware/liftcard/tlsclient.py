@@ -19,7 +19,15 @@ import errno
 import select
 import struct
 
+from micropython import const
+
 from .mqttclient import _IO_TIMEOUT_S, Client, _remaining_length
+
+# uplink.py's S_CONNACK, E_TLS and _CONNECT_MS (this module is loaded from it,
+# so it cannot import them back without a cycle).
+_S_CONNACK = const(3)
+_E_TLS = const(6)
+_CONNECT_MS = const(5000)
 
 
 def _add_str(pkt, s):
@@ -46,6 +54,34 @@ class TlsClient(Client):
         self._raw = None
         self._pkt = None
         Client.close(self)
+
+    def prepare(self, up, ms):
+        # Uplink._connect: the SSL context with the CA file loaded, once;
+        # False (the uplink failed with the reason) while there is none.
+        if self.tls is None:
+            from .tlsctx import prepare
+
+            ctx, why = prepare(up.reader, up.tls["ca"])
+            if ctx is None:
+                up._fail(ms, _E_TLS, why)
+                return False
+            self.tls = (ctx, up.tls["server_name"])
+        return True
+
+    def tls_poll(self, up, ms):
+        # Uplink.step in its S_TLS state: one handshake step.
+        try:
+            done = self.tls_step()
+        except MemoryError:
+            raise
+        except Exception as e:  # the certificate or name refused, the TCP connect failed, a reset
+            up._fail(ms, _E_TLS, "tls: %s" % reason(e))
+            return
+        if done:
+            up.state = _S_CONNACK
+            up._deadline = ms + _CONNECT_MS
+        elif up.reader.board.ticks_diff(ms, up._deadline) >= 0:
+            up._fail(ms, _E_TLS, "tls: handshake timed out")
 
     def start_tls(self):
         from .tlsctx import release

@@ -67,7 +67,7 @@ _FW = tuple(int(x) for x in VERSION.split("."))
 S_DOWN = const(0)  # waiting for the next connect attempt
 S_TCP = const(1)  # TCP connect in progress
 S_TLS = const(2)  # TLS handshake in progress (CONNECT goes with its end)
-S_CONNACK = const(3)  # CONNECT sent, waiting for CONNACK
+S_CONNACK = const(3)  # CONNECT sent, waiting for CONNACK (tlsclient.py has a copy, as of E_TLS)
 S_SUBACK = const(4)  # connected, SUBSCRIBE sent
 S_UP = const(5)  # subscribed: rides and status flow
 STATE_NAMES = ("down", "connecting", "connecting", "connecting", "subscribing", "up")
@@ -173,20 +173,7 @@ class Uplink:
                 elif b.ticks_diff(ms, self._deadline) >= 0:
                     self._fail(ms, E_CONNECT, "connect timed out")
             elif st == S_TLS:
-                try:
-                    done = self.client.tls_step()
-                except MemoryError:
-                    raise
-                except Exception as e:  # the certificate or name refused, the TCP connect failed, a reset
-                    from .tlsclient import reason
-
-                    self._fail(ms, E_TLS, "tls: %s" % reason(e))
-                    return
-                if done:
-                    self.state = S_CONNACK
-                    self._deadline = ms + _CONNECT_MS
-                elif b.ticks_diff(ms, self._deadline) >= 0:
-                    self._fail(ms, E_TLS, "tls: handshake timed out")
+                self.client.tls_poll(self, ms)  # tlsclient.py: a plain reader never loads it
             elif st == S_CONNACK:
                 if self.client.ready(select.POLLIN):
                     try:
@@ -217,14 +204,8 @@ class Uplink:
             self._fail(ms, E_IO, "link: %r" % (e,))
 
     def _connect(self, ms):
-        if self.tls is not None and self.client.tls is None:
-            from .tlsctx import prepare
-
-            ctx, why = prepare(self.reader, self.tls["ca"])
-            if ctx is None:
-                self._fail(ms, E_TLS, why)
-                return
-            self.client.tls = (ctx, self.tls["server_name"])
+        if self.tls is not None and not self.client.prepare(self, ms):
+            return
         if self._addr is None:
             # An IP literal resolves at once; a name may block on DNS (once).
             self._addr = socket.getaddrinfo(self.host, self.port)[0][-1]
