@@ -8,7 +8,8 @@ rides.
 Checked: rides over TLS reach the daemon's store and its acks the reader's
 log; a wrong CA, a wrong server name, a missing or damaged CA file, or the
 plain listener: no login at the broker, the reader's STATUS says why and taps
-go on; a plain reader still links up on the same broker; the handshake runs in
+go on (a closed port: the plain link's connect error); a plain reader still
+links up on the same broker; the handshake runs in
 steps that return while the broker has not answered (the figures it prints go
 to docs/board.md); the uplink.tls rules are the same in the firmware and in
 liftcard_protocol (hypothesis)."""
@@ -29,7 +30,7 @@ from liftcard_testing.daemonrig import daemon_rig, db_acked, db_rides
 from liftcard_testing.devpki import issue, make_ca
 from liftcard_testing.firmware import run_micropython
 from liftcard_testing.logcapture import EventLog
-from liftcard_testing.mosquitto import MosquittoInstance
+from liftcard_testing.mosquitto import MosquittoInstance, free_port
 from liftcard_testing.reader import BUILDING, CARD, CONFIG, KEY, READER, configured_reader
 from liftcard_testing.wait import wait_for
 
@@ -103,7 +104,8 @@ def test_rides_over_tls_are_stored_and_acked_by_the_gateway_daemon(broker, pki, 
         ("wrong_name", "tls: The certificate Common Name (CN) does not match with the expected CN"),
         ("no_ca_file", "tls: no CA file ca.der on flash"),
         ("damaged_ca_file", "tls: CA file ca.der is not a DER certificate"),
-        ("plain_listener", "tls: "),
+        ("plain_listener", "tls: the broker closed the connection in the handshake (a plain MQTT port?)"),
+        ("closed_port", "connect failed: "),
     ],
 )
 def test_no_connection_without_a_trusted_broker_and_taps_go_on(broker, pki, tmp_path, case, why):
@@ -116,8 +118,10 @@ def test_no_connection_without_a_trusted_broker_and_taps_go_on(broker, pki, tmp_
         ca = None
     elif case == "damaged_ca_file":
         ca = pki["ca"][: len(pki["ca"]) // 2]
-    else:
+    elif case == "plain_listener":
         port = broker.port
+    else:
+        port = free_port()
     r = configured_reader(tmp_path, "127.0.0.1", port, _password(broker), tls=tls, ca_der=ca)
     try:
         wait_for(lambda: r.status()["uplink_error"], 30, "the uplink's error")

@@ -23,10 +23,11 @@ from micropython import const
 
 from .mqttclient import _IO_TIMEOUT_S, Client, _remaining_length
 
-# uplink.py's S_CONNACK, E_TLS and _CONNECT_MS (this module is loaded from it,
+# uplink.py's S_CONNACK, E_TLS, E_CONNECT and _CONNECT_MS (this module is loaded from it,
 # so it cannot import them back without a cycle).
 _S_CONNACK = const(3)
 _E_TLS = const(6)
+_E_CONNECT = const(1)
 _CONNECT_MS = const(5000)
 
 
@@ -75,7 +76,13 @@ class TlsClient(Client):
         except MemoryError:
             raise
         except Exception as e:  # the certificate or name refused, the TCP connect failed, a reset
-            up._fail(ms, _E_TLS, "tls: %s" % reason(e))
+            n = e.args[0] if type(e) is OSError and e.args else 0
+            if n == errno.ECONNREFUSED:
+                up._fail(ms, _E_CONNECT, "connect failed: %r" % (e,))  # as on the plain link
+            elif n == errno.ECONNRESET:
+                up._fail(ms, _E_TLS, "tls: the broker closed the connection in the handshake (a plain MQTT port?)")
+            else:
+                up._fail(ms, _E_TLS, "tls: %s" % reason(e))
             return
         if done:
             up.state = _S_CONNACK
