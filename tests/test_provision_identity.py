@@ -5,15 +5,21 @@ key check (another key is another identity, the same one is not), falls back
 to config.json on a board without logid.bin, and a harvest leaves out the
 rides of an earlier identity."""
 
+import hashlib
+import hmac
 import json
+import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytest.importorskip("mpremote")
 
 from liftcard_protocol.harvest import unpack_harvest
 from liftcard_protocol.whitelist import build_whitelist
 from liftcard_provisioning import boardlink, cli
+from liftcard_provisioning.harvest import parse_logid
 from liftcard_testing import firmware
 from liftcard_testing.reader import BUILDING, CARDS, CONFIG, KEY, READER
 from liftcard_testing.ttyline import TtyLines
@@ -105,3 +111,31 @@ def test_clear_needs_the_live_reader(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert rc == 2 and err.count("\n") == 1 and "--clear goes with a live reader" in err, err
     assert not (tmp_path / "x").exists()
+
+
+# ---- the logid.bin format as the tool reads it (docs/formats.md, "Log identity") ----
+
+ids = st.integers(1, (1 << 30) - 1)
+keys = st.binary(min_size=32, max_size=32)
+
+
+def logid_bytes(rid, bid, first, key):
+    kc = hmac.new(key, b"liftcard log identity", hashlib.sha256).digest()[:8]
+    return struct.pack(">4sIII8s", b"LCID", rid, bid, first, kc)
+
+
+@given(ids, ids, st.integers(1, (1 << 32) - 1), keys, ids, ids, keys)
+def test_logid_names_its_owner_and_matches_only_its_identity(rid, bid, first, key, rid2, bid2, key2):
+    own = parse_logid(logid_bytes(rid, bid, first, key))
+    assert (own.reader_id, own.building_id, own.from_seq) == (rid, bid, first)
+    assert own.same({"reader_id": rid, "building_id": bid, "key": key.hex()})
+    other = {"reader_id": rid2, "building_id": bid2, "key": key2.hex()}
+    assert own.same(other) == ((rid2, bid2, key2) == (rid, bid, key))
+
+
+@given(st.binary(max_size=40))
+def test_anything_but_a_logid_names_no_owner(raw):
+    if len(raw) == 24 and raw[:4] == b"LCID":
+        assert parse_logid(raw) is not None
+    else:
+        assert parse_logid(raw) is None
