@@ -144,3 +144,29 @@ def test_readers_add_then_configure_puts_the_ca_on_the_reader_which_links_up_ove
             assert link.read_file("ca.der.new") is None
             cfg = json.loads(link.read_file("config.json"))
         assert "tls_ca" not in cfg and cfg["uplink"]["tls"]["ca"] == "ca.der"
+
+
+def _configure_args(path):
+    return cli.build_parser().parse_args(["configure", "--file", str(path), *TARIFF])
+
+
+def test_configure_takes_the_ca_from_the_enrolment_file_and_refuses_it_without_uplink_tls(tmp_path, chain):
+    from liftcard_provisioning.boardlink import BoardError
+    from liftcard_provisioning.configure import build_config
+
+    doc = enrolment_doc(1017, 12, KEY, "10.0.7.1", "pw-123456", tls={}, tls_ca=chain["ca_der"])
+    f = tmp_path / "reader-1017.json"
+    f.write_text(json.dumps(doc))
+    cfg = build_config(_configure_args(f), env={})
+    assert cfg.ca_der == chain["ca_der"] and "tls_ca" not in cfg
+    assert cfg["uplink"]["tls"] == {"ca": "ca.der", "server_name": "10.0.7.1"} and cfg["uplink"]["port"] == 8883
+    for bad, why in (
+        (dict(doc, uplink={k: v for k, v in doc["uplink"].items() if k != "tls"}), "tls_ca goes with uplink.tls"),
+        (dict(doc, tls_ca="not a certificate"), "tls_ca must be exactly one PEM certificate"),
+    ):
+        f.write_text(json.dumps(bad))
+        with pytest.raises(BoardError) as e:
+            build_config(_configure_args(f), env={})
+        msg = str(e.value)
+        assert msg.startswith("refused, nothing written to the board: ") and why in msg, msg
+        assert "pw-123456" not in msg and "\n" not in msg

@@ -125,7 +125,7 @@ def enrolment_doc(
     key: bytes,
     host: str,
     password: str,
-    port: int = 1883,
+    port: int | None = None,
     tls_ca: bytes | None = None,
     **uplink_extra,
 ) -> dict:
@@ -135,7 +135,9 @@ def enrolment_doc(
     `tls_ca` the CA certificate (DER) that goes with uplink.tls."""
     if not isinstance(key, (bytes, bytearray)) or len(key) != KEY_LEN:
         raise ConfigError("key", "enrolment: key must be %d bytes" % KEY_LEN)
-    uplink = {"host": host, "port": port, "username": None, "password": password}
+    uplink = {"host": host, "username": None, "password": password}
+    if port is not None:  # otherwise the reader config's default: 1883, 8883 with tls
+        uplink["port"] = port
     uplink.update(uplink_extra)
     if is_int(reader_id) and 1 <= reader_id <= ID_MAX:
         uplink["username"] = reader_user(reader_id)
