@@ -14,7 +14,7 @@
 #   compared without being stored twice; it tells nothing of the key).
 #
 # Never on the tap path: the reader loads this module at boot and at CONFIG
-# only, and drops it after (Reader._identity): 192K has no room to keep it
+# only, and drops it after (Reader._own_log): 192K has no room to keep it
 # beside the NFC stack and the uplink.
 
 from micropython import const
@@ -71,7 +71,7 @@ def write(b):
     atomic.write(FILE, _NEW, b)
 
 
-def _refusal(r, held, n):
+def _refusal(held, n):
     return "reader %d still holds %d rides not acknowledged: harvest them first" % (reader_of(held), n)
 
 
@@ -87,14 +87,14 @@ def own(r):
     held = read()
     r.foreign = 0
     r.foreign_text = None
-    if held is not None and same(held, of(r.cfg, 0)):
-        pass
-    elif held is not None and log.backlog > 0:
-        r.foreign = log.backlog
-        r.foreign_text = _refusal(r, held, r.foreign)
-    else:
-        held = of(r.cfg, log.next_seq if held is not None else 1)
-        write(held)
+    mine = of(r.cfg, log.next_seq if held is not None else 1)
+    if held is None or not same(held, mine):
+        if held is not None and log.backlog > 0:
+            r.foreign = log.backlog
+            r.foreign_text = _refusal(held, r.foreign)
+        else:
+            held = mine
+            write(held)
     r.log_reader = reader_of(held)
     r.log_from = from_seq(held)
 
@@ -105,4 +105,4 @@ def check(r, cfg):
     held = read()
     n = r.log.backlog
     if n > 0 and held is not None and not same(held, of(cfg, 0)):
-        raise ConfigError("config: " + _refusal(r, held, n))
+        raise ConfigError("config: " + _refusal(held, n))
