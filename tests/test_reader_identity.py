@@ -174,3 +174,42 @@ def test_configure_is_refused_and_a_config_written_behind_its_back_holds_the_rid
     harvest_and_import(tmp_path, b, d, cfg, rides)
     port.until("READY")  # restarted: nothing unacknowledged, so the log is reader 10's from seq 3
     serve_as_new(tmp_path, port, cfg)
+
+
+def test_a_new_identity_never_sends_what_lies_below_its_first_seq(tmp_path):
+    """Reader 8's rides 1 and 2 acknowledged, the board becomes reader 10
+    (from seq 3): its heartbeat says its log starts at 3, and a RESEND from 1
+    (a gateway restored from a backup) brings 3 and up, never 1 and 2 under
+    reader 10's name."""
+    from liftcard_protocol import link as U
+    from liftcard_testing.minigateway import MiniGateway
+    from liftcard_testing.mosquitto import MosquittoInstance
+    from liftcard_testing.reader import VirtualReader
+
+    with MosquittoInstance(readers={OLD: BUILDING, NEW: BUILDING}) as broker:
+        gw = MiniGateway(broker, key=KEYS[NEW], reader=NEW)
+        r = VirtualReader(tmp_path)
+        try:
+            assert r.command("CONFIG " + r.file("c8.json", json.dumps(config(OLD)).encode())).startswith("OK")
+            wl = r.file("wl8.bin", build_whitelist(KEYS[OLD], OLD, BUILDING, 1, CARDS))
+            assert r.command("WL " + wl) == "OK whitelist v1 2 cards"
+            assert r.command("TIME 91000000") == "OK time 91000000"
+            assert [r.tap(c.card_id, 5).seq for c in CARDS] == [1, 2]
+            assert r.command("ACK 2") == "OK acked 2"  # reader 8's gateway holds them
+            c10 = r.file("c10.json", json.dumps(config(NEW, broker)).encode())
+            assert r.command("CONFIG " + c10) == "OK config reader 10 building %d" % BUILDING
+            wait_for(lambda: gw.statuses, 30, "reader 10's first heartbeat")
+            assert gw.statuses[-1].oldest_seq == 3
+            wl = r.file("wl10.bin", build_whitelist(KEYS[NEW], NEW, BUILDING, 1, CARDS))
+            assert r.command("WL " + wl) == "OK whitelist v1 2 cards"
+            assert r.tap(CARDS[0].card_id, 5).seq == 3
+            wait_for(lambda: r.status()["acked"] == 3, 30, "ride 3 acknowledged")
+            gw.send(U.build_resend, 1)
+            wait_for(lambda: r.status()["uplink_resends"] == 1, 20, "the RESEND obeyed")
+            assert r.tap(CARDS[1].card_id, 3).seq == 4
+            wait_for(lambda: r.status()["acked"] == 4, 30, "ride 4 acknowledged")  # after anything resent
+            with gw.lock:
+                assert sorted(gw.rides) == [3, 4] and not gw.refused
+        finally:
+            r.kill()
+            gw.close()
