@@ -8,7 +8,11 @@ Two sources, one reading:
   main.py does not run, nothing touches the log meanwhile), and a snippet run
   on the board sends every programmed 32-byte slot of its `ridelog` partition
   (erased sectors and slots are skipped, so only what is written crosses the
-  cable). The board's log is read, never written: no mount, no erase, no ack.
+  cable). The board's log is read, never written (no mount, no erase, no
+  ack), unless --clear: then, once the file is written and read back, one
+  ack journal entry marks the harvested rides acknowledged, so a reader
+  holding another identity's rides (docs/technicians.md, "A reader given
+  another identity") is free to serve; the file is their only copy after.
   The reader id and building are those the log's rides were written under
   (its logid.bin, docs/formats.md "Log identity"; config.json on a reader
   from before it): never a config.json written since, which may name another
@@ -25,6 +29,10 @@ Either way the host rebuilds the partition and reads it with the firmware's
 rules (liftcard_protocol.harvest.scan_log_image): the ack journal's mark and
 every slot whose CRC16 holds. The file is written atomically (a temporary file
 in the same directory, fsync, rename) and read back before the command says so.
+
+`survey` (configure asks it before writing a config) reads whose rides the
+log holds and its ack mark and last seq, with the firmware's own scan on the
+board, writing nothing.
 """
 
 from __future__ import annotations
