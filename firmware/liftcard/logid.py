@@ -75,18 +75,26 @@ def _refusal(held, n):
     return "reader %d still holds %d rides not acknowledged: harvest them first" % (reader_of(held), n)
 
 
-def own(r):
-    # At boot and after a CONFIG: whose are the unacknowledged rides? A
-    # config.json written while the reader was stopped (over the raw REPL)
-    # may name another reader than the one they were logged under: those
-    # rides are then held for a harvest, never sent, never acknowledged, and
-    # no ride is logged beside them (docs/formats.md, "Log identity"). With
-    # nothing unacknowledged the log takes the config's identity; so does a
-    # log from before logid.bin existed (its rides are the config's).
+def own(r, cfg=None):
+    # cfg: before a CONFIG writes it, refused (ConfigError) if the
+    # unacknowledged rides would then be sent as another reader's; else they
+    # are its own, or there are none. None: once a config is applied, at boot
+    # and after a CONFIG: whose are the unacknowledged rides? A config.json
+    # written while the reader was stopped (over the raw REPL) may name
+    # another reader than the one they were logged under: those rides are
+    # then held for a harvest, never sent, never acknowledged, and no ride is
+    # logged beside them (docs/formats.md, "Log identity"). With nothing
+    # unacknowledged the log takes the config's identity; so does a log from
+    # before logid.bin existed (its rides are the config's).
     log = r.log
     held = read()
-    r.foreign = 0
-    r.foreign_text = None
+    if cfg is not None:
+        n = log.backlog
+        if n > 0 and held is not None and not same(held, of(cfg, 0)):
+            raise ConfigError("config: " + _refusal(held, n))
+        r.foreign = 0
+        r.foreign_text = None
+        return
     mine = of(r.cfg, log.next_seq if held is not None else 1)
     if held is None or not same(held, mine):
         if held is not None and log.backlog > 0:
@@ -97,12 +105,8 @@ def own(r):
             write(held)
     r.log_reader = reader_of(held)
     r.log_from = from_seq(held)
-
-
-def check(r, cfg):
-    # Before a CONFIG writes anything: refused if the unacknowledged rides
-    # would then be sent as another reader's.
-    held = read()
-    n = r.log.backlog
-    if n > 0 and held is not None and not same(held, of(cfg, 0)):
-        raise ConfigError("config: " + _refusal(held, n))
+    if r.foreign:
+        r.error = r.foreign_text
+        if r.uplink is not None:  # made by the config, not yet connected: nothing went out
+            r.uplink.close()
+            r.uplink = None

@@ -95,26 +95,25 @@ class Reader:
             self.cfg = None
             self.error = str(e)
             return
-        self._own_log()
+        gc.collect()  # the config's parse, before the tables' large blocks
         self._apply_config()
+        self._own_log()
 
     def _own_log(self, cfg=None):
-        # The log's identity (logid.py): taken at boot, checked before a
-        # CONFIG writes (cfg). The module is dropped after: it is needed
-        # only here, and the heap is short.
+        # The log's identity (logid.py): taken once a config is applied (the
+        # uplink it made has not connected yet: own() closes it if the rides
+        # are another reader's), and checked before a CONFIG writes (cfg).
+        # The module is dropped after: a heap with the NFC stack and the
+        # uplink has no room to keep it.
         import sys
         from . import logid
 
         try:
-            if cfg is None:
-                logid.own(self)
-            else:
-                logid.check(self, cfg)
+            logid.own(self, cfg)
         finally:
-            pkg, _, name = logid.__name__.rpartition(".")
             logid = None
-            del sys.modules[pkg + "." + name]
-            delattr(sys.modules[pkg], name)
+            del sys.modules["liftcard.logid"]
+            delattr(sys.modules["liftcard"], "logid")
             gc.collect()
 
     def _apply_config(self):
@@ -130,7 +129,7 @@ class Reader:
         self.wl.open()
         self.fees.configure(cfg["tariff"], cfg["floors"], cfg["ground_floor"], cfg["utc_offset_min"])
         self._rebuild_spend()
-        self.error = self.foreign_text or self.wl.error
+        self.error = self.wl.error
         if "tls" in cfg.get("uplink", ()):
             from .tlsctx import early
 
@@ -158,7 +157,7 @@ class Reader:
             from .net import Net
 
             self.net = Net(self.board, wcfg)
-        if "uplink" in self.cfg and not self.foreign:  # never another reader's rides under this one's name
+        if "uplink" in self.cfg:
             from .uplink import Uplink
 
             self.uplink = Uplink(self, self.cfg["uplink"])
@@ -300,8 +299,8 @@ class Reader:
             if not arg:
                 return "ERR usage: CONFIG <path>"
             self.cfg = configmod.install(arg, self._own_log)
-            self._own_log()
             self._apply_config()
+            self._own_log()
             return "OK config reader %d building %d" % (self.cfg["reader_id"], self.cfg["building_id"])
         if self.cfg is None:
             return "ERR not configured: %s" % self.error
@@ -332,7 +331,7 @@ class Reader:
             if upto < 0:
                 return "ERR usage: ACK <seq>"
             if self.foreign:
-                return "ERR ack: %s" % self.foreign_text
+                return "ERR ack: " + self.foreign_text
             self.log.ack(upto)
             return "OK acked %d" % self.log.acked
         if verb == "DUMP":
