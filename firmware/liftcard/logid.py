@@ -92,9 +92,9 @@ def own(r, cfg=None):
         n = log.backlog
         if n > 0 and held is not None and not same(held, of(cfg, 0)):
             raise ConfigError("config: " + _refusal(held, n))
-        r.foreign = 0
-        r.foreign_text = None
         return
+    r.foreign = 0
+    r.foreign_text = None
     mine = of(r.cfg, log.next_seq if held is not None else 1)
     if held is None or not same(held, mine):
         if held is not None and log.backlog > 0:
