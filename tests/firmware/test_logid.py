@@ -160,3 +160,45 @@ def cut_boot(cut):
         came = True
     rig.shutdown(r)
     rig.save_json("came.json", came)
+
+
+def test_power_cut_at_the_clearing_ack_keeps_the_rides_held_or_frees_them_whole():
+    # harvest --clear writes one ack journal entry with the reader stopped
+    # (the firmware's own RideLog.ack). Cut at it: the rides stay held for
+    # another harvest; past it: the reader is reader 10 from seq 3.
+    r = _reader("base")
+    rig.copy_file(rig.write_config(NEW, rig.path("new.json")), "config.json")
+    rig.shutdown(r)
+    for cut, held in ((0, 2), (1, 0)):
+        rig.child("test_logid", "cut_clear", cut)
+        rig.child("test_logid", "verify_clear", held)
+
+
+def cut_clear(cut):
+    from liftcard.ridelog import RideLog
+
+    rig.snapshot("base", "run")
+    rail = Rail(int(cut))
+    b = Board(rig.path("run-fs.img"), rig.path("run-log.img"), stdin=None, stdout=rig.Sink(False), rail=rail)
+    b.mount()
+    log = RideLog(b.log_device())
+    log.mount()
+    check(log.last_seq == 2 and log.acked == 0)
+    try:
+        log.ack(log.last_seq)
+    except PowerLoss:
+        pass
+    b.nor.rail.dead = True
+
+
+def verify_clear(held):
+    r = rig.boot("run", keep_output=False)
+    st = _status(r)
+    check(st["foreign_rides"] == int(held), st)
+    if int(held):
+        check(st["reader_id"] == 10 and st["log_reader_id"] == 1017 and r.log.acked == 0, st)
+    else:
+        check(st["log_reader_id"] == 10 and r.log_from == 3 and r.log.acked == 2, st)
+        tap(r, card_id(1), 0)
+        check(r.log.last_seq == 3, "reader 10 logs from seq 3")
+    rig.shutdown(r)
