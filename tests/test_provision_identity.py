@@ -139,3 +139,14 @@ def test_anything_but_a_logid_names_no_owner(raw):
         assert parse_logid(raw) is not None
     else:
         assert parse_logid(raw) is None
+
+
+def test_a_board_never_configured_is_configured_without_reading_a_log(tmp_path, capsys, monkeypatch):
+    """No config, no logid.bin, no firmware yet (not even a log image on the
+    virtual board): no ride can have an identity, and configure goes on."""
+    for var in ("LIFTCARD_READER_KEY", "LIFTCARD_BROKER_PASSWORD", "LIFTCARD_WIFI_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    with VirtualBoard(tmp_path / "board", blank=True) as b:
+        rc, out, err = configure(b, tmp_path, capsys)
+        assert rc == 0, err
+        assert "configured %s: reader %d" % (b.usb, READER) in out

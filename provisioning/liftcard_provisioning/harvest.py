@@ -205,6 +205,8 @@ def owner_of(board) -> Owner | None:
 def survey(board, host_log: str | None = None) -> Survey:
     """Whose rides, and how many not acknowledged, on a board open in the raw REPL."""
     own = owner_of(board)
+    if own is None:  # never configured: no ride has an identity to lose
+        return Survey(None, 0, 0)
     out = board.exec(_SURVEY % (host_log,)).split()
     try:
         if out[-3] != "LOG":
