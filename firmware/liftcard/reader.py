@@ -130,15 +130,23 @@ class Reader:
         self.fees.configure(cfg["tariff"], cfg["floors"], cfg["ground_floor"], cfg["utc_offset_min"])
         self._rebuild_spend()
         self.error = self.wl.error
-        if "tls" in cfg.get("uplink", ()):
+        tls = "tls" in cfg.get("uplink", ())
+        if tls:
             from .tlsctx import early
 
             early(self)  # a 3 KB block, before the NFC stack fragments the heap (docs/board.md, "TLS")
+        else:
+            # A plain uplink before the NFC stack: its 4 KB receive buffer
+            # needs one contiguous block, which the NFC stack's many small
+            # ones would break up. (Over TLS the context's block is set aside
+            # above and the heap has no room for both first: docs/board.md.)
+            self._start_uplink()
         if self.nfc is None and hasattr(self.board, "start_nfc"):
             self.nfc = self.board.start_nfc()
         if self.nfc is not None:
             self.nfc.configure(cfg.get("read_master"), cfg["building_id"])
-        self._start_uplink()
+        if tls:
+            self._start_uplink()
         gc.collect()
 
     def _start_uplink(self):
