@@ -37,6 +37,11 @@ def _remaining_length(buf, sz):
     return i
 
 
+def _add_str(pkt, s):
+    pkt.extend(struct.pack("!H", len(s)))
+    pkt.extend(s)
+
+
 class Client(MQTTClient):
     # umqtt.simple, with the blocking parts replaced: a non-blocking TCP
     # connect, CONNECT sent without waiting, no blocking reads, packet id wrap.
@@ -82,6 +87,11 @@ class Client(MQTTClient):
     def send_connect(self, clean_session=True):
         # umqtt.simple's connect() after the socket, up to the CONNACK.
         self.sock.settimeout(_IO_TIMEOUT_S)
+        self._write(self.connect_packet(clean_session))
+
+    def connect_packet(self, clean_session=True):
+        # The CONNECT packet in one buffer (once per connection, not per
+        # tap): a TLS client sends it as one record.
         premsg = bytearray(b"\x10\0\0\0\0\0")
         msg = bytearray(b"\x04MQTT\x04\x02\0\0")
         sz = 10 + 2 + len(self.client_id)
@@ -97,15 +107,16 @@ class Client(MQTTClient):
             msg[6] |= 0x4 | (self.lw_qos & 0x1) << 3 | (self.lw_qos & 0x2) << 3
             msg[6] |= self.lw_retain << 5
         i = _remaining_length(premsg, sz)
-        self._write(premsg, i + 2)
-        self._write(msg)
-        self._send_str(self.client_id)
+        pkt = premsg[: i + 2]
+        pkt.extend(msg)
+        _add_str(pkt, self.client_id)
         if self.lw_topic:
-            self._send_str(self.lw_topic)
-            self._send_str(self.lw_msg)
+            _add_str(pkt, self.lw_topic)
+            _add_str(pkt, self.lw_msg)
         if self.user is not None:
-            self._send_str(self.user)
-            self._send_str(self.pswd)
+            _add_str(pkt, self.user)
+            _add_str(pkt, self.pswd)
+        return pkt
 
     def read_connack(self):
         resp = self._read(4)

@@ -17,11 +17,10 @@
 
 import errno
 import select
-import struct
 
 from micropython import const
 
-from .mqttclient import _IO_TIMEOUT_S, Client, _remaining_length
+from .mqttclient import _IO_TIMEOUT_S, Client
 
 # uplink.py's S_CONNACK, E_TLS, E_CONNECT and _CONNECT_MS (this module is loaded from it,
 # so it cannot import them back without a cycle).
@@ -29,11 +28,6 @@ _S_CONNACK = const(3)
 _E_TLS = const(6)
 _E_CONNECT = const(1)
 _CONNECT_MS = const(5000)
-
-
-def _add_str(pkt, s):
-    pkt.extend(struct.pack("!H", len(s)))
-    pkt.extend(s)
 
 
 def reason(e):
@@ -113,31 +107,3 @@ class TlsClient(Client):
         self._pkt = None
         self._raw.settimeout(_IO_TIMEOUT_S)
         return True
-
-    def connect_packet(self, clean_session=True):
-        # Client.send_connect's bytes in one buffer: TLS sends them in one record.
-        premsg = bytearray(b"\x10\0\0\0\0\0")
-        msg = bytearray(b"\x04MQTT\x04\x02\0\0")
-        sz = 10 + 2 + len(self.client_id)
-        msg[6] = clean_session << 1
-        if self.user is not None:
-            sz += 2 + len(self.user) + 2 + len(self.pswd)
-            msg[6] |= 0xC0
-        if self.keepalive:
-            msg[7] |= self.keepalive >> 8
-            msg[8] |= self.keepalive & 0x00FF
-        if self.lw_topic:
-            sz += 2 + len(self.lw_topic) + 2 + len(self.lw_msg)
-            msg[6] |= 0x4 | (self.lw_qos & 0x1) << 3 | (self.lw_qos & 0x2) << 3
-            msg[6] |= self.lw_retain << 5
-        i = _remaining_length(premsg, sz)
-        pkt = premsg[: i + 2]
-        pkt.extend(msg)
-        _add_str(pkt, self.client_id)
-        if self.lw_topic:
-            _add_str(pkt, self.lw_topic)
-            _add_str(pkt, self.lw_msg)
-        if self.user is not None:
-            _add_str(pkt, self.user)
-            _add_str(pkt, self.pswd)
-        return pkt
