@@ -100,7 +100,7 @@ def test_an_interrupted_deploy_leaves_one_set_and_a_rerun_completes_it(board, ca
         out, err = p.communicate(timeout=120)
     finally:
         procs.stop(p)
-    assert p.returncode == 2
+    assert p.returncode == 2, err.decode()
     lines = err.decode().strip().splitlines()
     assert "interrupted" in lines[-1] and "run the same command again" in lines[-1]
     assert out == b""  # nothing of what the board last said (mpremote prints it) on stdout

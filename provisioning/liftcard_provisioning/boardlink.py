@@ -103,7 +103,15 @@ def _errors():
     import serial
     from mpremote.transport import TransportError
 
-    return (TransportError, serial.SerialException, OSError)
+    try:
+        # pyserial's flush() and reset_input_buffer() on a port whose far end
+        # went away (a board losing power) raise termios.error, which is not
+        # an OSError.
+        import termios
+
+        return (TransportError, serial.SerialException, OSError, termios.error)
+    except ImportError:  # Windows
+        return (TransportError, serial.SerialException, OSError)
 
 
 PROGRESS_BYTES = 64 * 1024  # a command's output this long gets a progress line per this much
